@@ -1,0 +1,90 @@
+# ModelRollout: progressive delivery of LLM inference services on Gateway API.
+
+SHELL := /usr/bin/env bash -o pipefail
+.SHELLFLAGS := -ec
+
+K8S_VERSION ?= v1.37.2
+CONTROLLER_GEN ?= go tool controller-gen
+GOTEST_FLAGS ?=
+# The test API server, built from the Go module proxy and cached in bin/.
+KUBEBUILDER_ASSETS ?= $(CURDIR)/bin/control-plane/$(K8S_VERSION)
+
+export KUBEBUILDER_ASSETS
+
+.DEFAULT_GOAL := help
+
+##@ General
+
+.PHONY: help
+help: ## Show this help.
+	@awk 'BEGIN {FS = ":.*##"; printf "Usage: make <target>\n"} /^[a-zA-Z_0-9-]+:.*?##/ { printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2 } /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) } ' $(MAKEFILE_LIST)
+
+##@ Development
+
+.PHONY: manifests
+manifests: ## Generate the CRD and RBAC manifests from the API types and markers.
+	$(CONTROLLER_GEN) rbac:roleName=manager-role crd:allowDangerousTypes=true paths="./api/..." paths="./controllers/..." output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+
+.PHONY: generate
+generate: ## Generate deepcopy code for the API types.
+	$(CONTROLLER_GEN) object paths="./api/..."
+
+.PHONY: fmt
+fmt: ## Run gofmt on the code.
+	gofmt -w $$(git ls-files -co --exclude-standard '*.go')
+
+.PHONY: vet
+vet: ## Run go vet.
+	go vet ./...
+
+.PHONY: lint
+lint: vet ## Check formatting and run go vet.
+	@out=$$(gofmt -l $$(git ls-files -co --exclude-standard '*.go')); if [ -n "$$out" ]; then echo "not gofmt-ed:"; echo "$$out"; exit 1; fi
+
+.PHONY: verify
+verify: manifests generate ## Fail when generated files drift from the sources, or code is unformatted.
+	@$(MAKE) --no-print-directory lint
+	@if [ -n "$$(git status --porcelain -- config api)" ]; then echo "generated files are out of date; run 'make manifests generate' and commit:"; git status --porcelain -- config api; git --no-pager diff -- config api | head -50; exit 1; fi
+
+.PHONY: control-plane
+control-plane: ## Build kube-apiserver and etcd from the Go module proxy (cached in bin/).
+	@K8S_VERSION=$(K8S_VERSION) bash test/scripts/control-plane.sh >/dev/null
+
+.PHONY: test-deps
+test-deps: control-plane ## Install everything the tests need (control plane, Prometheus, Alertmanager).
+	@bash test/scripts/install-deps.sh
+
+.PHONY: test
+test: test-deps verify ## Run all tests: unit, integration on a real API server and Prometheus, and e2e.
+	go test $(GOTEST_FLAGS) -timeout 45m ./...
+
+.PHONY: test-e2e
+test-e2e: test-deps ## Run only the end-to-end suite.
+	go test $(GOTEST_FLAGS) -timeout 30m ./test/e2e/...
+
+.PHONY: bench
+bench: test-deps ## Run the benchmarks and print their ratios.
+	go test -run '^$$' -bench . -benchmem -timeout 30m ./...
+
+##@ Build
+
+.PHONY: build
+build: ## Build the operator and the kubectl plugin into bin/.
+	go build -o bin/manager ./cmd/manager
+	go build -o bin/kubectl-modelrollout ./cmd/kubectl-modelrollout
+
+.PHONY: run
+run: manifests generate ## Run the operator against the cluster in your kubeconfig.
+	go run ./cmd/manager
+
+.PHONY: install
+install: manifests ## Install the CRDs into the cluster in your kubeconfig.
+	kubectl apply --server-side -f config/crd/bases
+
+.PHONY: uninstall
+uninstall: ## Remove the CRDs from the cluster in your kubeconfig.
+	kubectl delete --ignore-not-found -f config/crd/bases
+
+.PHONY: demo
+demo: test-deps ## Start a local stack and run a live rollout (see README).
+	go run ./test/cmd/demo $(DEMO_FLAGS)

@@ -1,0 +1,101 @@
+package v1alpha1
+
+// Condition types. Ready, Reconciling and Stalled follow kstatus (Ready is
+// normal-true; Reconciling and Stalled are present only while true), so
+// `kubectl wait --for=condition=Ready`, Flux and cli-utils read the right state.
+const (
+	// ConditionReady is True when the rollout is settled: Succeeded, or Idle
+	// with nothing to do. It is False while the rollout moves, waits or after
+	// a rollback, with the phase as reason.
+	ConditionReady = "Ready"
+	// ConditionReconciling is True while the rollout moves toward its goal:
+	// Waiting, Progressing or Paused.
+	ConditionReconciling = "Reconciling"
+	// ConditionStalled is True when the rollout cannot go on without a change
+	// from the user: it was rolled back, a gate is invalid, or the progress
+	// deadline passed.
+	ConditionStalled = "Stalled"
+	// ConditionRoutesResolved is True when every route exists and every managed
+	// rule references the stable backend.
+	ConditionRoutesResolved = "RoutesResolved"
+	// ConditionCanaryAvailable is True when the canary backend exists and has
+	// ready endpoints.
+	ConditionCanaryAvailable = "CanaryAvailable"
+	// ConditionGatesPassing is True when the latest evaluation of every gate
+	// passed; False with the failing or holding gate named otherwise.
+	ConditionGatesPassing = "GatesPassing"
+)
+
+// Condition reasons.
+const (
+	// ReasonSucceeded: the canary holds all traffic.
+	ReasonSucceeded = "Succeeded"
+	// ReasonIdle: no canary is declared.
+	ReasonIdle = "Idle"
+	// ReasonProgressing: the rollout is moving through its steps.
+	ReasonProgressing = "Progressing"
+	// ReasonPaused: the rollout holds at a step by request or for a promote.
+	ReasonPaused = "Paused"
+	// ReasonWaiting: a precondition is unmet.
+	ReasonWaiting = "Waiting"
+	// ReasonRolledBack: the canary was taken out of traffic.
+	ReasonRolledBack = "RolledBack"
+
+	// ReasonRouteNotFound: a route in spec.routes does not exist.
+	ReasonRouteNotFound = "RouteNotFound"
+	// ReasonStableNotReferenced: a route has no managed rule referencing the
+	// stable backend.
+	ReasonStableNotReferenced = "StableNotReferenced"
+	// ReasonRuleNotFound: a rule named in spec.routes[].rules is absent.
+	ReasonRuleNotFound = "RuleNotFound"
+	// ReasonResolved: all routes and rules resolved.
+	ReasonResolved = "Resolved"
+	// ReasonBackendNotFound: the canary Service or InferencePool does not exist.
+	ReasonBackendNotFound = "BackendNotFound"
+	// ReasonNoReadyEndpoints: the canary Service has no ready endpoints.
+	ReasonNoReadyEndpoints = "NoReadyEndpoints"
+	// ReasonAvailable: the canary has ready endpoints.
+	ReasonAvailable = "Available"
+
+	// ReasonGatesPassed: every gate's latest evaluation passed.
+	ReasonGatesPassed = "GatesPassed"
+	// ReasonGateFailed: a gate's value is outside its range.
+	ReasonGateFailed = "GateFailed"
+	// ReasonGateNoData: a gate had no data and holds the step.
+	ReasonGateNoData = "GateNoData"
+	// ReasonPrometheusError: Prometheus could not be queried.
+	ReasonPrometheusError = "PrometheusError"
+	// ReasonInvalidQuery: a gate's query does not parse or render.
+	ReasonInvalidQuery = "InvalidQuery"
+	// ReasonInvalidConfig: a referenced Secret or other setting is unusable.
+	ReasonInvalidConfig = "InvalidConfig"
+	// ReasonAwaitingEvaluation: gates have not been evaluated in this step yet.
+	ReasonAwaitingEvaluation = "AwaitingEvaluation"
+
+	// ReasonAlertFiring: an Alertmanager alert matched the rollout.
+	ReasonAlertFiring = "AlertFiring"
+	// ReasonAborted: a user asked for a rollback.
+	ReasonAborted = "Aborted"
+	// ReasonProgressDeadlineExceeded: preconditions stayed unmet past
+	// spec.progressDeadline.
+	ReasonProgressDeadlineExceeded = "ProgressDeadlineExceeded"
+	// ReasonInconclusive: gates held without a verdict past inconclusiveLimit.
+	ReasonInconclusive = "InconclusiveAnalysis"
+)
+
+// Annotations through which people and tools steer a rollout without writing
+// its spec (which Git, through Argo CD, owns). Each of promote, abort and retry
+// takes a token, such as a timestamp; the controller acts once per new token
+// and records the token it handled in status.
+const (
+	// AnnotationPromote ends the current step's pause now. Gates must still pass.
+	AnnotationPromote = "rollouts.modelrollout.io/promote"
+	// AnnotationAbort rolls the canary back now.
+	AnnotationAbort = "rollouts.modelrollout.io/abort"
+	// AnnotationAbortReason is the reason recorded with an abort.
+	AnnotationAbortReason = "rollouts.modelrollout.io/abort-reason"
+	// AnnotationRetry restarts a rolled-back rollout at the first step.
+	AnnotationRetry = "rollouts.modelrollout.io/retry"
+	// AnnotationPaused, set to "true", holds the rollout like spec.paused.
+	AnnotationPaused = "rollouts.modelrollout.io/paused"
+)

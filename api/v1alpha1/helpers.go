@@ -1,0 +1,70 @@
+package v1alpha1
+
+import (
+	"fmt"
+	"strconv"
+	"time"
+)
+
+// Parse returns the duration. The CRD schema guarantees the syntax of stored
+// values; Parse reports an error for anything else.
+func (d Duration) Parse() (time.Duration, error) {
+	if d == "" {
+		return 0, fmt.Errorf("empty duration")
+	}
+	v, err := time.ParseDuration(string(d))
+	if err != nil {
+		return 0, fmt.Errorf("invalid duration %q: %w", string(d), err)
+	}
+	return v, nil
+}
+
+// DefaultSteps is the schedule used when spec.steps is empty. It matches the
+// CRD default and the seed's timeline.
+func DefaultSteps() []Step {
+	d := func(s string) *Duration { v := Duration(s); return &v }
+	return []Step{
+		{Weight: 10, Pause: d("30m")},
+		{Weight: 25, Pause: d("30m")},
+		{Weight: 50, Pause: d("1h")},
+		{Weight: 75, Pause: d("1h")},
+		{Weight: 100, Pause: d("1h")},
+	}
+}
+
+// EffectiveSteps returns spec.steps, or DefaultSteps when it is empty.
+func (s *ModelRolloutSpec) EffectiveSteps() []Step {
+	if len(s.Steps) == 0 {
+		return DefaultSteps()
+	}
+	return s.Steps
+}
+
+// GroupOrDefault returns the backend's API group.
+func (b BackendRef) GroupOrDefault() string { return b.Group }
+
+// KindOrDefault returns the backend's kind, Service when unset.
+func (b BackendRef) KindOrDefault() BackendKind {
+	if b.Kind == "" {
+		return BackendKindService
+	}
+	return b.Kind
+}
+
+// String renders the backend as Kind/name:port, e.g. Service/vllm-gpt4-v2:8000.
+func (b BackendRef) String() string {
+	s := string(b.KindOrDefault()) + "/" + b.Name
+	if b.Port != nil {
+		s += ":" + strconv.Itoa(int(*b.Port))
+	}
+	return s
+}
+
+// Revision identifies a stable and canary pair. A change of either starts a
+// new rollout.
+func (s *ModelRolloutSpec) Revision() string {
+	if s.Canary == nil {
+		return ""
+	}
+	return s.Stable.String() + " -> " + s.Canary.String()
+}

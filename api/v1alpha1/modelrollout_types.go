@@ -1,0 +1,409 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// Defaulting strategy: scalar and list defaults are declared in the CRD with
+// +kubebuilder:default, so the API server fills them in and `kubectl get -o yaml`
+// shows the values the controller acts on. The controller never writes spec.
+
+// ModelRolloutSpec is what the user declares: which routes to manage, which
+// backend is stable, which is the canary, and how traffic moves between them.
+//
+// +kubebuilder:validation:XValidation:rule="!has(self.canary) || self.canary.name != self.stable.name || self.canary.kind != self.stable.kind",message="canary must name a different backend than stable; to finish a rollout, move the canary into stable and remove canary"
+type ModelRolloutSpec struct {
+	// routes lists the HTTPRoutes, in the rollout's namespace, whose weights this
+	// rollout manages. All of them move in lockstep: every step sets the same
+	// weights on every managed rule of every route.
+	//
+	// +required
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=16
+	Routes []RouteTarget `json:"routes"`
+
+	// stable is the backend that serves production traffic today. Its
+	// backendRefs in the managed rules get weight 100 - w while the canary has w.
+	//
+	// +required
+	Stable BackendRef `json:"stable"`
+
+	// canary is the new version. Setting or changing it starts a new rollout at
+	// the first step. Without a canary the rollout is Idle and touches nothing.
+	//
+	// +optional
+	Canary *BackendRef `json:"canary,omitempty"`
+
+	// steps is the schedule: the canary's share of traffic in percent and how
+	// long each share bakes before the next. Weights are strictly increasing and
+	// the last one is 100. Defaults to 10% 30m, 25% 30m, 50% 1h, 75% 1h, 100% 1h.
+	//
+	// +optional
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=20
+	// +kubebuilder:validation:XValidation:rule="self[size(self)-1].weight == 100",message="the last step must have weight 100, so that a successful rollout ends with all traffic on the canary"
+	// +kubebuilder:validation:XValidation:rule="self.map(s, s.weight).isSorted() && self.all(s, self.exists_one(t, t.weight == s.weight))",message="step weights must be strictly increasing, e.g. 10, 25, 50, 75, 100"
+	// +kubebuilder:default={{weight:10,pause:"30m"},{weight:25,pause:"30m"},{weight:50,pause:"1h"},{weight:75,pause:"1h"},{weight:100,pause:"1h"}}
+	Steps []Step `json:"steps,omitempty"`
+
+	// paused holds the rollout at its current step: weights stay where they are
+	// and no step advances until paused is false again. Gates keep being
+	// evaluated and a failing gate still rolls back.
+	//
+	// +optional
+	Paused bool `json:"paused,omitempty"`
+
+	// progressDeadline bounds how long the rollout waits for its preconditions
+	// (the routes exist and reference the stable backend, the canary has ready
+	// endpoints). When it passes, the rollout is Stalled; if the canary already
+	// had traffic, it is rolled back.
+	//
+	// +optional
+	// +kubebuilder:default="10m"
+	ProgressDeadline *Duration `json:"progressDeadline,omitempty"`
+
+	// analysis declares the Prometheus gates evaluated at every step.
+	//
+	// +optional
+	Analysis *Analysis `json:"analysis,omitempty"`
+
+	// rollbackOnAlerts rolls the rollout back as soon as the operator's
+	// Alertmanager receiver gets a firing alert whose labels include all of
+	// these. Alerts that carry the labels modelrollout=<name> and
+	// namespace=<namespace> always match, with or without this field.
+	//
+	// +optional
+	RollbackOnAlerts *AlertSelector `json:"rollbackOnAlerts,omitempty"`
+}
+
+// RouteTarget names one HTTPRoute and, optionally, the rules of it to manage.
+type RouteTarget struct {
+	// name of the HTTPRoute, in the rollout's namespace.
+	//
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	Name string `json:"name"`
+
+	// rules restricts management to the rules with these names
+	// (spec.rules[].name). When empty, every rule whose backendRefs include the
+	// stable backend is managed. Rules that do not reference the stable backend
+	// are never touched.
+	//
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=16
+	Rules []RuleName `json:"rules,omitempty"`
+}
+
+// RuleName is the name of an HTTPRoute rule (Gateway API SectionName syntax).
+//
+// +kubebuilder:validation:MinLength=1
+// +kubebuilder:validation:MaxLength=253
+// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+type RuleName string
+
+// BackendKind is the kind of a backend a ModelRollout moves traffic between.
+//
+// +kubebuilder:validation:Enum=Service;InferencePool
+type BackendKind string
+
+const (
+	// BackendKindService is a core Service.
+	BackendKindService BackendKind = "Service"
+	// BackendKindInferencePool is a Gateway API Inference Extension InferencePool.
+	BackendKindInferencePool BackendKind = "InferencePool"
+)
+
+const (
+	// InferenceGroup is the API group of InferencePool (v1).
+	InferenceGroup = "inference.networking.k8s.io"
+	// InferenceGroupAlpha is the API group of the alpha InferencePool.
+	InferenceGroupAlpha = "inference.networking.x-k8s.io"
+)
+
+// BackendRef names a backend, as it appears in an HTTPRoute's backendRefs.
+//
+// +kubebuilder:validation:XValidation:rule="self.kind != 'Service' || has(self.port)",message="port is required when kind is Service"
+// +kubebuilder:validation:XValidation:rule="self.kind == 'Service' ? (!has(self.group) || self.group == ”) : (has(self.group) && self.group in ['inference.networking.k8s.io', 'inference.networking.x-k8s.io'])",message="kind Service takes the core group \"\"; kind InferencePool takes group inference.networking.k8s.io (or inference.networking.x-k8s.io)"
+type BackendRef struct {
+	// group of the backend: "" (core) for a Service, inference.networking.k8s.io
+	// for an InferencePool.
+	//
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	Group string `json:"group,omitempty"`
+
+	// kind of the backend: Service (default) or InferencePool.
+	//
+	// +optional
+	// +kubebuilder:default=Service
+	Kind BackendKind `json:"kind,omitempty"`
+
+	// name of the backend in the rollout's namespace.
+	//
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	Name string `json:"name"`
+
+	// port of the backend. Required for a Service; an InferencePool's
+	// backendRef usually has none.
+	//
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	Port *int32 `json:"port,omitempty"`
+}
+
+// Step is one stage of the schedule.
+type Step struct {
+	// weight is the canary's share of traffic in percent during this step; the
+	// stable backend gets 100 - weight.
+	//
+	// +required
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=100
+	Weight int32 `json:"weight"`
+
+	// pause is how long the step bakes before the next one, provided every gate
+	// passes. Absent means "wait for a manual promote".
+	//
+	// +optional
+	Pause *Duration `json:"pause,omitempty"`
+}
+
+// Duration is a Gateway API style duration: one to four groups of up to five
+// digits, each followed by h, m, s or ms, e.g. 30s, 5m, 1h30m, 500ms.
+//
+// +kubebuilder:validation:MaxLength=24
+// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]{1,5}(h|m|s|ms)){1,4}$')",message="must be a duration such as 30s, 5m or 1h30m (units h, m, s, ms)"
+type Duration string
+
+// ModelRolloutStatus is what the controller observed and decided. It holds
+// all rollout state: a restarted controller resumes from it.
+type ModelRolloutStatus struct {
+	// observedGeneration is the metadata.generation the status was computed for.
+	//
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// phase summarises where the rollout is. See the Phase constants.
+	//
+	// +optional
+	Phase Phase `json:"phase,omitempty"`
+
+	// revision identifies the stable and canary pair the rest of this status
+	// belongs to. When spec.stable or spec.canary changes, a new rollout starts.
+	//
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	Revision string `json:"revision,omitempty"`
+
+	// currentStepIndex is the zero-based index into spec.steps of the step in
+	// force. Absent before the first step has started.
+	//
+	// +optional
+	CurrentStepIndex *int32 `json:"currentStepIndex,omitempty"`
+
+	// step is currentStepIndex+1 over the number of steps, e.g. "2/5", for
+	// display.
+	//
+	// +optional
+	// +kubebuilder:validation:MaxLength=16
+	Step string `json:"step,omitempty"`
+
+	// canaryWeight is the canary weight, in percent, that the controller holds
+	// the managed backendRefs at.
+	//
+	// +optional
+	CanaryWeight int32 `json:"canaryWeight"`
+
+	// stepStartedAt is when the current step's weight was set. The pause of the
+	// step counts from here, so a restarted controller keeps the remaining time.
+	//
+	// +optional
+	StepStartedAt *metav1.Time `json:"stepStartedAt,omitempty"`
+
+	// startedAt is when this revision's rollout started.
+	//
+	// +optional
+	StartedAt *metav1.Time `json:"startedAt,omitempty"`
+
+	// waitingSince is when the preconditions were first seen unmet, while they
+	// still are. progressDeadline counts from here.
+	//
+	// +optional
+	WaitingSince *metav1.Time `json:"waitingSince,omitempty"`
+
+	// message is a human-readable summary of the current state.
+	//
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	Message string `json:"message,omitempty"`
+
+	// rollback records why and when the canary was taken out of traffic, while
+	// phase is RolledBack.
+	//
+	// +optional
+	Rollback *RollbackStatus `json:"rollback,omitempty"`
+
+	// stepHistory lists when each step of this revision started and ended.
+	//
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=20
+	StepHistory []StepRecord `json:"stepHistory,omitempty"`
+
+	// gates holds the latest evaluations of every gate in this step, with a
+	// short history, so every decision can be explained.
+	//
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=16
+	Gates []GateStatus `json:"gates,omitempty"`
+
+	// lastHandledPromote is the value of the promote annotation that was last
+	// acted on. Likewise for abort and retry.
+	//
+	// +optional
+	// +kubebuilder:validation:MaxLength=256
+	LastHandledPromote string `json:"lastHandledPromote,omitempty"`
+
+	// lastHandledAbort is the value of the abort annotation that was last acted on.
+	//
+	// +optional
+	// +kubebuilder:validation:MaxLength=256
+	LastHandledAbort string `json:"lastHandledAbort,omitempty"`
+
+	// lastHandledRetry is the value of the retry annotation that was last acted on.
+	//
+	// +optional
+	// +kubebuilder:validation:MaxLength=256
+	LastHandledRetry string `json:"lastHandledRetry,omitempty"`
+
+	// conditions follow kstatus: Ready is True when the rollout is settled
+	// (Succeeded or Idle); Reconciling is present while it moves; Stalled is
+	// present when it cannot go on without a change from the user. See the
+	// ConditionType constants for the others.
+	//
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	// +kubebuilder:validation:MaxItems=16
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// RollbackStatus says why the canary was taken out of traffic.
+type RollbackStatus struct {
+	// reason is a CamelCase cause: GateFailed, AlertFiring, Aborted,
+	// ProgressDeadlineExceeded or CanaryUnavailable.
+	//
+	// +required
+	// +kubebuilder:validation:MaxLength=64
+	Reason string `json:"reason"`
+
+	// message explains the rollback, e.g. the gate, its value and threshold, or
+	// the alert and its labels.
+	//
+	// +required
+	// +kubebuilder:validation:MaxLength=1024
+	Message string `json:"message"`
+
+	// fromWeight is the canary weight before the rollback.
+	//
+	// +optional
+	FromWeight int32 `json:"fromWeight"`
+
+	// at is when the rollback happened.
+	//
+	// +required
+	At metav1.Time `json:"at"`
+}
+
+// StepRecord is one step's timeline entry.
+type StepRecord struct {
+	// weight of the step.
+	// +required
+	Weight int32 `json:"weight"`
+	// startedAt is when the step's weight was set.
+	// +required
+	StartedAt metav1.Time `json:"startedAt"`
+	// endedAt is when the step gave way to the next one, to success or to a
+	// rollback.
+	// +optional
+	EndedAt *metav1.Time `json:"endedAt,omitempty"`
+}
+
+// Phase is the rollout's place in its lifecycle.
+//
+// +kubebuilder:validation:Enum=Idle;Waiting;Progressing;Paused;Succeeded;RolledBack
+type Phase string
+
+const (
+	// PhaseIdle: spec.canary is absent; the rollout manages nothing and the
+	// routes are left as they are.
+	PhaseIdle Phase = "Idle"
+	// PhaseWaiting: a canary is declared but a precondition is unmet (a route
+	// is missing or does not reference the stable backend, the canary has no
+	// ready endpoints, a gate is invalid). No weight is changed while waiting.
+	PhaseWaiting Phase = "Waiting"
+	// PhaseProgressing: the canary receives its step's share and the schedule
+	// advances as pauses elapse and gates pass.
+	PhaseProgressing Phase = "Progressing"
+	// PhasePaused: the rollout holds at its current step, because spec.paused
+	// or the paused annotation is set, or because the step has no pause and
+	// waits for a manual promote.
+	PhasePaused Phase = "Paused"
+	// PhaseSucceeded: the canary has all traffic (weight 100) and the last
+	// step has baked. Terminal until the canary changes.
+	PhaseSucceeded Phase = "Succeeded"
+	// PhaseRolledBack: the canary was taken out of traffic (weight 0) after a
+	// failed gate, a firing alert, an abort or a missed deadline. Terminal
+	// until the canary changes or the user retries.
+	PhaseRolledBack Phase = "RolledBack"
+)
+
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=mro,categories=modelrollouts
+// +kubebuilder:printcolumn:name="Route",type=string,JSONPath=`.spec.routes[0].name`
+// +kubebuilder:printcolumn:name="Canary",type=string,JSONPath=`.spec.canary.name`
+// +kubebuilder:printcolumn:name="Weight",type=integer,JSONPath=`.status.canaryWeight`
+// +kubebuilder:printcolumn:name="Step",type=string,JSONPath=`.status.step`
+// +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:printcolumn:name="Stable",type=string,JSONPath=`.spec.stable.name`,priority=1
+// +kubebuilder:printcolumn:name="Message",type=string,JSONPath=`.status.message`,priority=1
+
+// ModelRollout moves traffic from a stable model backend to a canary through
+// a schedule of HTTPRoute weights, gated by Prometheus queries at every step.
+type ModelRollout struct {
+	metav1.TypeMeta `json:",inline"`
+	// +optional
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// +required
+	Spec ModelRolloutSpec `json:"spec"`
+	// +optional
+	Status ModelRolloutStatus `json:"status,omitempty"`
+}
+
+// +kubebuilder:object:root=true
+
+// ModelRolloutList is a list of ModelRollouts.
+type ModelRolloutList struct {
+	metav1.TypeMeta `json:",inline"`
+	// +optional
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []ModelRollout `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&ModelRollout{}, &ModelRolloutList{})
+}

@@ -1,0 +1,2 @@
+// Package controllers holds the ModelRollout reconciler.
+package controllers

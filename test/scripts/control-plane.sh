@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Builds kube-apiserver and etcd from the Go module proxy (setup-envtest cannot
+# download on machines without internet access) and links kubectl beside them.
+# The result is cached in bin/control-plane/<k8s version>/, which is the folder
+# KUBEBUILDER_ASSETS points at. Prints that folder on success.
+set -euo pipefail
+
+K8S_VERSION="${K8S_VERSION:-v1.37.2}"
+ETCD_VERSION="${ETCD_VERSION:-v3.6.16}"
+root="$(cd "$(dirname "$0")/../.." && pwd)"
+out="${CONTROL_PLANE_DIR:-$root/bin/control-plane/$K8S_VERSION}"
+work="$root/bin/control-plane/build"
+
+log() { echo "control-plane: $*" >&2; }
+
+mkdir -p "$out"
+
+if [ ! -x "$out/kube-apiserver" ]; then
+  log "building kube-apiserver $K8S_VERSION (about 10 minutes on a cold cache)"
+  mod="$work/apiserver-$K8S_VERSION"
+  rm -rf "$mod" && mkdir -p "$mod"
+  (
+    cd "$mod"
+    k8sdir="$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
+    staging_version="v0${K8S_VERSION#v1}"
+    {
+      echo "module controlplanebuild"
+      echo
+      echo "go 1.26.0"
+      echo
+      echo "require k8s.io/kubernetes $K8S_VERSION"
+      echo
+      echo "replace ("
+      # Every staging module k8s.io/kubernetes replaces with a local folder is
+      # published on its own under the matching v0.x version.
+      sed -n 's#^[[:space:]]*\(k8s.io/[a-z0-9-]*\) => ./staging/.*#\1#p' "$k8sdir/go.mod" |
+        sort -u | while read -r m; do echo "	$m => $m $staging_version"; done
+      echo ")"
+    } > go.mod
+    cat > tools.go <<'GO'
+//go:build tools
+
+package tools
+
+import _ "k8s.io/kubernetes/cmd/kube-apiserver"
+GO
+    GOFLAGS=-mod=mod go mod tidy >&2
+    minor="${K8S_VERSION#v1.}"; minor="${minor%%.*}"
+    CGO_ENABLED=0 go build -trimpath \
+      -ldflags "-s -w -X k8s.io/component-base/version.gitVersion=$K8S_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor" \
+      -o "$out/kube-apiserver.tmp" k8s.io/kubernetes/cmd/kube-apiserver
+    mv "$out/kube-apiserver.tmp" "$out/kube-apiserver"
+  )
+fi
+
+if [ ! -x "$out/etcd" ]; then
+  log "building etcd $ETCD_VERSION"
+  mod="$work/etcd-$ETCD_VERSION"
+  rm -rf "$mod" && mkdir -p "$mod"
+  (
+    cd "$mod"
+    printf 'module etcdbuild\n\ngo 1.26.0\n' > go.mod
+    cat > tools.go <<'GO'
+//go:build tools
+
+package tools
+
+import _ "go.etcd.io/etcd/server/v3"
+GO
+    GOFLAGS=-mod=mod go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION" >&2
+    CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$out/etcd.tmp" go.etcd.io/etcd/server/v3
+    mv "$out/etcd.tmp" "$out/etcd"
+  )
+fi
+
+if [ ! -e "$out/kubectl" ]; then
+  kc="$(command -v kubectl || true)"
+  if [ -z "$kc" ]; then
+    log "kubectl is not on PATH; install it (it ships on this project's machines)"
+    exit 1
+  fi
+  ln -sf "$kc" "$out/kubectl"
+fi
+
+echo "$out"
