@@ -204,6 +204,12 @@ type ModelRolloutStatus struct {
 	// +kubebuilder:validation:MaxLength=1024
 	Revision string `json:"revision,omitempty"`
 
+	// canary is the canary backend of this revision, kept so that a canary
+	// replaced mid-rollout is taken out of traffic before the new one starts.
+	//
+	// +optional
+	Canary *BackendRef `json:"canary,omitempty"`
+
 	// currentStepIndex is the zero-based index into spec.steps of the step in
 	// force. Absent before the first step has started.
 	//
@@ -228,6 +234,12 @@ type ModelRolloutStatus struct {
 	//
 	// +optional
 	StepStartedAt *metav1.Time `json:"stepStartedAt,omitempty"`
+
+	// promoted is true when the current step's pause was ended early by a
+	// promote. The step still advances only once its gates pass.
+	//
+	// +optional
+	Promoted bool `json:"promoted,omitempty"`
 
 	// startedAt is when this revision's rollout started.
 	//

@@ -1,0 +1,178 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	rolloutsv1 "github.com/modelrollout/modelrollout/api/v1alpha1"
+)
+
+// managedRoute is a route found in the cache with the rules the rollout
+// manages in it.
+type managedRoute struct {
+	Route *gatewayv1.HTTPRoute
+	Rules []int
+}
+
+// observeRoutes reads every route of the rollout from the cache. Routes that
+// exist and resolve are returned even when another one has a problem, so a
+// rollback still reaches them.
+func (r *ModelRolloutReconciler) observeRoutes(ctx context.Context, ro *rolloutsv1.ModelRollout) ([]managedRoute, *problem, error) {
+	var found []managedRoute
+	var first *problem
+	for _, t := range ro.Spec.Routes {
+		route := &gatewayv1.HTTPRoute{}
+		err := r.Get(ctx, types.NamespacedName{Namespace: ro.Namespace, Name: t.Name}, route)
+		if apierrors.IsNotFound(err) {
+			if first == nil {
+				first = &problem{Reason: rolloutsv1.ReasonRouteNotFound,
+					Message: fmt.Sprintf("HTTPRoute %s not found in namespace %s", t.Name, ro.Namespace)}
+			}
+			continue
+		}
+		if err != nil {
+			return nil, nil, fmt.Errorf("get HTTPRoute %s/%s: %w", ro.Namespace, t.Name, err)
+		}
+		rules, p := managedRules(route, t, ro.Spec.Stable)
+		if p != nil {
+			if first == nil {
+				first = p
+			}
+			continue
+		}
+		found = append(found, managedRoute{Route: route, Rules: rules})
+	}
+	return found, first, nil
+}
+
+// inferencePoolGVK is the InferencePool kind of the Gateway API Inference
+// Extension, read as unstructured so that the operator does not depend on its
+// Go module.
+func inferencePoolGVK(group string) schema.GroupVersionKind {
+	version := "v1"
+	if group == rolloutsv1.InferenceGroupAlpha {
+		version = "v1alpha2"
+	}
+	return schema.GroupVersionKind{Group: group, Version: version, Kind: "InferencePool"}
+}
+
+// observeCanary checks that the canary exists and can serve: a Service with
+// the port and at least one ready endpoint, or an existing InferencePool.
+func (r *ModelRolloutReconciler) observeCanary(ctx context.Context, ro *rolloutsv1.ModelRollout) (*problem, error) {
+	c := ro.Spec.Canary
+	key := types.NamespacedName{Namespace: ro.Namespace, Name: c.Name}
+	if c.KindOrDefault() == rolloutsv1.BackendKindInferencePool {
+		pool := &unstructured.Unstructured{}
+		pool.SetGroupVersionKind(inferencePoolGVK(c.Group))
+		err := r.Get(ctx, key, pool)
+		switch {
+		case apierrors.IsNotFound(err):
+			return &problem{Reason: rolloutsv1.ReasonBackendNotFound,
+				Message: fmt.Sprintf("canary InferencePool %s not found in namespace %s", c.Name, ro.Namespace)}, nil
+		case meta.IsNoMatchError(err):
+			return &problem{Reason: rolloutsv1.ReasonBackendNotFound,
+				Message: fmt.Sprintf("canary InferencePool %s: the InferencePool CRD (%s) is not installed", c.Name, c.Group)}, nil
+		case err != nil:
+			return nil, fmt.Errorf("get InferencePool %s: %w", key, err)
+		}
+		return nil, nil
+	}
+
+	svc := &corev1.Service{}
+	if err := r.Get(ctx, key, svc); err != nil {
+		if apierrors.IsNotFound(err) {
+			return &problem{Reason: rolloutsv1.ReasonBackendNotFound,
+				Message: fmt.Sprintf("canary Service %s not found in namespace %s", c.Name, ro.Namespace)}, nil
+		}
+		return nil, fmt.Errorf("get Service %s: %w", key, err)
+	}
+	var port *corev1.ServicePort
+	for i := range svc.Spec.Ports {
+		if c.Port != nil && svc.Spec.Ports[i].Port == *c.Port {
+			port = &svc.Spec.Ports[i]
+		}
+	}
+	if port == nil {
+		return &problem{Reason: rolloutsv1.ReasonBackendNotFound,
+			Message: fmt.Sprintf("canary Service %s has no port %d", c.Name, derefPort(c.Port))}, nil
+	}
+	if svc.Spec.Type == corev1.ServiceTypeExternalName {
+		return nil, nil
+	}
+
+	slices := &discoveryv1.EndpointSliceList{}
+	if err := r.List(ctx, slices, client.InNamespace(ro.Namespace), client.MatchingFields{indexEndpointSliceService: c.Name}); err != nil {
+		return nil, fmt.Errorf("list EndpointSlices of Service %s: %w", key, err)
+	}
+	if readyEndpoints(slices.Items, port) == 0 {
+		return &problem{Reason: rolloutsv1.ReasonNoReadyEndpoints,
+			Message: fmt.Sprintf("canary Service %s has no ready endpoints for port %d", c.Name, port.Port)}, nil
+	}
+	return nil, nil
+}
+
+func derefPort(p *int32) int32 {
+	if p == nil {
+		return 0
+	}
+	return *p
+}
+
+// readyEndpoints counts the ready, non-terminating endpoints that serve the
+// Service port.
+func readyEndpoints(slices []discoveryv1.EndpointSlice, port *corev1.ServicePort) int {
+	n := 0
+	for _, s := range slices {
+		if !slicePortMatches(s, port) {
+			continue
+		}
+		for _, e := range s.Endpoints {
+			ready := e.Conditions.Ready == nil || *e.Conditions.Ready
+			terminating := e.Conditions.Terminating != nil && *e.Conditions.Terminating
+			if ready && !terminating {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// slicePortMatches says whether an EndpointSlice carries the Service port:
+// EndpointSlice ports are named after the Service port they serve.
+func slicePortMatches(s discoveryv1.EndpointSlice, port *corev1.ServicePort) bool {
+	if len(s.Ports) == 0 {
+		return true
+	}
+	for _, p := range s.Ports {
+		name := ""
+		if p.Name != nil {
+			name = *p.Name
+		}
+		if name == port.Name {
+			return true
+		}
+	}
+	return false
+}
+
+// readRequests reads the manual actions from the annotations.
+func readRequests(ro *rolloutsv1.ModelRollout) requests {
+	a := ro.GetAnnotations()
+	return requests{
+		Promote:     a[rolloutsv1.AnnotationPromote],
+		Abort:       a[rolloutsv1.AnnotationAbort],
+		AbortReason: a[rolloutsv1.AnnotationAbortReason],
+		Retry:       a[rolloutsv1.AnnotationRetry],
+		Paused:      a[rolloutsv1.AnnotationPaused] == "true",
+	}
+}

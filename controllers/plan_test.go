@@ -1,0 +1,505 @@
+package controllers
+
+import (
+	"testing"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	rolloutsv1 "github.com/modelrollout/modelrollout/api/v1alpha1"
+)
+
+var t0 = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+
+func dur(s string) *rolloutsv1.Duration { d := rolloutsv1.Duration(s); return &d }
+
+func mt(t time.Time) *metav1.Time { m := metav1.NewTime(t); return &m }
+
+func testRollout() *rolloutsv1.ModelRollout {
+	return &rolloutsv1.ModelRollout{
+		ObjectMeta: metav1.ObjectMeta{Name: "gpt4", Namespace: "ai", Generation: 1},
+		Spec: rolloutsv1.ModelRolloutSpec{
+			Routes: []rolloutsv1.RouteTarget{{Name: "model-header-routing"}},
+			Stable: rolloutsv1.BackendRef{Kind: rolloutsv1.BackendKindService, Name: "vllm-gpt4-v1", Port: ptr.To[int32](8000)},
+			Canary: &rolloutsv1.BackendRef{Kind: rolloutsv1.BackendKindService, Name: "vllm-gpt4-v2", Port: ptr.To[int32](8000)},
+			Steps: []rolloutsv1.Step{
+				{Weight: 10, Pause: dur("30m")},
+				{Weight: 50, Pause: dur("1h")},
+				{Weight: 100, Pause: dur("1h")},
+			},
+			ProgressDeadline: dur("10m"),
+		},
+	}
+}
+
+// atStep puts the rollout at step i, started the given time ago.
+func atStep(ro *rolloutsv1.ModelRollout, i int, ago time.Duration) *rolloutsv1.ModelRollout {
+	idx := int32(i)
+	ro.Status.Revision = ro.Spec.Revision()
+	ro.Status.Canary = ro.Spec.Canary.DeepCopy()
+	ro.Status.Phase = rolloutsv1.PhaseProgressing
+	ro.Status.CurrentStepIndex = &idx
+	ro.Status.CanaryWeight = ro.Spec.Steps[i].Weight
+	ro.Status.StepStartedAt = mt(t0.Add(-ago))
+	ro.Status.StartedAt = mt(t0.Add(-2 * time.Hour))
+	return ro
+}
+
+func withGates(ro *rolloutsv1.ModelRollout) *rolloutsv1.ModelRollout {
+	ro.Spec.Analysis = &rolloutsv1.Analysis{Interval: "1m", Gates: []rolloutsv1.Gate{
+		{Name: "errors", Preset: "vllm-error-ratio", Max: ptr.To(0.05), NoData: rolloutsv1.NoDataHold, FailureLimit: 1},
+	}}
+	return ro
+}
+
+func hasEvent(d decision, reason string) bool {
+	for _, e := range d.Events {
+		if e.Reason == reason {
+			return true
+		}
+	}
+	return false
+}
+
+func condStatus(st rolloutsv1.ModelRolloutStatus, t string) string {
+	c := meta.FindStatusCondition(st.Conditions, t)
+	if c == nil {
+		return "absent"
+	}
+	return string(c.Status) + "/" + c.Reason
+}
+
+func TestPlan(t *testing.T) {
+	tests := []struct {
+		name  string
+		ro    *rolloutsv1.ModelRollout
+		obs   observation
+		check func(t *testing.T, d decision)
+	}{
+		{
+			name: "new rollout with preconditions met starts the first step",
+			ro:   testRollout(),
+			check: func(t *testing.T, d decision) {
+				st := d.Status
+				expect(t, st.Phase, rolloutsv1.PhaseProgressing)
+				expect(t, st.CanaryWeight, int32(10))
+				expect(t, st.Step, "1/3")
+				expect(t, st.StepStartedAt.Time, t0)
+				expect(t, st.Revision, "Service/vllm-gpt4-v1:8000 -> Service/vllm-gpt4-v2:8000")
+				expect(t, d.RequeueAfter, 30*time.Minute)
+				expect(t, hasEvent(d, "RolloutStarted") && hasEvent(d, "StepStarted"), true)
+				expect(t, condStatus(st, "Ready"), "False/Progressing")
+				expect(t, condStatus(st, "Reconciling"), "True/Progressing")
+				expect(t, condStatus(st, "Stalled"), "absent")
+				expect(t, d.ManageRoutes, true)
+			},
+		},
+		{
+			name: "missing canary endpoints keep the rollout waiting with no weight",
+			ro:   testRollout(),
+			obs:  observation{Canary: &problem{Reason: rolloutsv1.ReasonNoReadyEndpoints, Message: "canary Service vllm-gpt4-v2 has no ready endpoints for port 8000"}},
+			check: func(t *testing.T, d decision) {
+				st := d.Status
+				expect(t, st.Phase, rolloutsv1.PhaseWaiting)
+				expect(t, st.CanaryWeight, int32(0))
+				expect(t, st.CurrentStepIndex == nil, true)
+				expect(t, st.WaitingSince.Time, t0)
+				expect(t, d.RequeueAfter, 10*time.Minute)
+				expect(t, condStatus(st, "CanaryAvailable"), "False/NoReadyEndpoints")
+				expect(t, condStatus(st, "Reconciling"), "True/Waiting")
+				expect(t, st.Message, "canary Service vllm-gpt4-v2 has no ready endpoints for port 8000")
+			},
+		},
+		{
+			name: "waiting past the progress deadline is Stalled but moves no traffic",
+			ro: func() *rolloutsv1.ModelRollout {
+				ro := testRollout()
+				ro.Status.Revision = ro.Spec.Revision()
+				ro.Status.Canary = ro.Spec.Canary
+				ro.Status.Phase = rolloutsv1.PhaseWaiting
+				ro.Status.WaitingSince = mt(t0.Add(-11 * time.Minute))
+				return ro
+			}(),
+			obs: observation{Routes: &problem{Reason: rolloutsv1.ReasonRouteNotFound, Message: "HTTPRoute model-header-routing not found in namespace ai"}},
+			check: func(t *testing.T, d decision) {
+				expect(t, d.Status.Phase, rolloutsv1.PhaseWaiting)
+				expect(t, d.Status.CanaryWeight, int32(0))
+				expect(t, condStatus(d.Status, "Stalled"), "True/ProgressDeadlineExceeded")
+				expect(t, condStatus(d.Status, "Reconciling"), "absent")
+				expect(t, condStatus(d.Status, "RoutesResolved"), "False/RouteNotFound")
+			},
+		},
+		{
+			name: "a waiting rollout recovers by itself when the problem is fixed",
+			ro: func() *rolloutsv1.ModelRollout {
+				ro := testRollout()
+				ro.Status.Revision = ro.Spec.Revision()
+				ro.Status.Canary = ro.Spec.Canary
+				ro.Status.Phase = rolloutsv1.PhaseWaiting
+				ro.Status.WaitingSince = mt(t0.Add(-20 * time.Minute))
+				return ro
+			}(),
+			check: func(t *testing.T, d decision) {
+				expect(t, d.Status.Phase, rolloutsv1.PhaseProgressing)
+				expect(t, d.Status.CanaryWeight, int32(10))
+				expect(t, d.Status.WaitingSince == nil, true)
+				expect(t, condStatus(d.Status, "Stalled"), "absent")
+				expect(t, hasEvent(d, "PreconditionsMet"), true)
+			},
+		},
+		{
+			name: "a restarted controller keeps the remaining pause",
+			ro:   atStep(testRollout(), 1, 10*time.Minute),
+			check: func(t *testing.T, d decision) {
+				expect(t, d.Status.CanaryWeight, int32(50))
+				expect(t, *d.Status.CurrentStepIndex, int32(1))
+				expect(t, d.RequeueAfter, 50*time.Minute)
+				expect(t, len(d.Events), 0)
+			},
+		},
+		{
+			name: "an elapsed pause advances exactly one step",
+			ro:   atStep(testRollout(), 0, 31*time.Minute),
+			check: func(t *testing.T, d decision) {
+				expect(t, *d.Status.CurrentStepIndex, int32(1))
+				expect(t, d.Status.CanaryWeight, int32(50))
+				expect(t, d.Status.StepStartedAt.Time, t0)
+				expect(t, d.RequeueAfter, time.Hour)
+			},
+		},
+		{
+			name: "the last step ends Succeeded at 100",
+			ro:   atStep(testRollout(), 2, 61*time.Minute),
+			check: func(t *testing.T, d decision) {
+				expect(t, d.Status.Phase, rolloutsv1.PhaseSucceeded)
+				expect(t, d.Status.CanaryWeight, int32(100))
+				expect(t, d.RequeueAfter, time.Duration(0))
+				expect(t, condStatus(d.Status, "Ready"), "True/Succeeded")
+				expect(t, condStatus(d.Status, "Reconciling"), "absent")
+			},
+		},
+		{
+			name: "a succeeded rollout stays succeeded",
+			ro: func() *rolloutsv1.ModelRollout {
+				ro := atStep(testRollout(), 2, 5*time.Hour)
+				ro.Status.Phase = rolloutsv1.PhaseSucceeded
+				return ro
+			}(),
+			check: func(t *testing.T, d decision) {
+				expect(t, d.Status.Phase, rolloutsv1.PhaseSucceeded)
+				expect(t, d.Status.CanaryWeight, int32(100))
+				expect(t, len(d.Events), 0)
+			},
+		},
+		{
+			name: "a step without pause waits for a promote",
+			ro: func() *rolloutsv1.ModelRollout {
+				ro := testRollout()
+				ro.Spec.Steps[0].Pause = nil
+				return atStep(ro, 0, 5*time.Hour)
+			}(),
+			check: func(t *testing.T, d decision) {
+				expect(t, d.Status.Phase, rolloutsv1.PhasePaused)
+				expect(t, d.Status.CanaryWeight, int32(10))
+				expect(t, hasEvent(d, "AwaitingPromote"), true)
+			},
+		},
+		{
+			name: "a promote ends a pause once",
+			ro: func() *rolloutsv1.ModelRollout {
+				ro := testRollout()
+				ro.Spec.Steps[0].Pause = nil
+				ro = atStep(ro, 0, time.Minute)
+				ro.Status.Phase = rolloutsv1.PhasePaused
+				return ro
+			}(),
+			obs: observation{Requests: requests{Promote: "2026-11-25T12:00:00Z"}},
+			check: func(t *testing.T, d decision) {
+				expect(t, d.Status.CanaryWeight, int32(50))
+				expect(t, d.Status.Phase, rolloutsv1.PhaseProgressing)
+				expect(t, d.Status.LastHandledPromote, "2026-11-25T12:00:00Z")
+				expect(t, d.Status.Promoted, false)
+			},
+		},
+		{
+			name: "an already handled promote does nothing",
+			ro: func() *rolloutsv1.ModelRollout {
+				ro := atStep(testRollout(), 0, time.Minute)
+				ro.Status.LastHandledPromote = "x"
+				return ro
+			}(),
+			obs: observation{Requests: requests{Promote: "x"}},
+			check: func(t *testing.T, d decision) {
+				expect(t, d.Status.CanaryWeight, int32(10))
+				expect(t, len(d.Events), 0)
+			},
+		},
+		{
+			name: "spec.paused holds an elapsed step",
+			ro: func() *rolloutsv1.ModelRollout {
+				ro := atStep(testRollout(), 0, time.Hour)
+				ro.Spec.Paused = true
+				return ro
+			}(),
+			check: func(t *testing.T, d decision) {
+				expect(t, d.Status.Phase, rolloutsv1.PhasePaused)
+				expect(t, d.Status.CanaryWeight, int32(10))
+				expect(t, condStatus(d.Status, "Reconciling"), "True/Paused")
+			},
+		},
+		{
+			name: "the paused annotation holds like spec.paused",
+			ro:   atStep(testRollout(), 0, time.Hour),
+			obs:  observation{Requests: requests{Paused: true}},
+			check: func(t *testing.T, d decision) {
+				expect(t, d.Status.Phase, rolloutsv1.PhasePaused)
+				expect(t, d.Status.CanaryWeight, int32(10))
+			},
+		},
+		{
+			name: "abort rolls back to 0 with the reason",
+			ro:   atStep(testRollout(), 1, time.Minute),
+			obs:  observation{Requests: requests{Abort: "t1", AbortReason: "bad outputs"}},
+			check: func(t *testing.T, d decision) {
+				expect(t, d.Status.Phase, rolloutsv1.PhaseRolledBack)
+				expect(t, d.Status.CanaryWeight, int32(0))
+				expect(t, d.Status.Rollback.Reason, rolloutsv1.ReasonAborted)
+				expect(t, d.Status.Rollback.Message, "bad outputs")
+				expect(t, d.Status.Rollback.FromWeight, int32(50))
+				expect(t, condStatus(d.Status, "Stalled"), "True/Aborted")
+				expect(t, condStatus(d.Status, "Ready"), "False/RolledBack")
+				expect(t, d.Status.StepHistory == nil || d.Status.StepHistory[len(d.Status.StepHistory)-1].EndedAt != nil, true)
+			},
+		},
+		{
+			name: "an alert token rolls back with reason AlertFiring",
+			ro:   atStep(testRollout(), 0, time.Minute),
+			obs:  observation{Requests: requests{Abort: "alert-abc", AbortReason: `alert HighErrorRate{model="gpt-4"} firing`}},
+			check: func(t *testing.T, d decision) {
+				expect(t, d.Status.Rollback.Reason, rolloutsv1.ReasonAlertFiring)
+				expect(t, d.Status.CanaryWeight, int32(0))
+			},
+		},
+		{
+			name: "abort does not revert a succeeded rollout",
+			ro: func() *rolloutsv1.ModelRollout {
+				ro := atStep(testRollout(), 2, 5*time.Hour)
+				ro.Status.Phase = rolloutsv1.PhaseSucceeded
+				return ro
+			}(),
+			obs: observation{Requests: requests{Abort: "t1"}},
+			check: func(t *testing.T, d decision) {
+				expect(t, d.Status.Phase, rolloutsv1.PhaseSucceeded)
+				expect(t, d.Status.CanaryWeight, int32(100))
+				expect(t, d.Status.LastHandledAbort, "t1")
+				expect(t, hasEvent(d, "AbortIgnored"), true)
+			},
+		},
+		{
+			name: "retry restarts a rolled-back rollout at step 1",
+			ro: func() *rolloutsv1.ModelRollout {
+				ro := atStep(testRollout(), 1, time.Hour)
+				ro.Status.Phase = rolloutsv1.PhaseRolledBack
+				ro.Status.CanaryWeight = 0
+				ro.Status.Rollback = &rolloutsv1.RollbackStatus{Reason: "GateFailed", Message: "x", At: *mt(t0)}
+				return ro
+			}(),
+			obs: observation{Requests: requests{Retry: "r1"}},
+			check: func(t *testing.T, d decision) {
+				expect(t, d.Status.Phase, rolloutsv1.PhaseProgressing)
+				expect(t, d.Status.CanaryWeight, int32(10))
+				expect(t, *d.Status.CurrentStepIndex, int32(0))
+				expect(t, d.Status.Rollback == nil, true)
+				expect(t, d.Status.LastHandledRetry, "r1")
+				expect(t, condStatus(d.Status, "Stalled"), "absent")
+			},
+		},
+		{
+			name: "retry of a progressing rollout is ignored",
+			ro:   atStep(testRollout(), 1, time.Minute),
+			obs:  observation{Requests: requests{Retry: "r1"}},
+			check: func(t *testing.T, d decision) {
+				expect(t, d.Status.CanaryWeight, int32(50))
+				expect(t, hasEvent(d, "RetryIgnored"), true)
+			},
+		},
+		{
+			name: "a rolled-back rollout stays rolled back",
+			ro: func() *rolloutsv1.ModelRollout {
+				ro := atStep(testRollout(), 1, time.Hour)
+				ro.Status.Phase = rolloutsv1.PhaseRolledBack
+				ro.Status.CanaryWeight = 0
+				return ro
+			}(),
+			check: func(t *testing.T, d decision) {
+				expect(t, d.Status.Phase, rolloutsv1.PhaseRolledBack)
+				expect(t, d.Status.CanaryWeight, int32(0))
+				expect(t, d.ManageRoutes, true)
+			},
+		},
+		{
+			name: "a new canary mid-rollout retires the old one and starts over",
+			ro: func() *rolloutsv1.ModelRollout {
+				ro := atStep(testRollout(), 1, time.Minute)
+				ro.Spec.Canary = &rolloutsv1.BackendRef{Kind: rolloutsv1.BackendKindService, Name: "vllm-gpt4-v3", Port: ptr.To[int32](8000)}
+				return ro
+			}(),
+			check: func(t *testing.T, d decision) {
+				expect(t, len(d.Retire), 1)
+				expect(t, d.Retire[0].Name, "vllm-gpt4-v2")
+				expect(t, d.Status.Canary.Name, "vllm-gpt4-v3")
+				expect(t, d.Status.CanaryWeight, int32(10))
+				expect(t, *d.Status.CurrentStepIndex, int32(0))
+				expect(t, hasEvent(d, "CanaryReplaced"), true)
+			},
+		},
+		{
+			name: "no canary is Idle and leaves routes alone",
+			ro: func() *rolloutsv1.ModelRollout {
+				ro := atStep(testRollout(), 2, 5*time.Hour)
+				ro.Status.Phase = rolloutsv1.PhaseSucceeded
+				ro.Spec.Stable.Name = "vllm-gpt4-v2"
+				ro.Spec.Canary = nil
+				return ro
+			}(),
+			check: func(t *testing.T, d decision) {
+				expect(t, d.Status.Phase, rolloutsv1.PhaseIdle)
+				expect(t, d.ManageRoutes, false)
+				expect(t, condStatus(d.Status, "Ready"), "True/Idle")
+				expect(t, condStatus(d.Status, "RoutesResolved"), "absent")
+			},
+		},
+		{
+			name: "a canary that loses its endpoints mid-step holds, then rolls back past the deadline",
+			ro: func() *rolloutsv1.ModelRollout {
+				ro := atStep(testRollout(), 0, time.Hour)
+				ro.Status.WaitingSince = mt(t0.Add(-10 * time.Minute))
+				return ro
+			}(),
+			obs: observation{Canary: &problem{Reason: rolloutsv1.ReasonNoReadyEndpoints, Message: "canary Service vllm-gpt4-v2 has no ready endpoints for port 8000"}},
+			check: func(t *testing.T, d decision) {
+				expect(t, d.Status.Phase, rolloutsv1.PhaseRolledBack)
+				expect(t, d.Status.Rollback.Reason, rolloutsv1.ReasonProgressDeadlineExceeded)
+				expect(t, d.Status.CanaryWeight, int32(0))
+			},
+		},
+		{
+			name: "a canary that loses its endpoints mid-step holds before the deadline",
+			ro:   atStep(testRollout(), 0, time.Hour),
+			obs:  observation{Canary: &problem{Reason: rolloutsv1.ReasonNoReadyEndpoints, Message: "no endpoints"}},
+			check: func(t *testing.T, d decision) {
+				expect(t, d.Status.Phase, rolloutsv1.PhaseProgressing)
+				expect(t, d.Status.CanaryWeight, int32(10))
+				expect(t, *d.Status.CurrentStepIndex, int32(0))
+				expect(t, d.RequeueAfter, 10*time.Minute)
+			},
+		},
+		{
+			name: "an invalid gate stalls the rollout before any traffic moves",
+			ro:   withGates(testRollout()),
+			obs:  observation{Analysis: &problem{Reason: rolloutsv1.ReasonInvalidQuery, Message: `gate "errors": parse error`}},
+			check: func(t *testing.T, d decision) {
+				expect(t, d.Status.Phase, rolloutsv1.PhaseWaiting)
+				expect(t, d.Status.CanaryWeight, int32(0))
+				expect(t, condStatus(d.Status, "Stalled"), "True/InvalidQuery")
+				expect(t, condStatus(d.Status, "GatesPassing"), "False/InvalidQuery")
+			},
+		},
+		{
+			name: "a failed gate rolls back at once",
+			ro:   withGates(atStep(testRollout(), 1, time.Minute)),
+			obs: observation{Gates: &gateRound{
+				Gates:    []rolloutsv1.GateStatus{{Name: "errors", Verdict: rolloutsv1.VerdictFail, Value: "0.2", LastEvaluatedAt: mt(t0)}},
+				Rollback: &problem{Reason: rolloutsv1.ReasonGateFailed, Message: `gate "errors" value 0.2 outside <= 0.05`},
+			}},
+			check: func(t *testing.T, d decision) {
+				expect(t, d.Status.Phase, rolloutsv1.PhaseRolledBack)
+				expect(t, d.Status.CanaryWeight, int32(0))
+				expect(t, d.Status.Rollback.Reason, rolloutsv1.ReasonGateFailed)
+				expect(t, condStatus(d.Status, "GatesPassing"), "False/GateFailed")
+				expect(t, d.Status.Gates[0].Value, "0.2")
+			},
+		},
+		{
+			name: "an elapsed step waits for gates evaluated in this step",
+			ro: func() *rolloutsv1.ModelRollout {
+				ro := withGates(atStep(testRollout(), 0, 31*time.Minute))
+				ro.Status.Gates = []rolloutsv1.GateStatus{{Name: "errors", Verdict: rolloutsv1.VerdictPass, LastEvaluatedAt: mt(t0.Add(-40 * time.Minute))}}
+				return ro
+			}(),
+			check: func(t *testing.T, d decision) {
+				expect(t, *d.Status.CurrentStepIndex, int32(0))
+				expect(t, d.Status.CanaryWeight, int32(10))
+			},
+		},
+		{
+			name: "an elapsed step with passing gates advances",
+			ro:   withGates(atStep(testRollout(), 0, 31*time.Minute)),
+			obs: observation{Gates: &gateRound{
+				Gates: []rolloutsv1.GateStatus{{Name: "errors", Verdict: rolloutsv1.VerdictPass, Value: "0.01", LastEvaluatedAt: mt(t0)}},
+			}},
+			check: func(t *testing.T, d decision) {
+				expect(t, *d.Status.CurrentStepIndex, int32(1))
+				expect(t, d.Status.CanaryWeight, int32(50))
+				expect(t, condStatus(d.Status, "GatesPassing"), "True/GatesPassed")
+			},
+		},
+		{
+			name: "a holding gate never promotes",
+			ro:   withGates(atStep(testRollout(), 0, 31*time.Minute)),
+			obs: observation{Gates: &gateRound{
+				Gates:   []rolloutsv1.GateStatus{{Name: "errors", Verdict: rolloutsv1.VerdictNoData, Message: "empty result", LastEvaluatedAt: mt(t0)}},
+				Holding: &problem{Reason: rolloutsv1.ReasonGateNoData, Message: `gate "errors": empty result`},
+			}},
+			check: func(t *testing.T, d decision) {
+				expect(t, *d.Status.CurrentStepIndex, int32(0))
+				expect(t, d.Status.CanaryWeight, int32(10))
+				expect(t, condStatus(d.Status, "GatesPassing"), "False/GateNoData")
+				expect(t, d.RequeueAfter, time.Minute)
+			},
+		},
+		{
+			name: "a promote does not bypass a holding gate",
+			ro: func() *rolloutsv1.ModelRollout {
+				ro := withGates(atStep(testRollout(), 0, time.Minute))
+				ro.Status.Gates = []rolloutsv1.GateStatus{{Name: "errors", Verdict: rolloutsv1.VerdictNoData, LastEvaluatedAt: mt(t0.Add(-10 * time.Second))}}
+				return ro
+			}(),
+			obs: observation{Requests: requests{Promote: "p"}},
+			check: func(t *testing.T, d decision) {
+				expect(t, *d.Status.CurrentStepIndex, int32(0))
+				expect(t, d.Status.Promoted, true)
+			},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.obs.Now = t0
+			before := tc.ro.DeepCopy()
+			d := plan(tc.ro, tc.obs)
+			tc.check(t, d)
+			expect(t, tc.ro.Status.Phase, before.Status.Phase) // plan must not mutate its input
+		})
+	}
+}
+
+func TestGatesDue(t *testing.T) {
+	ro := withGates(atStep(testRollout(), 0, 5*time.Minute))
+	expect(t, gatesDue(ro, t0), true)
+	ro.Status.Gates = []rolloutsv1.GateStatus{{Name: "errors", LastEvaluatedAt: mt(t0.Add(-30 * time.Second))}}
+	expect(t, gatesDue(ro, t0), false)
+	expect(t, gatesDue(ro, t0.Add(30*time.Second)), true)
+	ro.Status.Phase = rolloutsv1.PhaseRolledBack
+	expect(t, gatesDue(ro, t0.Add(time.Hour)), false)
+	waiting := withGates(testRollout())
+	expect(t, gatesDue(waiting, t0), false)
+}
+
+func expect[T comparable](t *testing.T, got, want T) {
+	t.Helper()
+	if got != want {
+		t.Fatalf("got %v, want %v", got, want)
+	}
+}
