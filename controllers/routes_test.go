@@ -1,0 +1,230 @@
+package controllers
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"reflect"
+	"testing"
+
+	jsonpatch "github.com/evanphx/json-patch/v5"
+	"k8s.io/utils/ptr"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+	"sigs.k8s.io/yaml"
+
+	rolloutsv1 "github.com/modelrollout/modelrollout/api/v1alpha1"
+)
+
+func loadRoute(t *testing.T, file string) (*gatewayv1.HTTPRoute, []byte) {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join("testdata", "routes", file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, err := yaml.YAMLToJSON(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	route := &gatewayv1.HTTPRoute{}
+	if err := json.Unmarshal(doc, route); err != nil {
+		t.Fatal(err)
+	}
+	route.Namespace = "ai"
+	return route, doc
+}
+
+var (
+	stableRef = rolloutsv1.BackendRef{Kind: rolloutsv1.BackendKindService, Name: "vllm-gpt4-v1", Port: ptr.To[int32](8000)}
+	canaryRef = rolloutsv1.BackendRef{Kind: rolloutsv1.BackendKindService, Name: "vllm-gpt4-v2", Port: ptr.To[int32](8000)}
+)
+
+// stripWeights removes every backendRef weight and every canary backendRef,
+// leaving what the controller must never change.
+func stripWeights(t *testing.T, doc []byte) map[string]any {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal(doc, &m); err != nil {
+		t.Fatal(err)
+	}
+	spec := m["spec"].(map[string]any)
+	for _, r := range spec["rules"].([]any) {
+		rule := r.(map[string]any)
+		refs, _ := rule["backendRefs"].([]any)
+		kept := []any{}
+		for _, b := range refs {
+			ref := b.(map[string]any)
+			delete(ref, "weight")
+			if ref["name"] == canaryRef.Name {
+				continue
+			}
+			kept = append(kept, ref)
+		}
+		rule["backendRefs"] = kept
+	}
+	return m
+}
+
+// weightsOf lists name=weight per rule.
+func weightsOf(t *testing.T, doc []byte) [][]string {
+	t.Helper()
+	route := &gatewayv1.HTTPRoute{}
+	if err := json.Unmarshal(doc, route); err != nil {
+		t.Fatal(err)
+	}
+	var out [][]string
+	for _, rule := range route.Spec.Rules {
+		var r []string
+		for _, b := range rule.BackendRefs {
+			w := "unset"
+			if b.Weight != nil {
+				w = itoa(*b.Weight)
+			}
+			r = append(r, string(b.Name)+"="+w)
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+func itoa(i int32) string { b, _ := json.Marshal(i); return string(b) }
+
+func TestWeightOpsOnSeedRoutes(t *testing.T) {
+	tests := []struct {
+		file   string
+		rules  []rolloutsv1.RuleName
+		weight int32
+		want   [][]string
+	}{
+		{
+			file: "header-routing.yaml", weight: 10,
+			want: [][]string{{"vllm-gpt4-v1=90", "vllm-gpt4-v2=10"}, {"tgi-claude=unset"}, {"vllm-mixtral=unset"}, {"vllm-gpt4-v1=90", "vllm-gpt4-v2=10"}},
+		},
+		{
+			file: "header-routing.yaml", rules: []rolloutsv1.RuleName{"gpt4"}, weight: 25,
+			want: [][]string{{"vllm-gpt4-v1=75", "vllm-gpt4-v2=25"}, {"tgi-claude=unset"}, {"vllm-mixtral=unset"}, {"vllm-gpt4-v1=unset"}},
+		},
+		{
+			file: "path-routing.yaml", weight: 10,
+			want: [][]string{{"vllm-gpt4-v1=90", "vllm-gpt4-v2=10"}, {"embeddings=unset"}, {"vllm-gpt4-v1=90", "vllm-gpt4-batch=20", "vllm-gpt4-v2=10"}},
+		},
+		{
+			file: "combined-match.yaml", weight: 50,
+			want: [][]string{{"vllm-gpt4-dedicated=unset"}, {"vllm-gpt4-v1=50", "vllm-gpt4-v2=50"}},
+		},
+		{
+			file: "ab-test.yaml", weight: 25,
+			want: [][]string{{"vllm-gpt4-v1=75", "vllm-gpt4-v2=25"}, {"vllm-gpt4-experiment=unset"}, {"vllm-gpt4-v1=75", "vllm-gpt4-v2=25"}},
+		},
+		{
+			file: "ab-test.yaml", rules: []rolloutsv1.RuleName{"default"}, weight: 100,
+			want: [][]string{{"vllm-gpt4-v1=unset"}, {"vllm-gpt4-experiment=unset"}, {"vllm-gpt4-v1=0", "vllm-gpt4-v2=100"}},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.file, func(t *testing.T) {
+			route, doc := loadRoute(t, tc.file)
+			rules, p := managedRules(route, rolloutsv1.RouteTarget{Name: route.Name, Rules: tc.rules}, stableRef)
+			if p != nil {
+				t.Fatalf("managedRules: %v", p.Message)
+			}
+			ops, _ := weightOps(route, rules, weights{Stable: stableRef, Canary: canaryRef, CanaryWeight: tc.weight})
+			body, err := json.Marshal(ops)
+			if err != nil {
+				t.Fatal(err)
+			}
+			patch, err := jsonpatch.DecodePatch(body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			patched, err := patch.Apply(doc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := weightsOf(t, patched); !reflect.DeepEqual(got, tc.want) {
+				t.Fatalf("weights:\n got %v\nwant %v", got, tc.want)
+			}
+			if !reflect.DeepEqual(stripWeights(t, patched), stripWeights(t, doc)) {
+				t.Fatalf("the patch changed more than weights:\n%s", patched)
+			}
+
+			// Applying again is a no-op: the controller writes only on change.
+			again := &gatewayv1.HTTPRoute{}
+			if err := json.Unmarshal(patched, again); err != nil {
+				t.Fatal(err)
+			}
+			if ops, _ := weightOps(again, rules, weights{Stable: stableRef, Canary: canaryRef, CanaryWeight: tc.weight}); len(ops) != 0 {
+				t.Fatalf("second pass wants more changes: %+v", ops)
+			}
+		})
+	}
+}
+
+func TestManagedRulesProblems(t *testing.T) {
+	route, _ := loadRoute(t, "header-routing.yaml")
+	if _, p := managedRules(route, rolloutsv1.RouteTarget{Rules: []rolloutsv1.RuleName{"gpt5"}}, stableRef); p == nil || p.Reason != rolloutsv1.ReasonRuleNotFound {
+		t.Fatalf("missing rule: got %+v", p)
+	}
+	if _, p := managedRules(route, rolloutsv1.RouteTarget{Rules: []rolloutsv1.RuleName{"claude"}}, stableRef); p == nil || p.Reason != rolloutsv1.ReasonStableNotReferenced {
+		t.Fatalf("rule without stable: got %+v", p)
+	}
+	other := rolloutsv1.BackendRef{Kind: rolloutsv1.BackendKindService, Name: "nope", Port: ptr.To[int32](8000)}
+	if _, p := managedRules(route, rolloutsv1.RouteTarget{}, other); p == nil || p.Reason != rolloutsv1.ReasonStableNotReferenced {
+		t.Fatalf("route without stable: got %+v", p)
+	}
+	wrongPort := stableRef
+	wrongPort.Port = ptr.To[int32](9000)
+	if _, p := managedRules(route, rolloutsv1.RouteTarget{}, wrongPort); p == nil {
+		t.Fatal("a backendRef on another port must not count as the stable backend")
+	}
+}
+
+func TestRetireAndRollbackOps(t *testing.T) {
+	route, doc := loadRoute(t, "ab-test.yaml")
+	rules, _ := managedRules(route, rolloutsv1.RouteTarget{}, stableRef)
+	v3 := rolloutsv1.BackendRef{Kind: rolloutsv1.BackendKindService, Name: "vllm-gpt4-v3", Port: ptr.To[int32](8000)}
+
+	// Before the new canary starts, only the retired canary is zeroed.
+	ops, _ := weightOps(route, rules, weights{Stable: stableRef, Canary: v3, Retire: []rolloutsv1.BackendRef{canaryRef}, RetireOnly: true})
+	patched := applyOps(t, doc, ops)
+	want := [][]string{{"vllm-gpt4-v1=unset"}, {"vllm-gpt4-experiment=unset"}, {"vllm-gpt4-v1=90", "vllm-gpt4-v2=0"}}
+	if got := weightsOf(t, patched); !reflect.DeepEqual(got, want) {
+		t.Fatalf("retire:\n got %v\nwant %v", got, want)
+	}
+
+	// A rollback holds the canary at 0 and the stable at 100, and never adds
+	// a canary backendRef to rules that have none.
+	ops, _ = weightOps(route, rules, weights{Stable: stableRef, Canary: canaryRef, CanaryWeight: 0})
+	patched = applyOps(t, doc, ops)
+	want = [][]string{{"vllm-gpt4-v1=100"}, {"vllm-gpt4-experiment=unset"}, {"vllm-gpt4-v1=100", "vllm-gpt4-v2=0"}}
+	if got := weightsOf(t, patched); !reflect.DeepEqual(got, want) {
+		t.Fatalf("rollback:\n got %v\nwant %v", got, want)
+	}
+}
+
+func TestPatchBodyTestsResourceVersion(t *testing.T) {
+	body, err := patchBody("42", []patchOp{{Op: "add", Path: "/spec/rules/0/backendRefs/0/weight", Value: int32(90)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `[{"op":"test","path":"/metadata/resourceVersion","value":"42"},{"op":"add","path":"/spec/rules/0/backendRefs/0/weight","value":90}]`
+	if string(body) != want {
+		t.Fatalf("got %s", body)
+	}
+}
+
+func applyOps(t *testing.T, doc []byte, ops []patchOp) []byte {
+	t.Helper()
+	body, err := json.Marshal(ops)
+	if err != nil {
+		t.Fatal(err)
+	}
+	patch, err := jsonpatch.DecodePatch(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := patch.Apply(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}

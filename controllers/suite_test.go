@@ -1,0 +1,147 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	rolloutsv1 "github.com/modelrollout/modelrollout/api/v1alpha1"
+)
+
+// The integration suite runs the controller against a real kube-apiserver
+// and etcd (envtest) with the Gateway API CRDs from the gateway-api module
+// and this project's CRDs from config/crd/bases.
+
+var (
+	testEnv   *envtest.Environment
+	cfg       *rest.Config
+	k8sClient client.Client
+	scheme    = runtime.NewScheme()
+	suiteCtx  context.Context
+	cancelAll context.CancelFunc
+)
+
+func TestControllers(t *testing.T) {
+	RegisterFailHandler(Fail)
+	RunSpecs(t, "Controllers Suite")
+}
+
+// gatewayAPICRDs finds the standard-channel CRDs in the gateway-api module.
+func gatewayAPICRDs() (string, error) {
+	if dir := os.Getenv("GATEWAY_API_CRDS"); dir != "" {
+		return dir, nil
+	}
+	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "sigs.k8s.io/gateway-api").Output()
+	if err != nil {
+		return "", fmt.Errorf("locate the gateway-api module: %w", err)
+	}
+	return filepath.Join(strings.TrimSpace(string(out)), "config", "crd", "standard"), nil
+}
+
+var _ = BeforeSuite(func() {
+	logf.SetLogger(zap.New(zap.WriteTo(GinkgoWriter), zap.UseDevMode(true)))
+	SetDefaultEventuallyTimeout(60 * time.Second)
+	SetDefaultEventuallyPollingInterval(100 * time.Millisecond)
+	SetDefaultConsistentlyDuration(2 * time.Second)
+
+	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
+		Fail("KUBEBUILDER_ASSETS is not set: run the tests with `make test`, which builds kube-apiserver and etcd into bin/control-plane")
+	}
+	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
+	utilruntime.Must(gatewayv1.Install(scheme))
+	utilruntime.Must(rolloutsv1.AddToScheme(scheme))
+
+	gw, err := gatewayAPICRDs()
+	Expect(err).NotTo(HaveOccurred())
+	testEnv = &envtest.Environment{
+		CRDDirectoryPaths:     []string{filepath.Join("..", "config", "crd", "bases"), gw},
+		ErrorIfCRDPathMissing: true,
+	}
+	cfg, err = testEnv.Start()
+	Expect(err).NotTo(HaveOccurred())
+	k8sClient, err = client.New(cfg, client.Options{Scheme: scheme})
+	Expect(err).NotTo(HaveOccurred())
+	suiteCtx, cancelAll = context.WithCancel(context.Background())
+})
+
+var _ = AfterSuite(func() {
+	if cancelAll != nil {
+		cancelAll()
+	}
+	if testEnv != nil {
+		Expect(testEnv.Stop()).To(Succeed())
+	}
+})
+
+// operator is one running instance of the controller manager.
+type operator struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// startOperator runs a manager with the ModelRollout controller and leader
+// election, the way cmd/manager wires it. Stop it with stop().
+func startOperator(opts ...func(*ModelRolloutReconciler)) *operator {
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                        scheme,
+		Metrics:                       metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress:        "0",
+		LeaderElection:                true,
+		LeaderElectionID:              "modelrollout-test",
+		LeaderElectionNamespace:       "default",
+		LeaderElectionReleaseOnCancel: true,
+		LeaseDuration:                 ptrDuration(4 * time.Second),
+		RenewDeadline:                 ptrDuration(3 * time.Second),
+		RetryPeriod:                   ptrDuration(500 * time.Millisecond),
+		Controller:                    ctrlConfigSkipNameValidation(),
+	})
+	Expect(err).NotTo(HaveOccurred())
+	r := &ModelRolloutReconciler{
+		Client:   mgr.GetClient(),
+		Recorder: mgr.GetEventRecorder("modelrollout-controller"),
+	}
+	for _, o := range opts {
+		o(r)
+	}
+	ctx, cancel := context.WithCancel(suiteCtx)
+	Expect(r.SetupWithManager(ctx, mgr)).To(Succeed())
+	op := &operator{cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer GinkgoRecover()
+		defer close(op.done)
+		Expect(mgr.Start(ctx)).To(Succeed())
+	}()
+	return op
+}
+
+func (o *operator) stop() {
+	o.cancel()
+	Eventually(o.done).Should(BeClosed())
+}
+
+func ptrDuration(d time.Duration) *time.Duration { return &d }
+
+func ctrlConfigSkipNameValidation() config.Controller {
+	skip := true
+	return config.Controller{SkipNameValidation: &skip}
+}

@@ -1,0 +1,199 @@
+package controllers
+
+import (
+	"bytes"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	"sigs.k8s.io/yaml"
+
+	rolloutsv1 "github.com/modelrollout/modelrollout/api/v1alpha1"
+)
+
+// baseRollout is a valid rollout; each case edits it into an invalid one.
+const baseRollout = `
+apiVersion: rollouts.modelrollout.io/v1alpha1
+kind: ModelRollout
+metadata:
+  name: cel
+spec:
+  routes:
+  - name: model-header-routing
+  stable: {name: vllm-gpt4-v1, port: 8000}
+  canary: {name: vllm-gpt4-v2, port: 8000}
+  steps:
+  - {weight: 10, pause: 30s}
+  - {weight: 100, pause: 1m}
+  analysis:
+    prometheus: {address: "http://prometheus.monitoring:9090"}
+    gates:
+    - {name: errors, preset: vllm-error-ratio, max: 0.05}
+`
+
+func rolloutFrom(edit func(spec map[string]any)) *unstructured.Unstructured {
+	u := &unstructured.Unstructured{}
+	Expect(yaml.Unmarshal([]byte(baseRollout), &u.Object)).To(Succeed())
+	edit(u.Object["spec"].(map[string]any))
+	return u
+}
+
+func gateOf(spec map[string]any) map[string]any {
+	return spec["analysis"].(map[string]any)["gates"].([]any)[0].(map[string]any)
+}
+
+var _ = Describe("Admission validation (CEL and schema)", func() {
+	var ns string
+	BeforeEach(func() { ns = newNamespace() })
+
+	DescribeTable("rejects invalid rollouts with a message the user can act on",
+		func(edit func(spec map[string]any), message string) {
+			u := rolloutFrom(edit)
+			u.SetNamespace(ns)
+			err := k8sClient.Create(suiteCtx, u, client.DryRunAll)
+			Expect(err).To(HaveOccurred())
+			Expect(err.Error()).To(ContainSubstring(message))
+		},
+		Entry("decreasing weights", func(s map[string]any) {
+			s["steps"] = []any{map[string]any{"weight": 50}, map[string]any{"weight": 25}, map[string]any{"weight": 100}}
+		}, "step weights must be strictly increasing"),
+		Entry("repeated weights", func(s map[string]any) {
+			s["steps"] = []any{map[string]any{"weight": 50}, map[string]any{"weight": 50}, map[string]any{"weight": 100}}
+		}, "step weights must be strictly increasing"),
+		Entry("last weight not 100", func(s map[string]any) {
+			s["steps"] = []any{map[string]any{"weight": 10}, map[string]any{"weight": 50}}
+		}, "the last step must have weight 100"),
+		Entry("weight 0", func(s map[string]any) {
+			s["steps"] = []any{map[string]any{"weight": 0}, map[string]any{"weight": 100}}
+		}, "should be greater than or equal to 1"),
+		Entry("weight over 100", func(s map[string]any) {
+			s["steps"] = []any{map[string]any{"weight": 10}, map[string]any{"weight": 150}}
+		}, "should be less than or equal to 100"),
+		Entry("empty steps", func(s map[string]any) { s["steps"] = []any{} }, "should have at least 1 items"),
+		Entry("too many steps", func(s map[string]any) {
+			var steps []any
+			for i := 1; i <= 21; i++ {
+				steps = append(steps, map[string]any{"weight": i})
+			}
+			s["steps"] = steps
+		}, "must have at most 20 items"),
+		Entry("stable equal to canary", func(s map[string]any) {
+			s["canary"] = map[string]any{"name": "vllm-gpt4-v1", "port": 8001}
+		}, "canary must name a different backend than stable"),
+		Entry("no routes", func(s map[string]any) { delete(s, "routes") }, "spec.routes: Required value"),
+		Entry("empty routes", func(s map[string]any) { s["routes"] = []any{} }, "should have at least 1 items"),
+		Entry("malformed pause", func(s map[string]any) {
+			s["steps"] = []any{map[string]any{"weight": 10, "pause": "5 minutes"}, map[string]any{"weight": 100}}
+		}, "must be a duration such as 30s, 5m or 1h30m"),
+		Entry("malformed progress deadline", func(s map[string]any) { s["progressDeadline"] = "1d" }, "must be a duration such as 30s, 5m or 1h30m"),
+		Entry("unknown backend kind", func(s map[string]any) {
+			s["canary"] = map[string]any{"name": "v2", "kind": "Deployment", "port": 8000}
+		}, `Unsupported value: "Deployment"`),
+		Entry("Service without port", func(s map[string]any) { s["canary"] = map[string]any{"name": "v2"} }, "port is required when kind is Service"),
+		Entry("InferencePool in the core group", func(s map[string]any) {
+			s["canary"] = map[string]any{"name": "pool-v2", "kind": "InferencePool"}
+		}, "kind InferencePool takes group inference.networking.k8s.io"),
+		Entry("bad rule name", func(s map[string]any) {
+			s["routes"] = []any{map[string]any{"name": "r", "rules": []any{"Bad_Rule"}}}
+		}, "spec.routes[0].rules[0]"),
+		Entry("gate with preset and query", func(s map[string]any) { gateOf(s)["query"] = "vector(1)" }, "set exactly one of preset or query"),
+		Entry("gate without threshold", func(s map[string]any) { delete(gateOf(s), "max") }, "set min, max or both"),
+		Entry("gate with min above max", func(s map[string]any) { gateOf(s)["min"] = 0.5 }, "min must not be greater than max"),
+		Entry("unknown preset", func(s map[string]any) { gateOf(s)["preset"] = "vllm-error-rate" }, `Unsupported value: "vllm-error-rate"`),
+		Entry("minRequests on a custom query without requestsQuery", func(s map[string]any) {
+			g := gateOf(s)
+			delete(g, "preset")
+			g["query"] = "vector(0)"
+			g["minRequests"] = 10
+		}, "minRequests on a custom query needs requestsQuery"),
+		Entry("failureLimit 0", func(s map[string]any) { gateOf(s)["failureLimit"] = 0 }, "should be greater than or equal to 1"),
+		Entry("noData policy unknown", func(s map[string]any) { gateOf(s)["noData"] = "Ignore" }, `Unsupported value: "Ignore"`),
+		Entry("Prometheus address without scheme", func(s map[string]any) {
+			s["analysis"].(map[string]any)["prometheus"] = map[string]any{"address": "prometheus:9090"}
+		}, "address must be an http:// or https:// URL"),
+		Entry("empty alert selector", func(s map[string]any) {
+			s["rollbackOnAlerts"] = map[string]any{"matchLabels": map[string]any{}}
+		}, "should have at least 1 properties"),
+	)
+
+	It("accepts the base rollout and fills in the documented defaults", func() {
+		u := rolloutFrom(func(s map[string]any) { delete(s, "steps") })
+		u.SetNamespace(ns)
+		Expect(k8sClient.Create(suiteCtx, u)).To(Succeed())
+		ro := getRollout(ns, "cel")
+		Expect(ro.Spec.Steps).To(Equal(rolloutsv1.DefaultSteps()))
+		Expect(*ro.Spec.ProgressDeadline).To(BeEquivalentTo("10m"))
+		Expect(ro.Spec.Analysis.Interval).To(BeEquivalentTo("1m"))
+		Expect(ro.Spec.Analysis.Gates[0].NoData).To(Equal(rolloutsv1.NoDataHold))
+		Expect(ro.Spec.Analysis.Gates[0].FailureLimit).To(BeEquivalentTo(1))
+		Expect(ro.Spec.Canary.Kind).To(Equal(rolloutsv1.BackendKindService))
+	})
+})
+
+// kubeconfig writes an admin kubeconfig for the test API server.
+func kubeconfig() string {
+	user, err := testEnv.AddUser(envtest.User{Name: "admin", Groups: []string{"system:masters"}}, nil)
+	Expect(err).NotTo(HaveOccurred())
+	kc, err := user.KubeConfig()
+	Expect(err).NotTo(HaveOccurred())
+	path := filepath.Join(GinkgoT().TempDir(), "kubeconfig")
+	Expect(os.WriteFile(path, kc, 0o600)).To(Succeed())
+	return path
+}
+
+// kubectl runs the kubectl in KUBEBUILDER_ASSETS as a user would.
+func kubectl(kc string, args ...string) (string, error) {
+	bin := filepath.Join(os.Getenv("KUBEBUILDER_ASSETS"), "kubectl")
+	cmd := exec.Command(bin, append([]string{"--kubeconfig", kc}, args...)...)
+	var out bytes.Buffer
+	cmd.Stdout = &out
+	cmd.Stderr = io.MultiWriter(&out, GinkgoWriter)
+	err := cmd.Run()
+	return out.String(), err
+}
+
+var _ = Describe("kubectl", func() {
+	It("applies the sample and lists it with the on-call columns", func() {
+		ns := newNamespace()
+		kc := kubeconfig()
+		out, err := kubectl(kc, "apply", "-n", ns, "-f", filepath.Join("..", "config", "samples", "rollouts_v1alpha1_modelrollout.yaml"))
+		Expect(err).NotTo(HaveOccurred(), out)
+		Expect(out).To(ContainSubstring("modelrollout.rollouts.modelrollout.io/gpt4 created"))
+
+		// No controller runs here: the status columns are empty, the
+		// columns themselves are what is checked.
+		out, err = kubectl(kc, "get", "modelrollouts", "-n", ns)
+		Expect(err).NotTo(HaveOccurred(), out)
+		header := strings.Fields(strings.SplitN(out, "\n", 2)[0])
+		Expect(header).To(Equal([]string{"NAME", "ROUTE", "CANARY", "WEIGHT", "STEP", "PHASE", "AGE"}))
+		Expect(out).To(MatchRegexp(`gpt4\s+model-header-routing\s+vllm-gpt4-v2\s`))
+
+		out, err = kubectl(kc, "get", "mro", "-n", ns, "-o", "wide")
+		Expect(err).NotTo(HaveOccurred(), out)
+		Expect(strings.Fields(strings.SplitN(out, "\n", 2)[0])).To(Equal([]string{"NAME", "ROUTE", "CANARY", "WEIGHT", "STEP", "PHASE", "AGE", "STABLE", "MESSAGE"}))
+	})
+
+	It("shows a running rollout's weight, step and phase", func() {
+		ns := newNamespace()
+		kc := kubeconfig()
+		createRoute(ns, "header-routing.yaml")
+		createBackend(ns, "vllm-gpt4-v2", true)
+		op := startOperator()
+		defer op.stop()
+		Expect(k8sClient.Create(suiteCtx, newRollout(ns, step(25, "1h"), step(100, "1h")))).To(Succeed())
+		Eventually(func() string {
+			out, _ := kubectl(kc, "get", "modelrollouts", "-n", ns, "--no-headers")
+			return out
+		}).Should(MatchRegexp(`gpt4\s+model-header-routing\s+vllm-gpt4-v2\s+25\s+1/2\s+Progressing\s`))
+
+		out, err := kubectl(kc, "wait", "-n", ns, "--for=condition=Reconciling", "modelrollout/gpt4", "--timeout=30s")
+		Expect(err).NotTo(HaveOccurred(), out)
+	})
+})
