@@ -38,7 +38,7 @@ func newNamespace() string {
 func createBackend(ns, name string, ready bool) {
 	svc := &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
-		Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "http", Port: 8000}}},
+		Spec:       corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "http", Port: 8000}}},
 	}
 	Expect(k8sClient.Create(suiteCtx, svc)).To(Succeed())
 	if ready {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -54,6 +55,8 @@ type ModelRolloutReconciler struct {
 	Clock clock.PassiveClock
 	// Gates evaluates analysis gates; rollouts with gates wait when nil.
 	Gates GateEvaluator
+	// Metrics records the operator's series; optional.
+	Metrics *Metrics
 	// MaxConcurrentReconciles is the number of workers; 4 when zero.
 	MaxConcurrentReconciles int
 }
@@ -73,6 +76,9 @@ func (r *ModelRolloutReconciler) Reconcile(ctx context.Context, req ctrl.Request
 
 	ro := &rolloutsv1.ModelRollout{}
 	if err := r.Get(ctx, req.NamespacedName, ro); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.Metrics.forget(req.Namespace, req.Name)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !ro.DeletionTimestamp.IsZero() {
@@ -94,7 +100,9 @@ func (r *ModelRolloutReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		if ro.Spec.Analysis != nil {
 			if r.Gates == nil {
 				obs.Analysis = &problem{Reason: rolloutsv1.ReasonInvalidConfig, Message: "the operator runs without gate evaluation"}
-			} else if obs.Analysis = r.Gates.Validate(ctx, ro); obs.Analysis == nil && gatesDue(ro, now) {
+			} else if obs.Analysis = r.Gates.Validate(ctx, ro); obs.Analysis == nil && gatesDue(ro, now) && !abortPending(ro, obs.Requests) {
+				// A pending abort is acted on first, without waiting on
+				// Prometheus.
 				obs.Gates = r.Gates.Evaluate(ctx, ro, now)
 			}
 		}
@@ -107,6 +115,7 @@ func (r *ModelRolloutReconciler) Reconcile(ctx context.Context, req ctrl.Request
 			return ctrl.Result{}, err
 		}
 	}
+	r.Metrics.observe(ro, &d)
 	for _, e := range d.Events {
 		r.event(ro, e)
 		if e.Warning {
@@ -120,6 +129,11 @@ func (r *ModelRolloutReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		return ctrl.Result{}, err
 	}
 	return ctrl.Result{RequeueAfter: d.RequeueAfter}, nil
+}
+
+// abortPending says whether an abort token is waiting to be acted on.
+func abortPending(ro *rolloutsv1.ModelRollout, req requests) bool {
+	return req.Abort != "" && req.Abort != ro.Status.LastHandledAbort
 }
 
 func (r *ModelRolloutReconciler) now() time.Time {
@@ -266,3 +280,7 @@ func (r *ModelRolloutReconciler) mapBy(c client.Client, index string, key func(c
 		return reqs
 	}
 }
+
+func itoa32(i int32) string { return strconv.FormatInt(int64(i), 10) }
+
+func parseFloat(s string) (float64, error) { return strconv.ParseFloat(s, 64) }

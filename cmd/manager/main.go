@@ -17,6 +17,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
+	"github.com/modelrollout/modelrollout/analysis"
 	rolloutsv1 "github.com/modelrollout/modelrollout/api/v1alpha1"
 	"github.com/modelrollout/modelrollout/controllers"
 )
@@ -29,6 +30,7 @@ func main() {
 		leaderElectionNS string
 		watchNamespaces  string
 		workers          int
+		promAddress      string
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address of the Prometheus metrics endpoint; 0 disables it.")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz probes.")
@@ -36,6 +38,7 @@ func main() {
 	flag.StringVar(&leaderElectionNS, "leader-election-namespace", "", "Namespace of the leader election Lease; the pod's namespace when empty.")
 	flag.StringVar(&watchNamespaces, "watch-namespaces", "", "Comma-separated namespaces to watch; all when empty.")
 	flag.IntVar(&workers, "max-concurrent-reconciles", 4, "Number of rollouts reconciled at once.")
+	flag.StringVar(&promAddress, "prometheus-address", "", "Prometheus queried by rollouts that name none in spec.analysis.prometheus, e.g. http://prometheus.monitoring:9090.")
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -74,7 +77,7 @@ func main() {
 	}
 
 	ctx := ctrl.SetupSignalHandler()
-	if err := setup(ctx, mgr, workers); err != nil {
+	if err := setup(ctx, mgr, workers, promAddress); err != nil {
 		setupLog.Error(err, "Unable to set up the controller")
 		os.Exit(1)
 	}
@@ -88,10 +91,18 @@ func main() {
 	}
 }
 
-func setup(ctx context.Context, mgr ctrl.Manager, workers int) error {
+func setup(ctx context.Context, mgr ctrl.Manager, workers int, promAddress string) error {
+	metrics := controllers.DefaultMetrics()
 	return (&controllers.ModelRolloutReconciler{
-		Client:                  mgr.GetClient(),
-		Recorder:                mgr.GetEventRecorder("modelrollout-controller"),
+		Client:   mgr.GetClient(),
+		Recorder: mgr.GetEventRecorder("modelrollout-controller"),
+		Gates: &controllers.PrometheusGates{
+			Secrets:        mgr.GetAPIReader(),
+			Clients:        analysis.NewClientCache(256),
+			DefaultAddress: promAddress,
+			Metrics:        metrics,
+		},
+		Metrics:                 metrics,
 		MaxConcurrentReconciles: workers,
 	}).SetupWithManager(ctx, mgr)
 }

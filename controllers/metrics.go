@@ -1,0 +1,130 @@
+package controllers
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	rolloutsv1 "github.com/modelrollout/modelrollout/api/v1alpha1"
+)
+
+// Metrics are the operator's own series, served on the controller-runtime
+// metrics endpoint next to its controller_runtime_reconcile_* series (whose
+// controller_runtime_reconcile_errors_total{controller="modelrollout"}
+// counts reconcile errors).
+type Metrics struct {
+	Phase           *prometheus.GaugeVec
+	CanaryWeight    *prometheus.GaugeVec
+	Step            *prometheus.GaugeVec
+	GateValue       *prometheus.GaugeVec
+	GateEvaluations *prometheus.CounterVec
+	Rollbacks       *prometheus.CounterVec
+	StepTransitions *prometheus.CounterVec
+	AlertsReceived  *prometheus.CounterVec
+	AlertsMatched   prometheus.Counter
+}
+
+// NewMetrics creates the series and registers them with reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		Phase: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "modelrollout_phase",
+			Help: "1 for the rollout's current phase, 0 for the others.",
+		}, []string{"namespace", "name", "phase"}),
+		CanaryWeight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "modelrollout_canary_weight",
+			Help: "Canary weight in percent that the rollout holds its routes at.",
+		}, []string{"namespace", "name"}),
+		Step: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "modelrollout_step",
+			Help: "Current step, counted from 1; 0 before the first step.",
+		}, []string{"namespace", "name"}),
+		GateValue: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "modelrollout_gate_value",
+			Help: "Latest value measured by a gate.",
+		}, []string{"namespace", "name", "gate"}),
+		GateEvaluations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "modelrollout_gate_evaluations_total",
+			Help: "Gate evaluations by verdict (Pass, Fail, NoData, Error).",
+		}, []string{"namespace", "name", "gate", "verdict"}),
+		Rollbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "modelrollout_rollbacks_total",
+			Help: "Rollbacks by reason (GateFailed, AlertFiring, Aborted, ProgressDeadlineExceeded, InconclusiveAnalysis).",
+		}, []string{"namespace", "name", "reason"}),
+		StepTransitions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "modelrollout_step_transitions_total",
+			Help: "Steps started, by the weight they set.",
+		}, []string{"namespace", "name", "weight"}),
+		AlertsReceived: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "modelrollout_alerts_received_total",
+			Help: "Alerts received from Alertmanager, by status (firing, resolved).",
+		}, []string{"status"}),
+		AlertsMatched: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "modelrollout_alerts_matched_total",
+			Help: "Firing alerts that matched at least one rollout.",
+		}),
+	}
+	reg.MustRegister(m.Phase, m.CanaryWeight, m.Step, m.GateValue, m.GateEvaluations, m.Rollbacks, m.StepTransitions, m.AlertsReceived, m.AlertsMatched)
+	return m
+}
+
+// DefaultMetrics registers the series with the controller-runtime registry.
+func DefaultMetrics() *Metrics { return NewMetrics(metrics.Registry) }
+
+var allPhases = []rolloutsv1.Phase{rolloutsv1.PhaseIdle, rolloutsv1.PhaseWaiting, rolloutsv1.PhaseProgressing,
+	rolloutsv1.PhasePaused, rolloutsv1.PhaseSucceeded, rolloutsv1.PhaseRolledBack}
+
+// observe records a rollout's status and the transitions of a decision.
+func (m *Metrics) observe(ro *rolloutsv1.ModelRollout, d *decision) {
+	if m == nil {
+		return
+	}
+	st := &d.Status
+	for _, p := range allPhases {
+		v := 0.0
+		if st.Phase == p {
+			v = 1
+		}
+		m.Phase.WithLabelValues(ro.Namespace, ro.Name, string(p)).Set(v)
+	}
+	m.CanaryWeight.WithLabelValues(ro.Namespace, ro.Name).Set(float64(st.CanaryWeight))
+	step := 0.0
+	if st.CurrentStepIndex != nil {
+		step = float64(*st.CurrentStepIndex + 1)
+	}
+	m.Step.WithLabelValues(ro.Namespace, ro.Name).Set(step)
+	for _, e := range d.Events {
+		switch e.Reason {
+		case "StepStarted":
+			m.StepTransitions.WithLabelValues(ro.Namespace, ro.Name, itoa32(st.CanaryWeight)).Inc()
+		case "RolledBack":
+			reason := rolloutsv1.ReasonRolledBack
+			if st.Rollback != nil {
+				reason = st.Rollback.Reason
+			}
+			m.Rollbacks.WithLabelValues(ro.Namespace, ro.Name, reason).Inc()
+		}
+	}
+}
+
+func (m *Metrics) observeGate(ro *rolloutsv1.ModelRollout, gs rolloutsv1.GateStatus) {
+	if m == nil {
+		return
+	}
+	m.GateEvaluations.WithLabelValues(ro.Namespace, ro.Name, gs.Name, string(gs.Verdict)).Inc()
+	if v, err := parseFloat(gs.Value); err == nil {
+		m.GateValue.WithLabelValues(ro.Namespace, ro.Name, gs.Name).Set(v)
+	}
+}
+
+// forget drops the series of a deleted rollout.
+func (m *Metrics) forget(namespace, name string) {
+	if m == nil {
+		return
+	}
+	l := prometheus.Labels{"namespace": namespace, "name": name}
+	for _, v := range []interface{ DeletePartialMatch(prometheus.Labels) int }{
+		m.Phase, m.CanaryWeight, m.Step, m.GateValue, m.GateEvaluations, m.Rollbacks, m.StepTransitions,
+	} {
+		v.DeletePartialMatch(l)
+	}
+}
