@@ -128,7 +128,7 @@ const (
 // BackendRef names a backend, as it appears in an HTTPRoute's backendRefs.
 //
 // +kubebuilder:validation:XValidation:rule="self.kind != 'Service' || has(self.port)",message="port is required when kind is Service"
-// +kubebuilder:validation:XValidation:rule="self.kind == 'Service' ? (!has(self.group) || self.group == ”) : (has(self.group) && self.group in ['inference.networking.k8s.io', 'inference.networking.x-k8s.io'])",message="kind Service takes the core group \"\"; kind InferencePool takes group inference.networking.k8s.io (or inference.networking.x-k8s.io)"
+// +kubebuilder:validation:XValidation:rule="self.kind == 'Service' ? (!has(self.group) || size(self.group) == 0) : (has(self.group) && self.group in ['inference.networking.k8s.io', 'inference.networking.x-k8s.io'])",message="kind Service takes the core group \"\"; kind InferencePool takes group inference.networking.k8s.io (or inference.networking.x-k8s.io)"
 type BackendRef struct {
 	// group of the backend: "" (core) for a Service, inference.networking.k8s.io
 	// for an InferencePool.

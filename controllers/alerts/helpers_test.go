@@ -60,7 +60,7 @@ func fakeClient(funcs *interceptor.Funcs, objs ...client.Object) client.WithWatc
 
 func testLogger(tb testing.TB) logr.Logger {
 	if testing.Verbose() {
-		return testr.NewWithOptions(tb, testr.Options{Verbosity: 1})
+		return testr.NewWithInterface(tb, testr.Options{Verbosity: 1})
 	}
 	return logr.Discard()
 }

@@ -185,9 +185,7 @@ func AbortReason(a *Alert) string {
 			sep = "{"
 		}
 		if len(sep)+len(pair) > budget {
-			if first {
-				b.WriteString("{")
-			}
+			b.WriteString(sep)
 			b.WriteString(more)
 			first = false
 			break
