@@ -10,6 +10,7 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
 
 	"github.com/modelrollout/modelrollout/analysis"
 	rolloutsv1 "github.com/modelrollout/modelrollout/api/v1alpha1"
@@ -86,8 +87,8 @@ func prometheusFor(ns string, sims ...*vllmsim.Server) *promharness.Prometheus {
 	return p
 }
 
-func withPrometheusGates(r *ModelRolloutReconciler) {
-	r.Gates = &PrometheusGates{Secrets: k8sClient, Clients: analysis.NewClientCache(16)}
+func withPrometheusGates(r *ModelRolloutReconciler, mgr ctrl.Manager) {
+	r.Gates = &PrometheusGates{Secrets: mgr.GetAPIReader(), Clients: analysis.NewClientCache(16)}
 }
 
 // gatedRollout is the rollout of the user story with its two gates, on

@@ -94,6 +94,9 @@ func (r *ModelRolloutReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	}
 	obs.Routes = routeProblem
 	if ro.Spec.Canary != nil {
+		for _, m := range routes {
+			obs.RouteWeights = append(obs.RouteWeights, ruleCanaryWeights(m.Route, m.Rules, ro.Spec.Stable, *ro.Spec.Canary)...)
+		}
 		if obs.Canary, err = r.observeCanary(ctx, ro); err != nil {
 			return ctrl.Result{}, err
 		}

@@ -57,6 +57,10 @@ type observation struct {
 	Gates *gateRound
 	// Requests holds the manual actions.
 	Requests requests
+	// RouteWeights holds, for every managed rule of every route found, the
+	// canary weight it carries when the stable backend has the rest (100 -
+	// canary), or -1 when the rule is in no such state.
+	RouteWeights []int32
 }
 
 // event is a Kubernetes Event to record with the decision.
@@ -337,15 +341,49 @@ func (p *planner) startStep(i int) {
 	st.CurrentStepIndex = &idx
 	st.Step = fmt.Sprintf("%d/%d", i+1, len(p.steps))
 	st.CanaryWeight = step.Weight
-	st.StepStartedAt = &now
+	// The step's clock starts once the routes carry its weight (anchor),
+	// so that a controller stopped between the status write and the route
+	// patch never counts a pause the canary did not serve.
+	st.StepStartedAt = nil
 	st.Promoted = false
 	st.Phase = rolloutsv1.PhaseProgressing
 	st.StepHistory = append(st.StepHistory, rolloutsv1.StepRecord{Weight: step.Weight, StartedAt: now})
 	if len(st.StepHistory) > 20 {
 		st.StepHistory = st.StepHistory[len(st.StepHistory)-20:]
 	}
-	st.Message = fmt.Sprintf("Step %s: canary at %d%%", st.Step, step.Weight)
+	st.Message = fmt.Sprintf("Step %s: setting canary weight to %d%%", st.Step, step.Weight)
 	p.emit(false, "StepStarted", "Step %s: canary %s at %d%%", st.Step, p.ro.Spec.Canary.Name, step.Weight)
+	p.anchor()
+}
+
+// routesAt says whether every managed rule already carries canary weight w.
+func (p *planner) routesAt(w int32) bool {
+	if len(p.obs.RouteWeights) == 0 {
+		return false
+	}
+	for _, got := range p.obs.RouteWeights {
+		if got != w {
+			return false
+		}
+	}
+	return true
+}
+
+// anchor starts the current step's clock when the routes carry its weight.
+func (p *planner) anchor() bool {
+	st := p.st
+	if st.StepStartedAt != nil {
+		return true
+	}
+	if !p.routesAt(st.CanaryWeight) {
+		return false
+	}
+	now := p.now()
+	st.StepStartedAt = &now
+	if n := len(st.StepHistory); n > 0 && st.StepHistory[n-1].EndedAt == nil {
+		st.StepHistory[n-1].StartedAt = now
+	}
+	step := p.steps[*st.CurrentStepIndex]
 	if pause := stepPause(step); pause > 0 {
 		p.requeue(pause)
 	}
@@ -353,6 +391,7 @@ func (p *planner) startStep(i int) {
 		// Evaluate soon at the new weight, at the latest after one interval.
 		p.requeue(analysisInterval(p.ro.Spec.Analysis))
 	}
+	return true
 }
 
 // rollback takes the canary out of traffic.
@@ -405,16 +444,25 @@ func (p *planner) progress() {
 	}
 	step := p.steps[i]
 	if st.CanaryWeight != step.Weight {
-		// The step's weight was edited: apply the new one without resetting
-		// the timer. Weights never move while a gate holds it back.
+		// The step's weight was edited: apply the new one and bake it for
+		// the step's full pause.
 		st.CanaryWeight = step.Weight
 		st.Step = fmt.Sprintf("%d/%d", i+1, len(p.steps))
+		st.StepStartedAt = nil
 	}
 
 	if spec.Analysis != nil {
 		if next := p.nextEvaluation(); next > 0 {
 			p.requeue(next)
 		}
+	}
+
+	if !p.anchor() {
+		// The routes do not carry the step's weight yet; the route patch
+		// that follows this decision brings a watch event, and the step's
+		// clock starts then.
+		st.Message = fmt.Sprintf("Step %s: setting canary weight to %d%%", st.Step, st.CanaryWeight)
+		return
 	}
 
 	if spec.Paused || p.obs.Requests.Paused {
@@ -441,7 +489,7 @@ func (p *planner) progress() {
 	st.Phase = rolloutsv1.PhaseProgressing
 
 	if remaining := st.StepStartedAt.Add(pause).Sub(p.obs.Now); remaining > 0 && !st.Promoted {
-		st.Message = fmt.Sprintf("Step %s: canary at %d%%, next step in %s", st.Step, st.CanaryWeight, remaining.Round(time.Second))
+		st.Message = fmt.Sprintf("Step %s: canary at %d%%, next step at %s", st.Step, st.CanaryWeight, st.StepStartedAt.Add(pause).UTC().Format("15:04:05Z"))
 		p.requeue(remaining)
 		return
 	}

@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -41,6 +42,7 @@ func atStep(ro *rolloutsv1.ModelRollout, i int, ago time.Duration) *rolloutsv1.M
 	ro.Status.Canary = ro.Spec.Canary.DeepCopy()
 	ro.Status.Phase = rolloutsv1.PhaseProgressing
 	ro.Status.CurrentStepIndex = &idx
+	ro.Status.Step = fmt.Sprintf("%d/%d", i+1, len(ro.Spec.Steps))
 	ro.Status.CanaryWeight = ro.Spec.Steps[i].Weight
 	ro.Status.StepStartedAt = mt(t0.Add(-ago))
 	ro.Status.StartedAt = mt(t0.Add(-2 * time.Hour))
@@ -86,9 +88,10 @@ func TestPlan(t *testing.T) {
 				expect(t, st.Phase, rolloutsv1.PhaseProgressing)
 				expect(t, st.CanaryWeight, int32(10))
 				expect(t, st.Step, "1/3")
-				expect(t, st.StepStartedAt.Time, t0)
+				expect(t, st.StepStartedAt == nil, true) // until the routes carry 10%
+				expect(t, st.Message, "Step 1/3: setting canary weight to 10%")
 				expect(t, st.Revision, "Service/vllm-gpt4-v1:8000 -> Service/vllm-gpt4-v2:8000")
-				expect(t, d.RequeueAfter, 30*time.Minute)
+				expect(t, d.RequeueAfter, time.Duration(0))
 				expect(t, hasEvent(d, "RolloutStarted") && hasEvent(d, "StepStarted"), true)
 				expect(t, condStatus(st, "Ready"), "False/Progressing")
 				expect(t, condStatus(st, "Reconciling"), "True/Progressing")
@@ -165,8 +168,39 @@ func TestPlan(t *testing.T) {
 			check: func(t *testing.T, d decision) {
 				expect(t, *d.Status.CurrentStepIndex, int32(1))
 				expect(t, d.Status.CanaryWeight, int32(50))
+				expect(t, d.Status.StepStartedAt == nil, true)
+				expect(t, len(d.Status.StepHistory), 1)
+			},
+		},
+		{
+			name: "a step's clock starts when the routes carry its weight",
+			ro: func() *rolloutsv1.ModelRollout {
+				ro := atStep(testRollout(), 0, 0)
+				ro.Status.StepStartedAt = nil
+				ro.Status.StepHistory = []rolloutsv1.StepRecord{{Weight: 10, StartedAt: *mt(t0.Add(-time.Minute))}}
+				return ro
+			}(),
+			obs: observation{RouteWeights: []int32{10, 10}},
+			check: func(t *testing.T, d decision) {
 				expect(t, d.Status.StepStartedAt.Time, t0)
-				expect(t, d.RequeueAfter, time.Hour)
+				expect(t, d.Status.StepHistory[0].StartedAt.Time, t0)
+				expect(t, d.RequeueAfter, 30*time.Minute)
+				expect(t, d.Status.Message, "Step 1/3: canary at 10%, next step at 12:30:00Z")
+			},
+		},
+		{
+			name: "a step whose weight never reached the routes does not count its pause",
+			ro: func() *rolloutsv1.ModelRollout {
+				ro := atStep(testRollout(), 0, 0)
+				ro.Status.StepStartedAt = nil
+				ro.Status.StepHistory = []rolloutsv1.StepRecord{{Weight: 10, StartedAt: *mt(t0.Add(-5 * time.Hour))}}
+				return ro
+			}(),
+			obs: observation{RouteWeights: []int32{10, -1}},
+			check: func(t *testing.T, d decision) {
+				expect(t, *d.Status.CurrentStepIndex, int32(0))
+				expect(t, d.Status.StepStartedAt == nil, true)
+				expect(t, d.Status.Message, "Step 1/3: setting canary weight to 10%")
 			},
 		},
 		{

@@ -181,6 +181,28 @@ func canaryWeightOf(route *gatewayv1.HTTPRoute, rules []int, canary rolloutsv1.B
 	return -1
 }
 
+// ruleCanaryWeights reports, for each managed rule, the canary weight when
+// the stable backendRefs carry 100 minus it, or -1 otherwise. A rule without
+// a canary backendRef has canary weight 0.
+func ruleCanaryWeights(route *gatewayv1.HTTPRoute, rules []int, stable, canary rolloutsv1.BackendRef) []int32 {
+	out := make([]int32, 0, len(rules))
+	for _, i := range rules {
+		c := int32(0)
+		for _, ref := range route.Spec.Rules[i].BackendRefs {
+			if refMatches(ref.BackendObjectReference, route.Namespace, canary) {
+				c = refWeight(ref)
+			}
+		}
+		for _, ref := range route.Spec.Rules[i].BackendRefs {
+			if refMatches(ref.BackendObjectReference, route.Namespace, stable) && refWeight(ref) != 100-c {
+				c = -1
+			}
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
 // patchBody renders the operations behind a resourceVersion test.
 func patchBody(resourceVersion string, ops []patchOp) ([]byte, error) {
 	all := append([]patchOp{{Op: "test", Path: "/metadata/resourceVersion", Value: resourceVersion}}, ops...)

@@ -12,6 +12,8 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -24,6 +26,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+	"sigs.k8s.io/yaml"
 
 	rolloutsv1 "github.com/modelrollout/modelrollout/api/v1alpha1"
 )
@@ -33,12 +36,14 @@ import (
 // and this project's CRDs from config/crd/bases.
 
 var (
-	testEnv   *envtest.Environment
-	cfg       *rest.Config
-	k8sClient client.Client
-	scheme    = runtime.NewScheme()
-	suiteCtx  context.Context
-	cancelAll context.CancelFunc
+	testEnv *envtest.Environment
+	cfg     *rest.Config
+	// operatorCfg is the operator's least-privilege identity.
+	operatorCfg *rest.Config
+	k8sClient   client.Client
+	scheme      = runtime.NewScheme()
+	suiteCtx    context.Context
+	cancelAll   context.CancelFunc
 )
 
 func TestControllers(t *testing.T) {
@@ -82,7 +87,48 @@ var _ = BeforeSuite(func() {
 	k8sClient, err = client.New(cfg, client.Options{Scheme: scheme})
 	Expect(err).NotTo(HaveOccurred())
 	suiteCtx, cancelAll = context.WithCancel(context.Background())
+	operatorCfg = operatorIdentity()
 })
+
+// operatorIdentity returns a rest.Config for a service account bound only to
+// the generated ClusterRole (config/rbac/role.yaml) and the leader election
+// Role, so the suite proves the operator works under least privilege.
+func operatorIdentity() *rest.Config {
+	const user = "system:serviceaccount:modelrollout-system:modelrollout-controller"
+	raw, err := os.ReadFile(filepath.Join("..", "config", "rbac", "role.yaml"))
+	Expect(err).NotTo(HaveOccurred())
+	role := &rbacv1.ClusterRole{}
+	Expect(yaml.Unmarshal(raw, role)).To(Succeed())
+	for _, rule := range role.Rules {
+		for _, v := range append(append(rule.Verbs, rule.Resources...), rule.APIGroups...) {
+			Expect(v).NotTo(Equal("*"), "the operator's ClusterRole must not use wildcards")
+		}
+	}
+	role.Name = "modelrollout-manager-role"
+	Expect(k8sClient.Create(suiteCtx, role)).To(Succeed())
+	Expect(k8sClient.Create(suiteCtx, &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "modelrollout-manager"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: user}},
+	})).To(Succeed())
+	// Leader election, in the namespace the test managers use.
+	Expect(k8sClient.Create(suiteCtx, &rbacv1.Role{
+		ObjectMeta: metav1.ObjectMeta{Name: "modelrollout-leader-election", Namespace: "default"},
+		Rules: []rbacv1.PolicyRule{
+			{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"},
+				Verbs: []string{"get", "list", "watch", "create", "update", "patch", "delete"}},
+			{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}},
+		},
+	})).To(Succeed())
+	Expect(k8sClient.Create(suiteCtx, &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "modelrollout-leader-election", Namespace: "default"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: "modelrollout-leader-election"},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: user}},
+	})).To(Succeed())
+	u, err := testEnv.AddUser(envtest.User{Name: user, Groups: []string{"system:serviceaccounts", "system:authenticated"}}, nil)
+	Expect(err).NotTo(HaveOccurred())
+	return u.Config()
+}
 
 var _ = AfterSuite(func() {
 	if cancelAll != nil {
@@ -101,8 +147,8 @@ type operator struct {
 
 // startOperator runs a manager with the ModelRollout controller and leader
 // election, the way cmd/manager wires it. Stop it with stop().
-func startOperator(opts ...func(*ModelRolloutReconciler)) *operator {
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+func startOperator(opts ...func(*ModelRolloutReconciler, ctrl.Manager)) *operator {
+	mgr, err := ctrl.NewManager(operatorCfg, ctrl.Options{
 		Scheme:                        scheme,
 		Metrics:                       metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress:        "0",
@@ -121,7 +167,7 @@ func startOperator(opts ...func(*ModelRolloutReconciler)) *operator {
 		Recorder: mgr.GetEventRecorder("modelrollout-controller"),
 	}
 	for _, o := range opts {
-		o(r)
+		o(r, mgr)
 	}
 	ctx, cancel := context.WithCancel(suiteCtx)
 	Expect(r.SetupWithManager(ctx, mgr)).To(Succeed())
