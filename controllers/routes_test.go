@@ -15,7 +15,7 @@ import (
 	rolloutsv1 "github.com/modelrollout/modelrollout/api/v1alpha1"
 )
 
-func loadRoute(t *testing.T, file string) (*gatewayv1.HTTPRoute, []byte) {
+func loadRoute(t testing.TB, file string) (*gatewayv1.HTTPRoute, []byte) {
 	t.Helper()
 	raw, err := os.ReadFile(filepath.Join("testdata", "routes", file))
 	if err != nil {
