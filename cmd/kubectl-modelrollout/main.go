@@ -1,16 +1,20 @@
+// Command kubectl-modelrollout is the kubectl plugin for ModelRollouts:
+// `kubectl modelrollout get|status|promote|pause|resume|abort|retry`.
+// The logic lives in package plugin; this file only wires the process.
 package main
 
 import (
-	"fmt"
+	"context"
+	"os"
+	"os/signal"
+	"syscall"
 
-	"github.com/spf13/cobra"
-	"golang.org/x/term"
-	"k8s.io/client-go/tools/clientcmd"
-	eventsv1 "k8s.io/api/events/v1"
-	"sigs.k8s.io/controller-runtime/pkg/client/fake"
-	"k8s.io/apimachinery/pkg/util/duration"
+	"github.com/modelrollout/modelrollout/cmd/kubectl-modelrollout/plugin"
 )
 
 func main() {
-	fmt.Println(cobra.Command{}, term.IsTerminal(1), clientcmd.RecommendedHomeFile, eventsv1.Event{}, fake.NewClientBuilder(), duration.HumanDuration(0))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := plugin.Main(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
 }

@@ -29,7 +29,7 @@ type Event struct {
 const maxEvents = 5
 
 // labelWidth is the width of the label column of the status view.
-const labelWidth = 8
+const labelWidth = 9
 
 // lineWidth is where the steps line wraps.
 const lineWidth = 110
@@ -481,7 +481,14 @@ func (v *statusView) gates() []string {
 				detail += "(before this step)"
 			}
 		}
-		rows = append(rows, []string{g.Name, value, v.threshold(g, gs), mark, when, detail})
+		rest := when
+		if detail != "" {
+			if rest != "" {
+				rest += "   "
+			}
+			rest += detail
+		}
+		rows = append(rows, []string{g.Name, value, v.threshold(g, gs), mark, rest})
 	}
 	return columns(rows, 3)
 }
@@ -497,6 +504,15 @@ func conditionOK(c metav1.Condition) bool {
 	return c.Status != metav1.ConditionFalse
 }
 
+func isPhase(s string) bool {
+	switch rolloutsv1.Phase(s) {
+	case rolloutsv1.PhaseIdle, rolloutsv1.PhaseWaiting, rolloutsv1.PhaseProgressing, rolloutsv1.PhasePaused,
+		rolloutsv1.PhaseSucceeded, rolloutsv1.PhaseRolledBack:
+		return true
+	}
+	return false
+}
+
 // issues lists the conditions that are not OK, except those the header
 // already says: Ready=False with the phase as reason, and Stalled after a
 // rollback, whose reason is shown.
@@ -506,7 +522,9 @@ func (v *statusView) issues() []string {
 		if conditionOK(c) {
 			continue
 		}
-		if c.Type == rolloutsv1.ConditionReady && c.Reason == string(v.st.Phase) {
+		if c.Type == rolloutsv1.ConditionReady && isPhase(c.Reason) {
+			// Ready is False in every phase but Succeeded and Idle, with
+			// the phase as reason: the header says it already.
 			continue
 		}
 		if c.Type == rolloutsv1.ConditionStalled && v.st.Phase == rolloutsv1.PhaseRolledBack {
