@@ -64,7 +64,8 @@ test-e2e: test-deps ## Run only the end-to-end suite.
 
 .PHONY: bench
 bench: test-deps ## Run the benchmarks and print their ratios.
-	go test -run '^$$' -bench . -benchmem -timeout 30m ./...
+	go test -run '^$$' -bench . -benchmem -timeout 30m $$(go list ./... | grep -v /test/bench)
+	go test -run '^$$' -bench . -benchtime=100x -timeout 30m ./test/bench/
 
 ##@ Build
 

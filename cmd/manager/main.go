@@ -4,6 +4,7 @@ package main
 import (
 	"context"
 	"flag"
+	"fmt"
 	"os"
 	"strings"
 
@@ -20,6 +21,7 @@ import (
 	"github.com/modelrollout/modelrollout/analysis"
 	rolloutsv1 "github.com/modelrollout/modelrollout/api/v1alpha1"
 	"github.com/modelrollout/modelrollout/controllers"
+	"github.com/modelrollout/modelrollout/controllers/alerts"
 )
 
 func main() {
@@ -31,6 +33,7 @@ func main() {
 		watchNamespaces  string
 		workers          int
 		promAddress      string
+		receiver         alerts.Options
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address of the Prometheus metrics endpoint; 0 disables it.")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz probes.")
@@ -39,6 +42,10 @@ func main() {
 	flag.StringVar(&watchNamespaces, "watch-namespaces", "", "Comma-separated namespaces to watch; all when empty.")
 	flag.IntVar(&workers, "max-concurrent-reconciles", 4, "Number of rollouts reconciled at once.")
 	flag.StringVar(&promAddress, "prometheus-address", "", "Prometheus queried by rollouts that name none in spec.analysis.prometheus, e.g. http://prometheus.monitoring:9090.")
+	flag.StringVar(&receiver.BindAddress, "alert-receiver-bind-address", "", "Address of the Alertmanager webhook receiver (POST /alerts), e.g. :8443; empty disables it.")
+	flag.StringVar(&receiver.TokenFile, "alert-receiver-token-file", "", "File holding the bearer token Alertmanager must send; re-read when it changes. Required with the receiver.")
+	flag.StringVar(&receiver.TLSCertFile, "alert-receiver-tls-cert-file", "", "TLS certificate of the receiver; plain HTTP when empty.")
+	flag.StringVar(&receiver.TLSKeyFile, "alert-receiver-tls-key-file", "", "TLS key of the receiver.")
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -77,7 +84,7 @@ func main() {
 	}
 
 	ctx := ctrl.SetupSignalHandler()
-	if err := setup(ctx, mgr, workers, promAddress); err != nil {
+	if err := setup(ctx, mgr, workers, promAddress, receiver); err != nil {
 		setupLog.Error(err, "Unable to set up the controller")
 		os.Exit(1)
 	}
@@ -91,8 +98,21 @@ func main() {
 	}
 }
 
-func setup(ctx context.Context, mgr ctrl.Manager, workers int, promAddress string) error {
+func setup(ctx context.Context, mgr ctrl.Manager, workers int, promAddress string, receiver alerts.Options) error {
 	metrics := controllers.DefaultMetrics()
+	if receiver.BindAddress != "" {
+		receiver.Client = mgr.GetClient()
+		receiver.Logger = ctrl.Log.WithName("alert-receiver")
+		receiver.AlertsReceived = metrics.AlertsReceived
+		receiver.AlertsMatched = metrics.AlertsMatched
+		r, err := alerts.New(receiver)
+		if err != nil {
+			return err
+		}
+		if err := mgr.Add(r); err != nil {
+			return fmt.Errorf("add the alert receiver: %w", err)
+		}
+	}
 	return (&controllers.ModelRolloutReconciler{
 		Client:   mgr.GetClient(),
 		Recorder: mgr.GetEventRecorder("modelrollout-controller"),

@@ -30,7 +30,9 @@ const MaxReasonBytes = 900
 
 // index finds the rollouts an alert matches.
 type index struct {
+	items []rolloutsv1.ModelRollout
 	// byName holds every rollout, for the modelrollout and namespace labels.
+	// It is built on the first alert that carries both.
 	byName map[types.NamespacedName]*rolloutsv1.ModelRollout
 	// bySelector holds the rollouts with a non-empty selector under one label
 	// pair of that selector: the one with the smallest name. Every alert label
@@ -45,12 +47,11 @@ type labelPair struct{ name, value string }
 // modifies them, so items may be shared with a cache.
 func newIndex(items []rolloutsv1.ModelRollout) *index {
 	ix := &index{
-		byName:     make(map[types.NamespacedName]*rolloutsv1.ModelRollout, len(items)),
+		items:      items,
 		bySelector: make(map[labelPair][]*rolloutsv1.ModelRollout),
 	}
 	for i := range items {
 		ro := &items[i]
-		ix.byName[types.NamespacedName{Namespace: ro.Namespace, Name: ro.Name}] = ro
 		sel := ro.Spec.RollbackOnAlerts
 		if sel == nil || len(sel.MatchLabels) == 0 {
 			continue
@@ -75,6 +76,13 @@ func (ix *index) match(labels map[string]string) []*rolloutsv1.ModelRollout {
 	name, okName := labels[LabelRollout]
 	ns, okNS := labels[LabelNamespace]
 	if okName && okNS {
+		if ix.byName == nil {
+			ix.byName = make(map[types.NamespacedName]*rolloutsv1.ModelRollout, len(ix.items))
+			for i := range ix.items {
+				ro := &ix.items[i]
+				ix.byName[types.NamespacedName{Namespace: ro.Namespace, Name: ro.Name}] = ro
+			}
+		}
 		if ro, ok := ix.byName[types.NamespacedName{Namespace: ns, Name: name}]; ok {
 			direct = ro
 			out = append(out, ro)
