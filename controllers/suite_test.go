@@ -148,9 +148,14 @@ type operator struct {
 // startOperator runs a manager with the ModelRollout controller and leader
 // election, the way cmd/manager wires it. Stop it with stop().
 func startOperator(opts ...func(*ModelRolloutReconciler, ctrl.Manager)) *operator {
+	return startOperatorOn("0", opts...)
+}
+
+// startOperatorOn is startOperator with the metrics endpoint on addr.
+func startOperatorOn(metricsAddr string, opts ...func(*ModelRolloutReconciler, ctrl.Manager)) *operator {
 	mgr, err := ctrl.NewManager(operatorCfg, ctrl.Options{
 		Scheme:                        scheme,
-		Metrics:                       metricsserver.Options{BindAddress: "0"},
+		Metrics:                       metricsserver.Options{BindAddress: metricsAddr},
 		HealthProbeBindAddress:        "0",
 		LeaderElection:                true,
 		LeaderElectionID:              "modelrollout-test",
