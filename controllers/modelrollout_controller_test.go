@@ -8,7 +8,9 @@ import (
 	. "github.com/onsi/gomega"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	rolloutsv1 "github.com/modelrollout/modelrollout/api/v1alpha1"
@@ -212,8 +214,7 @@ var _ = Describe("ModelRollout controller", func() {
 		Eventually(routeWeights(ns, "model-header-routing", "gpt4")).Should(HaveKeyWithValue("vllm-gpt4-v2", int32(30)))
 
 		ro := getRollout(ns, "gpt4")
-		ro.Spec.Canary.Name = "vllm-gpt4-v3"
-		Expect(k8sClient.Update(suiteCtx, ro)).To(Succeed())
+		Expect(k8sClient.Patch(suiteCtx, ro, client.RawPatch(types.MergePatchType, []byte(`{"spec":{"canary":{"name":"vllm-gpt4-v3"}}}`)))).To(Succeed())
 		Eventually(routeWeights(ns, "model-header-routing", "gpt4")).Should(Equal(map[string]int32{"vllm-gpt4-v1": 70, "vllm-gpt4-v2": 0, "vllm-gpt4-v3": 30}))
 		Expect(getRollout(ns, "gpt4").Status.Revision).To(Equal("Service/vllm-gpt4-v1:8000 -> Service/vllm-gpt4-v3:8000"))
 		Eventually(eventReasons(ns, "gpt4")).Should(ContainElement("CanaryReplaced"))

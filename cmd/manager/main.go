@@ -42,7 +42,7 @@ func main() {
 	flag.StringVar(&watchNamespaces, "watch-namespaces", "", "Comma-separated namespaces to watch; all when empty.")
 	flag.IntVar(&workers, "max-concurrent-reconciles", 4, "Number of rollouts reconciled at once.")
 	flag.StringVar(&promAddress, "prometheus-address", "", "Prometheus queried by rollouts that name none in spec.analysis.prometheus, e.g. http://prometheus.monitoring:9090.")
-	flag.StringVar(&receiver.BindAddress, "alert-receiver-bind-address", "", "Address of the Alertmanager webhook receiver (POST /alerts), e.g. :8443; empty disables it.")
+	flag.StringVar(&receiver.BindAddress, "alert-receiver-bind-address", "", "Address of the Alertmanager webhook receiver (POST /alerts), e.g. :8443; empty or 0 disables it.")
 	flag.StringVar(&receiver.TokenFile, "alert-receiver-token-file", "", "File holding the bearer token Alertmanager must send; re-read when it changes. Required with the receiver.")
 	flag.StringVar(&receiver.TLSCertFile, "alert-receiver-tls-cert-file", "", "TLS certificate of the receiver; plain HTTP when empty.")
 	flag.StringVar(&receiver.TLSKeyFile, "alert-receiver-tls-key-file", "", "TLS key of the receiver.")
@@ -100,7 +100,7 @@ func main() {
 
 func setup(ctx context.Context, mgr ctrl.Manager, workers int, promAddress string, receiver alerts.Options) error {
 	metrics := controllers.DefaultMetrics()
-	if receiver.BindAddress != "" {
+	if receiver.BindAddress != "" && receiver.BindAddress != "0" {
 		receiver.Client = mgr.GetClient()
 		receiver.Logger = ctrl.Log.WithName("alert-receiver")
 		receiver.AlertsReceived = metrics.AlertsReceived

@@ -11,7 +11,9 @@
 // must carry "Authorization: Bearer <token>". The token is a static string or
 // the trimmed content of a file that is re-read whenever it changes, so a
 // rotated Kubernetes Secret volume takes effect without a restart. The
-// receiver never runs unauthenticated: an empty token is a configuration error.
+// receiver never runs unauthenticated: an empty static token is a
+// configuration error, and while the token file is missing or empty (a Secret
+// not created yet) every request is refused with 503.
 //
 // Responses: 405 for a method other than POST, 401 for a missing or wrong
 // token, 413 for a body over MaxBodyBytes (1 MiB by default), 400 for a body

@@ -123,9 +123,6 @@ func New(opts Options) (*Receiver, error) {
 	if err != nil {
 		return nil, fmt.Errorf("alert receiver: %w", err)
 	}
-	if _, err := tokens.get(); err != nil {
-		return nil, fmt.Errorf("alert receiver: %w", err)
-	}
 	if (opts.TLSCertFile == "") != (opts.TLSKeyFile == "") {
 		return nil, errors.New("alert receiver: set both TLSCertFile and TLSKeyFile, or neither")
 	}
@@ -157,6 +154,12 @@ func New(opts Options) (*Receiver, error) {
 	if r.clock == nil {
 		r.clock = clock.RealClock{}
 	}
+	if _, err := tokens.get(); err != nil {
+		// A token file that is not there yet (a Secret created after the
+		// operator) must not take the controller down with the receiver:
+		// every request is refused with 503 until the file can be read.
+		r.log.Error(err, "The alert receiver refuses every request until its token file can be read", "tokenFile", opts.TokenFile)
+	}
 	return r, nil
 }
 
@@ -177,9 +180,6 @@ func (r *Receiver) Addr() net.Addr {
 func (r *Receiver) Start(ctx context.Context) error {
 	if r.bindAddress == "" {
 		return errors.New("alert receiver: BindAddress is required")
-	}
-	if _, err := r.tokens.get(); err != nil {
-		return fmt.Errorf("alert receiver: %w", err)
 	}
 	mux := http.NewServeMux()
 	mux.Handle(Path, r)
