@@ -24,6 +24,8 @@ help: ## Show this help.
 .PHONY: manifests
 manifests: ## Generate the CRD and RBAC manifests from the API types and markers.
 	$(CONTROLLER_GEN) rbac:roleName=manager-role crd:allowDangerousTypes=true paths="./api/..." paths="./controllers/..." output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+	cp config/crd/bases/*.yaml charts/modelrollout/crds/
+	cp config/rbac/role.yaml charts/modelrollout/files/manager-role.yaml
 
 .PHONY: generate
 generate: ## Generate deepcopy code for the API types.
@@ -44,7 +46,7 @@ lint: vet ## Check formatting and run go vet.
 .PHONY: verify
 verify: manifests generate ## Fail when generated files drift from the sources, or code is unformatted.
 	@$(MAKE) --no-print-directory lint
-	@if [ -n "$$(git status --porcelain -- config api)" ]; then echo "generated files are out of date; run 'make manifests generate' and commit:"; git status --porcelain -- config api; git --no-pager diff -- config api | head -50; exit 1; fi
+	@if [ -n "$$(git status --porcelain -- config api charts)" ]; then echo "generated files are out of date; run 'make manifests generate' and commit:"; git status --porcelain -- config api charts; git --no-pager diff -- config api charts | head -50; exit 1; fi
 
 .PHONY: control-plane
 control-plane: ## Build kube-apiserver and etcd from the Go module proxy (cached in bin/).
