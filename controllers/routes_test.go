@@ -128,18 +128,7 @@ func TestWeightOpsOnSeedRoutes(t *testing.T) {
 				t.Fatalf("managedRules: %v", p.Message)
 			}
 			ops, _ := weightOps(route, rules, weights{Stable: stableRef, Canary: canaryRef, CanaryWeight: tc.weight})
-			body, err := json.Marshal(ops)
-			if err != nil {
-				t.Fatal(err)
-			}
-			patch, err := jsonpatch.DecodePatch(body)
-			if err != nil {
-				t.Fatal(err)
-			}
-			patched, err := patch.Apply(doc)
-			if err != nil {
-				t.Fatal(err)
-			}
+			patched := applyOps(t, doc, ops)
 			if got := weightsOf(t, patched); !reflect.DeepEqual(got, tc.want) {
 				t.Fatalf("weights:\n got %v\nwant %v", got, tc.want)
 			}
