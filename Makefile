@@ -5,7 +5,9 @@ SHELL := /usr/bin/env bash -o pipefail
 
 K8S_VERSION ?= v1.37.2
 CONTROLLER_GEN ?= go tool controller-gen
-GOTEST_FLAGS ?=
+# One test binary at a time: the suites start their own API servers,
+# Prometheus and load, and must not starve each other on a 2-core machine.
+GOTEST_FLAGS ?= -p 1
 # The test API server, built from the Go module proxy and cached in bin/.
 KUBEBUILDER_ASSETS ?= $(CURDIR)/bin/control-plane/$(K8S_VERSION)
 
@@ -58,7 +60,7 @@ test-deps: control-plane ## Install everything the tests need (control plane, Pr
 
 .PHONY: test
 test: test-deps verify ## Run all tests: unit, integration on a real API server and Prometheus, and e2e.
-	go test $(GOTEST_FLAGS) -timeout 45m ./...
+	go test -count=1 $(GOTEST_FLAGS) -timeout 45m ./...
 
 .PHONY: test-e2e
 test-e2e: test-deps ## Run only the end-to-end suite.
