@@ -112,6 +112,7 @@ func (r *ModelRolloutReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	}
 
 	d := plan(ro, obs)
+	before := ro.Status.DeepCopy()
 
 	if !equality.Semantic.DeepEqual(ro.Status, d.Status) {
 		if err := r.patchStatus(ctx, ro, d.Status); err != nil {
@@ -128,7 +129,7 @@ func (r *ModelRolloutReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		}
 	}
 
-	if err := r.applyRoutes(ctx, ro, &d, routes); err != nil {
+	if err := r.applyRoutes(ctx, ro, before, &d, routes); err != nil {
 		return ctrl.Result{}, err
 	}
 	return ctrl.Result{RequeueAfter: d.RequeueAfter}, nil
@@ -170,7 +171,8 @@ func (r *ModelRolloutReconciler) event(ro *rolloutsv1.ModelRollout, e event) {
 }
 
 // applyRoutes holds every found route at the status's weights.
-func (r *ModelRolloutReconciler) applyRoutes(ctx context.Context, ro *rolloutsv1.ModelRollout, d *decision, routes []managedRoute) error {
+// before is the status the decision started from.
+func (r *ModelRolloutReconciler) applyRoutes(ctx context.Context, ro *rolloutsv1.ModelRollout, before *rolloutsv1.ModelRolloutStatus, d *decision, routes []managedRoute) error {
 	if !d.ManageRoutes {
 		return nil
 	}
@@ -180,7 +182,7 @@ func (r *ModelRolloutReconciler) applyRoutes(ctx context.Context, ro *rolloutsv1
 		return nil
 	}
 	w := weights{Stable: ro.Spec.Stable, Canary: *ro.Spec.Canary, CanaryWeight: st.CanaryWeight, Retire: d.Retire, RetireOnly: !started}
-	weightChanged := ro.Status.CanaryWeight != st.CanaryWeight || ro.Status.Revision != st.Revision || len(d.Retire) > 0
+	weightChanged := before.CanaryWeight != st.CanaryWeight || before.Revision != st.Revision || len(d.Retire) > 0
 
 	var errs []error
 	for _, m := range routes {

@@ -61,6 +61,7 @@ var _ = Describe("ModelRollout controller", func() {
 		Expect(meta.FindStatusCondition(got.Status.Conditions, rolloutsv1.ConditionReconciling)).To(BeNil())
 		Expect(got.Status.ObservedGeneration).To(Equal(got.Generation))
 		Eventually(eventReasons(ns, "gpt4")).Should(ContainElements("RolloutStarted", "StepStarted", "Succeeded"))
+		Expect(eventReasons(ns, "gpt4")()).NotTo(ContainElement("WeightDriftCorrected"), "the rollout's own steps are not drift")
 	})
 
 	It("changes nothing in the route but the managed weights", func() {

@@ -544,12 +544,10 @@ func (p *planner) gatesHold() string {
 
 // nextEvaluation is how long until the gates are due again.
 func (p *planner) nextEvaluation() time.Duration {
-	last := lastEvaluation(p.st.Gates)
-	interval := analysisInterval(p.ro.Spec.Analysis)
-	if last == nil {
-		return time.Second
+	if p.st.StepStartedAt == nil {
+		return 0 // the step's clock has not started; anchor schedules it
 	}
-	return last.Add(interval).Sub(p.obs.Now)
+	return nextEvaluationAt(p.st, analysisInterval(p.ro.Spec.Analysis)).Sub(p.obs.Now)
 }
 
 // lastEvaluation is the time of the latest gate evaluation, if any.
@@ -586,8 +584,23 @@ func gatesDue(ro *rolloutsv1.ModelRollout, now time.Time) bool {
 	if st.CurrentStepIndex == nil || st.CanaryWeight == 0 {
 		return false
 	}
-	last := lastEvaluation(st.Gates)
-	return last == nil || !now.Before(last.Add(analysisInterval(ro.Spec.Analysis)))
+	return !now.Before(nextEvaluationAt(st, analysisInterval(ro.Spec.Analysis)))
+}
+
+// nextEvaluationAt is when the gates are due: one interval after the last
+// evaluation, and never before one interval into the step, so that the
+// query window [interval] holds only traffic at the step's weight.
+func nextEvaluationAt(st *rolloutsv1.ModelRolloutStatus, interval time.Duration) time.Time {
+	var at time.Time
+	if last := lastEvaluation(st.Gates); last != nil {
+		at = last.Add(interval)
+	}
+	if st.StepStartedAt != nil {
+		if first := st.StepStartedAt.Add(interval); first.After(at) {
+			at = first
+		}
+	}
+	return at
 }
 
 func sameBackend(a, b rolloutsv1.BackendRef) bool {

@@ -529,6 +529,12 @@ func TestGatesDue(t *testing.T) {
 	expect(t, gatesDue(ro, t0.Add(time.Hour)), false)
 	waiting := withGates(testRollout())
 	expect(t, gatesDue(waiting, t0), false)
+
+	// A fresh step is first judged one interval in, on its own traffic.
+	fresh := withGates(atStep(testRollout(), 1, 30*time.Second))
+	fresh.Status.Gates = []rolloutsv1.GateStatus{{Name: "errors", LastEvaluatedAt: mt(t0.Add(-5 * time.Minute))}}
+	expect(t, gatesDue(fresh, t0), false)
+	expect(t, gatesDue(fresh, t0.Add(30*time.Second)), true)
 }
 
 func expect[T comparable](t *testing.T, got, want T) {

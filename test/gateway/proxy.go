@@ -189,6 +189,10 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	active.Inc()
 	defer active.Dec()
 	p.log.V(2).Info("proxy", "method", r.Method, "path", r.URL.Path, "rule", rule.String(), "cluster", b.Cluster, "endpoint", ep)
+	// A backend may answer before the request body has been read to its
+	// end; without full duplex the server then closes the body and the
+	// upstream connection, cutting about 1% of streamed responses.
+	_ = http.NewResponseController(w).EnableFullDuplex()
 	p.rp.ServeHTTP(w, r.WithContext(ctx))
 }
 

@@ -1,0 +1,68 @@
+package e2e
+
+import (
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+
+	rolloutsv1 "github.com/modelrollout/modelrollout/api/v1alpha1"
+	"github.com/modelrollout/modelrollout/test/demo"
+)
+
+// The demo's story, asserted: the manifests of test/testdata/demo, gates on
+// vLLM's and the gateway's metrics through a real Prometheus, load through
+// the gateway.
+var _ = Describe("The demo's story", func() {
+	It("walks the good canary to Succeeded, then rolls the bad one back, moving only the gpt4 weights", func(ctx SpecContext) {
+		load := startLoad(ctx)
+		Eventually(ctx, func() int { return load.Total()[demo.Stable].OK }).Should(BeNumerically(">=", 20), "the stable serves the load")
+
+		By("rollout 1: vllm-gpt4-v1 -> vllm-gpt4-v2, 10/25/50/75/100 with 10s pauses and three gates")
+		good := manifestRollout(demo.GoodRolloutFile)
+		apply(ctx, good)
+		// Each step bakes 10s and needs an evaluation of every gate at its
+		// weight; the whole schedule takes about a minute.
+		ro := expectState(ctx, demo.RolloutName, rolloutsv1.PhaseSucceeded, "5/5", 100)
+
+		By("its status records every step, each held at least for its pause, and every gate passing")
+		var weights []int32
+		for _, s := range ro.Status.StepHistory {
+			weights = append(weights, s.Weight)
+			Expect(s.EndedAt).NotTo(BeNil(), "step %d%% ended", s.Weight)
+			Expect(s.EndedAt.Sub(s.StartedAt.Time)).To(BeNumerically(">=", 10*time.Second-time.Second/10), "step %d%% baked for its pause", s.Weight)
+		}
+		Expect(weights).To(Equal([]int32{10, 25, 50, 75, 100}))
+		Expect(ro.Status.Gates).To(HaveLen(3))
+		for _, g := range ro.Status.Gates {
+			Expect(g.Verdict).To(Equal(rolloutsv1.VerdictPass), "gate %s: %s", g.Name, g.Message)
+		}
+		Expect(ro.Status.Rollback).To(BeNil())
+
+		By("the route sends all gpt-4 traffic to v2, and nothing else of the route changed")
+		expectWeights(ctx, map[string]int32{demo.Stable: 0, demo.GoodCanary: 100})
+		expectRestOfRouteUntouched(ctx)
+		expectOnlyServedBy(ctx, demo.GoodCanary, 40)
+		Expect(load.Total()[demo.GoodCanary].OK).To(BeNumerically(">", 0))
+
+		By("rollout 2: v2 becomes the stable in Git and v3, which fails a quarter of its requests, the canary")
+		bad := manifestRollout(demo.BadRolloutFile)
+		Expect(bad.Name).To(Equal(good.Name), "the same rollout, edited as in Git")
+		apply(ctx, bad)
+		ro = expectPhase(ctx, demo.RolloutName, rolloutsv1.PhaseRolledBack)
+		Expect(ro.Status.CanaryWeight).To(BeZero())
+		Expect(ro.Status.Revision).To(Equal(bad.Spec.Revision()))
+		Expect(ro.Status.Rollback).NotTo(BeNil())
+		// Whichever is first: a gate's evaluation or the HighErrorRate
+		// alert through Alertmanager and the operator's receiver.
+		Expect(ro.Status.Rollback.Reason).To(BeElementOf(rolloutsv1.ReasonGateFailed, rolloutsv1.ReasonAlertFiring))
+		Expect(ro.Status.Rollback.FromWeight).To(BeNumerically(">", 0))
+		Expect(ro.Status.Rollback.Message).To(Or(ContainSubstring("errors"), ContainSubstring(demo.AlertName)))
+		AddReportEntry("bad canary caught by", ro.Status.Rollback.Reason+": "+ro.Status.Rollback.Message)
+
+		By("the route sends all gpt-4 traffic back to v2; v1 stays at 0 and the other rules are untouched")
+		expectWeights(ctx, map[string]int32{demo.Stable: 0, demo.GoodCanary: 100, demo.BadCanary: 0})
+		expectRestOfRouteUntouched(ctx)
+		expectOnlyServedBy(ctx, demo.GoodCanary, 40)
+	}, SpecTimeout(10*time.Minute))
+})
