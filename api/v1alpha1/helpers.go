@@ -40,9 +40,6 @@ func (s *ModelRolloutSpec) EffectiveSteps() []Step {
 	return s.Steps
 }
 
-// GroupOrDefault returns the backend's API group.
-func (b BackendRef) GroupOrDefault() string { return b.Group }
-
 // KindOrDefault returns the backend's kind, Service when unset.
 func (b BackendRef) KindOrDefault() BackendKind {
 	if b.Kind == "" {
