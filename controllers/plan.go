@@ -289,16 +289,25 @@ func (p *planner) blocked() *problem {
 
 // waitForStart starts the first step once every precondition holds.
 func (p *planner) waitForStart() {
+	if p.preconditionsHold() {
+		p.startStep(0)
+	}
+}
+
+// preconditionsHold records an unmet precondition (see wait) and returns
+// false, or clears a past wait and returns true. A started rollout keeps its
+// canary's share while it waits; past the deadline the canary is rolled back.
+func (p *planner) preconditionsHold() bool {
 	st := p.st
 	if b := p.blocked(); b != nil {
 		p.wait(b)
-		return
+		return false
 	}
 	if st.WaitingSince != nil {
 		p.emit(false, "PreconditionsMet", "Preconditions met after %s", p.obs.Now.Sub(st.WaitingSince.Time).Round(time.Second))
+		st.WaitingSince = nil
 	}
-	st.WaitingSince = nil
-	p.startStep(0)
+	return true
 }
 
 // wait records an unmet precondition and schedules the deadline check.
@@ -423,15 +432,8 @@ func (p *planner) progress() {
 		}
 	}
 
-	if b := p.blocked(); b != nil {
-		// The canary keeps its current share, but nothing advances; past the
-		// deadline the canary is rolled back.
-		p.wait(b)
+	if !p.preconditionsHold() {
 		return
-	}
-	if st.WaitingSince != nil {
-		p.emit(false, "PreconditionsMet", "Preconditions met again after %s", p.obs.Now.Sub(st.WaitingSince.Time).Round(time.Second))
-		st.WaitingSince = nil
 	}
 
 	i := int(*st.CurrentStepIndex)
