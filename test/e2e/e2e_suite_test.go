@@ -36,6 +36,9 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 	// gates every 5 seconds.
 	SetDefaultEventuallyTimeout(5 * time.Minute)
 	SetDefaultEventuallyPollingInterval(250 * time.Millisecond)
+	// Eventually(ctx, ...) would otherwise wait for the spec's own timeout
+	// and report a bare TIMEDOUT instead of what it waited for.
+	EnforceDefaultTimeoutsWhenUsingContexts()
 
 	root, err := demo.FindRepoRoot()
 	Expect(err).NotTo(HaveOccurred())
@@ -71,7 +74,10 @@ var _ = BeforeEach(func(ctx SpecContext) {
 	Eventually(ctx, stack.ActiveAlerts).WithTimeout(4 * time.Minute).Should(BeEmpty())
 	// Likewise a slow or failing request from an earlier spec still inside
 	// the gates' windows (e.g. the 45s stream) would fail the next
-	// rollout's first evaluation.
+	// rollout's first evaluation. Such a request may have ended only just
+	// before this node: Prometheus must have scraped every target since
+	// then, or RecentTrouble would not see it yet and the gates would.
+	Expect(stack.Prometheus.WaitForScrapesAfter(ctx, time.Now())).To(Succeed())
 	Eventually(ctx, stack.RecentTrouble).Should(BeEmpty())
 }, NodeTimeout(8*time.Minute))
 

@@ -74,9 +74,26 @@ func expectState(ctx context.Context, name string, phase rolloutsv1.Phase, stepT
 		g.Expect(ro.Status.ObservedGeneration).To(Equal(ro.Generation), "status not computed for the latest spec yet")
 		got := rolloutState{ro.Status.Revision, ro.Status.Phase, ro.Status.Step, ro.Status.CanaryWeight}
 		want := rolloutState{ro.Spec.Revision(), phase, stepText, weight}
+		stopAtOtherEnd(ro, phase)
 		g.Expect(got).To(Equal(want), "message: %s", ro.Status.Message)
 	}).Should(Succeed())
 	return ro
+}
+
+// stopAtOtherEnd stops an Eventually at once when the rollout of the current
+// revision has ended in Succeeded or RolledBack while the spec waits for
+// another phase: a finished rollout stays where it is, so waiting longer
+// only hides the message that says why. (A retry not yet handled is the
+// one way out of RolledBack without a new revision.)
+func stopAtOtherEnd(ro *rolloutsv1.ModelRollout, want rolloutsv1.Phase) {
+	st := ro.Status
+	ended := st.Phase == rolloutsv1.PhaseSucceeded || st.Phase == rolloutsv1.PhaseRolledBack
+	retry := ro.Annotations[rolloutsv1.AnnotationRetry]
+	retryPending := retry != "" && retry != st.LastHandledRetry
+	if ended && st.Phase != want && !retryPending && st.Revision == ro.Spec.Revision() && st.ObservedGeneration == ro.Generation {
+		StopTrying(fmt.Sprintf("the rollout ended %s at step %s, weight %d, while %s was awaited: %s",
+			st.Phase, st.Step, st.CanaryWeight, want, st.Message)).Now()
+	}
 }
 
 // expectPhase waits until the rollout reaches the phase for the current
@@ -90,6 +107,7 @@ func expectPhase(ctx context.Context, name string, phase rolloutsv1.Phase) *roll
 		g.Expect(err).NotTo(HaveOccurred())
 		g.Expect(ro.Status.ObservedGeneration).To(Equal(ro.Generation), "status not computed for the latest spec yet")
 		g.Expect(ro.Status.Revision).To(Equal(ro.Spec.Revision()))
+		stopAtOtherEnd(ro, phase)
 		g.Expect(ro.Status.Phase).To(Equal(phase), "step %s weight %d: %s", ro.Status.Step, ro.Status.CanaryWeight, ro.Status.Message)
 	}).Should(Succeed())
 	return ro

@@ -112,24 +112,31 @@ func TestTargetsMatch(t *testing.T) {
 	up := promv1.ActiveTarget{
 		Labels:    model.LabelSet{"job": "a", "instance": "h:1", "service": "s"},
 		ScrapeURL: "http://h:1/metrics", Health: promv1.HealthGood,
+		LastScrape: time.Date(2026, 11, 25, 12, 0, 1, 0, time.UTC),
 	}
-	if ok, why := targetsMatch(want, []promv1.ActiveTarget{up}); !ok {
+	if ok, why := targetsMatch(want, []promv1.ActiveTarget{up}, time.Time{}); !ok {
 		t.Fatal(why)
+	}
+	if ok, why := targetsMatch(want, []promv1.ActiveTarget{up}, up.LastScrape.Add(-time.Millisecond)); !ok {
+		t.Fatalf("scraped after the time: %s", why)
+	}
+	if ok, why := targetsMatch(want, []promv1.ActiveTarget{up}, up.LastScrape); ok || !strings.Contains(why, "not after") {
+		t.Fatalf("scraped at the time, not after it: %v %s", ok, why)
 	}
 	down := up
 	down.Health, down.LastError = promv1.HealthBad, "connection refused"
-	if ok, why := targetsMatch(want, []promv1.ActiveTarget{down}); ok || !strings.Contains(why, "connection refused") {
+	if ok, why := targetsMatch(want, []promv1.ActiveTarget{down}, time.Time{}); ok || !strings.Contains(why, "connection refused") {
 		t.Fatalf("down target: %v %s", ok, why)
 	}
 	stale := up
 	stale.Labels = model.LabelSet{"job": "old", "instance": "h:2"}
-	if ok, why := targetsMatch(want, []promv1.ActiveTarget{up, stale}); ok || !strings.Contains(why, "no longer configured") {
+	if ok, why := targetsMatch(want, []promv1.ActiveTarget{up, stale}, time.Time{}); ok || !strings.Contains(why, "no longer configured") {
 		t.Fatalf("stale target: %v %s", ok, why)
 	}
-	if ok, _ := targetsMatch(want, nil); ok {
+	if ok, _ := targetsMatch(want, nil, time.Time{}); ok {
 		t.Fatal("missing target matched")
 	}
-	if ok, _ := targetsMatch(nil, nil); !ok {
+	if ok, _ := targetsMatch(nil, nil, time.Time{}); !ok {
 		t.Fatal("no targets, none active: should match")
 	}
 }

@@ -323,12 +323,25 @@ func (p *Prometheus) reloadLocked(ctx context.Context) error {
 // successfully), or until ctx ends (with no deadline, two minutes). The
 // error then lists each target's health and last scrape error.
 func (p *Prometheus) WaitForTargetsUp(ctx context.Context) error {
+	return p.waitForTargets(ctx, time.Time{})
+}
+
+// WaitForScrapesAfter is WaitForTargetsUp, and moreover every target's last
+// successful scrape started after t. Samples are stamped with the start of
+// their scrape and a target's last scrape is reported once its samples are
+// stored, so a query made after it returns sees everything the targets had
+// recorded before t, with no scrape-interval race.
+func (p *Prometheus) WaitForScrapesAfter(ctx context.Context, t time.Time) error {
+	return p.waitForTargets(ctx, t)
+}
+
+func (p *Prometheus) waitForTargets(ctx context.Context, after time.Time) error {
 	p.mu.Lock()
 	want := expectedTargets(p.opts.Targets)
 	proc := p.proc
 	p.mu.Unlock()
 	if proc == nil {
-		return fmt.Errorf("promharness: WaitForTargetsUp: Prometheus %w", errNotRunning)
+		return fmt.Errorf("promharness: waiting for targets: Prometheus %w", errNotRunning)
 	}
 	promAPI := p.API()
 	ctx, cancel := withDefaultTimeout(ctx)
@@ -344,7 +357,7 @@ func (p *Prometheus) WaitForTargetsUp(ctx context.Context) error {
 			if state == "" || ctx.Err() == nil {
 				state = "targets API: " + err.Error()
 			}
-		} else if ok, s := targetsMatch(want, res.Active); ok {
+		} else if ok, s := targetsMatch(want, res.Active, after); ok {
 			return nil
 		} else {
 			state = s
@@ -391,7 +404,9 @@ func expectedTargets(targets []Target) []expectedTarget {
 
 // targetsMatch reports whether active is exactly want, all up; if not, it
 // describes the difference.
-func targetsMatch(want []expectedTarget, active []promv1.ActiveTarget) (bool, string) {
+// targetsMatch tells whether the active targets are exactly the wanted ones,
+// each up and last scraped after the given time; if not, it says why.
+func targetsMatch(want []expectedTarget, active []promv1.ActiveTarget, scrapedAfter time.Time) (bool, string) {
 	var problems []string
 	used := make([]bool, len(active))
 	for _, w := range want {
@@ -403,6 +418,9 @@ func targetsMatch(want []expectedTarget, active []promv1.ActiveTarget) (bool, st
 			used[i], found = true, true
 			if a.Health != promv1.HealthGood {
 				problems = append(problems, fmt.Sprintf("%s is %s (last error: %q)", a.ScrapeURL, a.Health, a.LastError))
+			} else if !a.LastScrape.After(scrapedAfter) {
+				problems = append(problems, fmt.Sprintf("%s last scraped at %s, not after %s",
+					a.ScrapeURL, a.LastScrape.Format(time.RFC3339Nano), scrapedAfter.Format(time.RFC3339Nano)))
 			}
 			break
 		}

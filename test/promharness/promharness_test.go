@@ -127,6 +127,17 @@ func TestPrometheusScrapeStopStartAndReload(t *testing.T) {
 		WithTimeout(waitLong).WithPolling(poll).Should(Equal(42.0))
 	scrapedAt := time.Now()
 
+	// After WaitForScrapesAfter(t), a query sees what the target held at t
+	// on the first try, whatever the phase of the scrape interval.
+	for _, v := range []float64{1, 2, 3} {
+		gauge.Set(v)
+		g.Expect(prom.WaitForScrapesAfter(ctx, time.Now())).To(Succeed())
+		g.Expect(single(ctx, prom, query, time.Now())).To(Equal(v), "the first query after WaitForScrapesAfter")
+	}
+	gauge.Set(42)
+	g.Expect(prom.WaitForScrapesAfter(ctx, time.Now())).To(Succeed())
+	scrapedAt = time.Now()
+
 	// Down: the API does not answer.
 	url := prom.URL()
 	g.Expect(prom.Stop()).To(Succeed())
@@ -163,6 +174,9 @@ func TestPrometheusScrapeStopStartAndReload(t *testing.T) {
 	short, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	g.Expect(prom.WaitForTargetsUp(short)).To(MatchError(ContainSubstring(deadAddr)))
+	short2, cancel2 := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel2()
+	g.Expect(prom.WaitForScrapesAfter(short2, time.Now())).To(MatchError(ContainSubstring(deadAddr)))
 }
 
 // webhookPayload is the part of Alertmanager's webhook body the test reads.
