@@ -254,19 +254,22 @@ func (s *Stack) ActiveAlerts(ctx context.Context) ([]Alert, error) {
 	return out, nil
 }
 
-// troubleQueries find, per backend, what the gates would still hold against
-// it: recent slow or failed requests. They look back further than the
-// gates' 5s windows, to allow for scrape and rule delays.
+// troubleQueries find, per backend, what a gate or the demo's HighErrorRate
+// alert would still hold against it: slow requests in the last 15 seconds
+// (further back than the gates' 5s windows, to allow for scrape and rule
+// delays) and failed ones in the last 30 (the alert's window).
 var troubleQueries = []string{
 	`histogram_quantile(0.99, sum by (service, le) (rate(vllm:e2e_request_latency_seconds_bucket{namespace="` + Namespace + `",model_name="` + ModelID + `"}[15s]))) > 1`,
-	`sum by (service) (rate(vllm:request_success_total{namespace="` + Namespace + `",model_name="` + ModelID + `",finished_reason="error"}[15s])) > 0`,
-	`sum by (envoy_cluster_name) (rate(envoy_cluster_upstream_rq_xx{envoy_response_code_class="5"}[15s])) > 0`,
+	`sum by (service) (rate(vllm:request_success_total{namespace="` + Namespace + `",model_name="` + ModelID + `",finished_reason="error"}[30s])) > 0`,
+	`sum by (envoy_cluster_name) (rate(envoy_cluster_upstream_rq_xx{envoy_response_code_class="5"}[30s])) > 0`,
 }
 
 // RecentTrouble lists the gpt-4 backends whose recent metrics would fail a
-// gate: slow (p99 over 1s) or failing requests in the last 15 seconds. A
-// rollout started while a backend still shows trouble from an earlier
-// experiment could be judged on it; the e2e suite waits for none.
+// gate or fire the alert: slow (p99 over 1s) requests in the last 15
+// seconds, failed ones in the last 30. A rollout started while a backend
+// still shows trouble from an earlier experiment could be judged on it; the
+// e2e suite waits for none. Call it after Prometheus.WaitForScrapesAfter,
+// or trouble that ended just before may not be stored yet.
 func (s *Stack) RecentTrouble(ctx context.Context) ([]string, error) {
 	var out []string
 	api := s.Prometheus.API()

@@ -69,16 +69,18 @@ var _ = BeforeEach(func(ctx SpecContext) {
 	Expect(stack.ResetRoute(ctx)).To(Succeed())
 	Expect(stack.ResetSimulators()).To(Succeed())
 	expectWeights(ctx, map[string]int32{demo.Stable: 1})
-	// An alert still firing from an earlier spec would roll back this
-	// spec's rollout: wait until Prometheus and Alertmanager hold none.
-	Eventually(ctx, stack.ActiveAlerts).WithTimeout(4 * time.Minute).Should(BeEmpty())
-	// Likewise a slow or failing request from an earlier spec still inside
-	// the gates' windows (e.g. the 45s stream) would fail the next
-	// rollout's first evaluation. Such a request may have ended only just
-	// before this node: Prometheus must have scraped every target since
-	// then, or RecentTrouble would not see it yet and the gates would.
+	// A slow or failing request of an earlier spec still inside the gates'
+	// or the alert's windows (e.g. the 45s stream) would fail this spec's
+	// rollout. Such a request may have ended only just before this node:
+	// Prometheus must have scraped every target since then, or
+	// RecentTrouble would not see it yet and a gate later would.
 	Expect(stack.Prometheus.WaitForScrapesAfter(ctx, time.Now())).To(Succeed())
 	Eventually(ctx, stack.RecentTrouble).Should(BeEmpty())
+	// With no errors left in the alert's window, no alert can start firing
+	// any more; one still pending or firing from an earlier spec would roll
+	// back this spec's rollout: wait until Prometheus and Alertmanager hold
+	// none.
+	Eventually(ctx, stack.ActiveAlerts).WithTimeout(4 * time.Minute).Should(BeEmpty())
 }, NodeTimeout(8*time.Minute))
 
 var _ = AfterEach(func() {
