@@ -8,6 +8,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
@@ -66,8 +67,44 @@ func inferencePoolGVK(group string) schema.GroupVersionKind {
 	return schema.GroupVersionKind{Group: group, Version: version, Kind: "InferencePool"}
 }
 
+// inferencePoolRefused says why a gateway cannot send to the pool: a parent
+// (Gateway) in status.parents that reports Accepted or ResolvedRefs False,
+// e.g. an endpoint picker that does not exist. A pool no gateway has written
+// status for yet is not refused: not every implementation writes it.
+func inferencePoolRefused(pool *unstructured.Unstructured) string {
+	parents, _, _ := unstructured.NestedSlice(pool.Object, "status", "parents")
+	for _, p := range parents {
+		parent, ok := p.(map[string]any)
+		if !ok {
+			continue
+		}
+		name, _, _ := unstructured.NestedString(parent, "parentRef", "name")
+		conds, _, _ := unstructured.NestedSlice(parent, "conditions")
+		for _, c := range conds {
+			cond, ok := c.(map[string]any)
+			if !ok {
+				continue
+			}
+			t, _ := cond["type"].(string)
+			status, _ := cond["status"].(string)
+			if (t != "Accepted" && t != "ResolvedRefs") || status != string(metav1.ConditionFalse) {
+				continue
+			}
+			reason, _ := cond["reason"].(string)
+			msg, _ := cond["message"].(string)
+			out := fmt.Sprintf("is not usable: parent %s reports %s=False (%s)", name, t, reason)
+			if msg != "" {
+				out += ": " + msg
+			}
+			return out
+		}
+	}
+	return ""
+}
+
 // observeCanary checks that the canary exists and can serve: a Service with
-// the port and at least one ready endpoint, or an existing InferencePool.
+// the port and at least one ready endpoint, or an existing InferencePool that
+// no gateway refuses.
 func (r *ModelRolloutReconciler) observeCanary(ctx context.Context, ro *rolloutsv1.ModelRollout) (*problem, error) {
 	c := ro.Spec.Canary
 	key := types.NamespacedName{Namespace: ro.Namespace, Name: c.Name}
@@ -77,13 +114,17 @@ func (r *ModelRolloutReconciler) observeCanary(ctx context.Context, ro *rollouts
 		err := r.Get(ctx, key, pool)
 		switch {
 		case apierrors.IsNotFound(err):
-			return &problem{Reason: rolloutsv1.ReasonBackendNotFound,
+			return &problem{Reason: rolloutsv1.ReasonBackendNotFound, Unwatched: true,
 				Message: fmt.Sprintf("canary InferencePool %s not found in namespace %s", c.Name, ro.Namespace)}, nil
 		case meta.IsNoMatchError(err):
-			return &problem{Reason: rolloutsv1.ReasonBackendNotFound,
+			return &problem{Reason: rolloutsv1.ReasonBackendNotFound, Unwatched: true,
 				Message: fmt.Sprintf("canary InferencePool %s: the InferencePool CRD (%s) is not installed", c.Name, c.Group)}, nil
 		case err != nil:
 			return nil, fmt.Errorf("get InferencePool %s: %w", key, err)
+		}
+		if why := inferencePoolRefused(pool); why != "" {
+			return &problem{Reason: rolloutsv1.ReasonBackendNotAccepted, Unwatched: true,
+				Message: fmt.Sprintf("canary InferencePool %s %s", c.Name, why)}, nil
 		}
 		return nil, nil
 	}

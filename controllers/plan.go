@@ -20,7 +20,16 @@ import (
 type problem struct {
 	Reason  string
 	Message string
+	// Unwatched is set when no watch of the operator announces that the
+	// problem is gone (an InferencePool, read without an informer since its
+	// CRD may not be installed): the rollout then checks again every
+	// unwatchedRecheck while it waits.
+	Unwatched bool
 }
+
+// unwatchedRecheck is how often a rollout waiting on an Unwatched problem
+// checks again.
+const unwatchedRecheck = 5 * time.Second
 
 // gateRound is the result of evaluating every gate once.
 type gateRound struct {
@@ -331,6 +340,9 @@ func (p *planner) wait(b *problem) {
 	st.Message = b.Message
 	if waited < deadline {
 		p.requeue(deadline - waited)
+	}
+	if b.Unwatched {
+		p.requeue(unwatchedRecheck)
 	}
 }
 

@@ -116,6 +116,18 @@ func TestPlan(t *testing.T) {
 			},
 		},
 		{
+			name: "a missing InferencePool, which no watch announces, is checked again every few seconds",
+			ro:   testRollout(),
+			obs: observation{Canary: &problem{Reason: rolloutsv1.ReasonBackendNotFound, Unwatched: true,
+				Message: "canary InferencePool pool-v2 not found in namespace prod"}},
+			check: func(t *testing.T, d decision) {
+				expect(t, d.Status.Phase, rolloutsv1.PhaseWaiting)
+				expect(t, d.Status.CanaryWeight, int32(0))
+				expect(t, d.RequeueAfter, unwatchedRecheck)
+				expect(t, condStatus(d.Status, "CanaryAvailable"), "False/BackendNotFound")
+			},
+		},
+		{
 			name: "waiting past the progress deadline is Stalled but moves no traffic",
 			ro: func() *rolloutsv1.ModelRollout {
 				ro := testRollout()

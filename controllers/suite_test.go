@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -32,8 +33,9 @@ import (
 )
 
 // The integration suite runs the controller against a real kube-apiserver
-// and etcd (envtest) with the Gateway API CRDs from the gateway-api module
-// and this project's CRDs from config/crd/bases.
+// and etcd (envtest) with the Gateway API CRDs from the gateway-api module,
+// the InferencePool CRDs from the Gateway API Inference Extension module and
+// this project's CRDs from config/crd/bases.
 
 var (
 	testEnv *envtest.Environment
@@ -63,6 +65,31 @@ func gatewayAPICRDs() (string, error) {
 	return filepath.Join(strings.TrimSpace(string(out)), "config", "crd", "standard"), nil
 }
 
+// inferenceExtensionModule is the Gateway API Inference Extension release
+// whose InferencePool CRDs the suite installs. The operator does not import
+// its Go code (it reads InferencePools as unstructured objects), so the module
+// is not in go.mod; `go mod download` fetches it into the module cache.
+const inferenceExtensionModule = "sigs.k8s.io/gateway-api-inference-extension@v1.0.0"
+
+// inferencePoolCRDs finds the InferencePool CRDs (v1 and v1alpha2).
+func inferencePoolCRDs() (string, error) {
+	if dir := os.Getenv("INFERENCE_EXTENSION_CRDS"); dir != "" {
+		return dir, nil
+	}
+	out, err := exec.Command("go", "mod", "download", "-json", inferenceExtensionModule).Output()
+	if err != nil {
+		return "", fmt.Errorf("go mod download %s: %w", inferenceExtensionModule, err)
+	}
+	var mod struct{ Dir, Error string }
+	if err := json.Unmarshal(out, &mod); err != nil {
+		return "", fmt.Errorf("go mod download %s: %w", inferenceExtensionModule, err)
+	}
+	if mod.Error != "" || mod.Dir == "" {
+		return "", fmt.Errorf("go mod download %s: %s", inferenceExtensionModule, mod.Error)
+	}
+	return filepath.Join(mod.Dir, "config", "crd", "bases"), nil
+}
+
 var _ = BeforeSuite(func() {
 	logf.SetLogger(zap.New(zap.WriteTo(GinkgoWriter), zap.UseDevMode(true)))
 	SetDefaultEventuallyTimeout(60 * time.Second)
@@ -78,8 +105,10 @@ var _ = BeforeSuite(func() {
 
 	gw, err := gatewayAPICRDs()
 	Expect(err).NotTo(HaveOccurred())
+	pools, err := inferencePoolCRDs()
+	Expect(err).NotTo(HaveOccurred())
 	testEnv = &envtest.Environment{
-		CRDDirectoryPaths:     []string{filepath.Join("..", "config", "crd", "bases"), gw},
+		CRDDirectoryPaths:     []string{filepath.Join("..", "config", "crd", "bases"), gw, pools},
 		ErrorIfCRDPathMissing: true,
 	}
 	cfg, err = testEnv.Start()

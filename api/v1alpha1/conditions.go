@@ -52,6 +52,10 @@ const (
 	ReasonResolved = "Resolved"
 	// ReasonBackendNotFound: the canary Service or InferencePool does not exist.
 	ReasonBackendNotFound = "BackendNotFound"
+	// ReasonBackendNotAccepted: a gateway reports in the canary
+	// InferencePool's status that it does not accept the pool or cannot
+	// resolve its references (Accepted or ResolvedRefs False).
+	ReasonBackendNotAccepted = "BackendNotAccepted"
 	// ReasonNoReadyEndpoints: the canary Service has no ready endpoints.
 	ReasonNoReadyEndpoints = "NoReadyEndpoints"
 	// ReasonAvailable: the canary has ready endpoints.
