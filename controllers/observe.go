@@ -72,14 +72,16 @@ func inferencePoolGVK(group string) schema.GroupVersionKind {
 // e.g. an endpoint picker that does not exist. A pool no gateway has written
 // status for yet is not refused: not every implementation writes it.
 func inferencePoolRefused(pool *unstructured.Unstructured) string {
-	parents, _, _ := unstructured.NestedSlice(pool.Object, "status", "parents")
+	// Read in place: pool is this call's own object and is not kept.
+	raw, _, _ := unstructured.NestedFieldNoCopy(pool.Object, "status", "parents")
+	parents, _ := raw.([]any)
 	for _, p := range parents {
 		parent, ok := p.(map[string]any)
 		if !ok {
 			continue
 		}
 		name, _, _ := unstructured.NestedString(parent, "parentRef", "name")
-		conds, _, _ := unstructured.NestedSlice(parent, "conditions")
+		conds, _ := parent["conditions"].([]any)
 		for _, c := range conds {
 			cond, ok := c.(map[string]any)
 			if !ok {
