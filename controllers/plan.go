@@ -586,7 +586,8 @@ func analysisInterval(a *rolloutsv1.Analysis) time.Duration {
 }
 
 // gatesDue says whether the gates must be evaluated now: the canary has
-// traffic and the interval since the last evaluation has passed.
+// traffic at the step's weight and the interval since the last evaluation
+// has passed.
 func gatesDue(ro *rolloutsv1.ModelRollout, now time.Time) bool {
 	st := &ro.Status
 	if ro.Spec.Analysis == nil || ro.Spec.Canary == nil || st.Revision != ro.Spec.Revision() {
@@ -595,7 +596,10 @@ func gatesDue(ro *rolloutsv1.ModelRollout, now time.Time) bool {
 	if st.Phase != rolloutsv1.PhaseProgressing && st.Phase != rolloutsv1.PhasePaused {
 		return false
 	}
-	if st.CurrentStepIndex == nil || st.CanaryWeight == 0 {
+	// A step whose clock has not started is written in status but not yet
+	// carried by the routes: whatever the canary served so far was not
+	// this step's traffic (at the first step, not this rollout's at all).
+	if st.CurrentStepIndex == nil || st.CanaryWeight == 0 || st.StepStartedAt == nil {
 		return false
 	}
 	return !now.Before(nextEvaluationAt(st, analysisInterval(ro.Spec.Analysis)))

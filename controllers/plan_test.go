@@ -547,6 +547,14 @@ func TestGatesDue(t *testing.T) {
 	fresh.Status.Gates = []rolloutsv1.GateStatus{{Name: "errors", LastEvaluatedAt: mt(t0.Add(-5 * time.Minute))}}
 	expect(t, gatesDue(fresh, t0), false)
 	expect(t, gatesDue(fresh, t0.Add(30*time.Second)), true)
+
+	// A step written in status whose weight the routes do not carry yet has
+	// no clock and no traffic of its own: not due, whatever the canary
+	// served before the rollout started.
+	unstarted := withGates(atStep(testRollout(), 0, 0))
+	unstarted.Status.StepStartedAt = nil
+	expect(t, gatesDue(unstarted, t0), false)
+	expect(t, gatesDue(unstarted, t0.Add(time.Hour)), false)
 }
 
 func expect[T comparable](t *testing.T, got, want T) {
