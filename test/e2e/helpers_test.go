@@ -66,16 +66,36 @@ func (s rolloutState) String() string {
 // current revision of its spec.
 func expectState(ctx context.Context, name string, phase rolloutsv1.Phase, stepText string, weight int32) *rolloutsv1.ModelRollout {
 	GinkgoHelper()
+	return awaitRollout(ctx, name, phase, func(g Gomega, ro *rolloutsv1.ModelRollout) {
+		got := rolloutState{ro.Status.Revision, ro.Status.Phase, ro.Status.Step, ro.Status.CanaryWeight}
+		want := rolloutState{ro.Spec.Revision(), phase, stepText, weight}
+		g.Expect(got).To(Equal(want), "message: %s", ro.Status.Message)
+	})
+}
+
+// expectPhase waits until the rollout reaches the phase for the current
+// revision of its spec.
+func expectPhase(ctx context.Context, name string, phase rolloutsv1.Phase) *rolloutsv1.ModelRollout {
+	GinkgoHelper()
+	return awaitRollout(ctx, name, phase, func(g Gomega, ro *rolloutsv1.ModelRollout) {
+		g.Expect(ro.Status.Revision).To(Equal(ro.Spec.Revision()))
+		g.Expect(ro.Status.Phase).To(Equal(phase), "step %s weight %d: %s", ro.Status.Step, ro.Status.CanaryWeight, ro.Status.Message)
+	})
+}
+
+// awaitRollout polls the rollout until its status is computed for the
+// latest spec and check passes, and returns it; it stops at once when the
+// rollout has ended in another phase than the awaited one.
+func awaitRollout(ctx context.Context, name string, phase rolloutsv1.Phase, check func(Gomega, *rolloutsv1.ModelRollout)) *rolloutsv1.ModelRollout {
+	GinkgoHelper()
 	var ro *rolloutsv1.ModelRollout
 	Eventually(ctx, func(g Gomega) {
 		var err error
 		ro, err = stack.Rollout(ctx, name)
 		g.Expect(err).NotTo(HaveOccurred())
 		g.Expect(ro.Status.ObservedGeneration).To(Equal(ro.Generation), "status not computed for the latest spec yet")
-		got := rolloutState{ro.Status.Revision, ro.Status.Phase, ro.Status.Step, ro.Status.CanaryWeight}
-		want := rolloutState{ro.Spec.Revision(), phase, stepText, weight}
 		stopAtOtherEnd(ro, phase)
-		g.Expect(got).To(Equal(want), "message: %s", ro.Status.Message)
+		check(g, ro)
 	}).Should(Succeed())
 	return ro
 }
@@ -94,23 +114,6 @@ func stopAtOtherEnd(ro *rolloutsv1.ModelRollout, want rolloutsv1.Phase) {
 		StopTrying(fmt.Sprintf("the rollout ended %s at step %s, weight %d, while %s was awaited: %s",
 			st.Phase, st.Step, st.CanaryWeight, want, st.Message)).Now()
 	}
-}
-
-// expectPhase waits until the rollout reaches the phase for the current
-// revision of its spec.
-func expectPhase(ctx context.Context, name string, phase rolloutsv1.Phase) *rolloutsv1.ModelRollout {
-	GinkgoHelper()
-	var ro *rolloutsv1.ModelRollout
-	Eventually(ctx, func(g Gomega) {
-		var err error
-		ro, err = stack.Rollout(ctx, name)
-		g.Expect(err).NotTo(HaveOccurred())
-		g.Expect(ro.Status.ObservedGeneration).To(Equal(ro.Generation), "status not computed for the latest spec yet")
-		g.Expect(ro.Status.Revision).To(Equal(ro.Spec.Revision()))
-		stopAtOtherEnd(ro, phase)
-		g.Expect(ro.Status.Phase).To(Equal(phase), "step %s weight %d: %s", ro.Status.Step, ro.Status.CanaryWeight, ro.Status.Message)
-	}).Should(Succeed())
-	return ro
 }
 
 // expectWeights waits until both the HTTPRoute in the API server and the
