@@ -24,7 +24,7 @@ func BenchmarkPlan(b *testing.B) {
 		}
 		ro.Status.Gates = append(ro.Status.Gates, gs)
 	}
-	obs := observation{Now: t0, RouteWeights: []int32{50, 50}}
+	obs := observation{Now: t0, Found: routesAt(50, 50)}
 
 	copyStart := time.Now()
 	const copies = 2000
@@ -48,8 +48,8 @@ func BenchmarkPlan(b *testing.B) {
 // the whole route: the JSON patch names only weights.
 func BenchmarkWeightOps(b *testing.B) {
 	route, doc := loadRoute(b, "header-routing.yaml")
-	rules, _ := managedRules(route, rolloutsv1.RouteTarget{}, stableRef)
-	w := weights{Stable: stableRef, Canary: canaryRef, CanaryWeight: 25}
+	rules, _ := managedRules(route, rolloutsv1.RouteTarget{}, stableRef, "gpt4")
+	w := weights{Stable: stableRef, Canary: &canaryRef, CanaryWeight: 25}
 	ops, _ := weightOps(route, rules, w)
 	body, err := patchBody(route.ResourceVersion, ops)
 	if err != nil {

@@ -65,18 +65,20 @@ func gateVars(ro *rolloutsv1.ModelRollout, now time.Time) analysis.Vars {
 
 // Validate renders and parses every gate and checks that Prometheus can be
 // configured, so that nothing moves on a rollout that could never be judged.
-func (g *PrometheusGates) Validate(ctx context.Context, ro *rolloutsv1.ModelRollout) *problem {
+func (g *PrometheusGates) Validate(ctx context.Context, ro *rolloutsv1.ModelRollout) (*problem, error) {
 	if err := analysis.ValidateGates(ro.Spec.Analysis, gateVars(ro, time.Now())); err != nil {
-		return &problem{Reason: rolloutsv1.ReasonInvalidQuery, Message: truncate(err.Error(), 1024)}
+		return &problem{Reason: rolloutsv1.ReasonInvalidQuery, Message: truncate(err.Error(), 1024)}, nil
 	}
-	if _, p := g.clientConfig(ctx, ro); p != nil {
-		return p
-	}
-	return nil
+	_, p, err := g.clientConfig(ctx, ro)
+	return p, err
 }
 
-// clientConfig builds the Prometheus client settings of the rollout.
-func (g *PrometheusGates) clientConfig(ctx context.Context, ro *rolloutsv1.ModelRollout) (analysis.ClientConfig, *problem) {
+// clientConfig builds the Prometheus client settings of the rollout. A
+// problem is one the user must fix (a missing Secret, missing keys, no
+// permission); it is checked again every few seconds, since the operator
+// does not watch Secrets. An error is transient (throttling, a timeout, the
+// API server unavailable).
+func (g *PrometheusGates) clientConfig(ctx context.Context, ro *rolloutsv1.ModelRollout) (analysis.ClientConfig, *problem, error) {
 	cfg := analysis.ClientConfig{Address: g.DefaultAddress}
 	src := ro.Spec.Analysis.Prometheus
 	if src != nil {
@@ -90,33 +92,37 @@ func (g *PrometheusGates) clientConfig(ctx context.Context, ro *rolloutsv1.Model
 	}
 	if cfg.Address == "" {
 		return cfg, &problem{Reason: rolloutsv1.ReasonInvalidConfig,
-			Message: "no Prometheus to query: set spec.analysis.prometheus.address, or start the operator with --prometheus-address"}
+			Message: "no Prometheus to query: set spec.analysis.prometheus.address, or start the operator with --prometheus-address"}, nil
 	}
 	if src == nil || src.AuthSecretRef == nil {
-		return cfg, nil
+		return cfg, nil, nil
 	}
 	secret := &corev1.Secret{}
 	key := types.NamespacedName{Namespace: ro.Namespace, Name: src.AuthSecretRef.Name}
 	if err := g.Secrets.Get(ctx, key, secret); err != nil {
-		if apierrors.IsNotFound(err) {
-			return cfg, &problem{Reason: rolloutsv1.ReasonInvalidConfig,
-				Message: fmt.Sprintf("Prometheus auth Secret %s not found in namespace %s", key.Name, key.Namespace)}
+		switch {
+		case apierrors.IsNotFound(err):
+			return cfg, &problem{Reason: rolloutsv1.ReasonInvalidConfig, Unwatched: true,
+				Message: fmt.Sprintf("Prometheus auth Secret %s not found in namespace %s", key.Name, key.Namespace)}, nil
+		case apierrors.IsForbidden(err) || apierrors.IsUnauthorized(err):
+			return cfg, &problem{Reason: rolloutsv1.ReasonInvalidConfig, Unwatched: true,
+				Message: fmt.Sprintf("read Prometheus auth Secret %s: %s", key.Name, apiMessage(err))}, nil
 		}
-		return cfg, &problem{Reason: rolloutsv1.ReasonInvalidConfig, Message: fmt.Sprintf("read Prometheus auth Secret %s: %v", key.Name, err)}
+		return cfg, nil, fmt.Errorf("read Prometheus auth Secret %s: %w", key, err)
 	}
 	cfg.BearerToken = strings.TrimSpace(string(secret.Data["token"]))
 	cfg.Username = string(secret.Data["username"])
 	cfg.Password = string(secret.Data["password"])
 	cfg.CA = secret.Data["ca.crt"]
 	if cfg.BearerToken == "" && cfg.Username == "" && cfg.CA == nil {
-		return cfg, &problem{Reason: rolloutsv1.ReasonInvalidConfig,
-			Message: fmt.Sprintf(`Prometheus auth Secret %s has none of the keys "token", "username" and "password", or "ca.crt"`, key.Name)}
+		return cfg, &problem{Reason: rolloutsv1.ReasonInvalidConfig, Unwatched: true,
+			Message: fmt.Sprintf(`Prometheus auth Secret %s has none of the keys "token", "username" and "password", or "ca.crt"`, key.Name)}, nil
 	}
 	if cfg.BearerToken != "" && cfg.Username != "" {
-		return cfg, &problem{Reason: rolloutsv1.ReasonInvalidConfig,
-			Message: fmt.Sprintf(`Prometheus auth Secret %s has both "token" and "username": keep one`, key.Name)}
+		return cfg, &problem{Reason: rolloutsv1.ReasonInvalidConfig, Unwatched: true,
+			Message: fmt.Sprintf(`Prometheus auth Secret %s has both "token" and "username": keep one`, key.Name)}, nil
 	}
-	return cfg, nil
+	return cfg, nil, nil
 }
 
 // Evaluate runs every gate once, in order, and accounts the results.
@@ -125,13 +131,16 @@ func (g *PrometheusGates) Evaluate(ctx context.Context, ro *rolloutsv1.ModelRoll
 	vars := gateVars(ro, now)
 	round := &gateRound{}
 
-	cfg, p := g.clientConfig(ctx, ro)
+	cfg, p, err := g.clientConfig(ctx, ro)
 	var q analysis.Querier
 	var clientErr error
-	if p == nil {
-		q, clientErr = g.Clients.Get(cfg)
-	} else {
+	switch {
+	case err != nil:
+		clientErr = err
+	case p != nil:
 		clientErr = fmt.Errorf("%s", p.Message)
+	default:
+		q, clientErr = g.Clients.Get(cfg)
 	}
 
 	prev := map[string]rolloutsv1.GateStatus{}

@@ -18,11 +18,13 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+	"strings"
 
 	rolloutsv1 "github.com/modelrollout/modelrollout/api/v1alpha1"
 )
@@ -41,7 +43,9 @@ const (
 type GateEvaluator interface {
 	// Validate reports a gate that cannot be rendered or parsed, or
 	// Prometheus settings that cannot be used, before any traffic moves.
-	Validate(ctx context.Context, ro *rolloutsv1.ModelRollout) *problem
+	// An error is transient (an auth Secret that could not be read) and is
+	// retried with backoff.
+	Validate(ctx context.Context, ro *rolloutsv1.ModelRollout) (*problem, error)
 	// Evaluate runs every gate once and accounts the results.
 	Evaluate(ctx context.Context, ro *rolloutsv1.ModelRollout, now time.Time) *gateRound
 }
@@ -50,7 +54,10 @@ type GateEvaluator interface {
 // steps.
 type ModelRolloutReconciler struct {
 	client.Client
-	Recorder events.EventRecorder
+	// APIReader reads past the cache: the owner of a rule that the cache has
+	// not seen yet, and the Namespace of a deleted rollout. Optional.
+	APIReader client.Reader
+	Recorder  events.EventRecorder
 	// Clock is the time source; the real clock when nil.
 	Clock clock.PassiveClock
 	// Gates evaluates analysis gates; rollouts with gates wait when nil.
@@ -59,80 +66,122 @@ type ModelRolloutReconciler struct {
 	Metrics *Metrics
 	// MaxConcurrentReconciles is the number of workers; 4 when zero.
 	MaxConcurrentReconciles int
+
+	writes writeState
 }
 
 // +kubebuilder:rbac:groups=rollouts.modelrollout.io,resources=modelrollouts,verbs=get;list;watch;patch
 // +kubebuilder:rbac:groups=rollouts.modelrollout.io,resources=modelrollouts/status,verbs=get;patch
+// +kubebuilder:rbac:groups=rollouts.modelrollout.io,resources=modelrollouts/finalizers,verbs=update
 // +kubebuilder:rbac:groups=gateway.networking.k8s.io,resources=httproutes,verbs=get;list;watch;patch
 // +kubebuilder:rbac:groups="",resources=services,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=namespaces,verbs=get
 // +kubebuilder:rbac:groups=discovery.k8s.io,resources=endpointslices,verbs=get;list;watch
 // +kubebuilder:rbac:groups=inference.networking.k8s.io;inference.networking.x-k8s.io,resources=inferencepools,verbs=get;list;watch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
 // Reconcile observes one rollout's routes, canary and gates, decides its next
-// status, writes the status, then holds the routes at the decided weights.
+// status and the weights its routes must carry, writes the status, then
+// brings the routes to those weights.
 func (r *ModelRolloutReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
-	logger := log.FromContext(ctx)
-
 	ro := &rolloutsv1.ModelRollout{}
 	if err := r.Get(ctx, req.NamespacedName, ro); err != nil {
 		if apierrors.IsNotFound(err) {
 			r.Metrics.forget(req.Namespace, req.Name)
+			r.writes.forget(req.NamespacedName)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !ro.DeletionTimestamp.IsZero() {
-		// Deleting a rollout leaves the routes as they are.
-		return ctrl.Result{}, nil
+		return r.finalize(ctx, ro)
+	}
+	if needsFinalizer(ro) && !controllerutil.ContainsFinalizer(ro, rolloutsv1.FinalizerRoutes) {
+		// Before the first route write, so that a deletion can always
+		// return the canary's traffic.
+		if err := r.patchFinalizers(ctx, ro, func() { controllerutil.AddFinalizer(ro, rolloutsv1.FinalizerRoutes) }); err != nil {
+			return ctrl.Result{}, err
+		}
 	}
 
 	now := r.now()
 	obs := observation{Now: now, Requests: readRequests(ro)}
-	routes, routeProblem, err := r.observeRoutes(ctx, ro)
+	routes, err := r.observeRoutes(ctx, ro)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	obs.Routes = routeProblem
+	obs.Routes, obs.Found, obs.Conflict, obs.OwnsAny = routes.Problem, routes.Found, routes.Conflict, routes.OwnsAny
+	obs.Rejected = r.writes.rejection(req.NamespacedName)
+	backoff := r.checkDrift(ctx, ro, &obs)
+
 	if ro.Spec.Canary != nil {
-		for _, m := range routes {
-			obs.RouteWeights = append(obs.RouteWeights, ruleCanaryWeights(m.Route, m.Rules, ro.Spec.Stable, *ro.Spec.Canary)...)
-		}
 		if obs.Canary, err = r.observeCanary(ctx, ro); err != nil {
 			return ctrl.Result{}, err
 		}
 		if ro.Spec.Analysis != nil {
 			if r.Gates == nil {
 				obs.Analysis = &problem{Reason: rolloutsv1.ReasonInvalidConfig, Message: "the operator runs without gate evaluation"}
-			} else if obs.Analysis = r.Gates.Validate(ctx, ro); obs.Analysis == nil && gatesDue(ro, now) && !abortPending(ro, obs.Requests) {
+			} else if !abortPending(ro, obs.Requests) {
 				// A pending abort is acted on first, without waiting on
-				// Prometheus.
-				obs.Gates = r.Gates.Evaluate(ctx, ro, now)
+				// Prometheus or Secrets.
+				if obs.Analysis, err = r.Gates.Validate(ctx, ro); err != nil {
+					return ctrl.Result{}, err
+				}
+				if obs.Analysis == nil && gatesDue(ro, now) {
+					obs.Gates = r.Gates.Evaluate(ctx, ro, now)
+				}
 			}
 		}
 	}
 
 	d := plan(ro, obs)
-	before := ro.Status.DeepCopy()
-
 	if !equality.Semantic.DeepEqual(ro.Status, d.Status) {
 		if err := r.patchStatus(ctx, ro, d.Status); err != nil {
 			return ctrl.Result{}, err
 		}
 	}
 	r.Metrics.observe(ro, &d)
-	for _, e := range d.Events {
+	r.record(ctx, ro, d.Events, d.Status.Phase)
+
+	result := ctrl.Result{RequeueAfter: d.RequeueAfter}
+	if obs.Conflict != nil {
+		// Another rollout owns a rule: write nothing. Its release changes
+		// the route's annotation, which brings this rollout back.
+		return result, nil
+	}
+	if backoff > 0 {
+		return minRequeue(result, backoff), nil
+	}
+	retry, err := r.applyRoutes(ctx, ro, d.Routes, routes.Found)
+	if retry > 0 {
+		result = minRequeue(result, retry)
+	}
+	return result, err
+}
+
+// needsFinalizer says whether the rollout may hold weights that a deletion
+// must return to stable.
+func needsFinalizer(ro *rolloutsv1.ModelRollout) bool {
+	return ro.Spec.Canary != nil || len(ro.Status.Retiring) > 0
+}
+
+func minRequeue(r ctrl.Result, after time.Duration) ctrl.Result {
+	if r.RequeueAfter == 0 || after < r.RequeueAfter {
+		r.RequeueAfter = after
+	}
+	return r
+}
+
+// record emits the decision's Events and logs its warnings.
+func (r *ModelRolloutReconciler) record(ctx context.Context, ro *rolloutsv1.ModelRollout, evs []event, phase rolloutsv1.Phase) {
+	logger := log.FromContext(ctx)
+	for _, e := range evs {
 		r.event(ro, e)
 		if e.Warning {
-			logger.Info(e.Message, "reason", e.Reason, "phase", d.Status.Phase)
+			logger.Info(e.Message, "reason", e.Reason, "phase", phase)
 		} else {
-			logger.V(1).Info(e.Message, "reason", e.Reason, "phase", d.Status.Phase)
+			logger.V(1).Info(e.Message, "reason", e.Reason, "phase", phase)
 		}
 	}
-
-	if err := r.applyRoutes(ctx, ro, before, &d, routes); err != nil {
-		return ctrl.Result{}, err
-	}
-	return ctrl.Result{RequeueAfter: d.RequeueAfter}, nil
 }
 
 // abortPending says whether an abort token is waiting to be acted on.
@@ -159,6 +208,17 @@ func (r *ModelRolloutReconciler) patchStatus(ctx context.Context, ro *rolloutsv1
 	return nil
 }
 
+// patchFinalizers changes the rollout's finalizers with an optimistic lock.
+func (r *ModelRolloutReconciler) patchFinalizers(ctx context.Context, ro *rolloutsv1.ModelRollout, change func()) error {
+	base := ro.DeepCopy()
+	change()
+	patch := client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{})
+	if err := r.Patch(ctx, ro, patch, client.FieldOwner(FieldOwner)); err != nil {
+		return fmt.Errorf("patch finalizers of ModelRollout %s/%s: %w", ro.Namespace, ro.Name, err)
+	}
+	return nil
+}
+
 func (r *ModelRolloutReconciler) event(ro *rolloutsv1.ModelRollout, e event) {
 	if r.Recorder == nil {
 		return
@@ -170,49 +230,75 @@ func (r *ModelRolloutReconciler) event(ro *rolloutsv1.ModelRollout, e event) {
 	r.Recorder.Eventf(ro, nil, t, e.Reason, e.Reason, "%s", truncate(e.Message, 1000))
 }
 
-// applyRoutes holds every found route at the status's weights.
-// before is the status the decision started from.
-func (r *ModelRolloutReconciler) applyRoutes(ctx context.Context, ro *rolloutsv1.ModelRollout, before *rolloutsv1.ModelRolloutStatus, d *decision, routes []managedRoute) error {
-	if !d.ManageRoutes {
-		return nil
-	}
-	st := &d.Status
-	started := st.CurrentStepIndex != nil || st.Phase == rolloutsv1.PhaseRolledBack || st.Phase == rolloutsv1.PhaseSucceeded
-	if !started && len(d.Retire) == 0 {
-		return nil
-	}
-	w := weights{Stable: ro.Spec.Stable, Canary: *ro.Spec.Canary, CanaryWeight: st.CanaryWeight, Retire: d.Retire, RetireOnly: !started}
-	weightChanged := before.CanaryWeight != st.CanaryWeight || before.Revision != st.Revision || len(d.Retire) > 0
-
-	var errs []error
+// applyRoutes brings every found route to the weights and records the
+// rollout as the owner of the rules it holds weights in, or releases them
+// when it holds none. A rejected patch is kept for the next decision (see
+// observation.Rejected) and retried with backoff; a stale copy is retried
+// at once with the fresh one. retry is when to try again.
+func (r *ModelRolloutReconciler) applyRoutes(ctx context.Context, ro *rolloutsv1.ModelRollout, w weights, routes []managedRoute) (retry time.Duration, err error) {
+	logger := log.FromContext(ctx)
+	key := client.ObjectKeyFromObject(ro)
+	var errs, rejections []string
+	var transient []error
 	for _, m := range routes {
-		ops, changes := weightOps(m.Route, m.Rules, w)
+		var ops []patchOp
+		var changes []string
+		if w.holds() {
+			ops, changes = weightOps(m.Route, m.Rules, w)
+			ops = append(ops, ownerOps(m.Route, ro.Name, m.Rules)...)
+		} else {
+			ops = ownerOps(m.Route, ro.Name, nil)
+		}
 		if len(ops) == 0 {
 			continue
 		}
-		if !weightChanged {
-			r.event(ro, event{Warning: true, Reason: "WeightDriftCorrected",
-				Message: fmt.Sprintf("HTTPRoute %s was changed outside the rollout (%s); restored to canary weight %d", m.Route.Name, describeChanges(changes), st.CanaryWeight)})
-		}
 		body, err := patchBody(m.Route.ResourceVersion, ops)
 		if err != nil {
-			errs = append(errs, err)
+			transient = append(transient, err)
 			continue
 		}
 		route := m.Route.DeepCopy()
-		if err := r.Patch(ctx, route, client.RawPatch(types.JSONPatchType, body), client.FieldOwner(FieldOwner)); err != nil {
-			if apierrors.IsInvalid(err) || apierrors.IsConflict(err) {
-				// The resourceVersion test failed: the cached route was stale.
-				// The watch brings the fresh copy and the next attempt retries.
-				errs = append(errs, fmt.Errorf("patch HTTPRoute %s/%s: route changed concurrently: %w", route.Namespace, route.Name, err))
-				continue
-			}
-			errs = append(errs, fmt.Errorf("patch HTTPRoute %s/%s: %w", route.Namespace, route.Name, err))
-			continue
+		err = r.Patch(ctx, route, client.RawPatch(types.JSONPatchType, body), client.FieldOwner(FieldOwner))
+		switch {
+		case err == nil:
+			logger.Info("Patched HTTPRoute", "route", route.Name, "changes", describeChanges(changes))
+		case apierrors.IsConflict(err):
+			logger.Info("HTTPRoute changed since it was read; retrying with the fresh copy", "route", route.Name)
+			transient = append(transient, fmt.Errorf("patch HTTPRoute %s/%s: %w", route.Namespace, route.Name, err))
+		case apierrors.IsNotFound(err):
+			// Deleted since it was read; the watch brings the rollout back.
+		case patchRejected(err):
+			logger.Info("HTTPRoute patch rejected by the API server", "route", route.Name, "changes", describeChanges(changes), "error", err.Error())
+			rejections = append(rejections, fmt.Sprintf("HTTPRoute %s: %s", route.Name, apiMessage(err)))
+		default:
+			errs = append(errs, fmt.Sprintf("patch HTTPRoute %s/%s: %v", route.Namespace, route.Name, err))
 		}
-		log.FromContext(ctx).Info("Patched HTTPRoute", "route", route.Name, "canaryWeight", st.CanaryWeight, "changes", describeChanges(changes))
 	}
-	return errors.Join(errs...)
+	if len(rejections) > 0 {
+		retry = r.writes.reject(key, strings.Join(rejections, "; "))
+	} else if len(transient) == 0 && len(errs) == 0 {
+		r.writes.accepted(key)
+	}
+	for _, e := range errs {
+		transient = append(transient, errors.New(e))
+	}
+	return retry, errors.Join(transient...)
+}
+
+// patchRejected says whether the API server refused the change itself (a
+// validation error, an admission policy or webhook, a size limit), which
+// retrying unchanged cannot fix.
+func patchRejected(err error) bool {
+	return apierrors.IsInvalid(err) || apierrors.IsForbidden(err) || apierrors.IsBadRequest(err) || apierrors.IsRequestEntityTooLargeError(err)
+}
+
+// apiMessage is the API server's message for an error.
+func apiMessage(err error) string {
+	var status apierrors.APIStatus
+	if errors.As(err, &status) && status.Status().Message != "" {
+		return status.Status().Message
+	}
+	return err.Error()
 }
 
 // SetupWithManager registers the controller, its watches and field indexes.
@@ -253,8 +339,10 @@ func (r *ModelRolloutReconciler) SetupWithManager(ctx context.Context, mgr ctrl.
 	}
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&rolloutsv1.ModelRollout{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
+		// Annotations too: a rollout that waits on a rule another rollout
+		// owns starts when the owner releases it.
 		Watches(&gatewayv1.HTTPRoute{}, handler.EnqueueRequestsFromMapFunc(r.mapBy(mgr.GetClient(), indexRoute, func(o client.Object) string { return o.GetName() })),
-			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+			builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
 		Watches(&corev1.Service{}, handler.EnqueueRequestsFromMapFunc(r.mapBy(mgr.GetClient(), indexBackend, func(o client.Object) string { return o.GetName() })),
 			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Watches(&discoveryv1.EndpointSlice{}, handler.EnqueueRequestsFromMapFunc(r.mapBy(mgr.GetClient(), indexBackend, func(o client.Object) string {

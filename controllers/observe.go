@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -25,35 +26,90 @@ type managedRoute struct {
 	Rules []int
 }
 
+// routeObservation is what the reconciler saw of the rollout's routes.
+type routeObservation struct {
+	// Found holds every route that exists, with its managed rules that
+	// resolve.
+	Found []managedRoute
+	// Problem names every missing route and every managed rule that does
+	// not resolve; nil when all resolve.
+	Problem *problem
+	// Conflict names a live rollout that owns a rule this one would manage.
+	Conflict *problem
+	// OwnsAny is true when this rollout owns a rule of a found route.
+	OwnsAny bool
+}
+
 // observeRoutes reads every route of the rollout from the cache. Routes that
-// exist and resolve are returned even when another one has a problem, so a
-// rollback still reaches them.
-func (r *ModelRolloutReconciler) observeRoutes(ctx context.Context, ro *rolloutsv1.ModelRollout) ([]managedRoute, *problem, error) {
-	var found []managedRoute
-	var first *problem
+// exist are returned with the rules that resolve even when other routes or
+// rules have a problem, so a rollback still reaches them.
+func (r *ModelRolloutReconciler) observeRoutes(ctx context.Context, ro *rolloutsv1.ModelRollout) (routeObservation, error) {
+	var out routeObservation
+	var problems []problem
 	for _, t := range ro.Spec.Routes {
 		route := &gatewayv1.HTTPRoute{}
 		err := r.Get(ctx, types.NamespacedName{Namespace: ro.Namespace, Name: t.Name}, route)
 		if apierrors.IsNotFound(err) {
-			if first == nil {
-				first = &problem{Reason: rolloutsv1.ReasonRouteNotFound,
-					Message: fmt.Sprintf("HTTPRoute %s not found in namespace %s", t.Name, ro.Namespace)}
-			}
+			problems = append(problems, problem{Reason: rolloutsv1.ReasonRouteNotFound,
+				Message: fmt.Sprintf("HTTPRoute %s not found in namespace %s", t.Name, ro.Namespace)})
 			continue
 		}
 		if err != nil {
-			return nil, nil, fmt.Errorf("get HTTPRoute %s/%s: %w", ro.Namespace, t.Name, err)
+			return out, fmt.Errorf("get HTTPRoute %s/%s: %w", ro.Namespace, t.Name, err)
 		}
-		rules, p := managedRules(route, t, ro.Spec.Stable)
-		if p != nil {
-			if first == nil {
-				first = p
+		rules, ps := managedRules(route, t, ro.Spec.Stable, ro.Name)
+		problems = append(problems, ps...)
+		out.Found = append(out.Found, managedRoute{Route: route, Rules: rules})
+
+		owners := ruleOwners(route)
+		for _, i := range rules {
+			holder := owners[ruleKey(route, i)]
+			switch {
+			case holder == ro.Name:
+				out.OwnsAny = true
+			case holder == "" || out.Conflict != nil:
+			default:
+				live, err := r.ownerLive(ctx, ro.Namespace, holder)
+				if err != nil {
+					return out, err
+				}
+				if live {
+					out.Conflict = &problem{Reason: rolloutsv1.ReasonRouteConflict,
+						Message: fmt.Sprintf("%s of HTTPRoute %s is managed by ModelRollout %s (annotation %s); this rollout writes nothing until that rollout is Idle or deleted",
+							ruleLabel(route, i), route.Name, holder, rolloutsv1.AnnotationRuleOwners)}
+				}
 			}
-			continue
 		}
-		found = append(found, managedRoute{Route: route, Rules: rules})
 	}
-	return found, first, nil
+	if len(problems) > 0 {
+		msgs := make([]string, 0, len(problems))
+		for _, p := range problems {
+			msgs = append(msgs, p.Message)
+		}
+		out.Problem = &problem{Reason: problems[0].Reason, Message: strings.Join(msgs, "; ")}
+	}
+	return out, nil
+}
+
+// ownerLive says whether the rollout named in a rule-owners annotation still
+// holds the rule: it exists and is not Idle. A claim of a deleted or Idle
+// rollout is void, so a crash between a rollout's last write and its
+// release never locks a rule for good.
+func (r *ModelRolloutReconciler) ownerLive(ctx context.Context, ns, name string) (bool, error) {
+	holder := &rolloutsv1.ModelRollout{}
+	err := r.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, holder)
+	if apierrors.IsNotFound(err) && r.APIReader != nil {
+		// The cache may not have seen a rollout created a moment ago.
+		err = r.APIReader.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, holder)
+	}
+	switch {
+	case apierrors.IsNotFound(err):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("get ModelRollout %s/%s named in a rule-owners annotation: %w", ns, name, err)
+	}
+	idle := holder.Spec.Canary == nil && (holder.Status.Phase == rolloutsv1.PhaseIdle || holder.Status.Phase == "") && len(holder.Status.Retiring) == 0
+	return !idle, nil
 }
 
 // inferencePoolGVK is the InferencePool kind of the Gateway API Inference
@@ -208,14 +264,16 @@ func slicePortMatches(s discoveryv1.EndpointSlice, port *corev1.ServicePort) boo
 	return false
 }
 
-// readRequests reads the manual actions from the annotations.
+// readRequests reads the manual actions from the annotations. Tokens are
+// cut to the bound of the status fields that record them, so that a long
+// token is recognised as handled once recorded.
 func readRequests(ro *rolloutsv1.ModelRollout) requests {
 	a := ro.GetAnnotations()
 	return requests{
-		Promote:     a[rolloutsv1.AnnotationPromote],
-		Abort:       a[rolloutsv1.AnnotationAbort],
+		Promote:     truncate(a[rolloutsv1.AnnotationPromote], maxToken),
+		Abort:       truncate(a[rolloutsv1.AnnotationAbort], maxToken),
 		AbortReason: a[rolloutsv1.AnnotationAbortReason],
-		Retry:       a[rolloutsv1.AnnotationRetry],
+		Retry:       truncate(a[rolloutsv1.AnnotationRetry], maxToken),
 		Paused:      a[rolloutsv1.AnnotationPaused] == "true",
 	}
 }

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -54,8 +55,17 @@ type requests struct {
 // observation is everything the reconciler saw for one decision.
 type observation struct {
 	Now time.Time
-	// Routes is set when a route or rule is missing or has no stable backend.
+	// Routes is set when a route is missing or a rule the rollout manages
+	// does not resolve; its message names every such route and rule.
 	Routes *problem
+	// Found holds every route that exists, with the managed rules that
+	// resolve in it, even when Routes names a problem elsewhere.
+	Found []managedRoute
+	// Conflict is set when another live rollout owns a rule this rollout
+	// would manage (rule-owners annotation).
+	Conflict *problem
+	// OwnsAny is true when this rollout owns a rule of a found route.
+	OwnsAny bool
 	// Canary is set when the canary backend is missing or has no ready
 	// endpoints.
 	Canary *problem
@@ -64,12 +74,42 @@ type observation struct {
 	Analysis *problem
 	// Gates is the round of gate evaluations done for this decision, if any.
 	Gates *gateRound
+	// Rejected is set when the API server rejected the last route patch.
+	Rejected *problem
+	// Contended is set while another field manager keeps changing the
+	// managed weights back and the next correction waits for its backoff.
+	Contended *problem
 	// Requests holds the manual actions.
 	Requests requests
-	// RouteWeights holds, for every managed rule of every route found, the
-	// canary weight it carries when the stable backend has the rest (100 -
-	// canary), or -1 when the rule is in no such state.
-	RouteWeights []int32
+}
+
+// carries says whether every found route carries the weights in every
+// managed rule that resolves. With no route found, nothing carries them.
+func (o *observation) carries(w weights) bool {
+	if len(o.Found) == 0 {
+		return false
+	}
+	for _, m := range o.Found {
+		if ops, _ := weightOps(m.Route, m.Rules, w); len(ops) > 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// retired says whether no managed rule of a found route gives the backend
+// any weight.
+func (o *observation) retired(b rolloutsv1.BackendRef) bool {
+	for _, m := range o.Found {
+		for _, i := range m.Rules {
+			for _, ref := range m.Route.Spec.Rules[i].BackendRefs {
+				if refMatches(ref.BackendObjectReference, m.Route.Namespace, b) && refWeight(ref) != 0 {
+					return false
+				}
+			}
+		}
+	}
+	return true
 }
 
 // event is a Kubernetes Event to record with the decision.
@@ -82,10 +122,9 @@ type event struct {
 // decision is the outcome of plan.
 type decision struct {
 	Status rolloutsv1.ModelRolloutStatus
-	// ManageRoutes is false when the routes must not be touched (Idle).
-	ManageRoutes bool
-	// Retire lists backends (a replaced canary) whose weight must be set to 0.
-	Retire []rolloutsv1.BackendRef
+	// Routes is what every managed rule must carry, derived from Status
+	// alone (intentOf). Nothing is written when it holds nothing.
+	Routes weights
 	Events []event
 	// RequeueAfter is when the decision must be revisited even if nothing
 	// changes: a pause ending, a gate evaluation falling due, a deadline.
@@ -101,6 +140,9 @@ type planner struct {
 	steps []rolloutsv1.Step
 	st    *rolloutsv1.ModelRolloutStatus
 	d     decision
+	// held is set while the rollout refuses to move traffic off a canary
+	// that holds all of it (see holdSwing).
+	held *problem
 }
 
 // plan decides the next status of a rollout.
@@ -110,7 +152,9 @@ func plan(ro *rolloutsv1.ModelRollout, obs observation) decision {
 	p.st = &p.d.Status
 	p.st.ObservedGeneration = ro.Generation
 	p.run()
+	p.d.Routes = intentOf(p.st)
 	p.setConditions()
+	clampStatus(p.st)
 	return p.d
 }
 
@@ -132,13 +176,22 @@ func (p *planner) requeue(after time.Duration) {
 
 func (p *planner) run() {
 	spec := &p.ro.Spec
+	st := p.st
+	if st.Stable == nil && st.Revision != "" && st.Revision == spec.Revision() {
+		// Written before status recorded the revision's stable backend.
+		stable := spec.Stable
+		st.Stable = &stable
+	}
+	p.settleRetiring()
+
 	if spec.Canary == nil {
-		p.idle()
+		p.noCanary()
 		return
 	}
-	p.d.ManageRoutes = true
-
-	if rev := spec.Revision(); p.st.Revision != rev {
+	if rev := spec.Revision(); st.Revision != rev {
+		if p.holdSwing() {
+			return
+		}
 		p.startRevision()
 	}
 
@@ -146,18 +199,127 @@ func (p *planner) run() {
 		return
 	}
 
-	switch p.st.Phase {
+	switch st.Phase {
 	case rolloutsv1.PhaseSucceeded, rolloutsv1.PhaseRolledBack:
 		// Terminal: the weights are held (100 or 0) until the canary changes
 		// or the user retries.
 		return
 	}
 
-	if p.st.CurrentStepIndex == nil {
+	if st.CurrentStepIndex == nil {
 		p.waitForStart()
 		return
 	}
 	p.progress()
+}
+
+// started says whether the rollout holds the canary's weight in the routes:
+// its first step has started, or it ended Succeeded or RolledBack.
+func (p *planner) started() bool {
+	st := p.st
+	return st.Canary != nil && (st.CurrentStepIndex != nil || st.Phase == rolloutsv1.PhaseSucceeded || st.Phase == rolloutsv1.PhaseRolledBack)
+}
+
+// retire holds a backend that is neither stable nor canary any more at
+// weight 0 until the routes show it, unless they already do.
+func (p *planner) retire(b rolloutsv1.BackendRef) {
+	if p.obs.retired(b) || slices.ContainsFunc(p.st.Retiring, func(r rolloutsv1.BackendRef) bool { return sameRef(r, b) }) {
+		return
+	}
+	p.st.Retiring = append(p.st.Retiring, b)
+	if n := len(p.st.Retiring); n > 8 {
+		p.st.Retiring = p.st.Retiring[n-8:]
+	}
+}
+
+// settleRetiring drops retiring backends that the routes no longer give any
+// weight, and those that are stable or canary again.
+func (p *planner) settleRetiring() {
+	spec := &p.ro.Spec
+	p.st.Retiring = slices.DeleteFunc(p.st.Retiring, func(b rolloutsv1.BackendRef) bool {
+		return p.obs.retired(b) || sameRef(b, spec.Stable) || (spec.Canary != nil && sameRef(b, *spec.Canary))
+	})
+	if len(p.st.Retiring) == 0 {
+		p.st.Retiring = nil
+	}
+}
+
+// noCanary handles a rollout without spec.canary: a canary that had traffic
+// returns it to stable first, then the rollout is Idle.
+func (p *planner) noCanary() {
+	st := p.st
+	spec := &p.ro.Spec
+	if p.started() {
+		if p.holdSwing() {
+			return
+		}
+		if old := *st.Canary; !sameRef(old, spec.Stable) {
+			if st.CanaryWeight > 0 {
+				p.emit(true, "CanaryRemoved", "Canary %s removed at weight %d; its traffic returns to stable %s", old.String(), st.CanaryWeight, spec.Stable.String())
+			}
+			p.retire(old)
+		}
+	}
+	if st.Stable != nil && st.Canary != nil && p.started() && !sameRef(*st.Stable, spec.Stable) {
+		p.retire(*st.Stable)
+	}
+	if len(st.Retiring) > 0 {
+		stable := spec.Stable
+		st.Stable = &stable
+		p.clearRollout()
+		st.Phase = rolloutsv1.PhaseWaiting
+		st.Message = fmt.Sprintf("No canary declared: returning the traffic of %s to stable %s before going Idle", backendList(st.Retiring), spec.Stable.String())
+		return
+	}
+	p.idle()
+}
+
+// holdSwing keeps a canary that holds all traffic where it is when
+// spec.canary is replaced or removed while spec.stable still names the old
+// stable, which may be scaled down by now. It returns true while it holds.
+func (p *planner) holdSwing() bool {
+	st := p.st
+	spec := &p.ro.Spec
+	if spec.AllowStableSwing || !p.started() || st.CanaryWeight < 100 || st.Stable == nil ||
+		!sameRef(*st.Stable, spec.Stable) || sameRef(*st.Canary, spec.Stable) {
+		return false
+	}
+	old := st.Canary.String()
+	var msg string
+	if spec.Canary == nil {
+		msg = fmt.Sprintf("Canary %s holds 100%% of traffic and spec.stable still names %s: set spec.stable to %s to finish the rollout (removing the canary would send all traffic back to %s; set spec.allowStableSwing to allow that)",
+			old, spec.Stable.String(), st.Canary.Name, spec.Stable.Name)
+	} else {
+		msg = fmt.Sprintf("Canary %s holds 100%% of traffic and spec.stable still names %s: set spec.stable to %s before starting canary %s (or set spec.allowStableSwing to send traffic back to %s first)",
+			old, spec.Stable.String(), st.Canary.Name, spec.Canary.Name, spec.Stable.Name)
+	}
+	if st.Message != msg {
+		p.emit(true, rolloutsv1.ReasonCanaryHoldsAllTraffic, "%s", msg)
+	}
+	p.held = &problem{Reason: rolloutsv1.ReasonCanaryHoldsAllTraffic, Message: msg}
+	st.Phase = rolloutsv1.PhaseWaiting
+	st.Message = msg
+	p.ignoreRequests("spec.stable must name the canary that holds all traffic first")
+	return true
+}
+
+// ignoreRequests records new manual actions as handled without acting on
+// them, so that none fires later by surprise.
+func (p *planner) ignoreRequests(why string) {
+	st := p.st
+	req := p.obs.Requests
+	if req.Abort != "" && req.Abort != st.LastHandledAbort {
+		st.LastHandledAbort = req.Abort
+		p.emit(true, "AbortIgnored", "Abort ignored: %s", why)
+	}
+	if req.Promote != "" && req.Promote != st.LastHandledPromote {
+		st.LastHandledPromote = req.Promote
+		p.emit(true, "PromoteIgnored", "Promote ignored: %s", why)
+	}
+	if req.Retry != "" && req.Retry != st.LastHandledRetry {
+		st.LastHandledRetry = req.Retry
+		p.emit(true, "RetryIgnored", "Retry ignored: %s", why)
+	}
 }
 
 func (p *planner) idle() {
@@ -165,7 +327,16 @@ func (p *planner) idle() {
 	if st.Phase != rolloutsv1.PhaseIdle {
 		p.emit(false, "Idle", "No canary declared; routes are left as they are")
 	}
+	p.clearRollout()
 	st.Phase = rolloutsv1.PhaseIdle
+	st.Stable = nil
+	st.Retiring = nil
+	st.Message = "No canary declared"
+}
+
+// clearRollout forgets the revision.
+func (p *planner) clearRollout() {
+	st := p.st
 	st.Revision = ""
 	st.Canary = nil
 	st.CurrentStepIndex = nil
@@ -175,23 +346,31 @@ func (p *planner) idle() {
 	st.Promoted = false
 	st.StartedAt = nil
 	st.WaitingSince = nil
+	st.CanaryUnavailableSince = nil
 	st.Rollback = nil
 	st.StepHistory = nil
 	st.Gates = nil
-	st.Message = "No canary declared"
 }
 
 // startRevision resets the status for a new stable and canary pair. A
-// previous canary that still had traffic is retired.
+// previous canary or stable that held traffic is retired.
 func (p *planner) startRevision() {
 	st := p.st
 	spec := &p.ro.Spec
-	if st.Canary != nil && st.CanaryWeight > 0 && !sameBackend(*st.Canary, spec.Stable) && !sameBackend(*st.Canary, *spec.Canary) {
-		p.d.Retire = append(p.d.Retire, *st.Canary)
-		p.emit(true, "CanaryReplaced", "Canary %s replaced by %s at weight %d; its traffic returns to stable", st.Canary.String(), spec.Canary.String(), st.CanaryWeight)
+	if p.started() {
+		if old := *st.Canary; !sameRef(old, spec.Stable) && !sameRef(old, *spec.Canary) {
+			if st.CanaryWeight > 0 {
+				p.emit(true, "CanaryReplaced", "Canary %s replaced by %s at weight %d; its traffic returns to stable", old.String(), spec.Canary.String(), st.CanaryWeight)
+			}
+			p.retire(old)
+		}
+		if st.Stable != nil && !sameRef(*st.Stable, spec.Stable) && !sameRef(*st.Stable, *spec.Canary) {
+			p.retire(*st.Stable)
+		}
 	}
-	canary := *spec.Canary
+	stable, canary := spec.Stable, *spec.Canary
 	st.Revision = spec.Revision()
+	st.Stable = &stable
 	st.Canary = &canary
 	p.restart()
 	p.emit(false, "RolloutStarted", "Rollout of %s started", st.Revision)
@@ -209,6 +388,7 @@ func (p *planner) restart() {
 	st.Promoted = false
 	st.StartedAt = &now
 	st.WaitingSince = nil
+	st.CanaryUnavailableSince = nil
 	st.Rollback = nil
 	st.StepHistory = nil
 	st.Gates = nil
@@ -283,11 +463,26 @@ func (p *planner) progressDeadline() time.Duration {
 	return 10 * time.Minute
 }
 
+// canaryUnavailableGrace is how long a canary with traffic may be
+// unavailable before it is rolled back.
+func (p *planner) canaryUnavailableGrace() time.Duration {
+	if g := p.ro.Spec.CanaryUnavailableGrace; g != nil {
+		if d, err := g.Parse(); err == nil {
+			return d
+		}
+	}
+	return 30 * time.Second
+}
+
 // blocked returns the first unmet precondition.
 func (p *planner) blocked() *problem {
 	switch {
 	case p.obs.Routes != nil:
 		return p.obs.Routes
+	case p.obs.Conflict != nil:
+		return p.obs.Conflict
+	case p.obs.Rejected != nil:
+		return p.obs.Rejected
 	case p.obs.Analysis != nil:
 		return p.obs.Analysis
 	case p.obs.Canary != nil:
@@ -298,25 +493,56 @@ func (p *planner) blocked() *problem {
 
 // waitForStart starts the first step once every precondition holds.
 func (p *planner) waitForStart() {
-	if p.preconditionsHold() {
+	if !p.waitOrRollBack() {
 		p.startStep(0)
 	}
 }
 
-// preconditionsHold records an unmet precondition (see wait) and returns
-// false, or clears a past wait and returns true. A started rollout keeps its
-// canary's share while it waits; past the deadline the canary is rolled back.
-func (p *planner) preconditionsHold() bool {
+// waitOrRollBack returns true when a precondition is unmet. It then records
+// the wait (see wait), and rolls back a canary that has traffic once it has
+// been unavailable past its grace or a precondition is unmet past the
+// progress deadline. It returns false, clearing a past wait, when every
+// precondition holds.
+func (p *planner) waitOrRollBack() bool {
 	st := p.st
+	if p.rollBackUnavailableCanary() {
+		return true
+	}
 	if b := p.blocked(); b != nil {
 		p.wait(b)
-		return false
+		return true
 	}
 	if st.WaitingSince != nil {
 		p.emit(false, "PreconditionsMet", "Preconditions met after %s", p.obs.Now.Sub(st.WaitingSince.Time).Round(time.Second))
 		st.WaitingSince = nil
 	}
-	return true
+	return false
+}
+
+// rollBackUnavailableCanary rolls back a canary with traffic that has been
+// unavailable for longer than spec.canaryUnavailableGrace, and returns true
+// when it did.
+func (p *planner) rollBackUnavailableCanary() bool {
+	st := p.st
+	c := p.obs.Canary
+	if c == nil || st.CurrentStepIndex == nil || st.CanaryWeight == 0 {
+		st.CanaryUnavailableSince = nil
+		return false
+	}
+	grace := p.canaryUnavailableGrace()
+	if st.CanaryUnavailableSince == nil {
+		now := p.now()
+		st.CanaryUnavailableSince = &now
+		p.emit(true, rolloutsv1.ReasonCanaryUnavailable, "%s while it has %d%% of traffic; rolling back in %s unless it recovers", c.Message, st.CanaryWeight, grace)
+	}
+	down := p.obs.Now.Sub(st.CanaryUnavailableSince.Time)
+	if down >= grace {
+		p.rollback(rolloutsv1.ReasonCanaryUnavailable,
+			fmt.Sprintf("%s for %s with %d%% of traffic, past the grace of %s", c.Message, down.Round(time.Second), st.CanaryWeight, grace))
+		return true
+	}
+	p.requeue(grace - down)
+	return false
 }
 
 // wait records an unmet precondition and schedules the deadline check.
@@ -374,29 +600,27 @@ func (p *planner) startStep(i int) {
 	}
 	st.Message = fmt.Sprintf("Step %s: setting canary weight to %d%%", st.Step, step.Weight)
 	p.emit(false, "StepStarted", "Step %s: canary %s at %d%%", st.Step, p.ro.Spec.Canary.Name, step.Weight)
-	p.anchor()
+	p.startClockOnceRoutesCarry()
 }
 
-// routesAt says whether every managed rule already carries canary weight w.
-func (p *planner) routesAt(w int32) bool {
-	if len(p.obs.RouteWeights) == 0 {
+// startClockOnceRoutesCarry starts the current step's clock (and rewrites
+// the step's start in the history) once the routes carry the step's weight,
+// and stops it when they no longer do: a step only bakes while its weight
+// serves. It returns whether the clock runs.
+func (p *planner) startClockOnceRoutesCarry() bool {
+	st := p.st
+	carries := p.obs.carries(intentOf(st))
+	if st.StepStartedAt != nil {
+		if carries {
+			return true
+		}
+		// No Event here: the drift that caused it is recorded once per
+		// episode (checkDrift), not once per correction.
+		st.StepStartedAt = nil
+		st.Message = fmt.Sprintf("Step %s: the routes no longer carry canary weight %d; the step bakes its full pause again once they do", st.Step, st.CanaryWeight)
 		return false
 	}
-	for _, got := range p.obs.RouteWeights {
-		if got != w {
-			return false
-		}
-	}
-	return true
-}
-
-// anchor starts the current step's clock when the routes carry its weight.
-func (p *planner) anchor() bool {
-	st := p.st
-	if st.StepStartedAt != nil {
-		return true
-	}
-	if !p.routesAt(st.CanaryWeight) {
+	if !carries {
 		return false
 	}
 	now := p.now()
@@ -423,10 +647,14 @@ func (p *planner) rollback(reason, message string) {
 		st.StepHistory[n-1].EndedAt = &now
 	}
 	from := st.CanaryWeight
+	if p.obs.Routes != nil {
+		message += "; not reverted, since they do not resolve: " + p.obs.Routes.Message
+	}
 	st.Rollback = &rolloutsv1.RollbackStatus{Reason: reason, Message: truncate(message, 1024), FromWeight: from, At: now}
 	st.Phase = rolloutsv1.PhaseRolledBack
 	st.CanaryWeight = 0
 	st.WaitingSince = nil
+	st.CanaryUnavailableSince = nil
 	st.Message = truncate(fmt.Sprintf("Rolled back: %s; canary weight %d -> 0", message, from), 1024)
 	p.emit(true, "RolledBack", "%s; canary weight %d -> 0", message, from)
 }
@@ -444,7 +672,18 @@ func (p *planner) progress() {
 		}
 	}
 
-	if !p.preconditionsHold() {
+	if p.obs.Conflict != nil && !p.obs.OwnsAny && st.StepStartedAt == nil && *st.CurrentStepIndex == 0 {
+		// Another rollout claimed the rule first, before this one's first
+		// step reached the routes: nothing of this rollout serves, so it
+		// goes back to waiting for its first step.
+		st.CurrentStepIndex = nil
+		st.Step = ""
+		st.CanaryWeight = 0
+		st.StepHistory = nil
+		p.wait(p.obs.Conflict)
+		return
+	}
+	if p.waitOrRollBack() {
 		return
 	}
 
@@ -471,7 +710,7 @@ func (p *planner) progress() {
 		}
 	}
 
-	if !p.anchor() {
+	if !p.startClockOnceRoutesCarry() {
 		// The routes do not carry the step's weight yet; the route patch
 		// that follows this decision brings a watch event, and the step's
 		// clock starts then.
@@ -621,16 +860,22 @@ func nextEvaluationAt(st *rolloutsv1.ModelRolloutStatus, interval time.Duration)
 	return at
 }
 
-func sameBackend(a, b rolloutsv1.BackendRef) bool {
-	return a.Group == b.Group && a.KindOrDefault() == b.KindOrDefault() && a.Name == b.Name
+// sameRef says whether two backends are the same backendRef: group, kind,
+// name and port.
+func sameRef(a, b rolloutsv1.BackendRef) bool {
+	return a.Group == b.Group && a.KindOrDefault() == b.KindOrDefault() && a.Name == b.Name && derefPort(a.Port) == derefPort(b.Port)
 }
 
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
+// backendList renders backends for messages.
+func backendList(bs []rolloutsv1.BackendRef) string {
+	names := make([]string, 0, len(bs))
+	for _, b := range bs {
+		names = append(names, b.String())
 	}
-	return s[:n-3] + "..."
+	return strings.Join(names, ", ")
 }
+
+func truncate(s string, n int) string { return rolloutsv1.Truncate(s, n) }
 
 // setConditions derives the kstatus conditions from the phase and the
 // observations.
@@ -646,6 +891,8 @@ func (p *planner) setConditions() {
 
 	stalled := (*problem)(nil)
 	switch {
+	case p.held != nil:
+		stalled = p.held
 	case st.Phase == rolloutsv1.PhaseRolledBack:
 		reason := rolloutsv1.ReasonRolledBack
 		if st.Rollback != nil {
@@ -666,6 +913,10 @@ func (p *planner) setConditions() {
 	case rolloutsv1.PhaseSucceeded:
 		set(rolloutsv1.ConditionReady, metav1.ConditionTrue, rolloutsv1.ReasonSucceeded, msg)
 	default:
+		if p.held != nil {
+			set(rolloutsv1.ConditionReady, metav1.ConditionFalse, p.held.Reason, msg)
+			break
+		}
 		set(rolloutsv1.ConditionReady, metav1.ConditionFalse, string(st.Phase), msg)
 	}
 	if stalled != nil {
@@ -682,11 +933,12 @@ func (p *planner) setConditions() {
 	}
 
 	if st.Phase == rolloutsv1.PhaseIdle {
-		for _, t := range []string{rolloutsv1.ConditionRoutesResolved, rolloutsv1.ConditionCanaryAvailable, rolloutsv1.ConditionGatesPassing} {
+		for _, t := range []string{rolloutsv1.ConditionRoutesResolved, rolloutsv1.ConditionRoutesApplied, rolloutsv1.ConditionCanaryAvailable, rolloutsv1.ConditionGatesPassing} {
 			meta.RemoveStatusCondition(&st.Conditions, t)
 		}
 		return
 	}
+	p.setRoutesAppliedCondition(set)
 	if r := p.obs.Routes; r != nil {
 		set(rolloutsv1.ConditionRoutesResolved, metav1.ConditionFalse, r.Reason, r.Message)
 	} else {
@@ -698,6 +950,42 @@ func (p *planner) setConditions() {
 		set(rolloutsv1.ConditionCanaryAvailable, metav1.ConditionTrue, rolloutsv1.ReasonAvailable, "Canary has ready endpoints")
 	}
 	p.setGatesCondition(set)
+}
+
+// setRoutesAppliedCondition says whether the routes carry the decision.
+func (p *planner) setRoutesAppliedCondition(set func(string, metav1.ConditionStatus, string, string)) {
+	st := p.st
+	in := intentOf(st)
+	switch {
+	case p.obs.Conflict != nil:
+		set(rolloutsv1.ConditionRoutesApplied, metav1.ConditionFalse, p.obs.Conflict.Reason, p.obs.Conflict.Message)
+	case p.obs.Rejected != nil:
+		set(rolloutsv1.ConditionRoutesApplied, metav1.ConditionFalse, p.obs.Rejected.Reason, p.obs.Rejected.Message)
+	case !in.holds():
+		meta.RemoveStatusCondition(&st.Conditions, rolloutsv1.ConditionRoutesApplied)
+	case p.obs.Contended != nil:
+		set(rolloutsv1.ConditionRoutesApplied, metav1.ConditionFalse, p.obs.Contended.Reason, p.obs.Contended.Message)
+	case p.obs.carries(in):
+		set(rolloutsv1.ConditionRoutesApplied, metav1.ConditionTrue, rolloutsv1.ReasonApplied, "Every managed rule carries "+describeIntent(in))
+	default:
+		set(rolloutsv1.ConditionRoutesApplied, metav1.ConditionFalse, rolloutsv1.ReasonPending, "Writing "+describeIntent(in))
+	}
+}
+
+// describeIntent renders what the routes must carry, e.g.
+// "Service/v1:8000=90, Service/v2:8000=10, Service/v0:8000=0".
+func describeIntent(w weights) string {
+	var parts []string
+	switch {
+	case w.Canary != nil:
+		parts = append(parts, fmt.Sprintf("%s=%d", w.Stable.String(), 100-w.CanaryWeight), fmt.Sprintf("%s=%d", w.Canary.String(), w.CanaryWeight))
+	case w.HoldStable:
+		parts = append(parts, fmt.Sprintf("%s=100", w.Stable.String()))
+	}
+	for _, b := range w.Retire {
+		parts = append(parts, fmt.Sprintf("%s=0", b.String()))
+	}
+	return strings.Join(parts, ", ")
 }
 
 func (p *planner) setGatesCondition(set func(string, metav1.ConditionStatus, string, string)) {

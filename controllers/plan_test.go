@@ -2,12 +2,14 @@ package controllers
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	rolloutsv1 "github.com/modelrollout/modelrollout/api/v1alpha1"
 )
@@ -96,7 +98,7 @@ func TestPlan(t *testing.T) {
 				expect(t, condStatus(st, "Ready"), "False/Progressing")
 				expect(t, condStatus(st, "Reconciling"), "True/Progressing")
 				expect(t, condStatus(st, "Stalled"), "absent")
-				expect(t, d.ManageRoutes, true)
+				expect(t, d.Routes.Canary != nil && d.Routes.CanaryWeight == 10, true)
 			},
 		},
 		{
@@ -192,7 +194,7 @@ func TestPlan(t *testing.T) {
 				ro.Status.StepHistory = []rolloutsv1.StepRecord{{Weight: 10, StartedAt: *mt(t0.Add(-time.Minute))}}
 				return ro
 			}(),
-			obs: observation{RouteWeights: []int32{10, 10}},
+			obs: observation{Found: routesAt(10, 10)},
 			check: func(t *testing.T, d decision) {
 				expect(t, d.Status.StepStartedAt.Time, t0)
 				expect(t, d.Status.StepHistory[0].StartedAt.Time, t0)
@@ -208,7 +210,7 @@ func TestPlan(t *testing.T) {
 				ro.Status.StepHistory = []rolloutsv1.StepRecord{{Weight: 10, StartedAt: *mt(t0.Add(-5 * time.Hour))}}
 				return ro
 			}(),
-			obs: observation{RouteWeights: []int32{10, -1}},
+			obs: observation{Found: routesAt(10, -1)},
 			check: func(t *testing.T, d decision) {
 				expect(t, *d.Status.CurrentStepIndex, int32(0))
 				expect(t, d.Status.StepStartedAt == nil, true)
@@ -382,7 +384,7 @@ func TestPlan(t *testing.T) {
 			check: func(t *testing.T, d decision) {
 				expect(t, d.Status.Phase, rolloutsv1.PhaseRolledBack)
 				expect(t, d.Status.CanaryWeight, int32(0))
-				expect(t, d.ManageRoutes, true)
+				expect(t, d.Routes.Canary != nil && d.Routes.CanaryWeight == 0, true)
 			},
 		},
 		{
@@ -393,8 +395,9 @@ func TestPlan(t *testing.T) {
 				return ro
 			}(),
 			check: func(t *testing.T, d decision) {
-				expect(t, len(d.Retire), 1)
-				expect(t, d.Retire[0].Name, "vllm-gpt4-v2")
+				expect(t, len(d.Status.Retiring), 1)
+				expect(t, d.Status.Retiring[0].Name, "vllm-gpt4-v2")
+				expect(t, len(d.Routes.Retire), 1)
 				expect(t, d.Status.Canary.Name, "vllm-gpt4-v3")
 				expect(t, d.Status.CanaryWeight, int32(10))
 				expect(t, *d.Status.CurrentStepIndex, int32(0))
@@ -412,7 +415,7 @@ func TestPlan(t *testing.T) {
 			}(),
 			check: func(t *testing.T, d decision) {
 				expect(t, d.Status.Phase, rolloutsv1.PhaseIdle)
-				expect(t, d.ManageRoutes, false)
+				expect(t, d.Routes.holds(), false)
 				expect(t, condStatus(d.Status, "Ready"), "True/Idle")
 				expect(t, condStatus(d.Status, "RoutesResolved"), "absent")
 			},
@@ -432,14 +435,166 @@ func TestPlan(t *testing.T) {
 			},
 		},
 		{
-			name: "a canary that loses its endpoints mid-step holds before the deadline",
+			name: "a canary that loses its endpoints mid-step holds for its grace",
 			ro:   atStep(testRollout(), 0, time.Hour),
 			obs:  observation{Canary: &problem{Reason: rolloutsv1.ReasonNoReadyEndpoints, Message: "no endpoints"}},
 			check: func(t *testing.T, d decision) {
 				expect(t, d.Status.Phase, rolloutsv1.PhaseProgressing)
 				expect(t, d.Status.CanaryWeight, int32(10))
 				expect(t, *d.Status.CurrentStepIndex, int32(0))
-				expect(t, d.RequeueAfter, 10*time.Minute)
+				expect(t, d.Status.CanaryUnavailableSince.Time, t0)
+				expect(t, d.RequeueAfter, 30*time.Second)
+				expect(t, hasEvent(d, rolloutsv1.ReasonCanaryUnavailable), true)
+			},
+		},
+		{
+			name: "a canary unavailable past its grace is rolled back",
+			ro: func() *rolloutsv1.ModelRollout {
+				ro := atStep(testRollout(), 1, time.Hour)
+				ro.Spec.CanaryUnavailableGrace = dur("10s")
+				ro.Status.CanaryUnavailableSince = mt(t0.Add(-10 * time.Second))
+				return ro
+			}(),
+			obs: observation{Canary: &problem{Reason: rolloutsv1.ReasonNoReadyEndpoints, Message: "no endpoints"}},
+			check: func(t *testing.T, d decision) {
+				expect(t, d.Status.Phase, rolloutsv1.PhaseRolledBack)
+				expect(t, d.Status.Rollback.Reason, rolloutsv1.ReasonCanaryUnavailable)
+				expect(t, d.Status.Rollback.FromWeight, int32(50))
+				expect(t, d.Routes.Canary != nil && d.Routes.CanaryWeight == 0, true)
+				expect(t, d.Status.CanaryUnavailableSince == nil, true)
+			},
+		},
+		{
+			name: "a canary that recovers within its grace keeps its step",
+			ro: func() *rolloutsv1.ModelRollout {
+				ro := atStep(testRollout(), 1, 10*time.Minute)
+				ro.Status.CanaryUnavailableSince = mt(t0.Add(-20 * time.Second))
+				return ro
+			}(),
+			check: func(t *testing.T, d decision) {
+				expect(t, d.Status.Phase, rolloutsv1.PhaseProgressing)
+				expect(t, d.Status.CanaryUnavailableSince == nil, true)
+			},
+		},
+		{
+			name: "a new canary while the old one holds 100% moves nothing and says what to change",
+			ro: func() *rolloutsv1.ModelRollout {
+				ro := atStep(testRollout(), 2, 5*time.Hour)
+				ro.Status.Phase = rolloutsv1.PhaseSucceeded
+				ro.Status.Stable = ro.Spec.Stable.DeepCopy()
+				ro.Spec.Canary = &rolloutsv1.BackendRef{Kind: rolloutsv1.BackendKindService, Name: "vllm-gpt4-v3", Port: ptr.To[int32](8000)}
+				return ro
+			}(),
+			check: func(t *testing.T, d decision) {
+				expect(t, d.Status.Phase, rolloutsv1.PhaseWaiting)
+				expect(t, d.Status.Canary.Name, "vllm-gpt4-v2")
+				expect(t, d.Routes.Canary.Name, "vllm-gpt4-v2")
+				expect(t, d.Routes.CanaryWeight, int32(100))
+				expect(t, len(d.Routes.Retire), 0)
+				expect(t, condStatus(d.Status, "Stalled"), "True/CanaryHoldsAllTraffic")
+				expect(t, strings.Contains(d.Status.Message, "set spec.stable to vllm-gpt4-v2"), true)
+			},
+		},
+		{
+			name: "with allowStableSwing a new canary retires the one that holds 100%",
+			ro: func() *rolloutsv1.ModelRollout {
+				ro := atStep(testRollout(), 2, 5*time.Hour)
+				ro.Status.Phase = rolloutsv1.PhaseSucceeded
+				ro.Status.Stable = ro.Spec.Stable.DeepCopy()
+				ro.Spec.AllowStableSwing = true
+				ro.Spec.Canary = &rolloutsv1.BackendRef{Kind: rolloutsv1.BackendKindService, Name: "vllm-gpt4-v3", Port: ptr.To[int32](8000)}
+				return ro
+			}(),
+			check: func(t *testing.T, d decision) {
+				expect(t, d.Status.Canary.Name, "vllm-gpt4-v3")
+				expect(t, len(d.Status.Retiring), 1)
+				expect(t, d.Status.Retiring[0].Name, "vllm-gpt4-v2")
+			},
+		},
+		{
+			name: "moving stable to the finished canary starts the next rollout without a swing",
+			ro: func() *rolloutsv1.ModelRollout {
+				ro := atStep(testRollout(), 2, 5*time.Hour)
+				ro.Status.Phase = rolloutsv1.PhaseSucceeded
+				ro.Status.Stable = ro.Spec.Stable.DeepCopy()
+				ro.Spec.Stable.Name = "vllm-gpt4-v2"
+				ro.Spec.Canary = &rolloutsv1.BackendRef{Kind: rolloutsv1.BackendKindService, Name: "vllm-gpt4-v3", Port: ptr.To[int32](8000)}
+				return ro
+			}(),
+			check: func(t *testing.T, d decision) {
+				expect(t, d.Status.Stable.Name, "vllm-gpt4-v2")
+				expect(t, d.Status.Canary.Name, "vllm-gpt4-v3")
+				expect(t, d.Status.CanaryWeight, int32(10))
+				// The old stable is at 0 in the routes already: nothing to retire.
+				expect(t, len(d.Status.Retiring), 0)
+			},
+		},
+		{
+			name: "removing the canary mid-rollout returns its share before going Idle",
+			ro: func() *rolloutsv1.ModelRollout {
+				ro := atStep(testRollout(), 1, 5*time.Minute)
+				ro.Status.Stable = ro.Spec.Stable.DeepCopy()
+				ro.Spec.Canary = nil
+				return ro
+			}(),
+			check: func(t *testing.T, d decision) {
+				expect(t, d.Status.Phase, rolloutsv1.PhaseWaiting)
+				expect(t, len(d.Status.Retiring), 1)
+				expect(t, d.Routes.HoldStable, true)
+				expect(t, d.Routes.Retire[0].Name, "vllm-gpt4-v2")
+				expect(t, hasEvent(d, "CanaryRemoved"), true)
+			},
+		},
+		{
+			name: "a removed canary whose share is back on stable goes Idle",
+			ro: func() *rolloutsv1.ModelRollout {
+				ro := testRollout()
+				ro.Spec.Canary = nil
+				ro.Status.Phase = rolloutsv1.PhaseWaiting
+				ro.Status.Stable = ro.Spec.Stable.DeepCopy()
+				ro.Status.Retiring = []rolloutsv1.BackendRef{canaryRef}
+				return ro
+			}(),
+			obs: observation{Found: routesAt(0)},
+			check: func(t *testing.T, d decision) {
+				expect(t, d.Status.Phase, rolloutsv1.PhaseIdle)
+				expect(t, len(d.Status.Retiring), 0)
+				expect(t, d.Routes.holds(), false)
+			},
+		},
+		{
+			name: "a rollout that lost the race for a rule goes back to waiting for its first step",
+			ro: func() *rolloutsv1.ModelRollout {
+				ro := atStep(testRollout(), 0, 0)
+				ro.Status.StepStartedAt = nil
+				return ro
+			}(),
+			obs: observation{Found: routesAt(0), Conflict: &problem{Reason: rolloutsv1.ReasonRouteConflict, Message: "owned by other"}},
+			check: func(t *testing.T, d decision) {
+				expect(t, d.Status.Phase, rolloutsv1.PhaseWaiting)
+				expect(t, d.Status.CurrentStepIndex == nil, true)
+				expect(t, d.Routes.holds(), false)
+				expect(t, condStatus(d.Status, "RoutesApplied"), "False/RouteConflict")
+			},
+		},
+		{
+			name: "a step stops its clock when the routes no longer carry its weight",
+			ro:   atStep(testRollout(), 1, 50*time.Minute),
+			obs:  observation{Found: routesAt(10)},
+			check: func(t *testing.T, d decision) {
+				expect(t, *d.Status.CurrentStepIndex, int32(1))
+				expect(t, d.Status.StepStartedAt == nil, true)
+				expect(t, condStatus(d.Status, "RoutesApplied"), "False/Pending")
+			},
+		},
+		{
+			name: "a rejected patch holds the step and counts toward the deadline",
+			ro:   atStep(testRollout(), 0, time.Hour),
+			obs:  observation{Rejected: &problem{Reason: rolloutsv1.ReasonPatchRejected, Message: "HTTPRoute r: denied by policy"}},
+			check: func(t *testing.T, d decision) {
+				expect(t, *d.Status.CurrentStepIndex, int32(0))
+				expect(t, d.Status.WaitingSince.Time, t0)
+				expect(t, condStatus(d.Status, "RoutesApplied"), "False/PatchRejected")
 			},
 		},
 		{
@@ -523,6 +678,10 @@ func TestPlan(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.obs.Now = t0
+			if tc.obs.Found == nil {
+				// By default the routes carry what the status says.
+				tc.obs.Found = routesAt(tc.ro.Status.CanaryWeight)
+			}
 			before := tc.ro.DeepCopy()
 			d := plan(tc.ro, tc.obs)
 			tc.check(t, d)
@@ -555,6 +714,35 @@ func TestGatesDue(t *testing.T) {
 	unstarted.Status.StepStartedAt = nil
 	expect(t, gatesDue(unstarted, t0), false)
 	expect(t, gatesDue(unstarted, t0.Add(time.Hour)), false)
+}
+
+// routesAt returns one found route per weight, whose one managed rule gives
+// the canary w and the stable 100 - w; w < 0 gives a rule in no rollout
+// state (stable 100, canary 5).
+func routesAt(ws ...int32) []managedRoute {
+	out := []managedRoute{}
+	for i, w := range ws {
+		stable, canary := 100-w, w
+		if w < 0 {
+			stable, canary = 100, 5
+		}
+		route := &gatewayv1.HTTPRoute{}
+		route.Name = fmt.Sprintf("route-%d", i)
+		route.Namespace = "ai"
+		route.Spec.Rules = []gatewayv1.HTTPRouteRule{{BackendRefs: []gatewayv1.HTTPBackendRef{
+			backendRef("vllm-gpt4-v1", stable), backendRef("vllm-gpt4-v2", canary),
+		}}}
+		out = append(out, managedRoute{Route: route, Rules: []int{0}})
+	}
+	return out
+}
+
+func backendRef(name string, weight int32) gatewayv1.HTTPBackendRef {
+	ref := gatewayv1.HTTPBackendRef{}
+	ref.Name = gatewayv1.ObjectName(name)
+	ref.Port = ptr.To[gatewayv1.PortNumber](8000)
+	ref.Weight = ptr.To(weight)
+	return ref
 }
 
 func expect[T comparable](t *testing.T, got, want T) {

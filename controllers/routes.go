@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
@@ -13,10 +14,11 @@ import (
 
 // Routes are changed with RFC 6902 JSON patches that name only the weight of
 // each managed backendRef (and, when a rule has no canary yet, append one
-// backendRef). Every other field is left exactly as stored, including fields
-// this controller's Gateway API types do not know. The first operation tests
-// metadata.resourceVersion, so a patch computed from a stale copy fails
-// instead of overwriting a concurrent edit.
+// backendRef) and the rule-owners annotation. Every other field is left
+// exactly as stored, including fields this controller's Gateway API types do
+// not know. The first operation sets metadata.resourceVersion to the version
+// the patch was computed from, so a patch from a stale copy fails with a
+// conflict instead of overwriting a concurrent edit.
 
 // patchOp is one RFC 6902 operation.
 type patchOp struct {
@@ -25,16 +27,46 @@ type patchOp struct {
 	Value any    `json:"value,omitempty"`
 }
 
-// weights is what a managed rule must carry.
+// weights is what every managed rule must carry. The decision derives it
+// from status alone (intentOf), so a restarted controller, or a retry after
+// a failed write, brings the routes to the same place.
 type weights struct {
 	Stable rolloutsv1.BackendRef
-	Canary rolloutsv1.BackendRef
-	// CanaryWeight in percent; the stable backend gets 100 - CanaryWeight.
+	// Canary, when set, is held at CanaryWeight and the stable backend at
+	// 100 - CanaryWeight. A rule without a canary backendRef gets one
+	// appended when CanaryWeight > 0.
+	Canary       *rolloutsv1.BackendRef
 	CanaryWeight int32
-	// Retire lists backends to hold at weight 0.
+	// HoldStable holds the stable backend at 100 while no canary is held: a
+	// removed or replaced canary is being retired.
+	HoldStable bool
+	// Retire lists backends held at weight 0.
 	Retire []rolloutsv1.BackendRef
-	// RetireOnly skips stable and canary and only retires.
-	RetireOnly bool
+}
+
+// holds says whether the weights name anything to hold.
+func (w weights) holds() bool {
+	return w.Canary != nil || w.HoldStable || len(w.Retire) > 0
+}
+
+// intentOf is what the routes must carry for a status: stable and canary
+// once the first step has started (and while the rollout is Succeeded or
+// RolledBack), every retiring backend at 0, and the stable at 100 while a
+// retirement runs without a held canary.
+func intentOf(st *rolloutsv1.ModelRolloutStatus) weights {
+	if st.Stable == nil {
+		return weights{}
+	}
+	w := weights{Stable: *st.Stable, Retire: st.Retiring}
+	started := st.CurrentStepIndex != nil || st.Phase == rolloutsv1.PhaseSucceeded || st.Phase == rolloutsv1.PhaseRolledBack
+	if st.Canary != nil && started {
+		c := *st.Canary
+		w.Canary = &c
+		w.CanaryWeight = st.CanaryWeight
+	} else if len(st.Retiring) > 0 {
+		w.HoldStable = true
+	}
+	return w
 }
 
 // refMatches says whether an HTTPRoute backendRef names the backend.
@@ -66,37 +98,58 @@ func ruleReferences(route *gatewayv1.HTTPRoute, rule gatewayv1.HTTPRouteRule, b 
 }
 
 // managedRules returns the indexes of the rules the rollout manages in the
-// route: the named rules, or every rule that references the stable backend.
-func managedRules(route *gatewayv1.HTTPRoute, target rolloutsv1.RouteTarget, stable rolloutsv1.BackendRef) ([]int, *problem) {
+// route, the named rules or every rule that references the stable backend,
+// and a problem for each rule it should manage but cannot: a named rule that
+// is missing or no longer references the stable backend, or a rule this
+// rollout owns (rule-owners annotation) that no longer does. The rules that
+// resolve are returned even when others do not, so a rollback still reaches
+// them.
+func managedRules(route *gatewayv1.HTTPRoute, target rolloutsv1.RouteTarget, stable rolloutsv1.BackendRef, rollout string) ([]int, []problem) {
 	var idx []int
+	var problems []problem
 	if len(target.Rules) > 0 {
 		for _, want := range target.Rules {
 			i := slices.IndexFunc(route.Spec.Rules, func(r gatewayv1.HTTPRouteRule) bool {
 				return r.Name != nil && string(*r.Name) == string(want)
 			})
 			if i < 0 {
-				return nil, &problem{Reason: rolloutsv1.ReasonRuleNotFound,
-					Message: fmt.Sprintf("HTTPRoute %s has no rule named %q", route.Name, want)}
+				problems = append(problems, problem{Reason: rolloutsv1.ReasonRuleNotFound,
+					Message: fmt.Sprintf("HTTPRoute %s has no rule named %q", route.Name, want)})
+				continue
 			}
 			if !ruleReferences(route, route.Spec.Rules[i], stable) {
-				return nil, &problem{Reason: rolloutsv1.ReasonStableNotReferenced,
-					Message: fmt.Sprintf("rule %q of HTTPRoute %s does not reference the stable backend %s", want, route.Name, stable.String())}
+				problems = append(problems, problem{Reason: rolloutsv1.ReasonStableNotReferenced,
+					Message: fmt.Sprintf("rule %q of HTTPRoute %s does not reference the stable backend %s", want, route.Name, stable.String())})
+				continue
 			}
 			idx = append(idx, i)
 		}
 		slices.Sort(idx)
-		return idx, nil
+		return idx, problems
 	}
+	keys := map[string]bool{}
 	for i, rule := range route.Spec.Rules {
 		if ruleReferences(route, rule, stable) {
 			idx = append(idx, i)
+			keys[ruleKey(route, i)] = true
 		}
 	}
-	if len(idx) == 0 {
-		return nil, &problem{Reason: rolloutsv1.ReasonStableNotReferenced,
-			Message: fmt.Sprintf("no rule of HTTPRoute %s references the stable backend %s", route.Name, stable.String())}
+	owned := []string{}
+	for k, owner := range ruleOwners(route) {
+		if owner == rollout && !keys[k] {
+			owned = append(owned, k)
+		}
 	}
-	return idx, nil
+	slices.Sort(owned)
+	for _, k := range owned {
+		problems = append(problems, problem{Reason: rolloutsv1.ReasonStableNotReferenced,
+			Message: fmt.Sprintf("rule %s of HTTPRoute %s, managed by this rollout, no longer references the stable backend %s", k, route.Name, stable.String())})
+	}
+	if len(idx) == 0 && len(problems) == 0 {
+		problems = append(problems, problem{Reason: rolloutsv1.ReasonStableNotReferenced,
+			Message: fmt.Sprintf("no rule of HTTPRoute %s references the stable backend %s", route.Name, stable.String())})
+	}
+	return idx, problems
 }
 
 // ruleLabel names a rule in messages: its name, or its index.
@@ -137,20 +190,79 @@ func weightOps(route *gatewayv1.HTTPRoute, rules []int, w weights) ([]patchOp, [
 				return refMatches(ref.BackendObjectReference, route.Namespace, b)
 			}):
 				set(i, j, 0)
-			case w.RetireOnly:
 			case refMatches(ref.BackendObjectReference, route.Namespace, w.Stable):
-				set(i, j, 100-w.CanaryWeight)
-			case refMatches(ref.BackendObjectReference, route.Namespace, w.Canary):
+				switch {
+				case w.Canary != nil:
+					set(i, j, 100-w.CanaryWeight)
+				case w.HoldStable:
+					set(i, j, 100)
+				}
+			case w.Canary != nil && refMatches(ref.BackendObjectReference, route.Namespace, *w.Canary):
 				hasCanary = true
 				set(i, j, w.CanaryWeight)
 			}
 		}
-		if !hasCanary && !w.RetireOnly && w.CanaryWeight > 0 {
-			ops = append(ops, patchOp{Op: "add", Path: fmt.Sprintf("/spec/rules/%d/backendRefs/-", i), Value: newBackendRef(w.Canary, w.CanaryWeight)})
+		if !hasCanary && w.Canary != nil && w.CanaryWeight > 0 {
+			ops = append(ops, patchOp{Op: "add", Path: fmt.Sprintf("/spec/rules/%d/backendRefs/-", i), Value: newBackendRef(*w.Canary, w.CanaryWeight)})
 			changes = append(changes, fmt.Sprintf("%s %s added at %d", ruleLabel(route, i), w.Canary.Name, w.CanaryWeight))
 		}
 	}
 	return ops, changes
+}
+
+// ruleKey identifies a rule in the rule-owners annotation: its name, or
+// "#<index>" when it has none.
+func ruleKey(route *gatewayv1.HTTPRoute, i int) string {
+	if n := route.Spec.Rules[i].Name; n != nil && *n != "" {
+		return string(*n)
+	}
+	return "#" + strconv.Itoa(i)
+}
+
+// ruleOwners reads the rule-owners annotation of a route. A value that does
+// not parse counts as no owners, and is rewritten by the next claim.
+func ruleOwners(route *gatewayv1.HTTPRoute) map[string]string {
+	raw := route.Annotations[rolloutsv1.AnnotationRuleOwners]
+	owners := map[string]string{}
+	if raw == "" {
+		return owners
+	}
+	if err := json.Unmarshal([]byte(raw), &owners); err != nil {
+		return map[string]string{}
+	}
+	return owners
+}
+
+// ownerOps returns the operations that make the route's rule-owners
+// annotation name rollout for the rules in claim and no longer name it for
+// any other rule. No operations means the annotation is already right.
+func ownerOps(route *gatewayv1.HTTPRoute, rollout string, claim []int) []patchOp {
+	owners := ruleOwners(route)
+	want := map[string]string{}
+	for k, v := range owners {
+		if v != rollout {
+			want[k] = v
+		}
+	}
+	for _, i := range claim {
+		want[ruleKey(route, i)] = rollout
+	}
+	raw, had := route.Annotations[rolloutsv1.AnnotationRuleOwners]
+	path := "/metadata/annotations/" + strings.ReplaceAll(rolloutsv1.AnnotationRuleOwners, "/", "~1")
+	if len(want) == 0 {
+		if !had {
+			return nil
+		}
+		return []patchOp{{Op: "remove", Path: path}}
+	}
+	body, _ := json.Marshal(want) // map[string]string always marshals; keys sorted
+	if had && raw == string(body) {
+		return nil
+	}
+	if route.Annotations == nil {
+		return []patchOp{{Op: "add", Path: "/metadata/annotations", Value: map[string]string{rolloutsv1.AnnotationRuleOwners: string(body)}}}
+	}
+	return []patchOp{{Op: "add", Path: path, Value: string(body)}}
 }
 
 // newBackendRef is the backendRef appended for a canary, with the defaults
@@ -168,44 +280,12 @@ func newBackendRef(b rolloutsv1.BackendRef, weight int32) map[string]any {
 	return ref
 }
 
-// canaryWeightOf reports the weight the canary has in the first managed rule
-// of the route, or -1 when the rule has no canary backendRef.
-func canaryWeightOf(route *gatewayv1.HTTPRoute, rules []int, canary rolloutsv1.BackendRef) int32 {
-	for _, i := range rules {
-		for _, ref := range route.Spec.Rules[i].BackendRefs {
-			if refMatches(ref.BackendObjectReference, route.Namespace, canary) {
-				return refWeight(ref)
-			}
-		}
-	}
-	return -1
-}
-
-// ruleCanaryWeights reports, for each managed rule, the canary weight when
-// the stable backendRefs carry 100 minus it, or -1 otherwise. A rule without
-// a canary backendRef has canary weight 0.
-func ruleCanaryWeights(route *gatewayv1.HTTPRoute, rules []int, stable, canary rolloutsv1.BackendRef) []int32 {
-	out := make([]int32, 0, len(rules))
-	for _, i := range rules {
-		c := int32(0)
-		for _, ref := range route.Spec.Rules[i].BackendRefs {
-			if refMatches(ref.BackendObjectReference, route.Namespace, canary) {
-				c = refWeight(ref)
-			}
-		}
-		for _, ref := range route.Spec.Rules[i].BackendRefs {
-			if refMatches(ref.BackendObjectReference, route.Namespace, stable) && refWeight(ref) != 100-c {
-				c = -1
-			}
-		}
-		out = append(out, c)
-	}
-	return out
-}
-
-// patchBody renders the operations behind a resourceVersion test.
+// patchBody renders the operations with the resourceVersion they were
+// computed from. The API server then applies them only to that version and
+// answers 409 Conflict otherwise, which tells a stale copy (retry) apart
+// from a rejected change (422 Invalid, 403 Forbidden from a policy).
 func patchBody(resourceVersion string, ops []patchOp) ([]byte, error) {
-	all := append([]patchOp{{Op: "test", Path: "/metadata/resourceVersion", Value: resourceVersion}}, ops...)
+	all := append([]patchOp{{Op: "replace", Path: "/metadata/resourceVersion", Value: resourceVersion}}, ops...)
 	return json.Marshal(all)
 }
 

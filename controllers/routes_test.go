@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 
 	jsonpatch "github.com/evanphx/json-patch/v5"
@@ -123,11 +124,11 @@ func TestWeightOpsOnSeedRoutes(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.file, func(t *testing.T) {
 			route, doc := loadRoute(t, tc.file)
-			rules, p := managedRules(route, rolloutsv1.RouteTarget{Name: route.Name, Rules: tc.rules}, stableRef)
-			if p != nil {
-				t.Fatalf("managedRules: %v", p.Message)
+			rules, ps := managedRules(route, rolloutsv1.RouteTarget{Name: route.Name, Rules: tc.rules}, stableRef, "gpt4")
+			if len(ps) != 0 {
+				t.Fatalf("managedRules: %v", ps)
 			}
-			ops, _ := weightOps(route, rules, weights{Stable: stableRef, Canary: canaryRef, CanaryWeight: tc.weight})
+			ops, _ := weightOps(route, rules, weights{Stable: stableRef, Canary: &canaryRef, CanaryWeight: tc.weight})
 			patched := applyOps(t, doc, ops)
 			if got := weightsOf(t, patched); !reflect.DeepEqual(got, tc.want) {
 				t.Fatalf("weights:\n got %v\nwant %v", got, tc.want)
@@ -141,7 +142,7 @@ func TestWeightOpsOnSeedRoutes(t *testing.T) {
 			if err := json.Unmarshal(patched, again); err != nil {
 				t.Fatal(err)
 			}
-			if ops, _ := weightOps(again, rules, weights{Stable: stableRef, Canary: canaryRef, CanaryWeight: tc.weight}); len(ops) != 0 {
+			if ops, _ := weightOps(again, rules, weights{Stable: stableRef, Canary: &canaryRef, CanaryWeight: tc.weight}); len(ops) != 0 {
 				t.Fatalf("second pass wants more changes: %+v", ops)
 			}
 		})
@@ -150,52 +151,146 @@ func TestWeightOpsOnSeedRoutes(t *testing.T) {
 
 func TestManagedRulesProblems(t *testing.T) {
 	route, _ := loadRoute(t, "header-routing.yaml")
-	if _, p := managedRules(route, rolloutsv1.RouteTarget{Rules: []rolloutsv1.RuleName{"gpt5"}}, stableRef); p == nil || p.Reason != rolloutsv1.ReasonRuleNotFound {
-		t.Fatalf("missing rule: got %+v", p)
+	reasons := func(ps []problem) []string {
+		var out []string
+		for _, p := range ps {
+			out = append(out, p.Reason)
+		}
+		return out
 	}
-	if _, p := managedRules(route, rolloutsv1.RouteTarget{Rules: []rolloutsv1.RuleName{"claude"}}, stableRef); p == nil || p.Reason != rolloutsv1.ReasonStableNotReferenced {
-		t.Fatalf("rule without stable: got %+v", p)
+	rules, ps := managedRules(route, rolloutsv1.RouteTarget{Rules: []rolloutsv1.RuleName{"gpt5"}}, stableRef, "gpt4")
+	if len(rules) != 0 || !reflect.DeepEqual(reasons(ps), []string{rolloutsv1.ReasonRuleNotFound}) {
+		t.Fatalf("missing rule: got %v %+v", rules, ps)
+	}
+	if _, ps := managedRules(route, rolloutsv1.RouteTarget{Rules: []rolloutsv1.RuleName{"claude"}}, stableRef, "gpt4"); !reflect.DeepEqual(reasons(ps), []string{rolloutsv1.ReasonStableNotReferenced}) {
+		t.Fatalf("rule without stable: got %+v", ps)
+	}
+	// Partial: the named rule that resolves is still managed, the other is
+	// reported.
+	rules, ps = managedRules(route, rolloutsv1.RouteTarget{Rules: []rolloutsv1.RuleName{"gpt4", "gpt5"}}, stableRef, "gpt4")
+	if !reflect.DeepEqual(rules, []int{0}) || !reflect.DeepEqual(reasons(ps), []string{rolloutsv1.ReasonRuleNotFound}) {
+		t.Fatalf("partial: got %v %+v", rules, ps)
 	}
 	other := rolloutsv1.BackendRef{Kind: rolloutsv1.BackendKindService, Name: "nope", Port: ptr.To[int32](8000)}
-	if _, p := managedRules(route, rolloutsv1.RouteTarget{}, other); p == nil || p.Reason != rolloutsv1.ReasonStableNotReferenced {
-		t.Fatalf("route without stable: got %+v", p)
+	if _, ps := managedRules(route, rolloutsv1.RouteTarget{}, other, "gpt4"); !reflect.DeepEqual(reasons(ps), []string{rolloutsv1.ReasonStableNotReferenced}) {
+		t.Fatalf("route without stable: got %+v", ps)
 	}
 	wrongPort := stableRef
 	wrongPort.Port = ptr.To[int32](9000)
-	if _, p := managedRules(route, rolloutsv1.RouteTarget{}, wrongPort); p == nil {
+	if _, ps := managedRules(route, rolloutsv1.RouteTarget{}, wrongPort, "gpt4"); len(ps) == 0 {
 		t.Fatal("a backendRef on another port must not count as the stable backend")
+	}
+
+	// A rule this rollout owns that no longer references the stable
+	// backend is reported; the others stay managed.
+	route.Annotations = map[string]string{rolloutsv1.AnnotationRuleOwners: `{"gpt4":"gpt4","health":"gpt4","claude":"other"}`}
+	route.Spec.Rules[3].BackendRefs = route.Spec.Rules[3].BackendRefs[:0]
+	rules, ps = managedRules(route, rolloutsv1.RouteTarget{}, stableRef, "gpt4")
+	if !reflect.DeepEqual(rules, []int{0}) || len(ps) != 1 || !strings.Contains(ps[0].Message, "rule health of HTTPRoute model-header-routing, managed by this rollout, no longer references") {
+		t.Fatalf("owned rule lost stable: got %v %+v", rules, ps)
 	}
 }
 
 func TestRetireAndRollbackOps(t *testing.T) {
 	route, doc := loadRoute(t, "ab-test.yaml")
-	rules, _ := managedRules(route, rolloutsv1.RouteTarget{}, stableRef)
-	v3 := rolloutsv1.BackendRef{Kind: rolloutsv1.BackendKindService, Name: "vllm-gpt4-v3", Port: ptr.To[int32](8000)}
+	rules, _ := managedRules(route, rolloutsv1.RouteTarget{}, stableRef, "gpt4")
 
-	// Before the new canary starts, only the retired canary is zeroed.
-	ops, _ := weightOps(route, rules, weights{Stable: stableRef, Canary: v3, Retire: []rolloutsv1.BackendRef{canaryRef}, RetireOnly: true})
+	// Retiring a canary before the next starts: the retired canary is
+	// zeroed and the stable holds all traffic.
+	ops, _ := weightOps(route, rules, weights{Stable: stableRef, HoldStable: true, Retire: []rolloutsv1.BackendRef{canaryRef}})
 	patched := applyOps(t, doc, ops)
-	want := [][]string{{"vllm-gpt4-v1=unset"}, {"vllm-gpt4-experiment=unset"}, {"vllm-gpt4-v1=90", "vllm-gpt4-v2=0"}}
+	want := [][]string{{"vllm-gpt4-v1=100"}, {"vllm-gpt4-experiment=unset"}, {"vllm-gpt4-v1=100", "vllm-gpt4-v2=0"}}
 	if got := weightsOf(t, patched); !reflect.DeepEqual(got, want) {
 		t.Fatalf("retire:\n got %v\nwant %v", got, want)
 	}
 
 	// A rollback holds the canary at 0 and the stable at 100, and never adds
 	// a canary backendRef to rules that have none.
-	ops, _ = weightOps(route, rules, weights{Stable: stableRef, Canary: canaryRef, CanaryWeight: 0})
+	ops, _ = weightOps(route, rules, weights{Stable: stableRef, Canary: &canaryRef, CanaryWeight: 0})
 	patched = applyOps(t, doc, ops)
-	want = [][]string{{"vllm-gpt4-v1=100"}, {"vllm-gpt4-experiment=unset"}, {"vllm-gpt4-v1=100", "vllm-gpt4-v2=0"}}
 	if got := weightsOf(t, patched); !reflect.DeepEqual(got, want) {
 		t.Fatalf("rollback:\n got %v\nwant %v", got, want)
 	}
+
+	// A canary on a new port retires the backendRef on the old one only.
+	newPort := canaryRef
+	newPort.Port = ptr.To[int32](8080)
+	ops, _ = weightOps(route, rules, weights{Stable: stableRef, Canary: &newPort, CanaryWeight: 10, Retire: []rolloutsv1.BackendRef{canaryRef}})
+	patched = applyOps(t, doc, ops)
+	want = [][]string{{"vllm-gpt4-v1=90", "vllm-gpt4-v2=10"}, {"vllm-gpt4-experiment=unset"}, {"vllm-gpt4-v1=90", "vllm-gpt4-v2=0", "vllm-gpt4-v2=10"}}
+	if got := weightsOf(t, patched); !reflect.DeepEqual(got, want) {
+		t.Fatalf("port change:\n got %v\nwant %v", got, want)
+	}
 }
 
-func TestPatchBodyTestsResourceVersion(t *testing.T) {
+func TestIntentOf(t *testing.T) {
+	st := &rolloutsv1.ModelRolloutStatus{}
+	if intentOf(st).holds() {
+		t.Fatal("an Idle status holds nothing")
+	}
+	st.Stable, st.Canary, st.Phase = &stableRef, &canaryRef, rolloutsv1.PhaseWaiting
+	if intentOf(st).holds() {
+		t.Fatal("a rollout before its first step holds nothing")
+	}
+	st.Retiring = []rolloutsv1.BackendRef{{Name: "vllm-gpt4-v0", Port: ptr.To[int32](8000)}}
+	if w := intentOf(st); w.Canary != nil || !w.HoldStable || len(w.Retire) != 1 {
+		t.Fatalf("a retirement before the first step holds stable at 100: %+v", w)
+	}
+	st.CurrentStepIndex, st.CanaryWeight = ptr.To[int32](1), 25
+	if w := intentOf(st); w.Canary == nil || w.CanaryWeight != 25 || w.HoldStable || len(w.Retire) != 1 {
+		t.Fatalf("a started step holds stable and canary: %+v", w)
+	}
+}
+
+func TestOwnerOps(t *testing.T) {
+	route, doc := loadRoute(t, "header-routing.yaml")
+	route.Annotations = nil
+	ops := ownerOps(route, "gpt4", []int{0, 3})
+	patched := applyOps(t, doc, ops)
+	got := &gatewayv1.HTTPRoute{}
+	if err := json.Unmarshal(patched, got); err != nil {
+		t.Fatal(err)
+	}
+	if owners := ruleOwners(got); !reflect.DeepEqual(owners, map[string]string{"gpt4": "gpt4", "health": "gpt4"}) {
+		t.Fatalf("claim: %v", owners)
+	}
+	if len(ownerOps(got, "gpt4", []int{0, 3})) != 0 {
+		t.Fatal("claiming again must be a no-op")
+	}
+	// Another rollout's entries survive a claim and a release.
+	got.Annotations[rolloutsv1.AnnotationRuleOwners] = `{"claude":"claude","gpt4":"gpt4","health":"gpt4"}`
+	doc2, _ := json.Marshal(got)
+	released := applyOps(t, doc2, ownerOps(got, "gpt4", nil))
+	after := &gatewayv1.HTTPRoute{}
+	if err := json.Unmarshal(released, after); err != nil {
+		t.Fatal(err)
+	}
+	if owners := ruleOwners(after); !reflect.DeepEqual(owners, map[string]string{"claude": "claude"}) {
+		t.Fatalf("release: %v", owners)
+	}
+	// The last release removes the annotation.
+	final := applyOps(t, released, ownerOps(after, "claude", nil))
+	after = &gatewayv1.HTTPRoute{}
+	if err := json.Unmarshal(final, after); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := after.Annotations[rolloutsv1.AnnotationRuleOwners]; ok {
+		t.Fatal("the annotation must go with its last entry")
+	}
+	// Unnamed rules are keyed by index.
+	unnamed, _ := loadRoute(t, "ab-test.yaml")
+	unnamed.Spec.Rules[0].Name = nil
+	if k := ruleKey(unnamed, 0); k != "#0" {
+		t.Fatalf("unnamed rule key %q", k)
+	}
+}
+
+func TestPatchBodyPinsResourceVersion(t *testing.T) {
 	body, err := patchBody("42", []patchOp{{Op: "add", Path: "/spec/rules/0/backendRefs/0/weight", Value: int32(90)}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := `[{"op":"test","path":"/metadata/resourceVersion","value":"42"},{"op":"add","path":"/spec/rules/0/backendRefs/0/weight","value":90}]`
+	want := `[{"op":"replace","path":"/metadata/resourceVersion","value":"42"},{"op":"add","path":"/spec/rules/0/backendRefs/0/weight","value":90}]`
 	if string(body) != want {
 		t.Fatalf("got %s", body)
 	}

@@ -197,8 +197,9 @@ func startOperatorOn(metricsAddr string, opts ...func(*ModelRolloutReconciler, c
 	})
 	Expect(err).NotTo(HaveOccurred())
 	r := &ModelRolloutReconciler{
-		Client:   mgr.GetClient(),
-		Recorder: mgr.GetEventRecorder("modelrollout-controller"),
+		Client:    mgr.GetClient(),
+		APIReader: mgr.GetAPIReader(),
+		Recorder:  mgr.GetEventRecorder("modelrollout-controller"),
 	}
 	for _, o := range opts {
 		o(r, mgr)

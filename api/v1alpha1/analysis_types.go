@@ -11,6 +11,7 @@ type Analysis struct {
 	//
 	// +optional
 	// +kubebuilder:default="1m"
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s')",message="interval must be at least 1s: gates are queried once per interval, and Prometheus scrapes every 15s or so"
 	Interval Duration `json:"interval,omitempty"`
 
 	// prometheus says where the gates are queried. When absent, the operator's

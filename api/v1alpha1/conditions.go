@@ -21,6 +21,12 @@ const (
 	// ConditionCanaryAvailable is True when the canary backend exists and has
 	// ready endpoints.
 	ConditionCanaryAvailable = "CanaryAvailable"
+	// ConditionRoutesApplied is True when every managed rule that resolves
+	// carries the weights the rollout decided; False while a write is pending
+	// (Pending), when the API server rejects the patch (PatchRejected), when
+	// another field manager keeps changing the weights back (Contended), or
+	// when another rollout manages a rule (RouteConflict).
+	ConditionRoutesApplied = "RoutesApplied"
 	// ConditionGatesPassing is True when the latest evaluation of every gate
 	// passed; False with the failing or holding gate named otherwise.
 	ConditionGatesPassing = "GatesPassing"
@@ -48,6 +54,26 @@ const (
 	ReasonStableNotReferenced = "StableNotReferenced"
 	// ReasonRuleNotFound: a rule named in spec.routes[].rules is absent.
 	ReasonRuleNotFound = "RuleNotFound"
+	// ReasonRouteConflict: another rollout manages a rule this rollout
+	// would manage; the message names it. Nothing is written until the rule
+	// is free.
+	ReasonRouteConflict = "RouteConflict"
+	// ReasonApplied: every managed rule carries the decided weights.
+	ReasonApplied = "Applied"
+	// ReasonPending: the decided weights are being written.
+	ReasonPending = "Pending"
+	// ReasonPatchRejected: the API server (or an admission policy or
+	// webhook) rejected the route patch; the message is the API server's.
+	ReasonPatchRejected = "PatchRejected"
+	// ReasonContended: another field manager keeps changing the managed
+	// weights back; the controller corrects them with exponential backoff.
+	ReasonContended = "Contended"
+	// ReasonCanaryHoldsAllTraffic: the canary of the finished rollout holds
+	// 100% of traffic and spec.stable still names the old stable, so a new
+	// or removed canary moves nothing until spec.stable is updated.
+	ReasonCanaryHoldsAllTraffic = "CanaryHoldsAllTraffic"
+	// ReasonRetiring: a removed canary's traffic is being returned to stable.
+	ReasonRetiring = "Retiring"
 	// ReasonResolved: all routes and rules resolved.
 	ReasonResolved = "Resolved"
 	// ReasonBackendNotFound: the canary Service or InferencePool does not exist.
@@ -83,6 +109,10 @@ const (
 	// ReasonProgressDeadlineExceeded: preconditions stayed unmet past
 	// spec.progressDeadline.
 	ReasonProgressDeadlineExceeded = "ProgressDeadlineExceeded"
+	// ReasonCanaryUnavailable: the canary lost its backend or all its ready
+	// endpoints while it had traffic, for longer than
+	// spec.canaryUnavailableGrace.
+	ReasonCanaryUnavailable = "CanaryUnavailable"
 	// ReasonInconclusive: gates held without a verdict past inconclusiveLimit.
 	ReasonInconclusive = "InconclusiveAnalysis"
 )

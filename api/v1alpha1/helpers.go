@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strconv"
 	"time"
+	"unicode/utf8"
 )
 
 // Parse returns the duration. The CRD schema guarantees the syntax of stored
@@ -64,4 +65,26 @@ func (s *ModelRolloutSpec) Revision() string {
 		return ""
 	}
 	return s.Stable.String() + " -> " + s.Canary.String()
+}
+
+// Truncate cuts s to at most n bytes without splitting a UTF-8 sequence,
+// ending it with "..." when cut. n bytes are at most n characters, so the
+// result fits a CRD maxLength of n.
+func Truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	const ellipsis = "..."
+	if n <= len(ellipsis) {
+		cut := n
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+		return s[:cut]
+	}
+	cut := n - len(ellipsis)
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + ellipsis
 }

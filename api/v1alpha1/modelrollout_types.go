@@ -69,6 +69,37 @@ type ModelRolloutSpec struct {
 	// +optional
 	Analysis *Analysis `json:"analysis,omitempty"`
 
+	// deletionPolicy says what deleting the rollout does to the routes while
+	// its canary holds traffic (Waiting after the first step, Progressing or
+	// Paused). ReturnToStable (the default) sets every managed rule back to
+	// the stable backend before the rollout goes away, through the
+	// finalizer rollouts.modelrollout.io/routes. KeepWeights leaves the
+	// weights as they are. Deleting an Idle, Succeeded or RolledBack rollout
+	// never changes a weight, whatever this says.
+	//
+	// +optional
+	// +kubebuilder:default=ReturnToStable
+	DeletionPolicy DeletionPolicy `json:"deletionPolicy,omitempty"`
+
+	// allowStableSwing lets the rollout send traffic back to spec.stable from
+	// a canary that holds 100% of it, when spec.canary is replaced or removed
+	// while spec.stable still names the old stable. Off by default: the stable
+	// of a finished rollout may be scaled down, so the rollout waits (reason
+	// CanaryHoldsAllTraffic) until spec.stable names the backend that serves
+	// the traffic.
+	//
+	// +optional
+	AllowStableSwing bool `json:"allowStableSwing,omitempty"`
+
+	// canaryUnavailableGrace is how long a canary that already has traffic may
+	// be unavailable (its Service gone or without ready endpoints, its
+	// InferencePool gone or refused by a gateway) before the rollout rolls
+	// back with reason CanaryUnavailable.
+	//
+	// +optional
+	// +kubebuilder:default="30s"
+	CanaryUnavailableGrace *Duration `json:"canaryUnavailableGrace,omitempty"`
+
 	// rollbackOnAlerts rolls the rollout back as soon as the operator's
 	// Alertmanager receiver gets a firing alert whose labels include all of
 	// these. Alerts that carry the labels modelrollout=<name> and
@@ -77,6 +108,31 @@ type ModelRolloutSpec struct {
 	// +optional
 	RollbackOnAlerts *AlertSelector `json:"rollbackOnAlerts,omitempty"`
 }
+
+// DeletionPolicy says what deleting a rollout does to the routes.
+//
+// +kubebuilder:validation:Enum=ReturnToStable;KeepWeights
+type DeletionPolicy string
+
+const (
+	// DeletionReturnToStable returns the canary's traffic to stable before the
+	// rollout is deleted.
+	DeletionReturnToStable DeletionPolicy = "ReturnToStable"
+	// DeletionKeepWeights leaves the weights as they are.
+	DeletionKeepWeights DeletionPolicy = "KeepWeights"
+)
+
+// FinalizerRoutes is the finalizer through which a deleted rollout returns
+// its canary's traffic to stable. It never blocks deletion when the routes
+// are gone or the namespace is being deleted.
+const FinalizerRoutes = "rollouts.modelrollout.io/routes"
+
+// AnnotationRuleOwners, on an HTTPRoute, records which rollout manages each
+// rule: a JSON object from rule key (the rule's name, or "#<index>" for an
+// unnamed rule) to rollout name. The rollout writes its entries in the same
+// patch as its first weights and removes them when it goes Idle, so at most
+// one rollout manages a rule; a second one waits with reason RouteConflict.
+const AnnotationRuleOwners = "rollouts.modelrollout.io/rule-owners"
 
 // RouteTarget names one HTTPRoute and, optionally, the rules of it to manage.
 type RouteTarget struct {
@@ -204,11 +260,27 @@ type ModelRolloutStatus struct {
 	// +kubebuilder:validation:MaxLength=1024
 	Revision string `json:"revision,omitempty"`
 
-	// canary is the canary backend of this revision, kept so that a canary
-	// replaced mid-rollout is taken out of traffic before the new one starts.
+	// stable is the stable backend of this revision. The managed rules give it
+	// 100 - canaryWeight.
+	//
+	// +optional
+	Stable *BackendRef `json:"stable,omitempty"`
+
+	// canary is the canary backend of this revision. The managed rules give it
+	// canaryWeight once the first step has started.
 	//
 	// +optional
 	Canary *BackendRef `json:"canary,omitempty"`
+
+	// retiring lists backends that had traffic in an earlier revision (a
+	// replaced or removed canary, a replaced stable) and are held at weight 0
+	// in the managed rules until the routes show it. Together with stable,
+	// canary and canaryWeight, it says everything the routes must become.
+	//
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=8
+	Retiring []BackendRef `json:"retiring,omitempty"`
 
 	// currentStepIndex is the zero-based index into spec.steps of the step in
 	// force. Absent before the first step has started.
@@ -251,6 +323,13 @@ type ModelRolloutStatus struct {
 	//
 	// +optional
 	WaitingSince *metav1.Time `json:"waitingSince,omitempty"`
+
+	// canaryUnavailableSince is when the canary was first seen unavailable
+	// while it had traffic, while it still is. spec.canaryUnavailableGrace
+	// counts from here.
+	//
+	// +optional
+	CanaryUnavailableSince *metav1.Time `json:"canaryUnavailableSince,omitempty"`
 
 	// message is a human-readable summary of the current state.
 	//
@@ -361,9 +440,12 @@ const (
 	// PhaseIdle: spec.canary is absent; the rollout manages nothing and the
 	// routes are left as they are.
 	PhaseIdle Phase = "Idle"
-	// PhaseWaiting: a canary is declared but a precondition is unmet (a route
-	// is missing or does not reference the stable backend, the canary has no
-	// ready endpoints, a gate is invalid). No weight is changed while waiting.
+	// PhaseWaiting: a precondition is unmet (a route is missing or does not
+	// reference the stable backend, another rollout manages the rule, the
+	// canary has no ready endpoints, a gate is invalid), or the rollout is
+	// returning a removed canary's traffic to stable before it goes Idle. No
+	// step advances while waiting; a canary that already has traffic keeps
+	// its share until the progress deadline or the unavailability grace.
 	PhaseWaiting Phase = "Waiting"
 	// PhaseProgressing: the canary receives its step's share and the schedule
 	// advances as pauses elapse and gates pass.

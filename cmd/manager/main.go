@@ -114,8 +114,9 @@ func setup(ctx context.Context, mgr ctrl.Manager, workers int, promAddress strin
 		}
 	}
 	return (&controllers.ModelRolloutReconciler{
-		Client:   mgr.GetClient(),
-		Recorder: mgr.GetEventRecorder("modelrollout-controller"),
+		Client:    mgr.GetClient(),
+		APIReader: mgr.GetAPIReader(),
+		Recorder:  mgr.GetEventRecorder("modelrollout-controller"),
 		Gates: &controllers.PrometheusGates{
 			Secrets:        mgr.GetAPIReader(),
 			Clients:        analysis.NewClientCache(256),

@@ -1,0 +1,149 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+
+	rolloutsv1 "github.com/modelrollout/modelrollout/api/v1alpha1"
+)
+
+// deletionWeights is what a deleted rollout leaves in its routes: its
+// canary's traffic (and any retiring backend's) back on stable while the
+// canary holds traffic mid-rollout and spec.deletionPolicy is
+// ReturnToStable; nothing otherwise. An Idle, Succeeded or RolledBack
+// rollout, or one that holds a finished canary at 100% (waiting for
+// spec.stable to move), changes no weight.
+func deletionWeights(ro *rolloutsv1.ModelRollout) weights {
+	st := &ro.Status
+	if ro.Spec.DeletionPolicy == rolloutsv1.DeletionKeepWeights || st.Stable == nil {
+		return weights{}
+	}
+	switch st.Phase {
+	case rolloutsv1.PhaseWaiting, rolloutsv1.PhaseProgressing, rolloutsv1.PhasePaused:
+	default:
+		return weights{}
+	}
+	if c := meta.FindStatusCondition(st.Conditions, rolloutsv1.ConditionStalled); c != nil && c.Reason == rolloutsv1.ReasonCanaryHoldsAllTraffic {
+		return weights{}
+	}
+	retire := append([]rolloutsv1.BackendRef(nil), st.Retiring...)
+	if st.Canary != nil && st.CurrentStepIndex != nil && !sameRef(*st.Canary, *st.Stable) {
+		retire = append(retire, *st.Canary)
+	}
+	if len(retire) == 0 {
+		return weights{}
+	}
+	return weights{Stable: *st.Stable, HoldStable: true, Retire: retire}
+}
+
+// finalize runs when a rollout is deleted: it returns the canary's traffic
+// to stable (see deletionWeights), releases the rules the rollout owns, and
+// removes the finalizer. It never blocks when the routes are gone or the
+// namespace is being deleted; it does wait, with a condition, while the API
+// server rejects the patch.
+func (r *ModelRolloutReconciler) finalize(ctx context.Context, ro *rolloutsv1.ModelRollout) (ctrl.Result, error) {
+	if !controllerutil.ContainsFinalizer(ro, rolloutsv1.FinalizerRoutes) {
+		return ctrl.Result{}, nil
+	}
+	logger := log.FromContext(ctx)
+	terminating, err := r.namespaceTerminating(ctx, ro.Namespace)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if !terminating {
+		if err := r.releaseRoutes(ctx, ro); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
+	if err := r.patchFinalizers(ctx, ro, func() { controllerutil.RemoveFinalizer(ro, rolloutsv1.FinalizerRoutes) }); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	logger.Info("Finalized deleted ModelRollout", "namespaceTerminating", terminating)
+	r.writes.forget(client.ObjectKeyFromObject(ro))
+	return ctrl.Result{}, nil
+}
+
+// namespaceTerminating says whether the rollout's namespace is being deleted
+// (or is gone), when the routes go with it.
+func (r *ModelRolloutReconciler) namespaceTerminating(ctx context.Context, name string) (bool, error) {
+	if r.APIReader == nil {
+		return false, nil
+	}
+	ns := &corev1.Namespace{}
+	err := r.APIReader.Get(ctx, types.NamespacedName{Name: name}, ns)
+	switch {
+	case apierrors.IsNotFound(err):
+		return true, nil
+	case err != nil:
+		return false, fmt.Errorf("get Namespace %s: %w", name, err)
+	}
+	return !ns.DeletionTimestamp.IsZero() || ns.Status.Phase == corev1.NamespaceTerminating, nil
+}
+
+// releaseRoutes writes the deletion weights and removes the rollout from
+// the rule-owners annotations of its routes.
+func (r *ModelRolloutReconciler) releaseRoutes(ctx context.Context, ro *rolloutsv1.ModelRollout) error {
+	routes, err := r.observeRoutes(ctx, ro)
+	if err != nil {
+		return err
+	}
+	w := deletionWeights(ro)
+	if routes.Conflict != nil {
+		w = weights{} // another rollout owns a rule: only release
+	}
+	var rejections []string
+	var errs []error
+	for _, m := range routes.Found {
+		var ops []patchOp
+		var changes []string
+		if w.holds() {
+			ops, changes = weightOps(m.Route, m.Rules, w)
+		}
+		ops = append(ops, ownerOps(m.Route, ro.Name, nil)...)
+		if len(ops) == 0 {
+			continue
+		}
+		body, err := patchBody(m.Route.ResourceVersion, ops)
+		if err != nil {
+			return err
+		}
+		route := m.Route.DeepCopy()
+		err = r.Patch(ctx, route, client.RawPatch(types.JSONPatchType, body), client.FieldOwner(FieldOwner))
+		switch {
+		case err == nil:
+			if len(changes) > 0 {
+				log.FromContext(ctx).Info("Returned the deleted rollout's traffic to stable", "route", route.Name, "changes", describeChanges(changes))
+				r.event(ro, event{Warning: true, Reason: "TrafficReturnedOnDelete", Message: fmt.Sprintf("Rollout deleted mid-rollout: HTTPRoute %s set to %s", route.Name, describeIntent(w))})
+			}
+		case apierrors.IsNotFound(err):
+		case patchRejected(err):
+			rejections = append(rejections, fmt.Sprintf("HTTPRoute %s: %s", route.Name, apiMessage(err)))
+		default:
+			errs = append(errs, fmt.Errorf("patch HTTPRoute %s/%s: %w", route.Namespace, route.Name, err))
+		}
+	}
+	if len(rejections) > 0 {
+		msg := "Deletion waits: returning the canary's traffic to stable was rejected: " + strings.Join(rejections, "; ")
+		st := ro.Status.DeepCopy()
+		meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: rolloutsv1.ConditionRoutesApplied, Status: metav1.ConditionFalse,
+			Reason: rolloutsv1.ReasonPatchRejected, Message: truncate(msg, maxConditionMessage), ObservedGeneration: ro.Generation})
+		st.Message = truncate(msg, maxMessage)
+		if err := r.patchStatus(ctx, ro, *st); err != nil {
+			errs = append(errs, err)
+		}
+		errs = append(errs, errors.New(msg))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,51 @@
+package controllers
+
+import (
+	rolloutsv1 "github.com/modelrollout/modelrollout/api/v1alpha1"
+)
+
+// Bounds of the status strings, from the CRD (maxLength). A status with a
+// longer string is rejected whole by the API server, rollbacks included, so
+// every string is cut to its bound before a status is written.
+const (
+	maxMessage          = 1024
+	maxRevision         = 1024
+	maxStep             = 16
+	maxRollbackReason   = 64
+	maxToken            = 256
+	maxConditionMessage = 32768
+	maxGateName         = 63
+	maxGateValue        = 64
+	maxGateThreshold    = 128
+	maxGateMessage      = 512
+	maxMeasureMessage   = 256
+)
+
+// clampStatus cuts every string of the status to its CRD bound, without
+// splitting a UTF-8 sequence.
+func clampStatus(st *rolloutsv1.ModelRolloutStatus) {
+	st.Message = truncate(st.Message, maxMessage)
+	st.Revision = truncate(st.Revision, maxRevision)
+	st.Step = truncate(st.Step, maxStep)
+	st.LastHandledPromote = truncate(st.LastHandledPromote, maxToken)
+	st.LastHandledAbort = truncate(st.LastHandledAbort, maxToken)
+	st.LastHandledRetry = truncate(st.LastHandledRetry, maxToken)
+	if rb := st.Rollback; rb != nil {
+		rb.Reason = truncate(rb.Reason, maxRollbackReason)
+		rb.Message = truncate(rb.Message, maxMessage)
+	}
+	for i := range st.Conditions {
+		st.Conditions[i].Message = truncate(st.Conditions[i].Message, maxConditionMessage)
+	}
+	for i := range st.Gates {
+		g := &st.Gates[i]
+		g.Name = truncate(g.Name, maxGateName)
+		g.Value = truncate(g.Value, maxGateValue)
+		g.Threshold = truncate(g.Threshold, maxGateThreshold)
+		g.Message = truncate(g.Message, maxGateMessage)
+		for j := range g.History {
+			g.History[j].Value = truncate(g.History[j].Value, maxGateValue)
+			g.History[j].Message = truncate(g.History[j].Message, maxMeasureMessage)
+		}
+	}
+}

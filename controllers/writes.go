@@ -1,0 +1,217 @@
+package controllers
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+
+	rolloutsv1 "github.com/modelrollout/modelrollout/api/v1alpha1"
+)
+
+// Route writes that did not stick: patches the API server rejected, and
+// weights that another field manager keeps changing back. Both are kept in
+// memory per rollout; what the user must see of them goes into status
+// through the next decision (observation.Rejected and .Contended). After a
+// restart the first write fails again, or the first drift starts a new
+// episode, so nothing depends on this memory for safety.
+
+// Backoff bounds.
+const (
+	rejectRetryMin = time.Second
+	rejectRetryMax = 5 * time.Minute
+	fightDelayMin  = time.Second
+	fightDelayMax  = 5 * time.Minute
+	// fightQuiet is the least time the routes must stay as decided before a
+	// drift starts a new episode instead of continuing the last one.
+	fightQuiet = 30 * time.Second
+)
+
+type writeState struct {
+	mu       sync.Mutex
+	rejected map[types.NamespacedName]*rejection
+	fights   map[types.NamespacedName]*fight
+}
+
+type rejection struct {
+	message  string
+	attempts int
+}
+
+// fight is one episode of another field manager changing the managed
+// weights back.
+type fight struct {
+	since, lastDrift, nextAt time.Time
+	// corrections made so far in the episode.
+	corrections int
+	manager     string
+}
+
+// backoffDelay is min·2^(n-1), at most max; 0 for n = 0.
+func backoffDelay(n int, lo, hi time.Duration) time.Duration {
+	if n <= 0 {
+		return 0
+	}
+	d := lo
+	for i := 1; i < n && d < hi; i++ {
+		d *= 2
+	}
+	return min(d, hi)
+}
+
+func (w *writeState) rejection(key types.NamespacedName) *problem {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if r := w.rejected[key]; r != nil {
+		return &problem{Reason: rolloutsv1.ReasonPatchRejected, Message: r.message}
+	}
+	return nil
+}
+
+// reject records a rejected patch and returns when to try again.
+func (w *writeState) reject(key types.NamespacedName, msg string) time.Duration {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.rejected == nil {
+		w.rejected = map[types.NamespacedName]*rejection{}
+	}
+	r := w.rejected[key]
+	if r == nil {
+		r = &rejection{}
+		w.rejected[key] = r
+	}
+	r.message = msg
+	r.attempts++
+	return backoffDelay(r.attempts, rejectRetryMin, rejectRetryMax)
+}
+
+// accepted forgets a past rejection once the routes took the patch.
+func (w *writeState) accepted(key types.NamespacedName) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	delete(w.rejected, key)
+}
+
+func (w *writeState) forget(key types.NamespacedName) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	delete(w.rejected, key)
+	delete(w.fights, key)
+}
+
+// inFight says whether a drift episode is open.
+func (w *writeState) inFight(key types.NamespacedName) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.fights[key] != nil
+}
+
+// drift records that the routes differ from the decision. It returns the
+// episode, whether this drift opened it, and how long the correction must
+// wait (0: correct now, which counts as a correction).
+func (w *writeState) drift(key types.NamespacedName, now time.Time, manager string) (f fight, opened bool, wait time.Duration) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.fights == nil {
+		w.fights = map[types.NamespacedName]*fight{}
+	}
+	cur := w.fights[key]
+	if cur == nil || now.Sub(cur.lastDrift) >= max(fightQuiet, 2*backoffDelay(cur.corrections, fightDelayMin, fightDelayMax)) {
+		cur = &fight{since: now}
+		w.fights[key] = cur
+		opened = true
+	}
+	cur.lastDrift = now
+	if manager != "" {
+		cur.manager = manager
+	}
+	if now.Before(cur.nextAt) {
+		return *cur, opened, cur.nextAt.Sub(now)
+	}
+	cur.corrections++
+	cur.nextAt = now.Add(backoffDelay(cur.corrections, fightDelayMin, fightDelayMax))
+	return *cur, opened, 0
+}
+
+// checkDrift compares the routes with what the last decision wanted. A
+// difference the rollout had already seen applied (RoutesApplied True, or an
+// open episode) is another writer's change: the first one of an episode is
+// recorded as one Warning Event naming the other field manager, and each
+// further correction waits twice as long as the one before, so that a tool
+// that keeps writing its own weights meets a bounded write rate instead of a
+// loop. It returns how long the correction waits, and sets obs.Contended
+// meanwhile.
+func (r *ModelRolloutReconciler) checkDrift(ctx context.Context, ro *rolloutsv1.ModelRollout, obs *observation) time.Duration {
+	key := types.NamespacedName{Namespace: ro.Namespace, Name: ro.Name}
+	before := intentOf(&ro.Status)
+	if !before.holds() || obs.Conflict != nil || len(obs.Found) == 0 || obs.carries(before) {
+		return 0
+	}
+	applied := meta.IsStatusConditionTrue(ro.Status.Conditions, rolloutsv1.ConditionRoutesApplied)
+	if !applied && !r.writes.inFight(key) {
+		// The rollout's own write has not landed yet (a crash or a failed
+		// patch after the status write): not drift.
+		return 0
+	}
+	manager, changes := otherWriter(obs.Found, before)
+	f, opened, wait := r.writes.drift(key, obs.Now, manager)
+	who := "another writer"
+	if f.manager != "" {
+		who = fmt.Sprintf("field manager %q", f.manager)
+	}
+	if opened {
+		r.event(ro, event{Warning: true, Reason: "WeightDriftCorrected", Message: fmt.Sprintf(
+			"HTTPRoute weights were changed by %s (%s); restoring %s. Further changes in this episode are corrected with exponential backoff (up to %s)",
+			who, changes, describeIntent(before), fightDelayMax)})
+	}
+	log.FromContext(ctx).Info("HTTPRoute weights changed outside the rollout", "by", f.manager, "changes", changes, "corrections", f.corrections, "wait", wait)
+	if wait > 0 {
+		obs.Contended = &problem{Reason: rolloutsv1.ReasonContended, Message: fmt.Sprintf(
+			"%s changed the managed weights back %d times since %s; next correction at %s. Exclude the weights from that tool's sync (see config/argocd) to end this",
+			who, f.corrections, f.since.UTC().Format(time.RFC3339), f.nextAt.UTC().Format(time.RFC3339))}
+	}
+	return wait
+}
+
+// otherWriter names the field manager that most recently changed the spec
+// of a route that differs from the weights, from its managedFields, and
+// describes the difference.
+func otherWriter(found []managedRoute, w weights) (manager, changes string) {
+	var latest time.Time
+	var all []string
+	for _, m := range found {
+		ops, ch := weightOps(m.Route, m.Rules, w)
+		if len(ops) == 0 {
+			continue
+		}
+		all = append(all, fmt.Sprintf("HTTPRoute %s: %s", m.Route.Name, describeChanges(ch)))
+		for _, mf := range m.Route.ManagedFields {
+			if mf.Manager == FieldOwner || mf.FieldsV1 == nil || !bytes.Contains(mf.FieldsV1.Raw, []byte(`"f:spec"`)) {
+				continue
+			}
+			if t := mf.Time; t != nil && (manager == "" || t.After(latest)) {
+				latest = t.Time
+				manager = mf.Manager
+			} else if t == nil && manager == "" {
+				manager = mf.Manager
+			}
+		}
+	}
+	return manager, joinChanges(all)
+}
+
+func joinChanges(parts []string) string {
+	var b bytes.Buffer
+	for i, p := range parts {
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		b.WriteString(p)
+	}
+	return b.String()
+}
