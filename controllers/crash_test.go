@@ -37,11 +37,13 @@ import (
 // fault (C), then, for every N from 1 to min(C, crashMaxWrites):
 //   (a) fails the N-th write with an API error; the operator goes on;
 //   (b) fails the N-th write and cancels the operator's manager (a crash);
+//   (c) lets the N-th write land but answers it with an error, as when the
+//       response is lost (a timeout); the operator goes on;
 // and finally starts a clean operator and checks every case.
 //
 // To keep the run short, all cases of one transition live side by side in
 // their own namespaces: one operator sets them all up, one measures the
-// fault-free count and runs every (a) case at once (each namespace fails at
+// fault-free count and runs every (a) and (c) case at once (each namespace fails at
 // its own N), and each (b) case gets its own crashing operator that sees only
 // its namespace. One clean operator then recovers them all.
 
@@ -67,6 +69,11 @@ type faultPlan struct {
 	crash     func()
 	crashed   bool
 	target    map[string]int
+	// lost lists the namespaces whose faulted write lands (variant c).
+	lost map[string]bool
+	// unreached lists the namespaces whose transition settled with fewer
+	// writes than their N in this run (a stale read that did not recur).
+	unreached map[string]bool
 	last      time.Time
 	counts    map[string]int
 	fired     map[string]string
@@ -74,7 +81,7 @@ type faultPlan struct {
 }
 
 func newFaultPlan() *faultPlan {
-	return &faultPlan{target: map[string]int{}, counts: map[string]int{}, fired: map[string]string{}, writes: map[string][]string{}}
+	return &faultPlan{target: map[string]int{}, lost: map[string]bool{}, unreached: map[string]bool{}, counts: map[string]int{}, fired: map[string]string{}, writes: map[string][]string{}}
 }
 
 // arm fails the n-th write in namespace ns (counted from the operator's start).
@@ -113,19 +120,38 @@ func (f *faultPlan) log(ns string) []string {
 	return slices.Clone(f.writes[ns])
 }
 
-// unfired lists the namespaces whose fault has not fired yet.
-func (f *faultPlan) unfired(nss []string) func() []string {
+// unfired lists the namespaces whose fault has not fired yet. A namespace
+// whose transition settled, quiet for a second, with fewer writes than its
+// N counts as unreached instead: its write count varied from the fault-free
+// run by a stale read.
+func (f *faultPlan) unfired(nss []string, t crashTransition) func() []string {
 	return func() []string {
-		f.mu.Lock()
-		defer f.mu.Unlock()
 		var out []string
 		for _, ns := range nss {
-			if _, ok := f.fired[ns]; !ok {
-				out = append(out, fmt.Sprintf("%s (armed at %d, %d writes so far: %v)", ns, f.target[ns], f.counts[ns], f.writes[ns]))
+			f.mu.Lock()
+			_, fired := f.fired[ns]
+			n, count, log := f.target[ns], f.counts[ns], slices.Clone(f.writes[ns])
+			quiet := time.Since(f.last)
+			f.mu.Unlock()
+			if fired {
+				continue
 			}
+			if count < n && quiet >= time.Second && crashCheck(ns, t.after, t.deleted) == nil {
+				f.mu.Lock()
+				f.unreached[ns] = true
+				f.mu.Unlock()
+				continue
+			}
+			out = append(out, fmt.Sprintf("%s (armed at %d, %d writes so far: %v)", ns, n, count, log))
 		}
 		return out
 	}
+}
+
+func (f *faultPlan) wasUnreached(ns string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.unreached[ns]
 }
 
 // write runs one write of the reconciler through the plan.
@@ -141,6 +167,14 @@ func (f *faultPlan) write(obj client.Object, what string, do func() error) error
 	n := f.counts[ns]
 	desc := fmt.Sprintf("%d %s", n, what)
 	f.writes[ns] = append(f.writes[ns], desc)
+	if t, ok := f.target[ns]; ok && t == n && f.lost[ns] {
+		f.fired[ns] = desc + " (landed)"
+		f.mu.Unlock()
+		if err := do(); err != nil {
+			return err
+		}
+		return errInjected(desc + " (the write landed; its response is lost)")
+	}
 	if t, ok := f.target[ns]; ok && t == n {
 		f.fired[ns] = desc
 		if f.crashMode {
@@ -375,8 +409,8 @@ func runCrashTransition(t crashTransition) {
 		running = nil
 	}
 
-	By("setting up 1 + 2x" + fmt.Sprint(crashMaxWrites) + " rollouts in the state before the transition")
-	nss := make([]string, 1+2*crashMaxWrites)
+	By("setting up 1 + 3x" + fmt.Sprint(crashMaxWrites) + " rollouts in the state before the transition")
+	nss := make([]string, 1+3*crashMaxWrites)
 	all := make([]crashCase, len(nss))
 	for i := range nss {
 		nss[i] = newNamespace()
@@ -398,7 +432,7 @@ func runCrashTransition(t crashTransition) {
 	Eventually(settled(all, t.before, false)).Should(BeEmpty())
 	stop()
 
-	measure, aNs, bNs := nss[0], nss[1:1+crashMaxWrites], nss[1+crashMaxWrites:]
+	measure, aNs, bNs, cNs := nss[0], nss[1:1+crashMaxWrites], nss[1+crashMaxWrites:1+2*crashMaxWrites], nss[1+2*crashMaxWrites:]
 
 	By("counting the writes of the transition without a fault")
 	fa := newFaultPlan()
@@ -412,16 +446,22 @@ func runCrashTransition(t crashTransition) {
 	k := min(c, crashMaxWrites)
 	AddReportEntry("fault-free writes", fmt.Sprintf("%d: %v", c, fa.log(measure)), ReportEntryVisibilityAlways)
 
-	By(fmt.Sprintf("(a) failing write N of the transition, N = 1..%d, the operator going on", k))
+	By(fmt.Sprintf("(a) failing, (c) losing the response of write N of the transition, N = 1..%d, the operator going on", k))
 	cases := []crashCase{{ns: measure, label: "fault-free", plan: fa}}
+	var armed []string
 	for n := 1; n <= k; n++ {
 		fa.arm(aNs[n-1], n)
-		cases = append(cases, crashCase{ns: aNs[n-1], label: fmt.Sprintf("(a) failed write N=%d", n), plan: fa})
+		fa.arm(cNs[n-1], n)
+		fa.lost[cNs[n-1]] = true
+		armed = append(armed, aNs[n-1], cNs[n-1])
+		cases = append(cases,
+			crashCase{ns: aNs[n-1], label: fmt.Sprintf("(a) failed write N=%d", n), plan: fa},
+			crashCase{ns: cNs[n-1], label: fmt.Sprintf("(c) write N=%d landed, response lost", n), plan: fa})
 	}
-	for n := 1; n <= k; n++ {
-		t.trigger(aNs[n-1], t)
+	for _, ns := range armed {
+		t.trigger(ns, t)
 	}
-	Eventually(fa.unfired(aNs[:k])).Should(BeEmpty())
+	Eventually(fa.unfired(armed, t)).Should(BeEmpty())
 	stop()
 
 	for n := 1; n <= k; n++ {
@@ -434,8 +474,10 @@ func runCrashTransition(t crashTransition) {
 		op := start(fb.option)
 		fb.onCrash(op.cancel)
 		t.trigger(ns, t)
-		Eventually(fb.unfired([]string{ns})).Should(BeEmpty())
-		Eventually(op.done).Should(BeClosed(), "the crash stops the manager")
+		Eventually(fb.unfired([]string{ns}, t)).Should(BeEmpty())
+		if !fb.wasUnreached(ns) {
+			Eventually(op.done).Should(BeClosed(), "the crash stops the manager")
+		}
 		stop()
 		cases = append(cases, crashCase{ns: ns, label: fmt.Sprintf("(b) crash at write N=%d", n), plan: fb})
 	}
@@ -453,7 +495,13 @@ func runCrashTransition(t crashTransition) {
 	}
 	Expect(drift).To(BeEmpty(), "a retry after a failed write is not drift")
 	stop()
-	AddReportEntry("cases", fmt.Sprintf("%d (N = 1..%d, failed write and crash)", 2*k, k), ReportEntryVisibilityAlways)
+	var unreached []string
+	for _, cs := range cases {
+		if cs.plan.wasUnreached(cs.ns) {
+			unreached = append(unreached, cs.label)
+		}
+	}
+	AddReportEntry("cases", fmt.Sprintf("%d (N = 1..%d; failed write, crash, lost response); write N not reached in this run: %v", 3*k, k, unreached), ReportEntryVisibilityAlways)
 }
 
 var _ = Describe("Durable intent: crash injection", func() {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -24,7 +25,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
-	"strings"
 
 	rolloutsv1 "github.com/modelrollout/modelrollout/api/v1alpha1"
 )
@@ -109,6 +109,13 @@ func (r *ModelRolloutReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	if err != nil {
 		return ctrl.Result{}, err
 	}
+	for _, m := range routes.Found {
+		if r.writes.stale(m.Route.UID, m.Route.Generation) {
+			// The cache has not caught up with this process's own route
+			// write; its watch event is on the way.
+			return ctrl.Result{RequeueAfter: cacheLagRetry}, nil
+		}
+	}
 	obs.Routes, obs.Found, obs.Conflict, obs.OwnsAny = routes.Problem, routes.Found, routes.Conflict, routes.OwnsAny
 	obs.Rejected = r.writes.rejection(req.NamespacedName)
 	backoff := r.checkDrift(ctx, ro, &obs)
@@ -157,6 +164,10 @@ func (r *ModelRolloutReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	}
 	return result, err
 }
+
+// cacheLagRetry is how soon a reconcile that found the cache behind the
+// operator's own route write tries again.
+const cacheLagRetry = 50 * time.Millisecond
 
 // needsFinalizer says whether the rollout may hold weights that a deletion
 // must return to stable.
@@ -261,6 +272,7 @@ func (r *ModelRolloutReconciler) applyRoutes(ctx context.Context, ro *rolloutsv1
 		err = r.Patch(ctx, route, client.RawPatch(types.JSONPatchType, body), client.FieldOwner(FieldOwner))
 		switch {
 		case err == nil:
+			r.writes.wrote(route.UID, route.Generation)
 			logger.Info("Patched HTTPRoute", "route", route.Name, "changes", describeChanges(changes))
 		case apierrors.IsConflict(err):
 			logger.Info("HTTPRoute changed since it was read; retrying with the fresh copy", "route", route.Name)

@@ -78,6 +78,8 @@ var _ = Describe("ModelRollout controller", func() {
 
 		after := getRoute(ns, before.Name)
 		Expect(stripRoute(after)).To(Equal(stripRoute(before)), "matches, filters, timeouts, rule names, other backends, labels and annotations are untouched")
+		Expect(after.Annotations).To(HaveKeyWithValue(rolloutsv1.AnnotationRuleOwners, `{"gpt4":"gpt4","health":"gpt4"}`))
+		delete(after.Annotations, rolloutsv1.AnnotationRuleOwners)
 		Expect(after.Annotations).To(Equal(before.Annotations))
 		Expect(after.Labels).To(Equal(before.Labels))
 		Expect(ruleWeights(after, "claude")).To(Equal(map[string]int32{"tgi-claude": 1}))
@@ -255,6 +257,8 @@ func stripRoute(route *gatewayv1.HTTPRoute) map[string]any {
 	r.ManagedFields = nil
 	r.ResourceVersion = ""
 	r.Generation = 0
+	// The operator's only metadata: which rollout owns which rule.
+	delete(r.Annotations, rolloutsv1.AnnotationRuleOwners)
 	for i := range r.Spec.Rules {
 		var kept []gatewayv1.HTTPBackendRef
 		for _, b := range r.Spec.Rules[i].BackendRefs {

@@ -118,6 +118,11 @@ var _ = Describe("Admission validation (CEL and schema)", func() {
 		Entry("Prometheus address without scheme", func(s map[string]any) {
 			s["analysis"].(map[string]any)["prometheus"] = map[string]any{"address": "prometheus:9090"}
 		}, "address must be an http:// or https:// URL"),
+		Entry("analysis interval 0s", func(s map[string]any) { s["analysis"].(map[string]any)["interval"] = "0s" }, "interval must be at least 1s"),
+		Entry("analysis interval 1ms", func(s map[string]any) { s["analysis"].(map[string]any)["interval"] = "1ms" }, "interval must be at least 1s"),
+		Entry("analysis interval 999ms", func(s map[string]any) { s["analysis"].(map[string]any)["interval"] = "999ms" }, "interval must be at least 1s"),
+		Entry("unknown deletion policy", func(s map[string]any) { s["deletionPolicy"] = "Orphan" }, `Unsupported value: "Orphan"`),
+		Entry("malformed canary grace", func(s map[string]any) { s["canaryUnavailableGrace"] = "soon" }, "must be a duration such as 30s, 5m or 1h30m"),
 		Entry("empty alert selector", func(s map[string]any) {
 			s["rollbackOnAlerts"] = map[string]any{"matchLabels": map[string]any{}}
 		}, "should have at least 1 properties"),
@@ -134,6 +139,15 @@ var _ = Describe("Admission validation (CEL and schema)", func() {
 		Expect(ro.Spec.Analysis.Gates[0].NoData).To(Equal(rolloutsv1.NoDataHold))
 		Expect(ro.Spec.Analysis.Gates[0].FailureLimit).To(BeEquivalentTo(1))
 		Expect(ro.Spec.Canary.Kind).To(Equal(rolloutsv1.BackendKindService))
+		Expect(ro.Spec.DeletionPolicy).To(Equal(rolloutsv1.DeletionReturnToStable))
+		Expect(*ro.Spec.CanaryUnavailableGrace).To(BeEquivalentTo("30s"))
+		Expect(ro.Spec.AllowStableSwing).To(BeFalse())
+	})
+
+	It("accepts an analysis interval of exactly 1s", func() {
+		u := rolloutFrom(func(s map[string]any) { s["analysis"].(map[string]any)["interval"] = "1s" })
+		u.SetNamespace(ns)
+		Expect(k8sClient.Create(suiteCtx, u, client.DryRunAll)).To(Succeed())
 	})
 })
 

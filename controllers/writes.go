@@ -36,6 +36,31 @@ type writeState struct {
 	mu       sync.Mutex
 	rejected map[types.NamespacedName]*rejection
 	fights   map[types.NamespacedName]*fight
+	// written is the generation of each route after this process's last
+	// patch of it. A cached route older than that is a view from before the
+	// rollout's own write; deciding from it could drop a retirement or
+	// redo a step, so the reconcile waits for the cache instead.
+	written map[types.UID]int64
+}
+
+// wrote records the generation a route patch produced.
+func (w *writeState) wrote(route types.UID, generation int64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.written == nil {
+		w.written = map[types.UID]int64{}
+	}
+	if generation > w.written[route] {
+		w.written[route] = generation
+	}
+}
+
+// stale says whether a cached route is older than this process's last
+// write of it.
+func (w *writeState) stale(route types.UID, generation int64) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return generation < w.written[route]
 }
 
 type rejection struct {
