@@ -171,24 +171,25 @@ var _ = Describe("Rollout lifecycle edges", func() {
 			before := writes.patches.Load()
 			start := time.Now()
 			git := 0
-			for time.Since(start) < 12*time.Second {
+			tick := time.NewTicker(100 * time.Millisecond) // the other tool's sync cadence
+			defer tick.Stop()
+			for ; time.Since(start) < 12*time.Second; <-tick.C {
 				route := getRoute(ns, "model-header-routing")
 				w := ruleWeights(route, "gpt4")
-				if w["vllm-gpt4-v1"] != 100 || w["vllm-gpt4-v2"] != 0 {
-					for j, ref := range route.Spec.Rules[0].BackendRefs {
-						switch ref.Name {
-						case "vllm-gpt4-v1":
-							route.Spec.Rules[0].BackendRefs[j].Weight = ptr.To[int32](100)
-						case "vllm-gpt4-v2":
-							route.Spec.Rules[0].BackendRefs[j].Weight = ptr.To[int32](0)
-						}
-					}
-					if err := k8sClient.Update(suiteCtx, route, client.FieldOwner("argocd-controller")); err == nil {
-						git++
+				if w["vllm-gpt4-v1"] == 100 && w["vllm-gpt4-v2"] == 0 {
+					continue
+				}
+				for j, ref := range route.Spec.Rules[0].BackendRefs {
+					switch ref.Name {
+					case "vllm-gpt4-v1":
+						route.Spec.Rules[0].BackendRefs[j].Weight = ptr.To[int32](100)
+					case "vllm-gpt4-v2":
+						route.Spec.Rules[0].BackendRefs[j].Weight = ptr.To[int32](0)
 					}
 				}
-				Eventually(func() bool { return true }).WithPolling(100 * time.Millisecond).Should(BeTrue())
-				<-time.After(100 * time.Millisecond)
+				if err := k8sClient.Update(suiteCtx, route, client.FieldOwner("argocd-controller")); err == nil {
+					git++
+				}
 			}
 			elapsed := time.Since(start)
 			corrections := writes.patches.Load() - before
