@@ -16,6 +16,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -460,5 +461,29 @@ var _ = Describe("Rollout lifecycle edges", func() {
 		// Status keeps being written: an abort still lands.
 		annotate(ns, "llama3", map[string]string{rolloutsv1.AnnotationAbort: "t1"})
 		Eventually(func() string { return getRollout(ns, "llama3").Status.LastHandledAbort }).Should(Equal("t1"))
+	})
+
+	It("rolls back a canary InferencePool that goes away mid-rollout, after the grace period", func() {
+		createRoute(ns, "inference-pool.yaml")
+		createInferencePool(ns, "llama3-v1")
+		createInferencePool(ns, "llama3-v2")
+		op = startOperator()
+		ro := poolRollout(ns)
+		ro.Spec.CanaryUnavailableGrace = dur("1s")
+		Expect(k8sClient.Create(suiteCtx, ro)).To(Succeed())
+		Eventually(poolRefs(ns)).Should(HaveKeyWithValue("inference.networking.k8s.io/InferencePool/llama3-v2", int32(10)))
+
+		pool := &unstructured.Unstructured{}
+		pool.SetAPIVersion(rolloutsv1.InferenceGroup + "/v1")
+		pool.SetKind("InferencePool")
+		pool.SetNamespace(ns)
+		pool.SetName("llama3-v2")
+		Expect(k8sClient.Delete(suiteCtx, pool)).To(Succeed())
+		Eventually(phaseOf(ns, "llama3")).Should(Equal(rolloutsv1.PhaseRolledBack))
+		Expect(getRollout(ns, "llama3").Status.Rollback.Reason).To(Equal(rolloutsv1.ReasonCanaryUnavailable))
+		Eventually(poolRefs(ns)).Should(Equal(map[string]int32{
+			"inference.networking.k8s.io/InferencePool/llama3-v1": 100,
+			"inference.networking.k8s.io/InferencePool/llama3-v2": 0,
+		}))
 	})
 })

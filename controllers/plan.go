@@ -32,6 +32,12 @@ type problem struct {
 // checks again.
 const unwatchedRecheck = 5 * time.Second
 
+// poolRecheck is how often a rollout whose canary InferencePool has traffic
+// checks that the pool is still there and accepted, since the operator does
+// not watch InferencePools: an unavailable pool is rolled back at most
+// poolRecheck after its grace.
+const poolRecheck = 10 * time.Second
+
 // gateRound is the result of evaluating every gate once.
 type gateRound struct {
 	// Gates is the new status of every gate.
@@ -708,6 +714,11 @@ func (p *planner) progress() {
 		if next := p.nextEvaluation(); next > 0 {
 			p.requeue(next)
 		}
+	}
+	if spec.Canary.KindOrDefault() == rolloutsv1.BackendKindInferencePool && st.CanaryWeight > 0 {
+		// No watch announces that a pool went away or was refused by a
+		// gateway: look again while the pool has traffic.
+		p.requeue(poolRecheck)
 	}
 
 	if !p.startClockOnceRoutesCarry() {
