@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
@@ -394,6 +395,15 @@ func patchRollout(ns, body string) {
 }
 
 func runCrashTransition(t crashTransition) {
+	// The operator's identity comes without QPS, so client-go throttles it
+	// to 5 requests a second, while cmd/manager's config disables
+	// client-side throttling (QPS -1). Dozens of rollouts at once need the
+	// latter; it changes nothing of what is written.
+	saved := operatorCfg
+	operatorCfg = rest.CopyConfig(saved)
+	operatorCfg.QPS = -1
+	DeferCleanup(func() { operatorCfg = saved })
+
 	var running *operator
 	DeferCleanup(func() {
 		if running != nil {
