@@ -203,7 +203,10 @@ func (p *Plugin) apiError(err error, ns, name string) error {
 		return failf("the API server at %s does not let you act as %s: %v; "+
 			"acting as someone else needs the \"impersonate\" verb on users (and groups, for --as-group) in a role bound to you",
 			p.host(), p.Impersonating, statusMessage(err))
-	case apierrors.IsForbidden(err), apierrors.IsUnauthorized(err):
+	case apierrors.IsUnauthorized(err):
+		return failf("the API server at %s did not accept your credentials (Unauthorized); "+
+			"check --token, --user, --client-certificate or the kubeconfig", p.host())
+	case apierrors.IsForbidden(err):
 		return failf("%v", err)
 	}
 	var status apierrors.APIStatus
