@@ -5,11 +5,17 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"testing"
+	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 
 	rolloutsv1 "github.com/modelrollout/modelrollout/api/v1alpha1"
@@ -115,3 +121,54 @@ var _ = Describe("Operator metrics", func() {
 		Eventually(func() float64 { return scrape(url, "modelrollout_canary_weight", mix) }).Should(Equal(-1.0))
 	})
 })
+
+func TestGateThresholdAndStepClockSeries(t *testing.T) {
+	m := NewMetrics(prometheus.NewRegistry())
+	ro := newRollout("ai-gateway", step(10, "30m"), step(50, ""), step(100, "1h"))
+	ro.Spec.Analysis = &rolloutsv1.Analysis{Gates: []rolloutsv1.Gate{
+		{Name: "errors", Max: ptr.To(0.05)},
+		{Name: "quality", Min: ptr.To(0.8), Max: ptr.To(1.0)},
+	}}
+	m.observeGate(ro, rolloutsv1.GateStatus{Name: "errors", Verdict: rolloutsv1.VerdictPass, Value: "0.01"})
+	m.observeGate(ro, rolloutsv1.GateStatus{Name: "quality", Verdict: rolloutsv1.VerdictFail, Value: "0.5"})
+	for _, c := range []struct {
+		gate, bound string
+		want        float64
+	}{{"errors", "max", 0.05}, {"quality", "min", 0.8}, {"quality", "max", 1}} {
+		if got := testutil.ToFloat64(m.GateThreshold.WithLabelValues("ai-gateway", "gpt4", c.gate, c.bound)); got != c.want {
+			t.Errorf("threshold %s %s = %v, want %v", c.gate, c.bound, got, c.want)
+		}
+	}
+	if n := testutil.CollectAndCount(m.GateThreshold); n != 3 {
+		t.Errorf("%d threshold series, want 3 (errors has no min)", n)
+	}
+
+	started := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
+	at := func(phase rolloutsv1.Phase, idx int32) *decision {
+		return &decision{Status: rolloutsv1.ModelRolloutStatus{Phase: phase, CurrentStepIndex: ptr.To(idx), StepStartedAt: &metav1.Time{Time: started}}}
+	}
+	m.observe(ro, at(rolloutsv1.PhaseProgressing, 0))
+	if got := testutil.ToFloat64(m.StepStarted.WithLabelValues("ai-gateway", "gpt4")); got != float64(started.Unix()) {
+		t.Errorf("step started = %v, want %d", got, started.Unix())
+	}
+	if got := testutil.ToFloat64(m.StepDue.WithLabelValues("ai-gateway", "gpt4")); got != float64(started.Add(30*time.Minute).Unix()) {
+		t.Errorf("step due = %v, want the start + 30m", got)
+	}
+	// A step without a pause waits for a promote: it has no due time.
+	m.observe(ro, at(rolloutsv1.PhasePaused, 1))
+	if n := testutil.CollectAndCount(m.StepDue); n != 0 {
+		t.Errorf("%d step due series for a step without a pause", n)
+	}
+	if n := testutil.CollectAndCount(m.StepStarted); n != 1 {
+		t.Errorf("%d step started series while Paused, want 1", n)
+	}
+	// Finished rollouts have no step clock.
+	m.observe(ro, at(rolloutsv1.PhaseRolledBack, 1))
+	if n := testutil.CollectAndCount(m.StepStarted) + testutil.CollectAndCount(m.StepDue); n != 0 {
+		t.Errorf("%d step clock series after a rollback", n)
+	}
+	m.forget("ai-gateway", "gpt4")
+	if n := testutil.CollectAndCount(m.GateThreshold); n != 0 {
+		t.Errorf("%d threshold series after the rollout was deleted", n)
+	}
+}
