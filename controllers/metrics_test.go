@@ -12,13 +12,17 @@ import (
 	. "github.com/onsi/gomega"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 
+	"github.com/modelrollout/modelrollout/analysis"
 	rolloutsv1 "github.com/modelrollout/modelrollout/api/v1alpha1"
+	"github.com/modelrollout/modelrollout/config/grafana"
+	"github.com/modelrollout/modelrollout/controllers/alerts"
 	"github.com/modelrollout/modelrollout/test/promharness"
 )
 
@@ -172,3 +176,119 @@ func TestGateThresholdAndStepClockSeries(t *testing.T) {
 		t.Errorf("%d threshold series after the rollout was deleted", n)
 	}
 }
+
+// families scrapes a metrics endpoint.
+func families(url string) map[string]*dto.MetricFamily {
+	resp, err := http.Get(url)
+	Expect(err).NotTo(HaveOccurred())
+	defer resp.Body.Close()
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(resp.Body)
+	Expect(err).NotTo(HaveOccurred())
+	return fams
+}
+
+// exported records which metric names a scrape showed for one namespace:
+// series with a namespace label count only for that namespace; series
+// without one (the alert receiver's, controller-runtime's) always count.
+func exported(fams map[string]*dto.MetricFamily, ns string, into map[string]bool) {
+	for name, mf := range fams {
+		for _, m := range mf.GetMetric() {
+			own := true
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "namespace" && l.GetValue() != ns {
+					own = false
+				}
+			}
+			if !own {
+				continue
+			}
+			into[name] = true
+			switch mf.GetType() {
+			case dto.MetricType_HISTOGRAM:
+				into[name+"_bucket"], into[name+"_sum"], into[name+"_count"] = true, true, true
+			case dto.MetricType_SUMMARY:
+				into[name+"_sum"], into[name+"_count"] = true, true
+			}
+		}
+	}
+}
+
+var _ = Describe("The Grafana dashboard", func() {
+	It("names only series that a running operator exports, after a rollout and a rollback", func() {
+		ns := newNamespace()
+		createRoute(ns, "header-routing.yaml")
+		createBackend(ns, "vllm-gpt4-v2", true)
+		createBackend(ns, "vllm-mixtral-v2", true)
+		stable, canary := simulator("vllm-gpt4-v1", nil), simulator("vllm-gpt4-v2", nil)
+		load(stable, canary)
+		prom := prometheusFor(ns, stable, canary)
+
+		// The operator as cmd/manager wires it: metrics, Prometheus gates
+		// and the alert receiver sharing one set of series.
+		port, err := promharness.FreePort()
+		Expect(err).NotTo(HaveOccurred())
+		const token = "dashboard-test-token"
+		var receiver *alerts.Receiver
+		op := startOperatorOn(fmt.Sprintf("127.0.0.1:%d", port), withMetrics, func(r *ModelRolloutReconciler, mgr ctrl.Manager) {
+			r.Gates = &PrometheusGates{Secrets: mgr.GetAPIReader(), Clients: analysis.NewClientCache(16), Metrics: suiteMetrics}
+			var err error
+			receiver, err = alerts.New(alerts.Options{Client: mgr.GetClient(), Token: token, BindAddress: "127.0.0.1:0",
+				AlertsReceived: suiteMetrics.AlertsReceived, AlertsMatched: suiteMetrics.AlertsMatched})
+			Expect(err).NotTo(HaveOccurred())
+			Expect(mgr.Add(receiver)).To(Succeed())
+		})
+		DeferCleanup(op.stop)
+		url := fmt.Sprintf("http://127.0.0.1:%d/metrics", port)
+		seen := map[string]bool{}
+
+		// A gated rollout walks to Succeeded; another holds its first
+		// step for an hour, until an alert rolls it back.
+		Expect(k8sClient.Create(suiteCtx, gatedRollout(ns, prom.URL(), step(10, "2s"), step(100, "2s")))).To(Succeed())
+		held := newRollout(ns, step(20, "1h"), step(100, "1h"))
+		held.Name = "mixtral"
+		held.Spec.Routes[0].Rules = []rolloutsv1.RuleName{"mixtral"}
+		held.Spec.Stable.Name, held.Spec.Canary.Name = "vllm-mixtral", "vllm-mixtral-v2"
+		Expect(k8sClient.Create(suiteCtx, held)).To(Succeed())
+		Eventually(phaseOf(ns, "mixtral")).Should(Equal(rolloutsv1.PhaseProgressing))
+		Eventually(func() float64 {
+			return scrape(url, "modelrollout_step_due_timestamp_seconds", map[string]string{"namespace": ns, "name": "mixtral"})
+		}).Should(BeNumerically(">", 0))
+		exported(families(url), ns, seen)
+
+		Eventually(phaseOf(ns, "gpt4"), 2*time.Minute).Should(Equal(rolloutsv1.PhaseSucceeded))
+		payload := fmt.Sprintf(`{"version":"4","status":"firing","receiver":"modelrollout","alerts":[{"status":"firing",`+
+			`"labels":{"alertname":"HighErrorRate","modelrollout":"mixtral","namespace":%q,"severity":"critical"},`+
+			`"startsAt":%q,"fingerprint":"dashboard-test"}]}`, ns, time.Now().UTC().Format(time.RFC3339))
+		Eventually(func() int {
+			req, _ := http.NewRequest(http.MethodPost, "http://"+receiver.Addr().String()+alerts.Path, strings.NewReader(payload))
+			req.Header.Set("Authorization", "Bearer "+token)
+			req.Header.Set("Content-Type", "application/json")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				return 0
+			}
+			resp.Body.Close()
+			return resp.StatusCode
+		}).Should(Equal(http.StatusOK))
+		Eventually(phaseOf(ns, "mixtral")).Should(Equal(rolloutsv1.PhaseRolledBack))
+		Expect(getRollout(ns, "mixtral").Status.Rollback.Reason).To(Equal(rolloutsv1.ReasonAlertFiring))
+		Eventually(func() float64 {
+			return scrape(url, "modelrollout_rollbacks_total", map[string]string{"namespace": ns, "name": "mixtral", "reason": rolloutsv1.ReasonAlertFiring})
+		}).Should(Equal(1.0))
+		exported(families(url), ns, seen)
+
+		queries, err := grafana.Queries(grafana.JSON)
+		Expect(err).NotTo(HaveOccurred())
+		named := 0
+		for _, q := range queries {
+			e, err := grafana.Parse(q.Expr, grafana.Variables(ns, ".*"))
+			Expect(err).NotTo(HaveOccurred(), q.Where)
+			for _, name := range grafana.Metrics(e) {
+				named++
+				Expect(seen).To(HaveKey(name), "%s names %s, which the operator did not export for namespace %s", q.Where, name, ns)
+			}
+		}
+		Expect(named).To(BeNumerically(">=", 10))
+	})
+})
