@@ -128,15 +128,16 @@ func (a *App) plugin(g *globalFlags) (*Plugin, error) {
 		now = time.Now
 	}
 	return &Plugin{
-		Client:        c.Client,
-		Namespace:     c.Namespace,
-		Out:           a.Out,
-		ErrOut:        a.ErrOut,
-		Now:           now,
-		TTY:           a.TTY,
-		Host:          c.Host,
-		User:          c.User,
-		Impersonating: c.Impersonating,
+		Client:         c.Client,
+		Namespace:      c.Namespace,
+		Out:            a.Out,
+		ErrOut:         a.ErrOut,
+		Now:            now,
+		TTY:            a.TTY,
+		Host:           c.Host,
+		User:           c.User,
+		Impersonating:  c.Impersonating,
+		RequestTimeout: c.RequestTimeout,
 		Style: Style{
 			Color: a.TTY && !g.noColor && a.getenv("NO_COLOR") == "" && a.getenv("TERM") != "dumb",
 			ASCII: g.ascii,

@@ -16,6 +16,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/client-go/rest"
@@ -58,6 +59,8 @@ type Cluster struct {
 	// Impersonating describes --as and --as-group when set, for error
 	// messages; empty otherwise.
 	Impersonating string
+	// RequestTimeout is --request-timeout when set, for error messages.
+	RequestTimeout string
 }
 
 // Connect loads the kubeconfig the way kubectl does (--kubeconfig, then
@@ -75,6 +78,10 @@ func Connect(f KubeFlags) (*Cluster, error) {
 	cfg, err := f.ToRESTConfig()
 	if err != nil {
 		return nil, kubeconfigError(f, err)
+	}
+	if raw, err := cc.RawConfig(); err == nil && len(raw.Clusters) == 0 && str(f.APIServer) == "" && os.Getenv("KUBERNETES_SERVICE_HOST") == "" {
+		// Like kubectl, client-go would fall back to http://localhost:8080.
+		return nil, kubeconfigError(f, clientcmd.ErrEmptyConfig)
 	}
 	ns, _, err := cc.Namespace()
 	if err != nil {
@@ -98,7 +105,43 @@ func Connect(f KubeFlags) (*Cluster, error) {
 	if err != nil {
 		return nil, &Error{Code: 1, Msg: fmt.Sprintf("cannot create a client for %s: %v", cfg.Host, err)}
 	}
-	return &Cluster{Client: c, Namespace: ns, Host: cfg.Host, User: user, Impersonating: impersonating(cfg.Impersonate)}, nil
+	cl := &Cluster{Client: c, Namespace: ns, Host: cfg.Host, User: user, Impersonating: impersonating(cfg.Impersonate), RequestTimeout: str(f.Timeout)}
+	if cl.RequestTimeout == "0" {
+		cl.RequestTimeout = ""
+	}
+	if cl.Impersonating != "" {
+		if err := checkImpersonation(cfg, cl); err != nil {
+			return nil, err
+		}
+	}
+	return cl, nil
+}
+
+// checkImpersonation asks the API server who the flags make us, so that
+// impersonation refused by RBAC is reported as such: through discovery it
+// would surface as a bare "unknown" error. Other failures are left to the
+// command, which reports them in its own terms.
+func checkImpersonation(cfg *rest.Config, cl *Cluster) error {
+	rc := rest.CopyConfig(cfg)
+	rc.NegotiatedSerializer = serializer.NewCodecFactory(Scheme).WithoutConversion()
+	client, err := rest.UnversionedRESTClientFor(rc)
+	if err != nil {
+		return nil
+	}
+	timeout := 30 * time.Second
+	if cfg.Timeout > 0 {
+		timeout = cfg.Timeout
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	err = client.Post().AbsPath("/apis/authentication.k8s.io/v1/selfsubjectreviews").
+		SetHeader("Content-Type", "application/json").
+		Body([]byte(`{"apiVersion":"authentication.k8s.io/v1","kind":"SelfSubjectReview"}`)).
+		Do(ctx).Error()
+	if apierrors.IsForbidden(err) && strings.Contains(err.Error(), "cannot impersonate") {
+		return (&Plugin{Host: cl.Host, Impersonating: cl.Impersonating}).apiError(err, "", "")
+	}
+	return nil
 }
 
 // impersonating describes who --as and --as-group act as.
@@ -215,6 +258,9 @@ func (p *Plugin) apiError(err error, ns, name string) error {
 	}
 	if errors.Is(err, context.Canceled) {
 		return err
+	}
+	if p.RequestTimeout != "" && (errors.Is(err, context.DeadlineExceeded) || strings.Contains(err.Error(), "deadline exceeded") || strings.Contains(err.Error(), "Timeout exceeded")) {
+		return failf("the Kubernetes API server at %s did not answer within --request-timeout %s: %v", p.host(), p.RequestTimeout, err)
 	}
 	return failf("cannot reach the Kubernetes API server at %s: %v", p.host(), err)
 }

@@ -45,6 +45,8 @@ type Plugin struct {
 	User string
 	// Impersonating describes --as and --as-group when they are set.
 	Impersonating string
+	// RequestTimeout is --request-timeout when set.
+	RequestTimeout string
 }
 
 func (p *Plugin) now() time.Time {
