@@ -21,6 +21,16 @@ type Metrics struct {
 	StepTransitions *prometheus.CounterVec
 	AlertsReceived  *prometheus.CounterVec
 	AlertsMatched   prometheus.Counter
+	// GateThreshold is a gate's bound (bound="min" or "max"), to draw next
+	// to GateValue.
+	GateThreshold *prometheus.GaugeVec
+	// StepStarted and StepDue are when the current step's clock started and
+	// when its pause ends; time() - StepDue is how far a step has run past
+	// its schedule (held by a gate, a pause or a missing promote). Both
+	// exist only while the rollout is Progressing or Paused, StepDue only
+	// for a step with a pause.
+	StepStarted *prometheus.GaugeVec
+	StepDue     *prometheus.GaugeVec
 }
 
 // NewMetrics creates the series and registers them with reg.
@@ -62,8 +72,21 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "modelrollout_alerts_matched_total",
 			Help: "Firing alerts that matched at least one rollout.",
 		}),
+		GateThreshold: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "modelrollout_gate_threshold",
+			Help: "A gate's bound: its value passes when >= the min and <= the max.",
+		}, []string{"namespace", "name", "gate", "bound"}),
+		StepStarted: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "modelrollout_step_started_timestamp_seconds",
+			Help: "Unix time the current step's clock started, while the rollout is Progressing or Paused.",
+		}, []string{"namespace", "name"}),
+		StepDue: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "modelrollout_step_due_timestamp_seconds",
+			Help: "Unix time the current step's pause ends, while the rollout is Progressing or Paused; absent for a step that waits for a promote.",
+		}, []string{"namespace", "name"}),
 	}
-	reg.MustRegister(m.Phase, m.CanaryWeight, m.Step, m.GateValue, m.GateEvaluations, m.Rollbacks, m.StepTransitions, m.AlertsReceived, m.AlertsMatched)
+	reg.MustRegister(m.Phase, m.CanaryWeight, m.Step, m.GateValue, m.GateEvaluations, m.Rollbacks, m.StepTransitions, m.AlertsReceived, m.AlertsMatched,
+		m.GateThreshold, m.StepStarted, m.StepDue)
 	return m
 }
 
@@ -92,6 +115,7 @@ func (m *Metrics) observe(ro *rolloutsv1.ModelRollout, d *decision) {
 		step = float64(*st.CurrentStepIndex + 1)
 	}
 	m.Step.WithLabelValues(ro.Namespace, ro.Name).Set(step)
+	m.observeStepClock(ro, st)
 	for _, e := range d.Events {
 		switch e.Reason {
 		case "StepStarted":
@@ -106,6 +130,32 @@ func (m *Metrics) observe(ro *rolloutsv1.ModelRollout, d *decision) {
 	}
 }
 
+// observeStepClock records when the current step started and when its
+// pause ends, for Progressing and Paused rollouts; it drops both otherwise.
+func (m *Metrics) observeStepClock(ro *rolloutsv1.ModelRollout, st *rolloutsv1.ModelRolloutStatus) {
+	key := prometheus.Labels{"namespace": ro.Namespace, "name": ro.Name}
+	running := st.Phase == rolloutsv1.PhaseProgressing || st.Phase == rolloutsv1.PhasePaused
+	if !running || st.StepStartedAt == nil || st.CurrentStepIndex == nil {
+		m.StepStarted.Delete(key)
+		m.StepDue.Delete(key)
+		return
+	}
+	start := st.StepStartedAt.Time
+	m.StepStarted.With(key).Set(float64(start.UnixNano()) / 1e9)
+	steps := ro.Spec.EffectiveSteps()
+	i := int(*st.CurrentStepIndex)
+	if i < 0 || i >= len(steps) || steps[i].Pause == nil {
+		m.StepDue.Delete(key)
+		return
+	}
+	pause, err := steps[i].Pause.Parse()
+	if err != nil {
+		m.StepDue.Delete(key)
+		return
+	}
+	m.StepDue.With(key).Set(float64(start.Add(pause).UnixNano()) / 1e9)
+}
+
 func (m *Metrics) observeGate(ro *rolloutsv1.ModelRollout, gs rolloutsv1.GateStatus) {
 	if m == nil {
 		return
@@ -113,6 +163,22 @@ func (m *Metrics) observeGate(ro *rolloutsv1.ModelRollout, gs rolloutsv1.GateSta
 	m.GateEvaluations.WithLabelValues(ro.Namespace, ro.Name, gs.Name, string(gs.Verdict)).Inc()
 	if v, err := parseFloat(gs.Value); err == nil {
 		m.GateValue.WithLabelValues(ro.Namespace, ro.Name, gs.Name).Set(v)
+	}
+	if ro.Spec.Analysis == nil {
+		return
+	}
+	for _, g := range ro.Spec.Analysis.Gates {
+		if g.Name != gs.Name {
+			continue
+		}
+		for bound, v := range map[string]*float64{"min": g.Min, "max": g.Max} {
+			l := prometheus.Labels{"namespace": ro.Namespace, "name": ro.Name, "gate": g.Name, "bound": bound}
+			if v == nil {
+				m.GateThreshold.Delete(l)
+				continue
+			}
+			m.GateThreshold.With(l).Set(*v)
+		}
 	}
 }
 
@@ -124,6 +190,7 @@ func (m *Metrics) forget(namespace, name string) {
 	l := prometheus.Labels{"namespace": namespace, "name": name}
 	for _, v := range []interface{ DeletePartialMatch(prometheus.Labels) int }{
 		m.Phase, m.CanaryWeight, m.Step, m.GateValue, m.GateEvaluations, m.Rollbacks, m.StepTransitions,
+		m.GateThreshold, m.StepStarted, m.StepDue,
 	} {
 		v.DeletePartialMatch(l)
 	}

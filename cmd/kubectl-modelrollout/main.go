@@ -1,20 +1,32 @@
 // Command kubectl-modelrollout is the kubectl plugin for ModelRollouts:
 // `kubectl modelrollout get|status|promote|pause|resume|abort|retry`.
 // The logic lives in package plugin; this file only wires the process.
+//
+// Run under the name kubectl_complete-modelrollout (a link or a copy), it
+// answers kubectl's shell completion of `kubectl modelrollout ...`.
 package main
 
 import (
 	"context"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"strings"
 	"syscall"
 
 	"github.com/modelrollout/modelrollout/cmd/kubectl-modelrollout/plugin"
 )
 
+// completeName is the name kubectl runs to complete the plugin's arguments.
+const completeName = "kubectl_complete-modelrollout"
+
 func main() {
+	args := os.Args[1:]
+	if strings.TrimSuffix(filepath.Base(os.Args[0]), ".exe") == completeName {
+		args = append([]string{"__complete"}, args...)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := plugin.Main(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	code := plugin.Main(ctx, args, os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
 }

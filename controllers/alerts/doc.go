@@ -23,16 +23,27 @@
 // idempotent, so a retry is safe), and 200 with a JSON summary otherwise. The
 // 200 is sent only after the patches were accepted by the API server.
 //
-// A matching Alertmanager configuration:
+// The Helm chart and config/default run it on port 8443 of the manager,
+// behind the Service port named "alerts", in plain HTTP unless the chart's
+// alertReceiver.tls.enabled is set, with the token read from key "token" of
+// the Secret modelrollout-alert-receiver-token, mounted at
+// /etc/modelrollout/alert-receiver/token. For a Helm release "modelrollout"
+// in namespace modelrollout-system (the chart's NOTES.txt prints the snippet
+// for any release), with that Secret copied into Alertmanager's namespace and
+// mounted at /etc/alertmanager/secrets/<name>/ (prometheus-operator's
+// Alertmanager spec.secrets):
 //
 //	receivers:
 //	- name: modelrollout
 //	  webhook_configs:
-//	  - url: https://modelrollout-alerts.modelrollout-system.svc:9443/alerts
+//	  - url: http://modelrollout.modelrollout-system.svc:8443/alerts
 //	    send_resolved: false
 //	    http_config:
 //	      authorization:
-//	        credentials_file: /etc/alertmanager/secrets/modelrollout/token
+//	        credentials_file: /etc/alertmanager/secrets/modelrollout-alert-receiver-token/token
+//
+// With config/default the Service is modelrollout-controller-manager:
+// http://modelrollout-controller-manager.modelrollout-system.svc:8443/alerts.
 //
 // # Matching
 //

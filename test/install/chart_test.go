@@ -41,6 +41,7 @@ var allToggles = []string{
 	"--set", "prometheusRule.canaryAlerts[0].namespace=ai-gateway",
 	"--set", "prometheusRule.canaryAlerts[0].canaryService=vllm-gpt4-v2",
 	"--set", "prometheusRule.canaryAlerts[0].labels.model=gpt-4",
+	"--set", "grafanaDashboard.enabled=true",
 }
 
 func toTyped(t *testing.T, u *unstructured.Unstructured, into any) {

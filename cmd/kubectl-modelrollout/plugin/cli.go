@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"runtime/debug"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -83,7 +84,7 @@ type globalFlags struct {
 
 // Run executes one command line.
 func (a *App) Run(ctx context.Context, args []string) int {
-	g := &globalFlags{}
+	g := &globalFlags{kube: NewKubeFlags()}
 	root := a.rootCommand(g)
 	root.SetArgs(args)
 	root.SetOut(a.Out)
@@ -127,14 +128,16 @@ func (a *App) plugin(g *globalFlags) (*Plugin, error) {
 		now = time.Now
 	}
 	return &Plugin{
-		Client:    c.Client,
-		Namespace: c.Namespace,
-		Out:       a.Out,
-		ErrOut:    a.ErrOut,
-		Now:       now,
-		TTY:       a.TTY,
-		Host:      c.Host,
-		User:      c.User,
+		Client:         c.Client,
+		Namespace:      c.Namespace,
+		Out:            a.Out,
+		ErrOut:         a.ErrOut,
+		Now:            now,
+		TTY:            a.TTY,
+		Host:           c.Host,
+		User:           c.User,
+		Impersonating:  c.Impersonating,
+		RequestTimeout: c.RequestTimeout,
 		Style: Style{
 			Color: a.TTY && !g.noColor && a.getenv("NO_COLOR") == "" && a.getenv("TERM") != "dumb",
 			ASCII: g.ascii,
@@ -193,35 +196,50 @@ the spec. The controller acts on each request once and records it in status.`,
 		SilenceErrors: true,
 		SilenceUsage:  true,
 	}
-	root.CompletionOptions.DisableDefaultCmd = true
+	// `completion bash|zsh|fish|powershell` prints a completion script; the
+	// hidden __complete command answers it (and kubectl, through the
+	// kubectl_complete-modelrollout executable).
+	root.CompletionOptions.HiddenDefaultCmd = false
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageErrorf("%v", err) })
 
 	pf := root.PersistentFlags()
-	pf.StringVar(&g.kube.Kubeconfig, "kubeconfig", "", "path to the kubeconfig file (default: $KUBECONFIG, else ~/.kube/config)")
-	pf.StringVar(&g.kube.Context, "context", "", "the kubeconfig context to use")
-	pf.StringVarP(&g.kube.Namespace, "namespace", "n", "", "the namespace (default: the context's namespace, else \"default\")")
+	g.kube.AddFlags(pf)
+	a.registerFlagCompletions(root, g)
 	pf.BoolVar(&g.noColor, "no-color", false, "do not colour the output (also NO_COLOR=1)")
 	pf.BoolVar(&g.ascii, "ascii", false, "use ASCII marks instead of ✔ ▶ · ✖ …")
 
 	root.AddCommand(a.getCommand(g), a.statusCommand(g), a.promoteCommand(g), a.pauseCommand(g),
 		a.resumeCommand(g), a.abortCommand(g), a.retryCommand(g), a.versionCommand())
+	// The completion command writes to the output set before it is made.
+	root.SetOut(a.Out)
+	root.SetErr(a.ErrOut)
+	root.InitDefaultCompletionCmd()
+	for _, c := range root.Commands() {
+		if c.Name() == "completion" {
+			c.Long += completionHelp
+		}
+	}
 	return root
 }
 
 func (a *App) getCommand(g *globalFlags) *cobra.Command {
-	o := GetOptions{}
+	o := GetOptions{PrintFlags: newPrintFlags()}
 	cmd := &cobra.Command{
 		Use:   "get [NAME]",
 		Short: "List rollouts as a table: NAME ROUTE CANARY WEIGHT STEP PHASE AGE",
 		Example: `  kubectl modelrollout get -n ai-gateway
   kubectl modelrollout get gpt4 -n ai-gateway --watch
-  kubectl modelrollout get -A`,
+  kubectl modelrollout get -A -o wide
+  kubectl modelrollout get gpt4 -o yaml
+  kubectl modelrollout get -o jsonpath='{.items[*].status.canaryWeight}'
+  kubectl modelrollout get -o custom-columns=NAME:.metadata.name,WEIGHT:.status.canaryWeight`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) > 1 {
 				return usageErrorf("get takes at most one ModelRollout name, got %d arguments", len(args))
 			}
 			return nil
 		},
+		ValidArgsFunction: a.completeNames(g),
 		RunE: a.run(g, func(ctx context.Context, p *Plugin, args []string) error {
 			if len(args) == 1 {
 				o.Name = args[0]
@@ -229,8 +247,18 @@ func (a *App) getCommand(g *globalFlags) *cobra.Command {
 			return p.Get(ctx, o)
 		}),
 	}
-	cmd.Flags().BoolVarP(&o.AllNamespaces, "all-namespaces", "A", false, "list the rollouts of every namespace")
-	cmd.Flags().BoolVarP(&o.Watch, "watch", "w", false, "after listing, print a row whenever a rollout changes (Ctrl-C to stop)")
+	f := cmd.Flags()
+	f.BoolVarP(&o.AllNamespaces, "all-namespaces", "A", false, "list the rollouts of every namespace")
+	f.BoolVarP(&o.Watch, "watch", "w", false, "after listing, print a row whenever a rollout changes (Ctrl-C to stop)")
+	f.StringVarP(&o.Output, "output", "o", "", "output format, one of: "+strings.Join(outputFormats(o.PrintFlags), ", ")+
+		"; custom-columns=HEADER:.json.path,... and jsonpath=TEMPLATE as in kubectl")
+	f.BoolVar(&o.NoHeaders, "no-headers", false, "print the table without its header")
+	o.PrintFlags.JSONYamlPrintFlags.AddFlags(cmd)
+	o.PrintFlags.TemplatePrinterFlags.AddFlags(cmd)
+	o.PrintFlags.OutputFlagSpecified = func() bool { return cmd.Flags().Changed("output") }
+	_ = cmd.RegisterFlagCompletionFunc("output", func(*cobra.Command, []string, string) ([]cobra.Completion, cobra.ShellCompDirective) {
+		return outputFormats(o.PrintFlags), cobra.ShellCompDirectiveNoFileComp
+	})
 	return cmd
 }
 
@@ -241,7 +269,8 @@ func (a *App) statusCommand(g *globalFlags) *cobra.Command {
 		Short: "Show a rollout in detail: phase, steps, gates, rollback reason, issues and events",
 		Example: `  kubectl modelrollout status gpt4 -n ai-gateway
   kubectl modelrollout status gpt4 -n ai-gateway -w`,
-		Args: oneName,
+		Args:              oneName,
+		ValidArgsFunction: a.completeNames(g),
 		RunE: a.run(g, func(ctx context.Context, p *Plugin, args []string) error {
 			return p.Status(ctx, args[0], watch)
 		}),
@@ -265,8 +294,9 @@ latest evaluation of every gate passes. Only a Progressing or Paused rollout
 can be promoted.
 
 Writes the annotation ` + rolloutsv1.AnnotationPromote + `=<RFC 3339 time>.`,
-		Example: `  kubectl modelrollout promote gpt4 -n ai-gateway --wait`,
-		Args:    oneName,
+		Example:           `  kubectl modelrollout promote gpt4 -n ai-gateway --wait`,
+		Args:              oneName,
+		ValidArgsFunction: a.completeNames(g),
 		RunE: a.run(g, func(ctx context.Context, p *Plugin, args []string) error {
 			return p.Promote(ctx, args[0], o)
 		}),
@@ -284,8 +314,9 @@ until it is resumed. Gates keep being evaluated and a failing gate still rolls
 back. Only a Waiting, Progressing or Paused rollout can be paused.
 
 Writes the annotation ` + rolloutsv1.AnnotationPaused + `=true.`,
-		Example: `  kubectl modelrollout pause gpt4 -n ai-gateway`,
-		Args:    oneName,
+		Example:           `  kubectl modelrollout pause gpt4 -n ai-gateway`,
+		Args:              oneName,
+		ValidArgsFunction: a.completeNames(g),
 		RunE: a.run(g, func(ctx context.Context, p *Plugin, args []string) error {
 			return p.Pause(ctx, args[0])
 		}),
@@ -298,8 +329,9 @@ func (a *App) resumeCommand(g *globalFlags) *cobra.Command {
 		Short: "Undo pause: remove the paused annotation",
 		Long: `Undo a pause by removing the annotation ` + rolloutsv1.AnnotationPaused + `.
 A rollout paused by spec.paused is resumed in Git, not here.`,
-		Example: `  kubectl modelrollout resume gpt4 -n ai-gateway`,
-		Args:    oneName,
+		Example:           `  kubectl modelrollout resume gpt4 -n ai-gateway`,
+		Args:              oneName,
+		ValidArgsFunction: a.completeNames(g),
 		RunE: a.run(g, func(ctx context.Context, p *Plugin, args []string) error {
 			return p.Resume(ctx, args[0])
 		}),
@@ -319,8 +351,9 @@ can be aborted.
 Writes the annotations ` + rolloutsv1.AnnotationAbort + `=<RFC 3339 time> and
 ` + rolloutsv1.AnnotationAbortReason + `=<reason>; without --reason the
 reason is "aborted by <your user name>".`,
-		Example: `  kubectl modelrollout abort gpt4 -n ai-gateway --reason "bad outputs"`,
-		Args:    oneName,
+		Example:           `  kubectl modelrollout abort gpt4 -n ai-gateway --reason "bad outputs"`,
+		Args:              oneName,
+		ValidArgsFunction: a.completeNames(g),
 		RunE: a.run(g, func(ctx context.Context, p *Plugin, args []string) error {
 			return p.Abort(ctx, args[0], reason, o)
 		}),
@@ -339,8 +372,9 @@ func (a *App) retryCommand(g *globalFlags) *cobra.Command {
 Only a RolledBack rollout can be retried.
 
 Writes the annotation ` + rolloutsv1.AnnotationRetry + `=<RFC 3339 time>.`,
-		Example: `  kubectl modelrollout retry gpt4 -n ai-gateway --wait`,
-		Args:    oneName,
+		Example:           `  kubectl modelrollout retry gpt4 -n ai-gateway --wait`,
+		Args:              oneName,
+		ValidArgsFunction: a.completeNames(g),
 		RunE: a.run(g, func(ctx context.Context, p *Plugin, args []string) error {
 			return p.Retry(ctx, args[0], o)
 		}),

@@ -71,7 +71,7 @@ func (h *harness) runCtx(ctx context.Context, args ...string) int {
 		Now:    func() time.Time { return h.current },
 		Getenv: func(string) string { return "" },
 		Connect: func(f KubeFlags) (*Cluster, error) {
-			ns := f.Namespace
+			ns := *f.Namespace
 			if ns == "" {
 				ns = "default"
 			}
@@ -356,4 +356,91 @@ func TestGetWatchEmptyNamespace(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("get -w did not stop on Ctrl-C")
 	}
+}
+
+func TestGetOutputFormats(t *testing.T) {
+	ro := progressing()
+	other := rolledBack()
+	other.Name = "mixtral"
+	other.Spec.Canary.Name = "vllm-mixtral-v2"
+	h := newHarness(t, ro, other)
+
+	h.expect(0, "get", "gpt4", "-n", "ai-gateway", "-o", "json")
+	assertContains(t, h.stdout.String(), []string{`"apiVersion": "rollouts.modelrollout.io/v1alpha1"`, `"kind": "ModelRollout"`, `"canaryWeight": 25`}, `"kind": "List"`)
+	h.expect(0, "get", "-n", "ai-gateway", "-o", "yaml")
+	assertContains(t, h.stdout.String(), []string{"apiVersion: v1\nitems:\n- apiVersion: rollouts.modelrollout.io/v1alpha1\n  kind: ModelRollout\n", "kind: List\n", "name: mixtral\n"})
+	h.expect(0, "get", "-n", "ai-gateway", "-o", "name")
+	if got := h.stdout.String(); got != "modelrollout.rollouts.modelrollout.io/gpt4\nmodelrollout.rollouts.modelrollout.io/mixtral\n" {
+		t.Errorf("-o name printed %q", got)
+	}
+	h.expect(0, "get", "-n", "ai-gateway", "-o", "jsonpath={range .items[*]}{.metadata.name}={.status.canaryWeight}{\"\\n\"}{end}")
+	if got := h.stdout.String(); got != "gpt4=25\nmixtral=0\n" {
+		t.Errorf("-o jsonpath printed %q", got)
+	}
+	h.expect(0, "get", "gpt4", "-n", "ai-gateway", "-o", "jsonpath={.spec.canary.name}")
+	if got := h.stdout.String(); got != "vllm-gpt4-v2" {
+		t.Errorf("-o jsonpath on one rollout printed %q", got)
+	}
+	h.expect(0, "get", "-n", "ai-gateway", "-o", "custom-columns=NAME:.metadata.name,GATES:.status.gates[*].name,ROLLBACK:{.status.rollback.reason}")
+	if got := h.stdout.String(); got != "NAME      GATES                 ROLLBACK\ngpt4      errors,latency,ttft   <none>\nmixtral   errors,latency,ttft   AlertFiring\n" {
+		t.Errorf("-o custom-columns printed %q", got)
+	}
+	h.expect(0, "get", "-n", "ai-gateway", "-o", "custom-columns=NAME:metadata.name", "--no-headers")
+	if got := h.stdout.String(); got != "gpt4\nmixtral\n" {
+		t.Errorf("-o custom-columns --no-headers printed %q", got)
+	}
+	h.expect(0, "get", "gpt4", "-n", "ai-gateway", "-o", "wide")
+	assertContains(t, h.stdout.String(), []string{
+		"NAME   ROUTE                  CANARY         WEIGHT   STEP   PHASE         AGE   STABLE         MESSAGE\n",
+		"gpt4   model-header-routing   vllm-gpt4-v2   25       2/5    Progressing   41m   vllm-gpt4-v1   Step 2/5: canary at 25%, next step in 18m\n"})
+	h.expect(0, "get", "-A", "--no-headers")
+	assertContains(t, h.stdout.String(), []string{"ai-gateway   gpt4"}, "NAMESPACE")
+	h.expect(0, "get", "gpt4", "-n", "ai-gateway", "--template", "{{.metadata.name}} {{.status.phase}}")
+	if got := h.stdout.String(); got != "gpt4 Progressing" {
+		t.Errorf("--template printed %q", got)
+	}
+	// An empty namespace is an empty List in json, as with kubectl.
+	h.expect(0, "get", "-n", "empty", "-o", "json")
+	assertContains(t, h.stdout.String(), []string{`"kind": "List"`, `"items": []`})
+
+	for _, tt := range []struct{ output, want string }{
+		{"toml", `unable to match a printer suitable for the output format "toml", allowed formats are: wide,custom-columns,json,yaml,`},
+		{"custom-columns=", "custom-columns format specified but no custom columns given"},
+		{"custom-columns=NAME", `unexpected custom-columns spec "NAME", expected <header>:<json-path-expr>`},
+		{"jsonpath={.metadata.name", "unclosed action"},
+	} {
+		h.expect(2, "get", "-n", "ai-gateway", "-o", tt.output)
+		assertContains(t, h.stderr.String(), []string{"Error: ", tt.want})
+	}
+}
+
+func TestCompletion(t *testing.T) {
+	ro := progressing()
+	other := rolledBack()
+	other.Name = "mixtral"
+	far := progressing()
+	far.Name, far.Namespace = "llama", "team-b"
+	h := newHarness(t, ro, other, far)
+
+	h.expect(0, "__complete", "status", "-n", "ai-gateway", "")
+	want := "gpt4\tProgressing, canary vllm-gpt4-v2 at 25%\nmixtral\tRolledBack, canary vllm-gpt4-v2 at 0%\n:4\n"
+	if got := h.stdout.String(); !strings.HasPrefix(got, want) {
+		t.Errorf("completion of status:\n%q\nwant prefix\n%q", got, want)
+	}
+	h.expect(0, "__complete", "abort", "-n", "ai-gateway", "mi")
+	assertContains(t, h.stdout.String(), []string{"mixtral\t"}, "gpt4\t")
+	h.expect(0, "__complete", "promote", "--namespace=team-b", "")
+	assertContains(t, h.stdout.String(), []string{"llama\t"}, "gpt4\t")
+	// One name only: nothing more after it.
+	h.expect(0, "__complete", "retry", "gpt4", "")
+	assertContains(t, h.stdout.String(), []string{":4\n"}, "mixtral")
+	h.expect(0, "__complete", "get", "-o", "")
+	assertContains(t, h.stdout.String(), []string{"wide\n", "custom-columns\n", "json\n", "yaml\n", "name\n", "jsonpath\n"})
+
+	for _, shell := range []string{"bash", "zsh", "fish"} {
+		h.expect(0, "completion", shell)
+		assertContains(t, h.stdout.String(), []string{"kubectl-modelrollout", "__complete"})
+	}
+	h.expect(0, "completion", "--help")
+	assertContains(t, h.stdout.String(), []string{"kubectl_complete-modelrollout"})
 }

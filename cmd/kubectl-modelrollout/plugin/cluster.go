@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"time"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -14,7 +16,10 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -31,11 +36,15 @@ func init() {
 	utilruntime.Must(authenticationv1.AddToScheme(Scheme))
 }
 
-// KubeFlags are the kubectl-style connection flags.
-type KubeFlags struct {
-	Kubeconfig string
-	Context    string
-	Namespace  string
+// KubeFlags are kubectl's own connection flags (--kubeconfig, --context,
+// --cluster, --user, --as, --as-group, --token, --server, --request-timeout,
+// -n and the TLS flags), from k8s.io/cli-runtime, so that they mean exactly
+// what they mean to kubectl.
+type KubeFlags = *genericclioptions.ConfigFlags
+
+// NewKubeFlags returns the connection flags, unset.
+func NewKubeFlags() KubeFlags {
+	return genericclioptions.NewConfigFlags(true)
 }
 
 // Cluster is a connection to one API server.
@@ -47,20 +56,32 @@ type Cluster struct {
 	Host string
 	// User is the kubeconfig user of the context, a fallback for who acts.
 	User string
+	// Impersonating describes --as and --as-group when set, for error
+	// messages; empty otherwise.
+	Impersonating string
+	// RequestTimeout is --request-timeout when set, for error messages.
+	RequestTimeout string
 }
 
 // Connect loads the kubeconfig the way kubectl does (--kubeconfig, then
-// KUBECONFIG, then ~/.kube/config, then in-cluster) and builds a client.
+// KUBECONFIG, then ~/.kube/config, then in-cluster), applies the other
+// connection flags and builds a client.
 func Connect(f KubeFlags) (*Cluster, error) {
-	rules := clientcmd.NewDefaultClientConfigLoadingRules()
-	rules.ExplicitPath = f.Kubeconfig
-	overrides := &clientcmd.ConfigOverrides{CurrentContext: f.Context}
-	overrides.Context.Namespace = f.Namespace
-	cc := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, overrides)
-
-	cfg, err := cc.ClientConfig()
+	if t := str(f.Timeout); t != "" && t != "0" {
+		if _, err := time.ParseDuration(t); err != nil {
+			if _, errInt := strconv.Atoi(t); errInt != nil {
+				return nil, usageErrorf("invalid --request-timeout %q: use a duration with a unit, e.g. 30s or 2m (0 waits forever)", t)
+			}
+		}
+	}
+	cc := f.ToRawKubeConfigLoader()
+	cfg, err := f.ToRESTConfig()
 	if err != nil {
 		return nil, kubeconfigError(f, err)
+	}
+	if raw, err := cc.RawConfig(); err == nil && len(raw.Clusters) == 0 && str(f.APIServer) == "" && os.Getenv("KUBERNETES_SERVICE_HOST") == "" {
+		// Like kubectl, client-go would fall back to http://localhost:8080.
+		return nil, kubeconfigError(f, clientcmd.ErrEmptyConfig)
 	}
 	ns, _, err := cc.Namespace()
 	if err != nil {
@@ -69,11 +90,11 @@ func Connect(f KubeFlags) (*Cluster, error) {
 	if ns == "" {
 		ns = "default"
 	}
-	user := ""
-	if raw, err := cc.RawConfig(); err == nil {
+	user := str(f.AuthInfoName)
+	if raw, err := cc.RawConfig(); err == nil && user == "" {
 		name := raw.CurrentContext
-		if f.Context != "" {
-			name = f.Context
+		if c := str(f.Context); c != "" {
+			name = c
 		}
 		if c := raw.Contexts[name]; c != nil {
 			user = c.AuthInfo
@@ -84,25 +105,90 @@ func Connect(f KubeFlags) (*Cluster, error) {
 	if err != nil {
 		return nil, &Error{Code: 1, Msg: fmt.Sprintf("cannot create a client for %s: %v", cfg.Host, err)}
 	}
-	return &Cluster{Client: c, Namespace: ns, Host: cfg.Host, User: user}, nil
+	cl := &Cluster{Client: c, Namespace: ns, Host: cfg.Host, User: user, Impersonating: impersonating(cfg.Impersonate), RequestTimeout: str(f.Timeout)}
+	if cl.RequestTimeout == "0" {
+		cl.RequestTimeout = ""
+	}
+	if cl.Impersonating != "" {
+		if err := checkImpersonation(cfg, cl); err != nil {
+			return nil, err
+		}
+	}
+	return cl, nil
+}
+
+// checkImpersonation asks the API server who the flags make us, so that
+// impersonation refused by RBAC is reported as such: through discovery it
+// would surface as a bare "unknown" error. Other failures are left to the
+// command, which reports them in its own terms.
+func checkImpersonation(cfg *rest.Config, cl *Cluster) error {
+	rc := rest.CopyConfig(cfg)
+	rc.NegotiatedSerializer = serializer.NewCodecFactory(Scheme).WithoutConversion()
+	client, err := rest.UnversionedRESTClientFor(rc)
+	if err != nil {
+		return nil
+	}
+	timeout := 30 * time.Second
+	if cfg.Timeout > 0 {
+		timeout = cfg.Timeout
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	err = client.Post().AbsPath("/apis/authentication.k8s.io/v1/selfsubjectreviews").
+		SetHeader("Content-Type", "application/json").
+		Body([]byte(`{"apiVersion":"authentication.k8s.io/v1","kind":"SelfSubjectReview"}`)).
+		Do(ctx).Error()
+	if apierrors.IsForbidden(err) && strings.Contains(err.Error(), "cannot impersonate") {
+		return (&Plugin{Host: cl.Host, Impersonating: cl.Impersonating}).apiError(err, "", "")
+	}
+	return nil
+}
+
+// impersonating describes who --as and --as-group act as.
+func impersonating(im rest.ImpersonationConfig) string {
+	var parts, flags []string
+	if im.UserName != "" {
+		parts = append(parts, fmt.Sprintf("user %q", im.UserName))
+		flags = append(flags, "--as")
+	}
+	if len(im.Groups) > 0 {
+		q := make([]string, len(im.Groups))
+		for i, g := range im.Groups {
+			q[i] = strconv.Quote(g)
+		}
+		parts = append(parts, "group "+strings.Join(q, ", "))
+		flags = append(flags, "--as-group")
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return strings.Join(parts, " in ") + " (" + strings.Join(flags, ", ") + ")"
+}
+
+func str(p *string) string {
+	if p == nil {
+		return ""
+	}
+	return *p
 }
 
 // kubeconfigError says which kubeconfig could not be used and why.
 func kubeconfigError(f KubeFlags, err error) error {
 	where := "~/.kube/config"
+	kubeconfig := str(f.KubeConfig)
 	switch {
-	case f.Kubeconfig != "":
-		where = f.Kubeconfig + " (--kubeconfig)"
+	case kubeconfig != "":
+		where = kubeconfig + " (--kubeconfig)"
 	case os.Getenv(clientcmd.RecommendedConfigPathEnvVar) != "":
 		where = os.Getenv(clientcmd.RecommendedConfigPathEnvVar) + " (KUBECONFIG)"
 	}
 	if clientcmd.IsEmptyConfig(err) {
 		problem := "has no cluster to talk to"
-		if f.Kubeconfig == "" && !anyExists(os.Getenv(clientcmd.RecommendedConfigPathEnvVar)) {
+		if kubeconfig == "" && !anyExists(os.Getenv(clientcmd.RecommendedConfigPathEnvVar)) {
 			problem = "does not exist"
 		}
 		return &Error{Code: 1, Msg: fmt.Sprintf("no usable kubeconfig: %s %s; "+
-			"pass --kubeconfig, set KUBECONFIG, or create ~/.kube/config", where, problem)}
+			"pass --kubeconfig, set KUBECONFIG, create ~/.kube/config, or pass --server with credentials", where, problem)}
 	}
 	return &Error{Code: 1, Msg: fmt.Sprintf("cannot load kubeconfig %s: %v", where, err)}
 }
@@ -156,7 +242,14 @@ func (p *Plugin) apiError(err error, ns, name string) error {
 	case meta.IsNoMatchError(err) || isNoAPI(err):
 		return failf("the ModelRollout API (%s) is not served by %s: install the CRDs from config/crd/bases first",
 			rolloutsv1.GroupVersion.String(), p.host())
-	case apierrors.IsForbidden(err), apierrors.IsUnauthorized(err):
+	case apierrors.IsForbidden(err) && p.Impersonating != "" && strings.Contains(err.Error(), "cannot impersonate"):
+		return failf("the API server at %s does not let you act as %s: %v; "+
+			"acting as someone else needs the \"impersonate\" verb on users (and groups, for --as-group) in a role bound to you",
+			p.host(), p.Impersonating, statusMessage(err))
+	case apierrors.IsUnauthorized(err):
+		return failf("the API server at %s did not accept your credentials (Unauthorized); "+
+			"check --token, --user, --client-certificate or the kubeconfig", p.host())
+	case apierrors.IsForbidden(err):
 		return failf("%v", err)
 	}
 	var status apierrors.APIStatus
@@ -166,6 +259,9 @@ func (p *Plugin) apiError(err error, ns, name string) error {
 	if errors.Is(err, context.Canceled) {
 		return err
 	}
+	if p.RequestTimeout != "" && (errors.Is(err, context.DeadlineExceeded) || strings.Contains(err.Error(), "deadline exceeded") || strings.Contains(err.Error(), "Timeout exceeded")) {
+		return failf("the Kubernetes API server at %s did not answer within --request-timeout %s: %v", p.host(), p.RequestTimeout, err)
+	}
 	return failf("cannot reach the Kubernetes API server at %s: %v", p.host(), err)
 }
 
@@ -174,6 +270,15 @@ func (p *Plugin) host() string {
 		return "the API server"
 	}
 	return p.Host
+}
+
+// statusMessage is the API server's message of a status error.
+func statusMessage(err error) string {
+	var status apierrors.APIStatus
+	if errors.As(err, &status) && status.Status().Message != "" {
+		return status.Status().Message
+	}
+	return err.Error()
 }
 
 // isNoAPI recognises discovery failing because the group is not served.

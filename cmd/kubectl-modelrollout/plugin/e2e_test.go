@@ -465,6 +465,10 @@ func TestEndToEnd(t *testing.T) {
 		g.Expect(string(out)).To(ContainSubstring("gpt4   model-header-routing   vllm-gpt4-v2   25       2/5    Progressing"))
 	})
 
+	flags := setupFlags(t, g, env, cfg, c, raw, tmp)
+	testFlags(run, flags, tmp)
+	testOutputAndCompletion(run, tmp, raw.CurrentContext)
+
 	run("get -w", func(e *e2e, g *WithT) {
 		bg := e.start("get", "gpt4", "-w")
 		g.Eventually(bg.stdout.String).Should(MatchRegexp(`gpt4   model-header-routing   vllm-gpt4-v2   25       2/5    Progressing   \S+\n$`))

@@ -18,6 +18,8 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/cli-runtime/pkg/printers"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	rolloutsv1 "github.com/modelrollout/modelrollout/api/v1alpha1"
@@ -41,6 +43,10 @@ type Plugin struct {
 	Host string
 	// User is the kubeconfig user, a fallback for who aborts.
 	User string
+	// Impersonating describes --as and --as-group when they are set.
+	Impersonating string
+	// RequestTimeout is --request-timeout when set.
+	RequestTimeout string
 }
 
 func (p *Plugin) now() time.Time {
@@ -72,13 +78,27 @@ type GetOptions struct {
 	Name          string
 	AllNamespaces bool
 	Watch         bool
+	// Output is -o: empty for the table, wide, custom-columns=..., or a
+	// format of cli-runtime's printers (json, yaml, name, jsonpath=...,
+	// go-template=...).
+	Output string
+	// NoHeaders leaves out the header of the table formats.
+	NoHeaders bool
+	// PrintFlags holds the printer flags (--template,
+	// --show-managed-fields, ...); defaults when nil.
+	PrintFlags *genericclioptions.PrintFlags
 }
 
-// Get prints rollouts as a table, like `kubectl get modelrollouts`. With
-// Watch it then prints a row whenever one changes, until ctx is done.
+// Get prints rollouts as a table, like `kubectl get modelrollouts`, or in
+// the -o format. With Watch it then prints a rollout again whenever it
+// changes, until ctx is done.
 func (p *Plugin) Get(ctx context.Context, o GetOptions) error {
 	if o.Name != "" && o.AllNamespaces {
 		return usageErrorf("a name cannot be combined with --all-namespaces")
+	}
+	tbl, printer, err := resolveOutput(o)
+	if err != nil {
+		return err
 	}
 	var ros []rolloutsv1.ModelRollout
 	rv := ""
@@ -97,26 +117,23 @@ func (p *Plugin) Get(ctx context.Context, o GetOptions) error {
 		ros = list.Items
 		rv = list.ResourceVersion
 	}
+	if printer != nil {
+		return p.printObjects(ctx, o, printer, ros, rv)
+	}
 	now := p.now()
 	tp := &tablePrinter{w: p.Out}
-	header := tableHeader
-	if o.AllNamespaces {
-		header = append([]string{"NAMESPACE"}, header...)
-	}
 	printed := map[types.UID]string{}
-	headerDone := false
+	headerDone := o.NoHeaders || tbl.noHeaders
 	printRow := func(ro *rolloutsv1.ModelRollout) error {
-		row := tableRow(ro, p.now(), o.AllNamespaces)
-		// Only changes that show are printed again: the AGE column moves by
-		// itself, so it does not count.
-		key := fmt.Sprint(row[:len(row)-1])
+		row := tbl.row(ro, p.now())
+		key := tbl.key(row)
 		if printed[ro.UID] == key {
 			return nil
 		}
 		printed[ro.UID] = key
 		if !headerDone {
 			headerDone = true
-			if err := tp.print(header); err != nil {
+			if err := tp.print(tbl.header); err != nil {
 				return err
 			}
 		}
@@ -129,10 +146,14 @@ func (p *Plugin) Get(ctx context.Context, o GetOptions) error {
 		}
 		fmt.Fprintf(p.errOut(), "No modelrollouts found in %s.\n", where)
 	} else {
-		rows := [][]string{header}
+		var rows [][]string
+		if !headerDone {
+			rows = append(rows, tbl.header)
+		}
 		for i := range ros {
-			rows = append(rows, tableRow(&ros[i], now, o.AllNamespaces))
-			printed[ros[i].UID] = fmt.Sprint(rows[i+1][:len(rows[i+1])-1])
+			row := tbl.row(&ros[i], now)
+			rows = append(rows, row)
+			printed[ros[i].UID] = tbl.key(row)
 		}
 		headerDone = true
 		if err := tp.print(rows...); err != nil {
@@ -144,6 +165,36 @@ func (p *Plugin) Get(ctx context.Context, o GetOptions) error {
 	}
 	return p.watchRollouts(ctx, o.AllNamespaces, o.Name, rv, func(t watch.EventType, ro *rolloutsv1.ModelRollout) error {
 		return printRow(ro)
+	})
+}
+
+// printObjects prints rollouts with one of cli-runtime's printers: one
+// object for a name, else a v1 List, as kubectl does; under --watch then
+// every changed rollout on its own.
+func (p *Plugin) printObjects(ctx context.Context, o GetOptions, printer printers.ResourcePrinter, ros []rolloutsv1.ModelRollout, rv string) error {
+	var err error
+	switch {
+	case o.Name != "":
+		err = printer.PrintObj(typed(&ros[0]), p.Out)
+	case o.Output == "name":
+		// The name printer takes objects one by one.
+		for i := 0; i < len(ros) && err == nil; i++ {
+			err = printer.PrintObj(typed(&ros[i]), p.Out)
+		}
+	default:
+		err = printer.PrintObj(asList(ros, rv), p.Out)
+	}
+	if err != nil {
+		return failf("print: %v", err)
+	}
+	if !o.Watch {
+		return nil
+	}
+	return p.watchRollouts(ctx, o.AllNamespaces, o.Name, rv, func(t watch.EventType, ro *rolloutsv1.ModelRollout) error {
+		if err := printer.PrintObj(typed(ro), p.Out); err != nil {
+			return failf("print: %v", err)
+		}
+		return nil
 	})
 }
 
