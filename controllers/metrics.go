@@ -3,6 +3,7 @@ package controllers
 import (
 	"github.com/prometheus/client_golang/prometheus"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
+	"sync"
 
 	rolloutsv1 "github.com/modelrollout/modelrollout/api/v1alpha1"
 )
@@ -31,6 +32,11 @@ type Metrics struct {
 	// for a step with a pause.
 	StepStarted *prometheus.GaugeVec
 	StepDue     *prometheus.GaugeVec
+
+	mu sync.Mutex
+	// gates lists, per rollout, the gate names that have series, so that
+	// the series of a gate removed from the spec are deleted.
+	gates map[string]map[string]bool
 }
 
 // NewMetrics creates the series and registers them with reg.
@@ -116,6 +122,7 @@ func (m *Metrics) observe(ro *rolloutsv1.ModelRollout, d *decision) {
 	}
 	m.Step.WithLabelValues(ro.Namespace, ro.Name).Set(step)
 	m.observeStepClock(ro, st)
+	m.pruneGates(ro)
 	for _, e := range d.Events {
 		switch e.Reason {
 		case "StepStarted":
@@ -156,10 +163,46 @@ func (m *Metrics) observeStepClock(ro *rolloutsv1.ModelRollout, st *rolloutsv1.M
 	m.StepDue.With(key).Set(float64(start.Add(pause).UnixNano()) / 1e9)
 }
 
+// pruneGates deletes the series of gates no longer in the rollout's spec.
+func (m *Metrics) pruneGates(ro *rolloutsv1.ModelRollout) {
+	key := ro.Namespace + "/" + ro.Name
+	inSpec := map[string]bool{}
+	if ro.Spec.Analysis != nil {
+		for _, g := range ro.Spec.Analysis.Gates {
+			inSpec[g.Name] = true
+		}
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for name := range m.gates[key] {
+		if inSpec[name] {
+			continue
+		}
+		l := prometheus.Labels{"namespace": ro.Namespace, "name": ro.Name, "gate": name}
+		m.GateValue.DeletePartialMatch(l)
+		m.GateEvaluations.DeletePartialMatch(l)
+		m.GateThreshold.DeletePartialMatch(l)
+		delete(m.gates[key], name)
+	}
+	if len(m.gates[key]) == 0 {
+		delete(m.gates, key)
+	}
+}
+
 func (m *Metrics) observeGate(ro *rolloutsv1.ModelRollout, gs rolloutsv1.GateStatus) {
 	if m == nil {
 		return
 	}
+	m.mu.Lock()
+	if m.gates == nil {
+		m.gates = map[string]map[string]bool{}
+	}
+	key := ro.Namespace + "/" + ro.Name
+	if m.gates[key] == nil {
+		m.gates[key] = map[string]bool{}
+	}
+	m.gates[key][gs.Name] = true
+	m.mu.Unlock()
 	m.GateEvaluations.WithLabelValues(ro.Namespace, ro.Name, gs.Name, string(gs.Verdict)).Inc()
 	if v, err := parseFloat(gs.Value); err == nil {
 		m.GateValue.WithLabelValues(ro.Namespace, ro.Name, gs.Name).Set(v)
@@ -187,6 +230,9 @@ func (m *Metrics) forget(namespace, name string) {
 	if m == nil {
 		return
 	}
+	m.mu.Lock()
+	delete(m.gates, namespace+"/"+name)
+	m.mu.Unlock()
 	l := prometheus.Labels{"namespace": namespace, "name": name}
 	for _, v := range []interface{ DeletePartialMatch(prometheus.Labels) int }{
 		m.Phase, m.CanaryWeight, m.Step, m.GateValue, m.GateEvaluations, m.Rollbacks, m.StepTransitions,

@@ -171,9 +171,17 @@ func TestGateThresholdAndStepClockSeries(t *testing.T) {
 	if n := testutil.CollectAndCount(m.StepStarted) + testutil.CollectAndCount(m.StepDue); n != 0 {
 		t.Errorf("%d step clock series after a rollback", n)
 	}
+	// A gate removed from the spec loses its series at the next decision.
+	ro.Spec.Analysis.Gates = ro.Spec.Analysis.Gates[:1]
+	m.observe(ro, at(rolloutsv1.PhaseProgressing, 0))
+	for _, v := range []prometheus.Collector{m.GateValue, m.GateEvaluations, m.GateThreshold} {
+		if n := testutil.CollectAndCount(v); n != 1 {
+			t.Errorf("%d series of a vector after the quality gate was removed, want 1 (errors)", n)
+		}
+	}
 	m.forget("ai-gateway", "gpt4")
-	if n := testutil.CollectAndCount(m.GateThreshold); n != 0 {
-		t.Errorf("%d threshold series after the rollout was deleted", n)
+	if n := testutil.CollectAndCount(m.GateThreshold) + testutil.CollectAndCount(m.GateValue) + testutil.CollectAndCount(m.GateEvaluations); n != 0 {
+		t.Errorf("%d gate series after the rollout was deleted", n)
 	}
 }
 

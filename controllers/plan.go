@@ -629,14 +629,20 @@ func (p *planner) startClockOnceRoutesCarry() bool {
 	if !carries {
 		return false
 	}
-	now := p.now()
+	// Status times have one-second precision: round the start up, so that
+	// a step never bakes less than its pause.
+	start := p.obs.Now.Truncate(time.Second)
+	if start.Before(p.obs.Now) {
+		start = start.Add(time.Second)
+	}
+	now := metav1.NewTime(start)
 	st.StepStartedAt = &now
 	if n := len(st.StepHistory); n > 0 && st.StepHistory[n-1].EndedAt == nil {
 		st.StepHistory[n-1].StartedAt = now
 	}
 	step := p.steps[*st.CurrentStepIndex]
 	if pause := stepPause(step); pause > 0 {
-		p.requeue(pause)
+		p.requeue(start.Add(pause).Sub(p.obs.Now))
 	}
 	if p.ro.Spec.Analysis != nil {
 		// Evaluate soon at the new weight, at the latest after one interval.

@@ -203,6 +203,19 @@ func TestPlan(t *testing.T) {
 			},
 		},
 		{
+			name: "a step's start is rounded up to the second, so it never bakes less than its pause",
+			ro: func() *rolloutsv1.ModelRollout {
+				ro := atStep(testRollout(), 0, 0)
+				ro.Status.StepStartedAt = nil
+				return ro
+			}(),
+			obs: observation{Now: t0.Add(200 * time.Millisecond), Found: routesAt(10)},
+			check: func(t *testing.T, d decision) {
+				expect(t, d.Status.StepStartedAt.Time, t0.Add(time.Second))
+				expect(t, d.RequeueAfter, 30*time.Minute+800*time.Millisecond)
+			},
+		},
+		{
 			name: "a step whose weight never reached the routes does not count its pause",
 			ro: func() *rolloutsv1.ModelRollout {
 				ro := atStep(testRollout(), 0, 0)
@@ -677,7 +690,9 @@ func TestPlan(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			tc.obs.Now = t0
+			if tc.obs.Now.IsZero() {
+				tc.obs.Now = t0
+			}
 			if tc.obs.Found == nil {
 				// By default the routes carry what the status says.
 				tc.obs.Found = routesAt(tc.ro.Status.CanaryWeight)

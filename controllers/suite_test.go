@@ -20,6 +20,7 @@ import (
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -184,6 +185,7 @@ func startOperator(opts ...func(*ModelRolloutReconciler, ctrl.Manager)) *operato
 func startOperatorOn(metricsAddr string, opts ...func(*ModelRolloutReconciler, ctrl.Manager)) *operator {
 	mgr, err := ctrl.NewManager(operatorCfg, ctrl.Options{
 		Scheme:                        scheme,
+		Cache:                         cache.Options{DefaultTransform: cache.TransformStripManagedFields()},
 		Metrics:                       metricsserver.Options{BindAddress: metricsAddr},
 		HealthProbeBindAddress:        "0",
 		LeaderElection:                true,

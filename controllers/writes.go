@@ -183,7 +183,7 @@ func (r *ModelRolloutReconciler) checkDrift(ctx context.Context, ro *rolloutsv1.
 		// patch after the status write): not drift.
 		return 0
 	}
-	manager, changes := otherWriter(obs.Found, before)
+	manager, changes := otherWriter(r.withManagedFields(ctx, obs.Found), before)
 	f, opened, wait := r.writes.drift(key, obs.Now, manager)
 	who := "another writer"
 	if f.manager != "" {
@@ -201,6 +201,24 @@ func (r *ModelRolloutReconciler) checkDrift(ctx context.Context, ro *rolloutsv1.
 			who, f.corrections, f.since.UTC().Format(time.RFC3339), f.nextAt.UTC().Format(time.RFC3339))}
 	}
 	return wait
+}
+
+// withManagedFields returns the found routes with their managedFields, which
+// the cache does not keep, read from the API server. A route that cannot be
+// read is returned as cached.
+func (r *ModelRolloutReconciler) withManagedFields(ctx context.Context, found []managedRoute) []managedRoute {
+	if r.APIReader == nil {
+		return found
+	}
+	out := make([]managedRoute, 0, len(found))
+	for _, m := range found {
+		live := m.Route.DeepCopy()
+		if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: live.Namespace, Name: live.Name}, live); err == nil {
+			m.Route = live
+		}
+		out = append(out, m)
+	}
+	return out
 }
 
 // otherWriter names the field manager that most recently changed the spec

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
@@ -31,6 +32,9 @@ func main() {
 		leaderElect      bool
 		leaderElectionNS string
 		watchNamespaces  string
+		leaseDuration    time.Duration
+		renewDeadline    time.Duration
+		retryPeriod      time.Duration
 		workers          int
 		promAddress      string
 		receiver         alerts.Options
@@ -39,6 +43,9 @@ func main() {
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz probes.")
 	flag.BoolVar(&leaderElect, "leader-elect", true, "Elect a leader, so that only one replica writes at a time.")
 	flag.StringVar(&leaderElectionNS, "leader-election-namespace", "", "Namespace of the leader election Lease; the pod's namespace when empty.")
+	flag.DurationVar(&leaseDuration, "leader-elect-lease-duration", 15*time.Second, "How long a leader's Lease holds after its last renewal. After a leader is killed, another replica takes over within this plus one retry period.")
+	flag.DurationVar(&renewDeadline, "leader-elect-renew-deadline", 10*time.Second, "How long the leader keeps trying to renew its Lease before it gives up leadership and exits; less than the lease duration.")
+	flag.DurationVar(&retryPeriod, "leader-elect-retry-period", 2*time.Second, "How often replicas try to acquire or renew the Lease.")
 	flag.StringVar(&watchNamespaces, "watch-namespaces", "", "Comma-separated namespaces to watch; all when empty.")
 	flag.IntVar(&workers, "max-concurrent-reconciles", 4, "Number of rollouts reconciled at once.")
 	flag.StringVar(&promAddress, "prometheus-address", "", "Prometheus queried by rollouts that name none in spec.analysis.prometheus, e.g. http://prometheus.monitoring:9090.")
@@ -58,7 +65,10 @@ func main() {
 	utilruntime.Must(gatewayv1.Install(scheme))
 	utilruntime.Must(rolloutsv1.AddToScheme(scheme))
 
-	cacheOpts := cache.Options{}
+	// The controller never reads managedFields from the cache (it reads a
+	// route's from the API server when it must name another writer), so
+	// they are not kept: they are often the largest part of an object.
+	cacheOpts := cache.Options{DefaultTransform: cache.TransformStripManagedFields()}
 	if watchNamespaces != "" {
 		cacheOpts.DefaultNamespaces = map[string]cache.Config{}
 		for _, ns := range strings.Split(watchNamespaces, ",") {
@@ -77,6 +87,9 @@ func main() {
 		LeaderElectionID:              "modelrollout-controller.rollouts.modelrollout.io",
 		LeaderElectionNamespace:       leaderElectionNS,
 		LeaderElectionReleaseOnCancel: true,
+		LeaseDuration:                 &leaseDuration,
+		RenewDeadline:                 &renewDeadline,
+		RetryPeriod:                   &retryPeriod,
 	})
 	if err != nil {
 		setupLog.Error(err, "Unable to create the manager")
