@@ -576,6 +576,13 @@ var _ = Describe("Durable intent: crash injection", func() {
 			trigger: annotateWith(rolloutsv1.AnnotationPromote, "crash-promote"),
 			after:   crashState{phase: rolloutsv1.PhaseProgressing, step: "2/3", canary: "vllm-gpt4-v2", weight: 50, route: map[string]int32{crashStable: 50, "vllm-gpt4-v2": 50}},
 		}),
+		// KNOWN PRODUCT BUG (fails as of 00ac9bd): the abort in this
+		// entry's setup, with no fault injected, often records
+		// WeightDriftCorrected: the reconcile triggered by the rollback's own
+		// route patch reads the rollout's status from the cache before the
+		// RolledBack status arrives, and checkDrift takes the route at 100/0
+		// for another writer's change of the stale 90/10 (then its status
+		// patch fails with a conflict). Kept failing on purpose.
 		Entry("retry after a rollback", crashTransition{
 			steps:   []rolloutsv1.Step{step(10, "1h"), step(100, "1h")},
 			ready:   &crashState{phase: rolloutsv1.PhaseProgressing, step: "1/2", canary: "vllm-gpt4-v2", weight: 10, route: map[string]int32{crashStable: 90, "vllm-gpt4-v2": 10}},
