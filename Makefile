@@ -71,6 +71,15 @@ bench: test-deps ## Run the benchmarks and print their ratios.
 	go test -run '^$$' -bench . -benchmem -timeout 30m $$(go list ./... | grep -v /test/bench)
 	go test -run '^$$' -bench . -benchtime=100x -timeout 30m ./test/bench/
 
+# The scale benchmark's flags (go run ./test/cmd/bench-scale -h lists them);
+# the defaults are issue 10's goals: 1,000 rollouts, 5 steps of 30 s, then
+# 10,000 resident rollouts and a leader failover.
+BENCH_SCALE_FLAGS ?= -resident=10000
+
+.PHONY: bench-scale
+bench-scale: ## Run the scale benchmark (real API server, cmd/manager as a process) and print its table against issue 10's goals.
+	go run ./test/cmd/bench-scale $(BENCH_SCALE_FLAGS)
+
 ##@ Build
 
 .PHONY: build
