@@ -18,7 +18,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
-	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
@@ -399,15 +398,6 @@ func patchRollout(ns, body string) {
 }
 
 func runCrashTransition(t crashTransition) {
-	// The operator's identity comes without QPS, so client-go throttles it
-	// to 5 requests a second, while cmd/manager's config disables
-	// client-side throttling (QPS -1). Dozens of rollouts at once need the
-	// latter; it changes nothing of what is written.
-	saved := operatorCfg
-	operatorCfg = rest.CopyConfig(saved)
-	operatorCfg.QPS = -1
-	DeferCleanup(func() { operatorCfg = saved })
-
 	var running *operator
 	DeferCleanup(func() {
 		if running != nil {
@@ -576,13 +566,10 @@ var _ = Describe("Durable intent: crash injection", func() {
 			trigger: annotateWith(rolloutsv1.AnnotationPromote, "crash-promote"),
 			after:   crashState{phase: rolloutsv1.PhaseProgressing, step: "2/3", canary: "vllm-gpt4-v2", weight: 50, route: map[string]int32{crashStable: 50, "vllm-gpt4-v2": 50}},
 		}),
-		// KNOWN PRODUCT BUG (fails as of 00ac9bd): the abort in this
-		// entry's setup, with no fault injected, often records
-		// WeightDriftCorrected: the reconcile triggered by the rollback's own
-		// route patch reads the rollout's status from the cache before the
-		// RolledBack status arrives, and checkDrift takes the route at 100/0
-		// for another writer's change of the stale 90/10 (then its status
-		// patch fails with a conflict). Kept failing on purpose.
+		// The setup's abort once produced a false WeightDriftCorrected: the
+		// reconcile that the rollback's own route patch triggered read a
+		// cached rollout without the RolledBack status. checkDrift now
+		// confirms the rollout is current before it reports drift.
 		Entry("retry after a rollback", crashTransition{
 			steps:   []rolloutsv1.Step{step(10, "1h"), step(100, "1h")},
 			ready:   &crashState{phase: rolloutsv1.PhaseProgressing, step: "1/2", canary: "vllm-gpt4-v2", weight: 10, route: map[string]int32{crashStable: 90, "vllm-gpt4-v2": 10}},

@@ -4,22 +4,30 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
+	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/clock"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/controller/priorityqueue"
+	crevent "sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
@@ -120,7 +128,12 @@ func (r *ModelRolloutReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	obs.Rejected = r.writes.rejection(req.NamespacedName)
 	backoff := r.checkDrift(ctx, ro, &obs)
 
-	if ro.Spec.Canary != nil {
+	// A pending abort is the fast path: it reads nothing more (no canary
+	// backend, no Secret, no Prometheus), writes the routes first, all at
+	// once, then the status. Until the status records the abort token it
+	// stays pending, so a crash in between only repeats it.
+	abortFirst := abortPending(ro, obs.Requests) && abortable(ro.Status.Phase) && ro.Status.Revision == ro.Spec.Revision()
+	if ro.Spec.Canary != nil && !abortFirst {
 		if obs.Canary, err = r.observeCanary(ctx, ro); err != nil {
 			return ctrl.Result{}, err
 		}
@@ -128,8 +141,6 @@ func (r *ModelRolloutReconciler) Reconcile(ctx context.Context, req ctrl.Request
 			if r.Gates == nil {
 				obs.Analysis = &problem{Reason: rolloutsv1.ReasonInvalidConfig, Message: "the operator runs without gate evaluation"}
 			} else if !abortPending(ro, obs.Requests) {
-				// A pending abort is acted on first, without waiting on
-				// Prometheus or Secrets.
 				if obs.Analysis, err = r.Gates.Validate(ctx, ro); err != nil {
 					return ctrl.Result{}, err
 				}
@@ -141,6 +152,23 @@ func (r *ModelRolloutReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	}
 
 	d := plan(ro, obs)
+	result := ctrl.Result{RequeueAfter: d.RequeueAfter}
+	routesFirst := abortFirst && d.Status.Phase == rolloutsv1.PhaseRolledBack && obs.Conflict == nil
+	var applyErr error
+	if routesFirst {
+		var retry time.Duration
+		if retry, applyErr = r.applyRoutes(ctx, ro, d.Routes, routes.Found); applyErr != nil {
+			return result, applyErr
+		}
+		if retry > 0 {
+			result = minRequeue(result, retry)
+		} else {
+			// The routes took the rollback: say so now rather than in one
+			// more status write after the route's watch event.
+			meta.SetStatusCondition(&d.Status.Conditions, metav1.Condition{Type: rolloutsv1.ConditionRoutesApplied, Status: metav1.ConditionTrue,
+				Reason: rolloutsv1.ReasonApplied, Message: "Every managed rule carries " + describeIntent(d.Routes), ObservedGeneration: ro.Generation})
+		}
+	}
 	if !equality.Semantic.DeepEqual(ro.Status, d.Status) {
 		if err := r.patchStatus(ctx, ro, d.Status); err != nil {
 			return ctrl.Result{}, err
@@ -148,8 +176,10 @@ func (r *ModelRolloutReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	}
 	r.Metrics.observe(ro, &d)
 	r.record(ctx, ro, d.Events, d.Status.Phase)
+	if routesFirst {
+		return result, nil
+	}
 
-	result := ctrl.Result{RequeueAfter: d.RequeueAfter}
 	if obs.Conflict != nil {
 		// Another rollout owns a rule: write nothing. Its release changes
 		// the route's annotation, which brings this rollout back.
@@ -163,6 +193,11 @@ func (r *ModelRolloutReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		result = minRequeue(result, retry)
 	}
 	return result, err
+}
+
+// abortable says whether an abort acts in the phase.
+func abortable(p rolloutsv1.Phase) bool {
+	return p == rolloutsv1.PhaseWaiting || p == rolloutsv1.PhaseProgressing || p == rolloutsv1.PhasePaused
 }
 
 // cacheLagRetry is how soon a reconcile that found the cache behind the
@@ -249,8 +284,14 @@ func (r *ModelRolloutReconciler) event(ro *rolloutsv1.ModelRollout, e event) {
 func (r *ModelRolloutReconciler) applyRoutes(ctx context.Context, ro *rolloutsv1.ModelRollout, w weights, routes []managedRoute) (retry time.Duration, err error) {
 	logger := log.FromContext(ctx)
 	key := client.ObjectKeyFromObject(ro)
-	var errs, rejections []string
-	var transient []error
+	var (
+		mu         sync.Mutex
+		wg         sync.WaitGroup
+		rejections []string
+		failures   []error
+	)
+	// Routes are patched concurrently: a rollback reaches every route in
+	// one round trip, not one per route.
 	for _, m := range routes {
 		var ops []patchOp
 		var changes []string
@@ -265,36 +306,38 @@ func (r *ModelRolloutReconciler) applyRoutes(ctx context.Context, ro *rolloutsv1
 		}
 		body, err := patchBody(m.Route.ResourceVersion, ops)
 		if err != nil {
-			transient = append(transient, err)
-			continue
+			return 0, err
 		}
 		route := m.Route.DeepCopy()
-		err = r.Patch(ctx, route, client.RawPatch(types.JSONPatchType, body), client.FieldOwner(FieldOwner))
-		switch {
-		case err == nil:
-			r.writes.wrote(route.UID, route.Generation)
-			logger.Info("Patched HTTPRoute", "route", route.Name, "changes", describeChanges(changes))
-		case apierrors.IsConflict(err):
-			logger.Info("HTTPRoute changed since it was read; retrying with the fresh copy", "route", route.Name)
-			transient = append(transient, fmt.Errorf("patch HTTPRoute %s/%s: %w", route.Namespace, route.Name, err))
-		case apierrors.IsNotFound(err):
-			// Deleted since it was read; the watch brings the rollout back.
-		case patchRejected(err):
-			logger.Info("HTTPRoute patch rejected by the API server", "route", route.Name, "changes", describeChanges(changes), "error", err.Error())
-			rejections = append(rejections, fmt.Sprintf("HTTPRoute %s: %s", route.Name, apiMessage(err)))
-		default:
-			errs = append(errs, fmt.Sprintf("patch HTTPRoute %s/%s: %v", route.Namespace, route.Name, err))
-		}
+		wg.Go(func() {
+			err := r.Patch(ctx, route, client.RawPatch(types.JSONPatchType, body), client.FieldOwner(FieldOwner))
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				r.writes.wrote(route.UID, route.Generation)
+				logger.Info("Patched HTTPRoute", "route", route.Name, "changes", describeChanges(changes))
+			case apierrors.IsConflict(err):
+				logger.Info("HTTPRoute changed since it was read; retrying with the fresh copy", "route", route.Name)
+				failures = append(failures, fmt.Errorf("patch HTTPRoute %s/%s: %w", route.Namespace, route.Name, err))
+			case apierrors.IsNotFound(err):
+				// Deleted since it was read; the watch brings the rollout back.
+			case patchRejected(err):
+				logger.Info("HTTPRoute patch rejected by the API server", "route", route.Name, "changes", describeChanges(changes), "error", err.Error())
+				rejections = append(rejections, fmt.Sprintf("HTTPRoute %s: %s", route.Name, apiMessage(err)))
+			default:
+				failures = append(failures, fmt.Errorf("patch HTTPRoute %s/%s: %w", route.Namespace, route.Name, err))
+			}
+		})
 	}
+	wg.Wait()
+	slices.Sort(rejections)
 	if len(rejections) > 0 {
 		retry = r.writes.reject(key, strings.Join(rejections, "; "))
-	} else if len(transient) == 0 && len(errs) == 0 {
+	} else if len(failures) == 0 {
 		r.writes.accepted(key)
 	}
-	for _, e := range errs {
-		transient = append(transient, errors.New(e))
-	}
-	return retry, errors.Join(transient...)
+	return retry, errors.Join(failures...)
 }
 
 // patchRejected says whether the API server refused the change itself (a
@@ -350,7 +393,8 @@ func (r *ModelRolloutReconciler) SetupWithManager(ctx context.Context, mgr ctrl.
 		workers = 4
 	}
 	return ctrl.NewControllerManagedBy(mgr).
-		For(&rolloutsv1.ModelRollout{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
+		Watches(&rolloutsv1.ModelRollout{}, abortFirstHandler(),
+			builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
 		// Annotations too: a rollout that waits on a rule another rollout
 		// owns starts when the owner releases it.
 		Watches(&gatewayv1.HTTPRoute{}, handler.EnqueueRequestsFromMapFunc(r.mapBy(mgr.GetClient(), indexRoute, func(o client.Object) string { return o.GetName() })),
@@ -360,9 +404,44 @@ func (r *ModelRolloutReconciler) SetupWithManager(ctx context.Context, mgr ctrl.
 		Watches(&discoveryv1.EndpointSlice{}, handler.EnqueueRequestsFromMapFunc(r.mapBy(mgr.GetClient(), indexBackend, func(o client.Object) string {
 			return o.GetLabels()[discoveryv1.LabelServiceName]
 		}))).
-		WithOptions(controller.Options{MaxConcurrentReconciles: workers}).
+		WithOptions(controller.Options{MaxConcurrentReconciles: workers, UsePriorityQueue: ptr.To(true)}).
 		Named("modelrollout").
 		Complete(r)
+}
+
+// abortPriority is the work-queue priority of a rollout with a pending
+// abort: above every other event, including the low priority the queue
+// gives the initial list after a restart or failover.
+const abortPriority = 100
+
+// abortFirstHandler enqueues a rollout for its own events, ahead of the
+// rest of the queue when an abort is pending, so that an abort never waits
+// behind steps, gate rounds or a thousand other rollouts.
+func abortFirstHandler() handler.TypedEventHandler[client.Object, reconcile.Request] {
+	add := func(q workqueue.TypedRateLimitingInterface[reconcile.Request], o client.Object) {
+		req := reconcile.Request{NamespacedName: client.ObjectKeyFromObject(o)}
+		if ro, ok := o.(*rolloutsv1.ModelRollout); ok && abortPending(ro, readRequests(ro)) {
+			if pq, ok := q.(priorityqueue.PriorityQueue[reconcile.Request]); ok {
+				pq.AddWithOpts(priorityqueue.AddOpts{Priority: ptr.To(abortPriority)}, req)
+				return
+			}
+		}
+		q.Add(req)
+	}
+	return handler.TypedFuncs[client.Object, reconcile.Request]{
+		CreateFunc: func(_ context.Context, e crevent.TypedCreateEvent[client.Object], q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			add(q, e.Object)
+		},
+		UpdateFunc: func(_ context.Context, e crevent.TypedUpdateEvent[client.Object], q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			add(q, e.ObjectNew)
+		},
+		DeleteFunc: func(_ context.Context, e crevent.TypedDeleteEvent[client.Object], q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			add(q, e.Object)
+		},
+		GenericFunc: func(_ context.Context, e crevent.TypedGenericEvent[client.Object], q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			add(q, e.Object)
+		},
+	}
 }
 
 // mapBy maps a watched object to the rollouts in its namespace whose index

@@ -157,7 +157,11 @@ func operatorIdentity() *rest.Config {
 	})).To(Succeed())
 	u, err := testEnv.AddUser(envtest.User{Name: user, Groups: []string{"system:serviceaccounts", "system:authenticated"}}, nil)
 	Expect(err).NotTo(HaveOccurred())
-	return u.Config()
+	c := u.Config()
+	// As cmd/manager: no client-side throttling (client-go's default is 5
+	// requests a second).
+	c.QPS = -1
+	return c
 }
 
 var _ = AfterSuite(func() {

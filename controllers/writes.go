@@ -177,11 +177,24 @@ func (r *ModelRolloutReconciler) checkDrift(ctx context.Context, ro *rolloutsv1.
 	if !before.holds() || obs.Conflict != nil || len(obs.Found) == 0 || obs.carries(before) {
 		return 0
 	}
+	if abortPending(ro, obs.Requests) {
+		// An abort writes the routes before the status: a route at stable
+		// may be this abort's own write, landed before a crash.
+		return 0
+	}
 	applied := meta.IsStatusConditionTrue(ro.Status.Conditions, rolloutsv1.ConditionRoutesApplied)
 	if !applied && !r.writes.inFight(key) {
 		// The rollout's own write has not landed yet (a crash or a failed
 		// patch after the status write): not drift.
 		return 0
+	}
+	if r.rolloutStale(ctx, ro) {
+		// The cache has not seen the rollout's latest status: the route
+		// may carry a decision (a rollback, a step) made after the copy
+		// this reconcile holds. Decide again once the cache catches up;
+		// the status patch of this reconcile would be refused anyway.
+		obs.Contended = nil
+		return cacheLagRetry
 	}
 	manager, changes := otherWriter(r.withManagedFields(ctx, obs.Found), before)
 	f, opened, wait := r.writes.drift(key, obs.Now, manager)
@@ -201,6 +214,20 @@ func (r *ModelRolloutReconciler) checkDrift(ctx context.Context, ro *rolloutsv1.
 			who, f.corrections, f.since.UTC().Format(time.RFC3339), f.nextAt.UTC().Format(time.RFC3339))}
 	}
 	return wait
+}
+
+// rolloutStale says whether the API server holds a newer version of the
+// rollout than the cached copy. Asked only before a drift is reported, so
+// it costs a read only when something looks wrong.
+func (r *ModelRolloutReconciler) rolloutStale(ctx context.Context, ro *rolloutsv1.ModelRollout) bool {
+	if r.APIReader == nil {
+		return false
+	}
+	live := &rolloutsv1.ModelRollout{}
+	if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: ro.Namespace, Name: ro.Name}, live); err != nil {
+		return false
+	}
+	return live.ResourceVersion != ro.ResourceVersion
 }
 
 // withManagedFields returns the found routes with their managedFields, which

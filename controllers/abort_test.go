@@ -1,0 +1,182 @@
+package controllers
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/priorityqueue"
+	crevent "sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	rolloutsv1 "github.com/modelrollout/modelrollout/api/v1alpha1"
+)
+
+// A rollout with a pending abort jumps the work queue, ahead of events
+// queued before it, including a thousand-rollout initial list.
+func TestAbortJumpsTheQueue(t *testing.T) {
+	q := priorityqueue.New[reconcile.Request]("abort-test")
+	defer q.ShutDown()
+	h := abortFirstHandler()
+	ctx := context.Background()
+	for i := range 1000 {
+		ro := newRollout("ai", step(100, "1h"))
+		ro.Name = "r" + itoa32(int32(i))
+		h.Create(ctx, crevent.TypedCreateEvent[client.Object]{Object: ro, IsInInitialList: true}, q)
+	}
+	for i := range 10 {
+		ro := newRollout("ai", step(100, "1h"))
+		ro.Name = "step" + itoa32(int32(i))
+		h.Update(ctx, crevent.TypedUpdateEvent[client.Object]{ObjectOld: ro.DeepCopy(), ObjectNew: withVersion(ro, "2")}, q)
+	}
+	aborted := newRollout("ai", step(100, "1h"))
+	aborted.Name = "aborted"
+	aborted.Annotations = map[string]string{rolloutsv1.AnnotationAbort: "t1"}
+	h.Update(ctx, crevent.TypedUpdateEvent[client.Object]{ObjectOld: newRollout("ai"), ObjectNew: withVersion(aborted, "3")}, q)
+
+	first, prio, _ := q.GetWithPriority()
+	if first.Name != "aborted" || prio != abortPriority {
+		t.Fatalf("first out of the queue: %s at priority %d, want the aborted rollout at %d", first.Name, prio, abortPriority)
+	}
+	// Once the abort is recorded in status, its events are ordinary again.
+	aborted.Status.LastHandledAbort = "t1"
+	h.Update(ctx, crevent.TypedUpdateEvent[client.Object]{ObjectOld: newRollout("ai"), ObjectNew: withVersion(aborted, "4")}, q)
+	if _, prio, _ := q.GetWithPriority(); prio == abortPriority {
+		t.Fatal("a handled abort must not keep the high priority")
+	}
+}
+
+func withVersion(ro *rolloutsv1.ModelRollout, rv string) *rolloutsv1.ModelRollout {
+	ro = ro.DeepCopy()
+	ro.ResourceVersion = rv
+	return ro
+}
+
+// hangingGates passes every gate until hang is set; from then on it blocks
+// until its context ends, like a Secret read or Prometheus query that never
+// answers.
+type hangingGates struct {
+	hang  atomic.Bool
+	calls atomic.Int32
+}
+
+func (g *hangingGates) wait(ctx context.Context) {
+	if g.hang.Load() {
+		g.calls.Add(1)
+		<-ctx.Done()
+	}
+}
+
+func (g *hangingGates) Validate(ctx context.Context, _ *rolloutsv1.ModelRollout) (*problem, error) {
+	g.wait(ctx)
+	return nil, nil
+}
+
+func (g *hangingGates) Evaluate(ctx context.Context, ro *rolloutsv1.ModelRollout, now time.Time) *gateRound {
+	g.wait(ctx)
+	round := &gateRound{}
+	for _, gate := range ro.Spec.Analysis.Gates {
+		round.Gates = append(round.Gates, rolloutsv1.GateStatus{Name: gate.Name, Verdict: rolloutsv1.VerdictPass, LastEvaluatedAt: &metav1.Time{Time: now}})
+	}
+	return round
+}
+
+// writeLog records the kinds the operator writes, in order.
+type writeLog struct {
+	client.Client
+	mu  sync.Mutex
+	log []string
+}
+
+func (w *writeLog) add(s string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.log = append(w.log, s)
+}
+
+func (w *writeLog) entries() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return append([]string(nil), w.log...)
+}
+
+func writeKind(o client.Object) string {
+	switch o.(type) {
+	case *gatewayv1.HTTPRoute:
+		return "HTTPRoute"
+	case *rolloutsv1.ModelRollout:
+		return "ModelRollout"
+	}
+	return "other"
+}
+
+func (w *writeLog) Patch(ctx context.Context, obj client.Object, patch client.Patch, opts ...client.PatchOption) error {
+	w.add(writeKind(obj))
+	return w.Client.Patch(ctx, obj, patch, opts...)
+}
+
+func (w *writeLog) Status() client.SubResourceWriter {
+	return &statusLog{SubResourceWriter: w.Client.Status(), w: w}
+}
+
+type statusLog struct {
+	client.SubResourceWriter
+	w *writeLog
+}
+
+func (s *statusLog) Patch(ctx context.Context, obj client.Object, patch client.Patch, opts ...client.SubResourcePatchOption) error {
+	s.w.add(writeKind(obj) + "/status")
+	return s.SubResourceWriter.Patch(ctx, obj, patch, opts...)
+}
+
+var _ = Describe("Abort fast path", func() {
+	var (
+		ns string
+		op *operator
+	)
+	BeforeEach(func() { ns = newNamespace() })
+	AfterEach(func() {
+		if op != nil {
+			op.stop()
+			op = nil
+		}
+	})
+
+	// Every gate and Secret call hangs from the abort on: if the abort
+	// waited on one, it would never land.
+	It("writes the routes before the status and never waits on gates or Secrets", func() {
+		createRoute(ns, "header-routing.yaml")
+		createBackend(ns, "vllm-gpt4-v2", true)
+		gates := &hangingGates{}
+		var writes *writeLog
+		op = startOperator(func(r *ModelRolloutReconciler, _ ctrl.Manager) {
+			writes = &writeLog{Client: r.Client}
+			r.Client = writes
+			r.Gates = gates
+		})
+		ro := newRollout(ns, step(25, "1h"), step(100, "1h"))
+		ro.Spec.Analysis = &rolloutsv1.Analysis{Interval: "1m", Gates: []rolloutsv1.Gate{{Name: "errors", Preset: "vllm-error-ratio", Max: ptr.To(0.05)}}}
+		Expect(k8sClient.Create(suiteCtx, ro)).To(Succeed())
+		Eventually(routeWeights(ns, "model-header-routing", "gpt4")).Should(HaveKeyWithValue("vllm-gpt4-v2", int32(25)))
+		Eventually(func() *metav1.Time { return getRollout(ns, "gpt4").Status.StepStartedAt }).ShouldNot(BeNil())
+
+		gates.hang.Store(true)
+		before := len(writes.entries())
+		annotate(ns, "gpt4", map[string]string{rolloutsv1.AnnotationAbort: "now", rolloutsv1.AnnotationAbortReason: "bad answers"})
+		Eventually(phaseOf(ns, "gpt4")).Should(Equal(rolloutsv1.PhaseRolledBack))
+		Expect(routeWeights(ns, "model-header-routing", "gpt4")()).To(Equal(map[string]int32{"vllm-gpt4-v1": 100, "vllm-gpt4-v2": 0}))
+		Consistently(func() []string { return writes.entries()[before:] }).Should(Equal([]string{"HTTPRoute", "ModelRollout/status"}),
+			"routes first, then the status that records the token; nothing more")
+		Expect(getRollout(ns, "gpt4").Status.LastHandledAbort).To(Equal("now"))
+		Expect(getRollout(ns, "gpt4").Status.Rollback.Message).To(Equal("bad answers"))
+	})
+})
