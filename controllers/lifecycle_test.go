@@ -127,6 +127,9 @@ var _ = Describe("Rollout lifecycle edges", func() {
 			Expect(k8sClient.Create(suiteCtx, newRollout(ns, step(10, "2s"), step(100, "2s")))).To(Succeed())
 			Eventually(routeWeights(ns, "model-header-routing", "gpt4")).Should(HaveKeyWithValue("vllm-gpt4-v2", int32(10)))
 			Expect(ownersOf(ns, "model-header-routing")).To(Equal(map[string]string{"gpt4": "gpt4"}), "the owner is visible on the route")
+			// Ownership lives on the route, not in the operator's memory.
+			op.stop()
+			op = startOperator()
 
 			second := newRollout(ns, step(10, "1h"), step(100, "1h"))
 			second.Name = "gpt4-other"
