@@ -88,6 +88,9 @@ func startAPIServer(root, dir string) (*apiServer, error) {
 			filepath.Join(strings.TrimSpace(string(out)), "config", "crd", "standard")},
 		ErrorIfCRDPathMissing: true,
 	}
+	// envtest's default Service range is a /24: too small for thousands of
+	// canary Services.
+	env.ControlPlane.GetAPIServer().Configure().Set("service-cluster-ip-range", "10.96.0.0/16")
 	cfg, err := env.Start()
 	if err != nil {
 		return nil, fmt.Errorf("start kube-apiserver and etcd: %w", err)

@@ -192,23 +192,6 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 	if err := poll(ctx, 3*time.Minute, 100*time.Millisecond, "the manager to lead", func() (bool, error) { return isLeader(ctx, mgrA) }); err != nil {
 		return nil, err
 	}
-	// Peak RSS of the whole run, sampled as well as read from VmHWM.
-	var peak atomic.Int64
-	sctx, stopSampling := context.WithCancel(ctx)
-	defer stopSampling()
-	go func() {
-		for {
-			if rss, _, err := procStatus(mgrA.pid()); err == nil && rss > peak.Load() {
-				peak.Store(rss)
-			}
-			select {
-			case <-sctx.Done():
-				return
-			case <-time.After(250 * time.Millisecond): // sampling interval
-			}
-		}
-	}()
-
 	if err := mainPhase(ctx, api, mgrA, rec, o, rep); err != nil {
 		return rep, err
 	}
@@ -424,6 +407,9 @@ func mainPhase(ctx context.Context, api *apiServer, mgr *managerProc, rec *recor
 					continue
 				}
 				rep.StepLags = append(rep.StepLags, at.Sub(end))
+				if prev, ok := firstAt(rw, ws[s]); ok {
+					rep.StepBake = append(rep.StepBake, at.Sub(prev)-o.Pause)
+				}
 			}
 			if t, ok := rec.succeeded(ro.Namespace + "/" + ro.Name); ok {
 				rep.FinalLags = append(rep.FinalLags, t.Sub(hist[len(hist)-1].StartedAt.Add(o.Pause)))

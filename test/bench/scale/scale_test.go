@@ -28,7 +28,7 @@ func TestSmoke(t *testing.T) {
 	t.Log("\n" + rep.Table())
 
 	rows := rep.Rows()
-	want := []string{"write ceiling", "apply", "step lag", "Succeeded", "manager RSS", "writes per step",
+	want := []string{"write ceiling", "apply", "step lag", "step baked", "Succeeded", "manager RSS", "writes per step",
 		"idle writes", "idle Prometheus", "resident", "failover"}
 	for _, w := range want {
 		found := false
