@@ -32,6 +32,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	rolloutsv1 "github.com/modelrollout/modelrollout/api/v1alpha1"
@@ -74,6 +75,14 @@ type ModelRolloutReconciler struct {
 	Metrics *Metrics
 	// MaxConcurrentReconciles is the number of workers; 4 when zero.
 	MaxConcurrentReconciles int
+	// GateConcurrency bounds the gate rounds that run at once, off the
+	// workers; DefaultGateConcurrency when zero.
+	GateConcurrency int
+	// GateRoundTimeout bounds one round of a rollout's gates;
+	// DefaultGateRoundTimeout when zero.
+	GateRoundTimeout time.Duration
+
+	background *backgroundGates
 
 	writes writeState
 }
@@ -97,6 +106,9 @@ func (r *ModelRolloutReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		if apierrors.IsNotFound(err) {
 			r.Metrics.forget(req.Namespace, req.Name)
 			r.writes.forget(req.NamespacedName)
+			if r.background != nil {
+				r.background.forget(req.NamespacedName)
+			}
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
@@ -145,7 +157,12 @@ func (r *ModelRolloutReconciler) Reconcile(ctx context.Context, req ctrl.Request
 					return ctrl.Result{}, err
 				}
 				if obs.Analysis == nil && gatesDue(ro, now) {
-					obs.Gates = r.Gates.Evaluate(ctx, ro, now)
+					if r.background != nil {
+						// Off the worker: nil until the round is back.
+						obs.Gates = r.background.take(ctx, ro, now)
+					} else {
+						obs.Gates = r.Gates.Evaluate(ctx, ro, now)
+					}
 				}
 			}
 		}
@@ -392,7 +409,12 @@ func (r *ModelRolloutReconciler) SetupWithManager(ctx context.Context, mgr ctrl.
 	if workers <= 0 {
 		workers = 4
 	}
-	return ctrl.NewControllerManagedBy(mgr).
+	b := ctrl.NewControllerManagedBy(mgr)
+	if r.Gates != nil {
+		r.background = newBackgroundGates(ctx, r.Gates, r.GateConcurrency, r.GateRoundTimeout)
+		b = b.WatchesRawSource(source.Channel(r.background.notify, &handler.EnqueueRequestForObject{}))
+	}
+	return b.
 		Watches(&rolloutsv1.ModelRollout{}, abortFirstHandler(),
 			builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
 		// Annotations too: a rollout that waits on a rule another rollout

@@ -36,6 +36,8 @@ func main() {
 		renewDeadline    time.Duration
 		retryPeriod      time.Duration
 		workers          int
+		gateConcurrency  int
+		gateRoundTimeout time.Duration
 		promAddress      string
 		receiver         alerts.Options
 	)
@@ -48,6 +50,8 @@ func main() {
 	flag.DurationVar(&retryPeriod, "leader-elect-retry-period", 2*time.Second, "How often replicas try to acquire or renew the Lease.")
 	flag.StringVar(&watchNamespaces, "watch-namespaces", "", "Comma-separated namespaces to watch; all when empty.")
 	flag.IntVar(&workers, "max-concurrent-reconciles", 4, "Number of rollouts reconciled at once.")
+	flag.IntVar(&gateConcurrency, "gate-concurrency", controllers.DefaultGateConcurrency, "Number of gate rounds (all gates of one rollout) evaluated at once, off the reconcile workers.")
+	flag.DurationVar(&gateRoundTimeout, "gate-round-timeout", controllers.DefaultGateRoundTimeout, "Bound on one round of a rollout's gates; each query also has its own timeout (spec.analysis.prometheus.timeout).")
 	flag.StringVar(&promAddress, "prometheus-address", "", "Prometheus queried by rollouts that name none in spec.analysis.prometheus, e.g. http://prometheus.monitoring:9090.")
 	flag.StringVar(&receiver.BindAddress, "alert-receiver-bind-address", "", "Address of the Alertmanager webhook receiver (POST /alerts), e.g. :8443; empty or 0 disables it.")
 	flag.StringVar(&receiver.TokenFile, "alert-receiver-token-file", "", "File holding the bearer token Alertmanager must send; re-read when it changes. Required with the receiver.")
@@ -97,7 +101,7 @@ func main() {
 	}
 
 	ctx := ctrl.SetupSignalHandler()
-	if err := setup(ctx, mgr, workers, promAddress, receiver); err != nil {
+	if err := setup(ctx, mgr, workers, gateConcurrency, gateRoundTimeout, promAddress, receiver); err != nil {
 		setupLog.Error(err, "Unable to set up the controller")
 		os.Exit(1)
 	}
@@ -111,7 +115,7 @@ func main() {
 	}
 }
 
-func setup(ctx context.Context, mgr ctrl.Manager, workers int, promAddress string, receiver alerts.Options) error {
+func setup(ctx context.Context, mgr ctrl.Manager, workers, gateConcurrency int, gateRoundTimeout time.Duration, promAddress string, receiver alerts.Options) error {
 	metrics := controllers.DefaultMetrics()
 	if receiver.BindAddress != "" && receiver.BindAddress != "0" {
 		receiver.Client = mgr.GetClient()
@@ -138,5 +142,7 @@ func setup(ctx context.Context, mgr ctrl.Manager, workers int, promAddress strin
 		},
 		Metrics:                 metrics,
 		MaxConcurrentReconciles: workers,
+		GateConcurrency:         gateConcurrency,
+		GateRoundTimeout:        gateRoundTimeout,
 	}).SetupWithManager(ctx, mgr)
 }
