@@ -13,7 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/modelrollout/modelrollout/internal/release"
 )
@@ -36,6 +38,7 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	logf.SetLogger(logr.Discard())
 	var err error
 	if tmp, err = os.MkdirTemp("", "modelrollout-release-test-"); err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -84,13 +87,21 @@ func timed(t *testing.T, what string, f func() error) error {
 // print the cached binary's path or directory).
 func tool(t *testing.T, script string) string {
 	t.Helper()
+	out, err := toolErr(script)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func toolErr(script string) (string, error) {
 	cmd := exec.Command("bash", filepath.Join(root, "test", "scripts", script))
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
-		t.Fatalf("test/scripts/%s: %v\n%s", script, err, stderr.String())
+		return "", fmt.Errorf("test/scripts/%s: %w\n%s", script, err, stderr.String())
 	}
-	return strings.TrimSpace(stdout.String())
+	return strings.TrimSpace(stdout.String()), nil
 }
 
 // run runs a command and returns its stdout, failing the test with its
