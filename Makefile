@@ -87,6 +87,33 @@ build: ## Build the operator and the kubectl plugin into bin/.
 	go build -o bin/manager ./cmd/manager
 	go build -o bin/kubectl-modelrollout ./cmd/kubectl-modelrollout
 
+# Release version (x.y.z) and image; both default to the chart's appVersion and
+# image.repository (charts/modelrollout), which config/manager also names.
+VERSION ?=
+IMG ?=
+# Base image pulled from a registry instead of the base built from scratch,
+# e.g. gcr.io/distroless/static:nonroot.
+BASE_IMAGE ?=
+# org.opencontainers.image.licenses: an SPDX expression.
+LICENSES ?= NOASSERTION
+RELEASE_FLAGS = $(if $(VERSION),--version=$(VERSION)) $(if $(IMG),--image=$(IMG)) $(if $(BASE_IMAGE),--base=$(BASE_IMAGE)) --licenses='$(LICENSES)'
+
+.PHONY: image
+image: ## Build the manager's image (linux/amd64, linux/arm64) without Docker: OCI layout and docker load tarballs in bin/image/.
+	go run ./cmd/release image --out bin/image $(RELEASE_FLAGS)
+
+.PHONY: image-push
+image-push: ## Build the image and push it to IMG (credentials from ~/.docker/config.json).
+	go run ./cmd/release image --out bin/image --push $(RELEASE_FLAGS)
+
+.PHONY: docker-build
+docker-build: ## Build the image with Docker from the Dockerfile (distroless base).
+	docker build --build-arg VERSION="$$(git describe --tags --always --dirty)" -t "$(or $(IMG),$$(go run ./cmd/release image-ref $(if $(VERSION),--version=$(VERSION))))" .
+
+.PHONY: release
+release: ## Write the release bundle for VERSION=x.y.z into dist/ (install.yaml, chart, plugin archives, checksums, krew manifest).
+	go run ./cmd/release bundle --out dist $(if $(VERSION),--version=$(VERSION)) --helm "$$(bash test/scripts/helm.sh)"
+
 .PHONY: run
 run: manifests generate ## Run the operator against the cluster in your kubeconfig.
 	go run ./cmd/manager

@@ -25,6 +25,10 @@ import (
 	"github.com/modelrollout/modelrollout/controllers/alerts"
 )
 
+// version is the build's version, stamped at link time by `make image`:
+// -ldflags "-X main.version=$(git describe --tags --always --dirty)".
+var version = "devel"
+
 func main() {
 	var (
 		metricsAddr      string
@@ -108,7 +112,7 @@ func main() {
 	utilruntime.Must(mgr.AddHealthzCheck("healthz", healthz.Ping))
 	utilruntime.Must(mgr.AddReadyzCheck("readyz", healthz.Ping))
 
-	setupLog.Info("Starting the manager")
+	setupLog.Info("Starting the manager", "version", version)
 	if err := mgr.Start(ctx); err != nil {
 		setupLog.Error(err, "The manager stopped with an error")
 		os.Exit(1)
