@@ -18,7 +18,7 @@ func TestSmoke(t *testing.T) {
 		Rollouts: 20, Steps: 2, Pause: 2 * time.Second, Namespaces: 2,
 		IdleWindow: 5 * time.Second, Resident: 40,
 		Failover: true, FailoverRollouts: 5,
-		LeaseDuration: 4 * time.Second, RenewDeadline: 3 * time.Second, RetryPeriod: 500 * time.Millisecond,
+		LeaseDuration: 6 * time.Second, RenewDeadline: 5 * time.Second, RetryPeriod: time.Second,
 		CeilingPatches: 200, CeilingWorkers: 4,
 		Logf: t.Logf,
 	})

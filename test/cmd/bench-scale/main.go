@@ -1,6 +1,13 @@
 // Command bench-scale runs the scale benchmark of issue 10 (test/bench/scale)
 // and prints its table: a real kube-apiserver and etcd, cmd/manager as a
-// separate process, N rollouts applied at once. Run it with `make bench-scale`.
+// separate process, N rollouts applied at once. Run it with `make bench-scale`
+// (1,000 rollouts, 5 × 30 s, then 10,000 resident and a failover); the
+// stress run of issue 10 is
+//
+//	make bench-scale BENCH_SCALE_FLAGS="-pause=5s -failover=false"
+//
+// and its all-Succeeded time is printed beside the API server's write
+// ceiling, measured in the same run.
 package main
 
 import (
