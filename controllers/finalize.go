@@ -103,35 +103,20 @@ func (r *ModelRolloutReconciler) releaseRoutes(ctx context.Context, ro *rollouts
 	if routes.Conflict != nil {
 		w = weights{} // another rollout owns a rule: only release
 	}
-	var rejections []string
-	var errs []error
+	var patches []routePatch
 	for _, m := range routes.Found {
-		var ops []patchOp
-		var changes []string
+		p := routePatch{route: m.Route}
 		if w.holds() {
-			ops, changes = weightOps(m.Route, m.Rules, w)
+			p.ops, p.changes = weightOps(m.Route, m.Rules, w)
 		}
-		ops = append(ops, ownerOps(m.Route, ro.Name, nil)...)
-		if len(ops) == 0 {
-			continue
-		}
-		body, err := patchBody(m.Route.ResourceVersion, ops)
-		if err != nil {
-			return err
-		}
-		route := m.Route.DeepCopy()
-		err = r.Patch(ctx, route, client.RawPatch(types.JSONPatchType, body), client.FieldOwner(FieldOwner))
-		switch {
-		case err == nil:
-			if len(changes) > 0 {
-				log.FromContext(ctx).Info("Returned the deleted rollout's traffic to stable", "route", route.Name, "changes", describeChanges(changes))
-				r.event(ro, event{Warning: true, Reason: "TrafficReturnedOnDelete", Message: fmt.Sprintf("Rollout deleted mid-rollout: HTTPRoute %s set to %s", route.Name, describeIntent(w))})
-			}
-		case apierrors.IsNotFound(err):
-		case patchRejected(err):
-			rejections = append(rejections, fmt.Sprintf("HTTPRoute %s: %s", route.Name, apiMessage(err)))
-		default:
-			errs = append(errs, fmt.Errorf("patch HTTPRoute %s/%s: %w", route.Namespace, route.Name, err))
+		p.ops = append(p.ops, ownerOps(m.Route, ro.Name, nil)...)
+		patches = append(patches, p)
+	}
+	patched, rejections, errs := r.patchRoutes(ctx, patches)
+	for _, p := range patched {
+		if len(p.changes) > 0 {
+			log.FromContext(ctx).Info("Returned the deleted rollout's traffic to stable", "route", p.route.Name, "changes", describeChanges(p.changes))
+			r.event(ro, event{Warning: true, Reason: "TrafficReturnedOnDelete", Message: fmt.Sprintf("Rollout deleted mid-rollout: HTTPRoute %s set to %s", p.route.Name, describeIntent(w))})
 		}
 	}
 	if len(rejections) > 0 {

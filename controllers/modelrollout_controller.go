@@ -299,33 +299,58 @@ func (r *ModelRolloutReconciler) event(ro *rolloutsv1.ModelRollout, e event) {
 // observation.Rejected) and retried with backoff; a stale copy is retried
 // at once with the fresh one. retry is when to try again.
 func (r *ModelRolloutReconciler) applyRoutes(ctx context.Context, ro *rolloutsv1.ModelRollout, w weights, routes []managedRoute) (retry time.Duration, err error) {
-	logger := log.FromContext(ctx)
-	key := client.ObjectKeyFromObject(ro)
-	var (
-		mu         sync.Mutex
-		wg         sync.WaitGroup
-		rejections []string
-		failures   []error
-	)
-	// Routes are patched concurrently: a rollback reaches every route in
-	// one round trip, not one per route.
+	var patches []routePatch
 	for _, m := range routes {
-		var ops []patchOp
-		var changes []string
+		p := routePatch{route: m.Route}
 		if w.holds() {
-			ops, changes = weightOps(m.Route, m.Rules, w)
-			ops = append(ops, ownerOps(m.Route, ro.Name, m.Rules)...)
+			p.ops, p.changes = weightOps(m.Route, m.Rules, w)
+			p.ops = append(p.ops, ownerOps(m.Route, ro.Name, m.Rules)...)
 		} else {
-			ops = ownerOps(m.Route, ro.Name, nil)
+			p.ops = ownerOps(m.Route, ro.Name, nil)
 		}
-		if len(ops) == 0 {
+		patches = append(patches, p)
+	}
+	patched, rejections, failures := r.patchRoutes(ctx, patches)
+	for _, p := range patched {
+		log.FromContext(ctx).Info("Patched HTTPRoute", "route", p.route.Name, "changes", describeChanges(p.changes))
+	}
+	key := client.ObjectKeyFromObject(ro)
+	if len(rejections) > 0 {
+		retry = r.writes.reject(key, strings.Join(rejections, "; "))
+	} else if len(failures) == 0 {
+		r.writes.accepted(key)
+	}
+	return retry, errors.Join(failures...)
+}
+
+// routePatch is the operations for one route and the weight changes they
+// make.
+type routePatch struct {
+	route   *gatewayv1.HTTPRoute
+	ops     []patchOp
+	changes []string
+}
+
+// patchRoutes sends the patches that have operations, concurrently (a
+// rollback reaches every route in one round trip, not one per route), each
+// pinned to the resourceVersion its route was read at. It returns the
+// patches that landed, the API server's message for each route that refused
+// its patch, and the other failures; a route deleted meanwhile is neither.
+func (r *ModelRolloutReconciler) patchRoutes(ctx context.Context, patches []routePatch) (patched []routePatch, rejections []string, failures []error) {
+	logger := log.FromContext(ctx)
+	var (
+		mu sync.Mutex
+		wg sync.WaitGroup
+	)
+	for _, p := range patches {
+		if len(p.ops) == 0 {
 			continue
 		}
-		body, err := patchBody(m.Route.ResourceVersion, ops)
+		body, err := patchBody(p.route.ResourceVersion, p.ops)
 		if err != nil {
-			return 0, err
+			return nil, nil, []error{err}
 		}
-		route := m.Route.DeepCopy()
+		route := p.route.DeepCopy()
 		wg.Go(func() {
 			err := r.Patch(ctx, route, client.RawPatch(types.JSONPatchType, body), client.FieldOwner(FieldOwner))
 			mu.Lock()
@@ -333,14 +358,14 @@ func (r *ModelRolloutReconciler) applyRoutes(ctx context.Context, ro *rolloutsv1
 			switch {
 			case err == nil:
 				r.writes.wrote(route.UID, route.Generation)
-				logger.Info("Patched HTTPRoute", "route", route.Name, "changes", describeChanges(changes))
+				patched = append(patched, p)
 			case apierrors.IsConflict(err):
 				logger.Info("HTTPRoute changed since it was read; retrying with the fresh copy", "route", route.Name)
 				failures = append(failures, fmt.Errorf("patch HTTPRoute %s/%s: %w", route.Namespace, route.Name, err))
 			case apierrors.IsNotFound(err):
 				// Deleted since it was read; the watch brings the rollout back.
 			case patchRejected(err):
-				logger.Info("HTTPRoute patch rejected by the API server", "route", route.Name, "changes", describeChanges(changes), "error", err.Error())
+				logger.Info("HTTPRoute patch rejected by the API server", "route", route.Name, "changes", describeChanges(p.changes), "error", err.Error())
 				rejections = append(rejections, fmt.Sprintf("HTTPRoute %s: %s", route.Name, apiMessage(err)))
 			default:
 				failures = append(failures, fmt.Errorf("patch HTTPRoute %s/%s: %w", route.Namespace, route.Name, err))
@@ -349,12 +374,7 @@ func (r *ModelRolloutReconciler) applyRoutes(ctx context.Context, ro *rolloutsv1
 	}
 	wg.Wait()
 	slices.Sort(rejections)
-	if len(rejections) > 0 {
-		retry = r.writes.reject(key, strings.Join(rejections, "; "))
-	} else if len(failures) == 0 {
-		r.writes.accepted(key)
-	}
-	return retry, errors.Join(failures...)
+	return patched, rejections, failures
 }
 
 // patchRejected says whether the API server refused the change itself (a

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -272,16 +273,5 @@ func otherWriter(found []managedRoute, w weights) (manager, changes string) {
 			}
 		}
 	}
-	return manager, joinChanges(all)
-}
-
-func joinChanges(parts []string) string {
-	var b bytes.Buffer
-	for i, p := range parts {
-		if i > 0 {
-			b.WriteString("; ")
-		}
-		b.WriteString(p)
-	}
-	return b.String()
+	return manager, strings.Join(all, "; ")
 }
