@@ -109,7 +109,7 @@ func (r *ModelRolloutReconciler) releaseRoutes(ctx context.Context, ro *rollouts
 		if w.holds() {
 			p.ops, p.changes = weightOps(m.Route, m.Rules, w)
 		}
-		p.ops = append(p.ops, ownerOps(m.Route, ro.Name, nil)...)
+		p.ops = append(p.ops, ownerOps(m.Route, ro.Name, nil, "")...)
 		patches = append(patches, p)
 	}
 	patched, rejections, errs := r.patchRoutes(ctx, patches)

@@ -444,7 +444,8 @@ var _ = Describe("Rollout lifecycle edges", func() {
 			return out
 		}
 		Eventually(portWeights).Should(Equal(map[string]int32{"vllm-gpt4-v1:8000": 75, "vllm-gpt4-v2:8000": 0, "vllm-gpt4-v2:8080": 25}))
-		Expect(getRollout(ns, "gpt4").Status.Retiring).To(BeEmpty())
+		// The retirement is dropped from status once the route shows it.
+		Eventually(func() []rolloutsv1.BackendRef { return getRollout(ns, "gpt4").Status.Retiring }).Should(BeEmpty())
 	})
 
 	It("keeps writing status when a gateway reports a condition message longer than the status allows", func() {

@@ -112,6 +112,11 @@ func (r *ModelRolloutReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
+	if r.writes.statusStale(req.NamespacedName, ro.ResourceVersion) {
+		// The cache has not caught up with this process's own status
+		// write; its watch event is on the way.
+		return ctrl.Result{RequeueAfter: cacheLagRetry}, nil
+	}
 	if !ro.DeletionTimestamp.IsZero() {
 		return r.finalize(ctx, ro)
 	}
@@ -168,8 +173,13 @@ func (r *ModelRolloutReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		}
 	}
 
+	// The routes are patched right after the status write unless another
+	// rollout owns a rule, a drift correction waits for its backoff, or the
+	// abort fast path writes them first.
+	obs.Applying = !abortFirst && obs.Conflict == nil && backoff == 0
 	d := plan(ro, obs)
 	result := ctrl.Result{RequeueAfter: d.RequeueAfter}
+	clockAhead := !obs.carries(d.Routes) && startsClock(&ro.Status, &d.Status)
 	routesFirst := abortFirst && d.Status.Phase == rolloutsv1.PhaseRolledBack && obs.Conflict == nil
 	var applyErr error
 	if routesFirst {
@@ -209,7 +219,38 @@ func (r *ModelRolloutReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	if retry > 0 {
 		result = minRequeue(result, retry)
 	}
+	if err == nil && retry == 0 && clockAhead {
+		// The status started the step's clock ahead of this patch; if the
+		// patch landed after that start, the start moves to when it did.
+		st := ro.Status.DeepCopy()
+		if moveClock(st, r.now()) {
+			if err := r.patchStatus(ctx, ro, *st); err != nil {
+				return result, err
+			}
+		}
+	}
 	return result, err
+}
+
+// startsClock says whether the decision starts a step's clock the status
+// did not have running.
+func startsClock(before, after *rolloutsv1.ModelRolloutStatus) bool {
+	return after.StepStartedAt != nil && (before.StepStartedAt == nil || !before.StepStartedAt.Equal(after.StepStartedAt))
+}
+
+// moveClock moves a step's start, and the step's record in the history, to
+// landed (rounded up to the second) when the routes came to carry the step
+// only after the start written in status. It reports whether it moved it.
+func moveClock(st *rolloutsv1.ModelRolloutStatus, landed time.Time) bool {
+	if st.StepStartedAt == nil || !landed.After(st.StepStartedAt.Time) {
+		return false
+	}
+	start := metav1.NewTime(roundUpSecond(landed))
+	if n := len(st.StepHistory); n > 0 && st.StepHistory[n-1].EndedAt == nil && st.StepHistory[n-1].StartedAt.Equal(st.StepStartedAt) {
+		st.StepHistory[n-1].StartedAt = start
+	}
+	st.StepStartedAt = &start
+	return true
 }
 
 // abortable says whether an abort acts in the phase.
@@ -268,6 +309,7 @@ func (r *ModelRolloutReconciler) patchStatus(ctx context.Context, ro *rolloutsv1
 	if err := r.Status().Patch(ctx, ro, patch, client.FieldOwner(FieldOwner)); err != nil {
 		return fmt.Errorf("patch status of ModelRollout %s/%s: %w", ro.Namespace, ro.Name, err)
 	}
+	r.writes.wroteStatus(client.ObjectKeyFromObject(ro), base.ResourceVersion, ro.ResourceVersion)
 	return nil
 }
 
@@ -304,9 +346,9 @@ func (r *ModelRolloutReconciler) applyRoutes(ctx context.Context, ro *rolloutsv1
 		p := routePatch{route: m.Route}
 		if w.holds() {
 			p.ops, p.changes = weightOps(m.Route, m.Rules, w)
-			p.ops = append(p.ops, ownerOps(m.Route, ro.Name, m.Rules)...)
+			p.ops = append(p.ops, ownerOps(m.Route, ro.Name, m.Rules, describeIntent(w))...)
 		} else {
-			p.ops = ownerOps(m.Route, ro.Name, nil)
+			p.ops = ownerOps(m.Route, ro.Name, nil, "")
 		}
 		patches = append(patches, p)
 	}

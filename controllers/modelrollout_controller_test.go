@@ -60,7 +60,14 @@ var _ = Describe("ModelRollout controller", func() {
 		Expect(ready.Status).To(BeEquivalentTo("True"))
 		Expect(meta.FindStatusCondition(got.Status.Conditions, rolloutsv1.ConditionReconciling)).To(BeNil())
 		Expect(got.Status.ObservedGeneration).To(Equal(got.Generation))
-		Eventually(eventReasons(ns, "gpt4")).Should(ContainElements("RolloutStarted", "StepStarted", "Succeeded"))
+		// One Event per transition: five steps, then Succeeded; the start
+		// of the rollout rides on its first step's Event.
+		Eventually(eventReasons(ns, "gpt4")).Should(ContainElements("StepStarted", "Succeeded"))
+		Expect(eventReasons(ns, "gpt4")()).NotTo(ContainElement("RolloutStarted"))
+		// The route records, in the patch that wrote them, the weights the
+		// rollout wrote last.
+		Expect(getRoute(ns, "model-header-routing").Annotations).To(HaveKeyWithValue(rolloutsv1.AnnotationAppliedWeights,
+			`{"gpt4":"Service/vllm-gpt4-v1:8000=0, Service/vllm-gpt4-v2:8000=100"}`))
 		Expect(eventReasons(ns, "gpt4")()).NotTo(ContainElement("WeightDriftCorrected"), "the rollout's own steps are not drift")
 	})
 
@@ -77,9 +84,11 @@ var _ = Describe("ModelRollout controller", func() {
 		Eventually(routeWeights(ns, "model-header-routing", "health")).Should(Equal(map[string]int32{"vllm-gpt4-v1": 75, "vllm-gpt4-v2": 25}))
 
 		after := getRoute(ns, before.Name)
-		Expect(stripRoute(after)).To(Equal(stripRoute(before)), "matches, filters, timeouts, rule names, other backends, labels and annotations are untouched")
 		Expect(after.Annotations).To(HaveKeyWithValue(rolloutsv1.AnnotationRuleOwners, `{"gpt4":"gpt4","health":"gpt4"}`))
+		Expect(after.Annotations).To(HaveKeyWithValue(rolloutsv1.AnnotationAppliedWeights, `{"gpt4":"Service/vllm-gpt4-v1:8000=75, Service/vllm-gpt4-v2:8000=25"}`))
 		delete(after.Annotations, rolloutsv1.AnnotationRuleOwners)
+		delete(after.Annotations, rolloutsv1.AnnotationAppliedWeights)
+		Expect(stripRoute(after)).To(Equal(stripRoute(before)), "matches, filters, timeouts, rule names, other backends, labels and annotations are untouched")
 		Expect(after.Annotations).To(Equal(before.Annotations))
 		Expect(after.Labels).To(Equal(before.Labels))
 		Expect(ruleWeights(after, "claude")).To(Equal(map[string]int32{"tgi-claude": 1}))
@@ -257,8 +266,10 @@ func stripRoute(route *gatewayv1.HTTPRoute) map[string]any {
 	r.ManagedFields = nil
 	r.ResourceVersion = ""
 	r.Generation = 0
-	// The operator's only metadata: which rollout owns which rule.
+	// The operator's only metadata: which rollout owns which rule, and the
+	// weights each rollout wrote last.
 	delete(r.Annotations, rolloutsv1.AnnotationRuleOwners)
+	delete(r.Annotations, rolloutsv1.AnnotationAppliedWeights)
 	for i := range r.Spec.Rules {
 		var kept []gatewayv1.HTTPBackendRef
 		for _, b := range r.Spec.Rules[i].BackendRefs {

@@ -87,6 +87,12 @@ type observation struct {
 	Contended *problem
 	// Requests holds the manual actions.
 	Requests requests
+	// Applying is set when the reconciler patches the routes to this
+	// decision's weights right after writing its status. A step whose
+	// weight is about to be written then starts its clock in the same
+	// status write (see startClockOnceRoutesCarry), instead of in a second
+	// write after the route's watch event.
+	Applying bool
 }
 
 // carries says whether every found route carries the weights in every
@@ -149,6 +155,11 @@ type planner struct {
 	// held is set while the rollout refuses to move traffic off a canary
 	// that holds all of it (see holdSwing).
 	held *problem
+	// startedClock is set once this decision started a step's clock.
+	startedClock bool
+	// settling is set while progress runs again on a step this decision
+	// started (see settleStep): it may hold or pause, never advance.
+	settling bool
 }
 
 // plan decides the next status of a rollout.
@@ -161,7 +172,37 @@ func plan(ro *rolloutsv1.ModelRollout, obs observation) decision {
 	p.d.Routes = intentOf(p.st)
 	p.setConditions()
 	clampStatus(p.st)
+	p.d.Events = foldRolloutStart(p.d.Events)
 	return p.d
+}
+
+// foldRolloutStart makes a rollout that starts and enters its first step in
+// one decision record one Event, not two: one Event per transition.
+func foldRolloutStart(evs []event) []event {
+	for i := 0; i+1 < len(evs); i++ {
+		if evs[i].Reason == "RolloutStarted" && evs[i+1].Reason == "StepStarted" {
+			evs[i+1].Message += "; " + lowerFirst(evs[i].Message)
+			return append(evs[:i], evs[i+1:]...)
+		}
+	}
+	return evs
+}
+
+func lowerFirst(s string) string {
+	if s == "" {
+		return s
+	}
+	return strings.ToLower(s[:1]) + s[1:]
+}
+
+// willCarry says whether the routes carry the weights, or will once the
+// route patch that follows this decision's status write lands.
+func (p *planner) willCarry(w weights) bool {
+	if p.obs.carries(w) {
+		return true
+	}
+	o := &p.obs
+	return o.Applying && len(o.Found) > 0 && o.Routes == nil && o.Conflict == nil && o.Rejected == nil && o.Contended == nil
 }
 
 func (p *planner) now() metav1.Time { return metav1.NewTime(p.obs.Now) }
@@ -606,7 +647,27 @@ func (p *planner) startStep(i int) {
 	}
 	st.Message = fmt.Sprintf("Step %s: setting canary weight to %d%%", st.Step, step.Weight)
 	p.emit(false, "StepStarted", "Step %s: canary %s at %d%%", st.Step, p.ro.Spec.Canary.Name, step.Weight)
-	p.startClockOnceRoutesCarry()
+	if p.startClockOnceRoutesCarry() {
+		p.settleStep()
+	}
+}
+
+// settleStep runs progress once more on a step whose clock this decision
+// started, so that the status written now is the one the step holds until
+// its pause ends (its message, a pause or a wait for promote), not one more
+// status write later. It never advances: a step reaches the routes before
+// the next one starts. The gate round, judged for the previous step, is
+// not used again.
+func (p *planner) settleStep() {
+	if p.settling {
+		return
+	}
+	p.settling = true
+	gates := p.obs.Gates
+	p.obs.Gates = nil
+	p.progress()
+	p.obs.Gates = gates
+	p.settling = false
 }
 
 // startClockOnceRoutesCarry starts the current step's clock (and rewrites
@@ -617,7 +678,7 @@ func (p *planner) startClockOnceRoutesCarry() bool {
 	st := p.st
 	carries := p.obs.carries(intentOf(st))
 	if st.StepStartedAt != nil {
-		if carries {
+		if carries || p.startedClock {
 			return true
 		}
 		// No Event here: the drift that caused it is recorded once per
@@ -626,17 +687,24 @@ func (p *planner) startClockOnceRoutesCarry() bool {
 		st.Message = fmt.Sprintf("Step %s: the routes no longer carry canary weight %d; the step bakes its full pause again once they do", st.Step, st.CanaryWeight)
 		return false
 	}
+	from := p.obs.Now
 	if !carries {
-		return false
+		if !p.willCarry(intentOf(st)) {
+			return false
+		}
+		// The route patch follows this status write: start the clock
+		// once it has landed (applyMargin), so that this status write is
+		// the step's only one. Should the patch land later, the reconciler
+		// moves the start (restartClock); should it fail, the next
+		// decision stops the clock above.
+		from = from.Add(applyMargin)
 	}
 	// Status times have one-second precision: round the start up, so that
 	// a step never bakes less than its pause.
-	start := p.obs.Now.Truncate(time.Second)
-	if start.Before(p.obs.Now) {
-		start = start.Add(time.Second)
-	}
+	start := roundUpSecond(from)
 	now := metav1.NewTime(start)
 	st.StepStartedAt = &now
+	p.startedClock = true
 	if n := len(st.StepHistory); n > 0 && st.StepHistory[n-1].EndedAt == nil {
 		st.StepHistory[n-1].StartedAt = now
 	}
@@ -649,6 +717,20 @@ func (p *planner) startClockOnceRoutesCarry() bool {
 		p.requeue(analysisInterval(p.ro.Spec.Analysis))
 	}
 	return true
+}
+
+// applyMargin is how long after a step's decision its clock starts when
+// the routes do not carry the step yet: the status write and the route
+// patch that follows it land well within it.
+const applyMargin = 500 * time.Millisecond
+
+// roundUpSecond rounds t up to a whole second.
+func roundUpSecond(t time.Time) time.Time {
+	start := t.Truncate(time.Second)
+	if start.Before(t) {
+		start = start.Add(time.Second)
+	}
+	return start
 }
 
 // rollback takes the canary out of traffic.
@@ -769,6 +851,9 @@ func (p *planner) progress() {
 		return
 	}
 
+	if p.settling {
+		return
+	}
 	if i == len(p.steps)-1 {
 		now := p.now()
 		if n := len(st.StepHistory); n > 0 && st.StepHistory[n-1].EndedAt == nil {
@@ -982,7 +1067,7 @@ func (p *planner) setRoutesAppliedCondition(set func(string, metav1.ConditionSta
 		meta.RemoveStatusCondition(&st.Conditions, rolloutsv1.ConditionRoutesApplied)
 	case p.obs.Contended != nil:
 		set(rolloutsv1.ConditionRoutesApplied, metav1.ConditionFalse, p.obs.Contended.Reason, p.obs.Contended.Message)
-	case p.obs.carries(in):
+	case p.willCarry(in):
 		set(rolloutsv1.ConditionRoutesApplied, metav1.ConditionTrue, rolloutsv1.ReasonApplied, "Every managed rule carries "+describeIntent(in))
 	default:
 		set(rolloutsv1.ConditionRoutesApplied, metav1.ConditionFalse, rolloutsv1.ReasonPending, "Writing "+describeIntent(in))

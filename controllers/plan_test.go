@@ -94,7 +94,11 @@ func TestPlan(t *testing.T) {
 				expect(t, st.Message, "Step 1/3: setting canary weight to 10%")
 				expect(t, st.Revision, "Service/vllm-gpt4-v1:8000 -> Service/vllm-gpt4-v2:8000")
 				expect(t, d.RequeueAfter, time.Duration(0))
-				expect(t, hasEvent(d, "RolloutStarted") && hasEvent(d, "StepStarted"), true)
+				// One transition, one Event: the rollout's start rides on
+				// its first step's.
+				expect(t, len(d.Events), 1)
+				expect(t, d.Events[0].Reason, "StepStarted")
+				expect(t, d.Events[0].Message, "Step 1/3: canary vllm-gpt4-v2 at 10%; rollout of Service/vllm-gpt4-v1:8000 -> Service/vllm-gpt4-v2:8000 started")
 				expect(t, condStatus(st, "Ready"), "False/Progressing")
 				expect(t, condStatus(st, "Reconciling"), "True/Progressing")
 				expect(t, condStatus(st, "Stalled"), "absent")
@@ -213,6 +217,77 @@ func TestPlan(t *testing.T) {
 			check: func(t *testing.T, d decision) {
 				expect(t, d.Status.StepStartedAt.Time, t0.Add(time.Second))
 				expect(t, d.RequeueAfter, 30*time.Minute+800*time.Millisecond)
+			},
+		},
+		{
+			name: "a step whose route patch follows the status write starts its clock in that one write, after the patch's margin",
+			ro: func() *rolloutsv1.ModelRollout {
+				ro := atStep(testRollout(), 0, 31*time.Minute)
+				ro.Status.StepHistory = []rolloutsv1.StepRecord{{Weight: 10, StartedAt: *mt(t0.Add(-31 * time.Minute))}}
+				return ro
+			}(),
+			obs: observation{Now: t0.Add(200 * time.Millisecond), Found: routesAt(10), Applying: true},
+			check: func(t *testing.T, d decision) {
+				expect(t, *d.Status.CurrentStepIndex, int32(1))
+				expect(t, d.Status.CanaryWeight, int32(50))
+				// 12:00:00.2 + 0.5 s, rounded up.
+				expect(t, d.Status.StepStartedAt.Time, t0.Add(time.Second))
+				expect(t, d.Status.StepHistory[1].StartedAt.Time, t0.Add(time.Second))
+				expect(t, condStatus(d.Status, "RoutesApplied"), "True/Applied")
+				expect(t, d.RequeueAfter, time.Hour+800*time.Millisecond)
+				// The status the step holds until its pause ends, written once.
+				expect(t, d.Status.Message, "Step 2/3: canary at 50%, next step at 13:00:01Z")
+				expect(t, len(d.Events), 1)
+			},
+		},
+		{
+			name: "a step without pause, started with its route patch, waits for promote in the same decision",
+			ro: func() *rolloutsv1.ModelRollout {
+				ro := atStep(testRollout(), 0, 31*time.Minute)
+				ro.Spec.Steps[1].Pause = nil
+				return ro
+			}(),
+			obs: observation{Found: routesAt(10), Applying: true},
+			check: func(t *testing.T, d decision) {
+				expect(t, *d.Status.CurrentStepIndex, int32(1))
+				expect(t, d.Status.Phase, rolloutsv1.PhasePaused)
+				expect(t, d.Status.Message, "Step 2/3: canary at 50%, waiting for promote")
+				expect(t, hasEvent(d, "StepStarted") && hasEvent(d, "AwaitingPromote"), true)
+			},
+		},
+		{
+			name: "a step with no pause and no gates is still written before the next one starts",
+			ro: func() *rolloutsv1.ModelRollout {
+				ro := atStep(testRollout(), 0, 31*time.Minute)
+				ro.Spec.Steps[1].Pause = dur("0s")
+				return ro
+			}(),
+			obs: observation{Found: routesAt(10), Applying: true},
+			check: func(t *testing.T, d decision) {
+				expect(t, *d.Status.CurrentStepIndex, int32(1))
+				expect(t, d.Routes.CanaryWeight, int32(50))
+			},
+		},
+		{
+			name: "no clock starts ahead of a patch that will not go out (rejected, contended or conflicting)",
+			ro: func() *rolloutsv1.ModelRollout {
+				ro := atStep(testRollout(), 0, 0)
+				ro.Status.StepStartedAt = nil
+				return ro
+			}(),
+			obs: observation{Found: routesAt(0), Applying: true, Rejected: &problem{Reason: rolloutsv1.ReasonPatchRejected, Message: "denied by policy"}},
+			check: func(t *testing.T, d decision) {
+				expect(t, d.Status.StepStartedAt == nil, true)
+				expect(t, condStatus(d.Status, "RoutesApplied"), "False/PatchRejected")
+			},
+		},
+		{
+			name: "a running clock stops when the routes do not carry the step, even with a patch on its way",
+			ro:   atStep(testRollout(), 0, 10*time.Minute),
+			obs:  observation{Found: routesAt(0), Applying: true},
+			check: func(t *testing.T, d decision) {
+				expect(t, d.Status.StepStartedAt == nil, true)
+				expect(t, condStatus(d.Status, "RoutesApplied"), "True/Applied")
 			},
 		},
 		{

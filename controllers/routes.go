@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"sort"
 	"strconv"
 	"strings"
 
@@ -222,47 +223,85 @@ func ruleKey(route *gatewayv1.HTTPRoute, i int) string {
 // ruleOwners reads the rule-owners annotation of a route. A value that does
 // not parse counts as no owners, and is rewritten by the next claim.
 func ruleOwners(route *gatewayv1.HTTPRoute) map[string]string {
-	raw := route.Annotations[rolloutsv1.AnnotationRuleOwners]
-	owners := map[string]string{}
-	if raw == "" {
-		return owners
-	}
-	if err := json.Unmarshal([]byte(raw), &owners); err != nil {
-		return map[string]string{}
-	}
-	return owners
+	return jsonAnnotation(route, rolloutsv1.AnnotationRuleOwners)
 }
 
-// ownerOps returns the operations that make the route's rule-owners
-// annotation name rollout for the rules in claim and no longer name it for
-// any other rule. No operations means the annotation is already right.
-func ownerOps(route *gatewayv1.HTTPRoute, rollout string, claim []int) []patchOp {
-	owners := ruleOwners(route)
-	want := map[string]string{}
-	for k, v := range owners {
+// ownerOps returns the operations that make the route's annotations say
+// what rollout holds: the rule-owners annotation names it for the rules in
+// claim and for no other rule, and the applied-weights annotation records
+// the weights it writes (applied), or nothing of it when it claims no rule.
+// No operations means the annotations are already right.
+func ownerOps(route *gatewayv1.HTTPRoute, rollout string, claim []int, applied string) []patchOp {
+	owners := map[string]string{}
+	for k, v := range ruleOwners(route) {
 		if v != rollout {
-			want[k] = v
+			owners[k] = v
 		}
 	}
 	for _, i := range claim {
-		want[ruleKey(route, i)] = rollout
+		owners[ruleKey(route, i)] = rollout
 	}
-	raw, had := route.Annotations[rolloutsv1.AnnotationRuleOwners]
-	path := "/metadata/annotations/" + strings.ReplaceAll(rolloutsv1.AnnotationRuleOwners, "/", "~1")
-	if len(want) == 0 {
-		if !had {
-			return nil
+	weights := appliedWeights(route)
+	delete(weights, rollout)
+	if len(claim) > 0 && applied != "" {
+		weights[rollout] = applied
+	}
+	return annotationOps(route, map[string]map[string]string{
+		rolloutsv1.AnnotationRuleOwners:     owners,
+		rolloutsv1.AnnotationAppliedWeights: weights,
+	})
+}
+
+// appliedWeights reads the route's applied-weights annotation (rollout ->
+// weights); unreadable is empty.
+func appliedWeights(route *gatewayv1.HTTPRoute) map[string]string {
+	return jsonAnnotation(route, rolloutsv1.AnnotationAppliedWeights)
+}
+
+func jsonAnnotation(route *gatewayv1.HTTPRoute, key string) map[string]string {
+	m := map[string]string{}
+	raw := route.Annotations[key]
+	if raw == "" {
+		return m
+	}
+	if err := json.Unmarshal([]byte(raw), &m); err != nil {
+		return map[string]string{}
+	}
+	return m
+}
+
+// annotationOps returns the operations that set each annotation to its map
+// as JSON, or remove it when the map is empty.
+func annotationOps(route *gatewayv1.HTTPRoute, want map[string]map[string]string) []patchOp {
+	keys := make([]string, 0, len(want))
+	for k := range want {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var ops []patchOp
+	fresh := map[string]string{} // when the route has no annotations yet
+	for _, key := range keys {
+		raw, had := route.Annotations[key]
+		path := "/metadata/annotations/" + strings.ReplaceAll(key, "/", "~1")
+		if len(want[key]) == 0 {
+			if had {
+				ops = append(ops, patchOp{Op: "remove", Path: path})
+			}
+			continue
 		}
-		return []patchOp{{Op: "remove", Path: path}}
+		body, _ := json.Marshal(want[key]) // map[string]string always marshals; keys sorted
+		switch {
+		case had && raw == string(body):
+		case route.Annotations == nil:
+			fresh[key] = string(body)
+		default:
+			ops = append(ops, patchOp{Op: "add", Path: path, Value: string(body)})
+		}
 	}
-	body, _ := json.Marshal(want) // map[string]string always marshals; keys sorted
-	if had && raw == string(body) {
-		return nil
+	if len(fresh) > 0 {
+		ops = append(ops, patchOp{Op: "add", Path: "/metadata/annotations", Value: fresh})
 	}
-	if route.Annotations == nil {
-		return []patchOp{{Op: "add", Path: "/metadata/annotations", Value: map[string]string{rolloutsv1.AnnotationRuleOwners: string(body)}}}
-	}
-	return []patchOp{{Op: "add", Path: path, Value: string(body)}}
+	return ops
 }
 
 // newBackendRef is the backendRef appended for a canary, with the defaults

@@ -245,7 +245,7 @@ func TestIntentOf(t *testing.T) {
 func TestOwnerOps(t *testing.T) {
 	route, doc := loadRoute(t, "header-routing.yaml")
 	route.Annotations = nil
-	ops := ownerOps(route, "gpt4", []int{0, 3})
+	ops := ownerOps(route, "gpt4", []int{0, 3}, "v1=75, v2=25")
 	patched := applyOps(t, doc, ops)
 	got := &gatewayv1.HTTPRoute{}
 	if err := json.Unmarshal(patched, got); err != nil {
@@ -254,13 +254,22 @@ func TestOwnerOps(t *testing.T) {
 	if owners := ruleOwners(got); !reflect.DeepEqual(owners, map[string]string{"gpt4": "gpt4", "health": "gpt4"}) {
 		t.Fatalf("claim: %v", owners)
 	}
-	if len(ownerOps(got, "gpt4", []int{0, 3})) != 0 {
+	// The weights written ride in the same patch, on a route that had no
+	// annotations at all.
+	if w := appliedWeights(got); !reflect.DeepEqual(w, map[string]string{"gpt4": "v1=75, v2=25"}) {
+		t.Fatalf("applied weights: %v", w)
+	}
+	if len(ownerOps(got, "gpt4", []int{0, 3}, "v1=75, v2=25")) != 0 {
 		t.Fatal("claiming again must be a no-op")
+	}
+	if ops := ownerOps(got, "gpt4", []int{0, 3}, "v1=50, v2=50"); len(ops) != 1 {
+		t.Fatalf("new weights rewrite only the applied-weights annotation: %v", ops)
 	}
 	// Another rollout's entries survive a claim and a release.
 	got.Annotations[rolloutsv1.AnnotationRuleOwners] = `{"claude":"claude","gpt4":"gpt4","health":"gpt4"}`
+	got.Annotations[rolloutsv1.AnnotationAppliedWeights] = `{"claude":"c1=100","gpt4":"v1=75, v2=25"}`
 	doc2, _ := json.Marshal(got)
-	released := applyOps(t, doc2, ownerOps(got, "gpt4", nil))
+	released := applyOps(t, doc2, ownerOps(got, "gpt4", nil, ""))
 	after := &gatewayv1.HTTPRoute{}
 	if err := json.Unmarshal(released, after); err != nil {
 		t.Fatal(err)
@@ -268,14 +277,20 @@ func TestOwnerOps(t *testing.T) {
 	if owners := ruleOwners(after); !reflect.DeepEqual(owners, map[string]string{"claude": "claude"}) {
 		t.Fatalf("release: %v", owners)
 	}
-	// The last release removes the annotation.
-	final := applyOps(t, released, ownerOps(after, "claude", nil))
+	if w := appliedWeights(after); !reflect.DeepEqual(w, map[string]string{"claude": "c1=100"}) {
+		t.Fatalf("release of applied weights: %v", w)
+	}
+	// The last release removes the annotations.
+	final := applyOps(t, released, ownerOps(after, "claude", nil, ""))
 	after = &gatewayv1.HTTPRoute{}
 	if err := json.Unmarshal(final, after); err != nil {
 		t.Fatal(err)
 	}
 	if _, ok := after.Annotations[rolloutsv1.AnnotationRuleOwners]; ok {
 		t.Fatal("the annotation must go with its last entry")
+	}
+	if _, ok := after.Annotations[rolloutsv1.AnnotationAppliedWeights]; ok {
+		t.Fatal("the applied-weights annotation must go with its last entry")
 	}
 	// Unnamed rules are keyed by index.
 	unnamed, _ := loadRoute(t, "ab-test.yaml")

@@ -8,7 +8,6 @@ import (
 	"sync"
 	"time"
 
-	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
@@ -42,6 +41,42 @@ type writeState struct {
 	// rollout's own write; deciding from it could drop a retirement or
 	// redo a step, so the reconcile waits for the cache instead.
 	written map[types.UID]int64
+	// statusFrom is, for each rollout, the resourceVersion its last status
+	// write replaced. A cached rollout still at that version predates the
+	// write: deciding from it would redo the decision, and its write would
+	// only meet a conflict.
+	statusFrom map[types.NamespacedName]string
+}
+
+// wroteStatus records that a status write replaced resourceVersion from
+// with to. A write that changed nothing (from == to) leaves no mark.
+func (w *writeState) wroteStatus(rollout types.NamespacedName, from, to string) {
+	if from == to || from == "" {
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.statusFrom == nil {
+		w.statusFrom = map[types.NamespacedName]string{}
+	}
+	w.statusFrom[rollout] = from
+}
+
+// statusStale says whether a cached rollout is the version this process's
+// last status write replaced. Any other version clears the mark: the cache
+// has moved past it.
+func (w *writeState) statusStale(rollout types.NamespacedName, resourceVersion string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	from, ok := w.statusFrom[rollout]
+	if !ok {
+		return false
+	}
+	if from == resourceVersion {
+		return true
+	}
+	delete(w.statusFrom, rollout)
+	return false
 }
 
 // wrote records the generation a route patch produced.
@@ -128,6 +163,7 @@ func (w *writeState) forget(key types.NamespacedName) {
 	defer w.mu.Unlock()
 	delete(w.rejected, key)
 	delete(w.fights, key)
+	delete(w.statusFrom, key)
 }
 
 // inFight says whether a drift episode is open.
@@ -164,9 +200,25 @@ func (w *writeState) drift(key types.NamespacedName, now time.Time, manager stri
 	return *cur, opened, 0
 }
 
+// landedThenChanged says whether a route records (applied-weights
+// annotation) that the rollout's write of w landed, yet no longer carries w.
+func landedThenChanged(found []managedRoute, rollout string, w weights) bool {
+	want := describeIntent(w)
+	for _, m := range found {
+		if appliedWeights(m.Route)[rollout] != want {
+			continue
+		}
+		if ops, _ := weightOps(m.Route, m.Rules, w); len(ops) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
 // checkDrift compares the routes with what the last decision wanted. A
-// difference the rollout had already seen applied (RoutesApplied True, or an
-// open episode) is another writer's change: the first one of an episode is
+// difference in a route that records the rollout's write of those weights
+// (applied-weights annotation), or during an open episode, is another
+// writer's change: the first one of an episode is
 // recorded as one Warning Event naming the other field manager, and each
 // further correction waits twice as long as the one before, so that a tool
 // that keeps writing its own weights meets a bounded write rate instead of a
@@ -183,8 +235,7 @@ func (r *ModelRolloutReconciler) checkDrift(ctx context.Context, ro *rolloutsv1.
 		// may be this abort's own write, landed before a crash.
 		return 0
 	}
-	applied := meta.IsStatusConditionTrue(ro.Status.Conditions, rolloutsv1.ConditionRoutesApplied)
-	if !applied && !r.writes.inFight(key) {
+	if !landedThenChanged(obs.Found, ro.Name, before) && !r.writes.inFight(key) {
 		// The rollout's own write has not landed yet (a crash or a failed
 		// patch after the status write): not drift.
 		return 0

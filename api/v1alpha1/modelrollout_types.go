@@ -134,6 +134,15 @@ const FinalizerRoutes = "rollouts.modelrollout.io/routes"
 // one rollout manages a rule; a second one waits with reason RouteConflict.
 const AnnotationRuleOwners = "rollouts.modelrollout.io/rule-owners"
 
+// AnnotationAppliedWeights, on an HTTPRoute, records the weights each rollout
+// last wrote to it: a JSON object from rollout name to the weights, e.g.
+// {"gpt4":"Service/vllm-gpt4-v1:8000=75, Service/vllm-gpt4-v2:8000=25"}. It
+// is written in the same patch as the weights, so it says durably whether
+// a rollout's decision reached the route: managed weights that differ from
+// the entry were changed by another writer (drift); an entry that differs
+// from the rollout's current decision means its write has not landed yet.
+const AnnotationAppliedWeights = "rollouts.modelrollout.io/applied-weights"
+
 // RouteTarget names one HTTPRoute and, optionally, the rules of it to manage.
 type RouteTarget struct {
 	// name of the HTTPRoute, in the rollout's namespace.

@@ -33,6 +33,7 @@ func main() {
 	var (
 		metricsAddr      string
 		probeAddr        string
+		pprofAddr        string
 		leaderElect      bool
 		leaderElectionNS string
 		watchNamespaces  string
@@ -47,6 +48,7 @@ func main() {
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address of the Prometheus metrics endpoint; 0 disables it.")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz probes.")
+	flag.StringVar(&pprofAddr, "pprof-bind-address", "", "Address of Go's /debug/pprof profiles, e.g. 127.0.0.1:6060; empty or 0 disables it. Bind it to loopback: profiles are not authenticated.")
 	flag.BoolVar(&leaderElect, "leader-elect", true, "Elect a leader, so that only one replica writes at a time.")
 	flag.StringVar(&leaderElectionNS, "leader-election-namespace", "", "Namespace of the leader election Lease; the pod's namespace when empty.")
 	flag.DurationVar(&leaseDuration, "leader-elect-lease-duration", 15*time.Second, "How long a leader's Lease holds after its last renewal. After a leader is killed, another replica takes over within this plus one retry period.")
@@ -91,6 +93,7 @@ func main() {
 		Cache:                         cacheOpts,
 		Metrics:                       metricsserver.Options{BindAddress: metricsAddr},
 		HealthProbeBindAddress:        probeAddr,
+		PprofBindAddress:              pprofAddr,
 		LeaderElection:                leaderElect,
 		LeaderElectionID:              "modelrollout-controller.rollouts.modelrollout.io",
 		LeaderElectionNamespace:       leaderElectionNS,

@@ -87,8 +87,7 @@ func progressing() *rolloutsv1.ModelRollout {
 
 func storyEvents() []Event {
 	return []Event{
-		{Time: now.Add(-41 * time.Minute), Type: "Normal", Reason: "RolloutStarted", Note: "Rollout of Service/vllm-gpt4-v1:8000 -> Service/vllm-gpt4-v2:8000 started", Count: 1},
-		{Time: now.Add(-41 * time.Minute), Type: "Normal", Reason: "StepStarted", Note: "Step 1/5: canary vllm-gpt4-v2 at 10%", Count: 1},
+		{Time: now.Add(-41 * time.Minute), Type: "Normal", Reason: "StepStarted", Note: "Step 1/5: canary vllm-gpt4-v2 at 10%; rollout of Service/vllm-gpt4-v1:8000 -> Service/vllm-gpt4-v2:8000 started", Count: 1},
 		{Time: now.Add(-12 * time.Minute), Type: "Normal", Reason: "StepStarted", Note: "Step 2/5: canary vllm-gpt4-v2 at 25%", Count: 1},
 	}
 }

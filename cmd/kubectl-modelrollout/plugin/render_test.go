@@ -44,9 +44,8 @@ Steps    ✔ 10% 29m   ▶ 25% 30m (18m left)   · 50% 1h   · 75% 1h   · 100% 
 Gates    errors    0.004   ≤ 0.05   ✔   40s ago
          latency   11.2s   ≤ 30s    ✔   40s ago
          ttft      0.61s   ≤ 2s     ✔   40s ago
-Events   41m   Normal   RolloutStarted   Rollout of Service/vllm-gpt4-v1:8000 -> Service/vllm-gpt4-v2:8000 started
-         41m   Normal   StepStarted      Step 1/5: canary vllm-gpt4-v2 at 10%
-         12m   Normal   StepStarted      Step 2/5: canary vllm-gpt4-v2 at 25%
+Events   41m   Normal   StepStarted   Step 1/5: canary vllm-gpt4-v2 at 10%; rollout of Service/vllm-gpt4-v1:8000 -> Service/vllm-gpt4-v2:8000 started
+         12m   Normal   StepStarted   Step 2/5: canary vllm-gpt4-v2 at 25%
 `
 	if got != want {
 		t.Errorf("status view differs.\ngot:\n%s\nwant:\n%s", got, want)
@@ -140,7 +139,7 @@ func TestStatusRolledBack(t *testing.T) {
 		"Rollout gpt4: RolledBack at step 2/5, canary vllm-gpt4-v2 at 0% (was 25%)   (rolled back 11m ago)",
 		"✔ 10% 29m   ✖ 25% 1m (rolled back)   · 50% 1h",
 		`Reason   AlertFiring: alert HighErrorRate{model="gpt-4",severity="critical"} firing`,
-		`11m   Warning   RolledBack       alert HighErrorRate{model="gpt-4",severity="critical"} firing; canary weight 25 -> 0`,
+		`11m   Warning   RolledBack    alert HighErrorRate{model="gpt-4",severity="critical"} firing; canary weight 25 -> 0`,
 		"Next     fix the canary and change spec.canary in Git, or retry from step 1: kubectl modelrollout retry gpt4 -n ai-gateway",
 	}, "Stalled", "▶")
 }

@@ -130,6 +130,7 @@ type managerProc struct {
 	name        string
 	cmd         *exec.Cmd
 	metricsAddr string
+	pprofAddr   string
 	logPath     string
 	done        chan struct{}
 	waitErr     error
@@ -175,7 +176,11 @@ func startManager(name, bin, kubeconfig, dir string, extra []string) (*managerPr
 	if err != nil {
 		return nil, err
 	}
-	m := &managerProc{name: name, metricsAddr: fmt.Sprintf("127.0.0.1:%d", port),
+	pport, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	m := &managerProc{name: name, metricsAddr: fmt.Sprintf("127.0.0.1:%d", port), pprofAddr: fmt.Sprintf("127.0.0.1:%d", pport),
 		logPath: filepath.Join(dir, name+".log"), done: make(chan struct{})}
 	f, err := os.Create(m.logPath)
 	if err != nil {
@@ -184,6 +189,7 @@ func startManager(name, bin, kubeconfig, dir string, extra []string) (*managerPr
 	args := append([]string{
 		"--kubeconfig=" + kubeconfig,
 		"--metrics-bind-address=" + m.metricsAddr,
+		"--pprof-bind-address=" + m.pprofAddr,
 		"--health-probe-bind-address=0",
 		"--leader-elect=true",
 		"--leader-election-namespace=" + leaseNamespace,
@@ -513,4 +519,29 @@ func isLeader(ctx context.Context, m *managerProc) (bool, error) {
 func leaseWatchEvent(ev watch.Event) bool {
 	l, ok := ev.Object.(*coordinationv1.Lease)
 	return ok && ev.Type == watch.Modified && l.Namespace == leaseNamespace && l.Name == leaseName
+}
+
+// heapProfile runs a garbage collection in the manager and saves its heap
+// profile to path, if path is set.
+func (m *managerProc) heapProfile(ctx context.Context, path string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+m.pprofAddr+"/debug/pprof/heap?gc=1", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("heap profile of %s: %w", m.name, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("heap profile of %s: %s", m.name, resp.Status)
+	}
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return fmt.Errorf("heap profile of %s: %w", m.name, err)
+	}
+	if path == "" {
+		return nil
+	}
+	return os.WriteFile(path, body, 0o644)
 }

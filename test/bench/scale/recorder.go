@@ -45,7 +45,11 @@ func groupOf(ns string) group {
 // every MODIFIED event is one write that changed the object.
 type counts struct {
 	routes, rollouts, events [numGroups]int64
-	lease                    int64
+	// finalizers counts the rollout writes that changed its finalizers
+	// (once when it is created, once when it is deleted); rollouts counts
+	// the others, status writes.
+	finalizers [numGroups]int64
+	lease      int64
 }
 
 type weightAt struct {
@@ -62,6 +66,7 @@ type recorder struct {
 	c           counts
 	weights     map[string][]weightAt // ns/route -> distinct canary weights
 	phases      map[string]rolloutsv1.Phase
+	finalizers  map[string]int       // rollout -> number of finalizers last seen
 	succeededAt map[string]time.Time // main rollouts
 	phaseCount  [numGroups]map[rolloutsv1.Phase]int
 	errs        []string
@@ -69,7 +74,7 @@ type recorder struct {
 
 func newRecorder() *recorder {
 	r := &recorder{weights: map[string][]weightAt{}, phases: map[string]rolloutsv1.Phase{},
-		succeededAt: map[string]time.Time{}}
+		finalizers: map[string]int{}, succeededAt: map[string]time.Time{}}
 	for g := range r.phaseCount {
 		r.phaseCount[g] = map[rolloutsv1.Phase]int{}
 	}
@@ -200,13 +205,19 @@ func (r *recorder) onRollout(ev watch.Event) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if ev.Type == watch.Modified {
-		r.c.rollouts[g]++
+		if len(ro.Finalizers) != r.finalizers[key] {
+			r.c.finalizers[g]++
+		} else {
+			r.c.rollouts[g]++
+		}
 	}
+	r.finalizers[key] = len(ro.Finalizers)
 	old, had := r.phases[key]
 	phase := ro.Status.Phase
 	if ev.Type == watch.Deleted {
 		phase = ""
 		delete(r.phases, key)
+		delete(r.finalizers, key)
 	} else {
 		r.phases[key] = phase
 	}

@@ -29,9 +29,12 @@ type Report struct {
 	Transitions  int
 	MainWrites   writes
 	StatusWrites int64
-	RouteWrites  int64
-	EventWrites  int64
-	WriteRate    float64
+	// FinalizerWrites are the rollouts' finalizer additions: one per
+	// rollout in its life, not per transition.
+	FinalizerWrites int64
+	RouteWrites     int64
+	EventWrites     int64
+	WriteRate       float64
 
 	IdleWindow    time.Duration
 	IdleWrites    writes
@@ -119,12 +122,12 @@ func (r *Report) Rows() []Row {
 	// Read component-wise, one route per rollout: route writes ≤ 2, status
 	// writes ≤ 1 and Events ≤ 1 per transition.
 	met := float64(r.RouteWrites)/t <= 2 && float64(r.StatusWrites)/t <= 1 && float64(r.EventWrites)/t <= 1
-	rows = append(rows, Row{"writes per step transition (" + fmt.Sprint(r.Transitions) + " = N × S step starts, one route each)",
+	rows = append(rows, Row{"writes per step transition (" + fmt.Sprint(r.Transitions) + " = N × (S step starts + Succeeded), one route each)",
 		"≤ 2 object writes per route touched, plus status, plus one Event (read as route ≤ 2, status ≤ 1, Event ≤ 1)",
-		fmt.Sprintf("%s API writes (PATCH %s, POST %s, PUT %s, DELETE %s; client-go rest_client_requests_total, lease renewals excluded); persisted (watch): %s status/metadata, %s route, %s Event; %s",
+		fmt.Sprintf("%s API writes (PATCH %s, POST %s, PUT %s, DELETE %s; client-go rest_client_requests_total, lease renewals excluded); persisted (watch): %s status, %s route, %s Event, and %d finalizer writes (%.2f per rollout, once in its life); %s",
 			per(w.total()), per(w.patch), per(w.post), per(w.put), per(w.del),
 			per(float64(r.StatusWrites)), per(float64(r.RouteWrites)), per(float64(r.EventWrites)),
-			verdict(met))})
+			r.FinalizerWrites, float64(r.FinalizerWrites)/float64(max(1, o.Rollouts)), verdict(met))})
 	rows = append(rows,
 		Row{fmt.Sprintf("idle writes (%s after all Succeeded)", secs(r.IdleWindow)), "0 over 10 minutes",
 			fmt.Sprintf("%.0f API writes (PATCH %.0f, POST %.0f, PUT %.0f, DELETE %.0f), %d persisted; %s",
@@ -135,7 +138,7 @@ func (r *Report) Rows() []Row {
 	if o.Resident > 0 {
 		rows = append(rows, Row{fmt.Sprintf("resident: %d Idle rollouts + routes, Services, EndpointSlices", o.Resident),
 			"manager RSS ≤ 256 MiB after GC (10,000 resident)",
-			fmt.Sprintf("RSS %s settled, heap in use %s, peak %s (the manager also holds the %d rollouts above; no forced GC); applied in %s, settled after %s; %s",
+			fmt.Sprintf("RSS %s settled, after a GC (/debug/pprof/heap?gc=1), heap in use %s, peak %s (the manager also holds the %d rollouts above); applied in %s, settled after %s; %s",
 				mib(r.ResidentRSS), mibf(r.ResidentHeap), mib(r.ResidentHWM), o.Rollouts, secs(r.ResidentApply), secs(r.ResidentSettle),
 				verdict(r.ResidentRSS <= 256<<20))})
 	} else {

@@ -65,6 +65,9 @@ type Options struct {
 	// Dir holds the binaries, kubeconfig and logs; a temporary directory
 	// (removed at the end) when empty.
 	Dir string
+	// HeapProfile, when set, is where the manager's heap profile is saved
+	// once the resident rollouts have settled.
+	HeapProfile string
 	// Logf reports progress; nil is silent.
 	Logf func(format string, args ...any)
 }
@@ -374,8 +377,11 @@ func mainPhase(ctx context.Context, api *apiServer, mgr *managerProc, rec *recor
 	rep.PeakRSS = max(after.hwm, after.rss)
 	rep.mainBefore, rep.mainAfter = before, after
 
-	// Writes per step transition: every rollout starts S steps.
-	rep.Transitions = o.Rollouts * o.Steps
+	// Writes per transition: every rollout starts S steps, then succeeds.
+	// Its finalizer, added once in its life before its first route write,
+	// is counted apart.
+	rep.Transitions = o.Rollouts * (o.Steps + 1)
+	rep.FinalizerWrites = after.c.finalizers[groupMain] - before.c.finalizers[groupMain]
 	rep.MainWrites = operatorWrites(before, after)
 	rep.StatusWrites = after.c.rollouts[groupMain] - before.c.rollouts[groupMain]
 	rep.RouteWrites = after.c.routes[groupMain] - before.c.routes[groupMain]
@@ -451,7 +457,7 @@ func idlePhase(ctx context.Context, mgr *managerProc, rec *recorder, o Options, 
 	rep.IdleQueries = end.evals - start.evals
 	rep.IdlePersisted = 0
 	for g := range numGroups {
-		rep.IdlePersisted += (end.c.routes[g] - start.c.routes[g]) + (end.c.rollouts[g] - start.c.rollouts[g]) + (end.c.events[g] - start.c.events[g])
+		rep.IdlePersisted += (end.c.routes[g] - start.c.routes[g]) + (end.c.rollouts[g] - start.c.rollouts[g]) + (end.c.finalizers[g] - start.c.finalizers[g]) + (end.c.events[g] - start.c.events[g])
 	}
 	rep.RSSAfterRun, rep.HeapAfterRun = end.rss, end.heapIn
 	rep.PeakRSS = max(rep.PeakRSS, end.hwm)
@@ -495,6 +501,10 @@ func residentPhase(ctx context.Context, api *apiServer, mgr *managerProc, rec *r
 		return err
 	}
 	rep.ResidentSettle = time.Since(start)
+	// The goal is RSS after GC: the heap profile endpoint runs one first.
+	if err := mgr.heapProfile(ctx, o.HeapProfile); err != nil {
+		return err
+	}
 	s, err := snap(ctx, mgr, rec)
 	if err != nil {
 		return err

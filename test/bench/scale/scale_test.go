@@ -47,8 +47,11 @@ func TestSmoke(t *testing.T) {
 	if len(rep.StepLags) != 20*(2-1) {
 		t.Errorf("step lags observed for %d transitions, want %d (%d not observed)", len(rep.StepLags), 20, rep.LagMissing)
 	}
-	if rep.Transitions != 40 || rep.MainWrites.total() == 0 || rep.RouteWrites == 0 {
-		t.Errorf("writes not counted: %d transitions, %+v, %d route writes", rep.Transitions, rep.MainWrites, rep.RouteWrites)
+	if rep.Transitions != 60 || rep.MainWrites.total() == 0 || rep.RouteWrites == 0 || rep.StatusWrites == 0 {
+		t.Errorf("writes not counted: %d transitions, %+v, %d route writes, %d status writes", rep.Transitions, rep.MainWrites, rep.RouteWrites, rep.StatusWrites)
+	}
+	if rep.FinalizerWrites != 20 {
+		t.Errorf("finalizer writes: %d, want one per rollout (20)", rep.FinalizerWrites)
 	}
 	if rep.PeakRSS == 0 || rep.ResidentRSS == 0 {
 		t.Errorf("RSS not read: peak %d, resident %d", rep.PeakRSS, rep.ResidentRSS)

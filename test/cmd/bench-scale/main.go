@@ -39,6 +39,7 @@ func main() {
 	flag.IntVar(&o.CeilingWorkers, "ceiling-workers", 8, "Goroutines sending them.")
 	flag.IntVar(&o.Workers, "workers", 0, "The manager's --max-concurrent-reconciles; 0 keeps its default.")
 	flag.DurationVar(&o.Timeout, "timeout", 0, "Bound on the wait for every rollout to succeed; 0 is 10m + 10 × the schedule.")
+	flag.StringVar(&o.HeapProfile, "heap-profile", "", "File to save the manager's heap profile in once the resident rollouts settled (go tool pprof -top FILE).")
 	flag.StringVar(&o.Dir, "dir", "", "Directory for the binaries, kubeconfig and manager logs (kept); a removed temporary directory when empty.")
 	flag.Parse()
 	o.Logf = func(format string, args ...any) {
