@@ -56,6 +56,13 @@ type requests struct {
 	AbortReason string
 	Retry       string
 	Paused      bool
+
+	// PromoteFull and SkipGates are the override tokens; PromoteReason and
+	// RequestedBy go with them.
+	PromoteFull   string
+	SkipGates     string
+	PromoteReason string
+	RequestedBy   string
 }
 
 // observation is everything the reconciler saw for one decision.
@@ -149,6 +156,9 @@ type planner struct {
 	// held is set while the rollout refuses to move traffic off a canary
 	// that holds all of it (see holdSwing).
 	held *problem
+	// override is a new promote-full or skip-gates request that progress
+	// acts on, or ignores with a Warning event (see overrides.go).
+	override *pendingOverride
 }
 
 // plan decides the next status of a rollout.
@@ -326,6 +336,9 @@ func (p *planner) ignoreRequests(why string) {
 		st.LastHandledRetry = req.Retry
 		p.emit(true, "RetryIgnored", "Retry ignored: %s", why)
 	}
+	if k := p.takeOverride(); k != "" {
+		p.ignoreOverride(k, why)
+	}
 }
 
 func (p *planner) idle() {
@@ -443,6 +456,15 @@ func (p *planner) handleRequests() bool {
 		} else {
 			p.emit(false, "Promoted", "Pause of step %s ended by promote", st.Step)
 			st.Promoted = true
+		}
+	}
+
+	if k := p.takeOverride(); k != "" {
+		if st.CurrentStepIndex == nil || (st.Phase != rolloutsv1.PhaseProgressing && st.Phase != rolloutsv1.PhasePaused) {
+			p.ignoreOverride(k, fmt.Sprintf("the rollout is %s", st.Phase))
+		} else {
+			// progress acts on it once the preconditions are known to hold.
+			p.override = &pendingOverride{Kind: k}
 		}
 	}
 	return false
@@ -675,6 +697,8 @@ func (p *planner) rollback(reason, message string) {
 func (p *planner) progress() {
 	st := p.st
 	spec := &p.ro.Spec
+	// An override that this decision did not apply is ignored, not kept.
+	defer p.settleOverride()
 
 	if g := p.obs.Gates; g != nil {
 		st.Gates = g.Gates
@@ -714,6 +738,9 @@ func (p *planner) progress() {
 		st.CanaryWeight = step.Weight
 		st.Step = fmt.Sprintf("%d/%d", i+1, len(p.steps))
 		st.StepStartedAt = nil
+	}
+	if p.applyOverride(i) {
+		return
 	}
 
 	if spec.Analysis != nil {
@@ -770,35 +797,51 @@ func (p *planner) progress() {
 	}
 
 	if i == len(p.steps)-1 {
-		now := p.now()
-		if n := len(st.StepHistory); n > 0 && st.StepHistory[n-1].EndedAt == nil {
-			st.StepHistory[n-1].EndedAt = &now
-		}
-		st.Phase = rolloutsv1.PhaseSucceeded
-		st.Message = fmt.Sprintf("Canary %s holds 100%% of traffic", spec.Canary.Name)
-		p.emit(false, "Succeeded", "Rollout of %s succeeded", st.Revision)
-		p.d.RequeueAfter = 0
+		p.succeed()
 		return
 	}
 	p.startStep(i + 1)
 }
 
+// succeed ends the last step: the canary holds all traffic.
+func (p *planner) succeed() {
+	st := p.st
+	now := p.now()
+	if n := len(st.StepHistory); n > 0 && st.StepHistory[n-1].EndedAt == nil {
+		st.StepHistory[n-1].EndedAt = &now
+	}
+	st.Phase = rolloutsv1.PhaseSucceeded
+	st.Message = fmt.Sprintf("Canary %s holds 100%% of traffic", p.ro.Spec.Canary.Name)
+	p.emit(false, "Succeeded", "Rollout of %s succeeded", st.Revision)
+	p.d.RequeueAfter = 0
+}
+
 // gatesHold says why the gates keep the step from advancing, or "" when the
 // latest evaluation of every gate in this step passed.
 func (p *planner) gatesHold() string {
+	if holds := p.gateHolds(); len(holds) > 0 {
+		return holds[0]
+	}
+	return ""
+}
+
+// gateHolds says, for every gate whose latest evaluation in this step did
+// not pass, why it holds the step.
+func (p *planner) gateHolds() []string {
 	a := p.ro.Spec.Analysis
 	if a == nil {
-		return ""
+		return nil
 	}
 	byName := map[string]rolloutsv1.GateStatus{}
 	for _, g := range p.st.Gates {
 		byName[g.Name] = g
 	}
+	var holds []string
 	for _, g := range a.Gates {
 		gs, ok := byName[g.Name]
 		switch {
-		case !ok || gs.LastEvaluatedAt == nil || gs.LastEvaluatedAt.Before(p.st.StepStartedAt):
-			return fmt.Sprintf("waiting for gate %q to be evaluated at this step", g.Name)
+		case !ok || gs.LastEvaluatedAt == nil || p.st.StepStartedAt == nil || gs.LastEvaluatedAt.Before(p.st.StepStartedAt):
+			holds = append(holds, fmt.Sprintf("waiting for gate %q to be evaluated at this step", g.Name))
 		case gs.Verdict == rolloutsv1.VerdictPass:
 		case gs.Verdict == rolloutsv1.VerdictNoData && g.NoData == rolloutsv1.NoDataPass:
 		default:
@@ -806,10 +849,10 @@ func (p *planner) gatesHold() string {
 			if msg == "" {
 				msg = string(gs.Verdict)
 			}
-			return fmt.Sprintf("gate %q holds: %s", g.Name, msg)
+			holds = append(holds, fmt.Sprintf("gate %q holds: %s", g.Name, msg))
 		}
 	}
-	return ""
+	return holds
 }
 
 // nextEvaluation is how long until the gates are due again.
