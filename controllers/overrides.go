@@ -41,30 +41,42 @@ type pendingOverride struct {
 	why string
 }
 
-// takeOverride records new promote-full and skip-gates tokens as handled
-// and returns the override to act on, "" when there is none. A full promote
-// and a skip asked at once make a full promote; the skip is ignored.
-func (p *planner) takeOverride() rolloutsv1.OverrideKind {
+// takeOverrides records new promote-full and skip-gates tokens as handled
+// and returns the overrides they ask for, a full promote first.
+func (p *planner) takeOverrides() []rolloutsv1.OverrideKind {
 	st := p.st
 	req := p.obs.Requests
-	full := req.PromoteFull != "" && req.PromoteFull != st.LastHandledPromoteFull
-	skip := req.SkipGates != "" && req.SkipGates != st.LastHandledSkipGates
-	if full {
+	var out []rolloutsv1.OverrideKind
+	if req.PromoteFull != "" && req.PromoteFull != st.LastHandledPromoteFull {
 		st.LastHandledPromoteFull = req.PromoteFull
+		out = append(out, rolloutsv1.OverridePromoteFull)
 	}
-	if skip {
+	if req.SkipGates != "" && req.SkipGates != st.LastHandledSkipGates {
 		st.LastHandledSkipGates = req.SkipGates
+		out = append(out, rolloutsv1.OverrideSkipGates)
 	}
-	switch {
-	case full && skip:
-		p.ignoreOverride(rolloutsv1.OverrideSkipGates, "a full promote was requested at the same time and goes further")
-		return rolloutsv1.OverridePromoteFull
-	case full:
-		return rolloutsv1.OverridePromoteFull
-	case skip:
-		return rolloutsv1.OverrideSkipGates
+	return out
+}
+
+// handleOverrides takes new override tokens: in a phase with a current
+// step, the first (a full promote when both are asked at once) is left for
+// progress to act on; the others are ignored.
+func (p *planner) handleOverrides() {
+	st := p.st
+	ks := p.takeOverrides()
+	if len(ks) == 0 {
+		return
 	}
-	return ""
+	if st.CurrentStepIndex == nil || (st.Phase != rolloutsv1.PhaseProgressing && st.Phase != rolloutsv1.PhasePaused) {
+		for _, k := range ks {
+			p.ignoreOverride(k, fmt.Sprintf("the rollout is %s", st.Phase))
+		}
+		return
+	}
+	for _, k := range ks[1:] {
+		p.ignoreOverride(k, "a full promote was requested at the same time and goes further")
+	}
+	p.override = &pendingOverride{Kind: ks[0]}
 }
 
 // overrideWords names an override in messages and its events.

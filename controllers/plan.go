@@ -336,7 +336,7 @@ func (p *planner) ignoreRequests(why string) {
 		st.LastHandledRetry = req.Retry
 		p.emit(true, "RetryIgnored", "Retry ignored: %s", why)
 	}
-	if k := p.takeOverride(); k != "" {
+	for _, k := range p.takeOverrides() {
 		p.ignoreOverride(k, why)
 	}
 }
@@ -459,14 +459,8 @@ func (p *planner) handleRequests() bool {
 		}
 	}
 
-	if k := p.takeOverride(); k != "" {
-		if st.CurrentStepIndex == nil || (st.Phase != rolloutsv1.PhaseProgressing && st.Phase != rolloutsv1.PhasePaused) {
-			p.ignoreOverride(k, fmt.Sprintf("the rollout is %s", st.Phase))
-		} else {
-			// progress acts on it once the preconditions are known to hold.
-			p.override = &pendingOverride{Kind: k}
-		}
-	}
+	// progress acts on an override once the preconditions are known to hold.
+	p.handleOverrides()
 	return false
 }
 
