@@ -192,8 +192,12 @@ func (p *planner) applyOverride(i int) bool {
 		msg += "; passed over: " + strings.Join(passed, "; ")
 	}
 	req := p.obs.Requests
+	token := req.PromoteFull
+	if o.Kind == rolloutsv1.OverrideSkipGates {
+		token = req.SkipGates
+	}
 	st.Overrides = append(st.Overrides, rolloutsv1.OverrideRecord{
-		At: p.now(), Kind: o.Kind, Revision: st.Revision, Step: fromStep, FromWeight: from, ToWeight: st.CanaryWeight,
+		At: p.now(), Kind: o.Kind, Token: token, Revision: st.Revision, Step: fromStep, FromWeight: from, ToWeight: st.CanaryWeight,
 		Reason: req.PromoteReason, RequestedBy: req.RequestedBy, Message: truncate(msg, maxMessage),
 	})
 	if n := len(st.Overrides); n > maxOverrides {

@@ -77,6 +77,7 @@ func TestPlanOverrides(t *testing.T) {
 				expect(t, len(st.Overrides), 1)
 				o := st.Overrides[0]
 				expect(t, o.Kind, rolloutsv1.OverridePromoteFull)
+				expect(t, o.Token, "f1")
 				expect(t, o.Step, "1/3")
 				expect(t, o.FromWeight, int32(10))
 				expect(t, o.ToWeight, int32(100))
@@ -107,6 +108,7 @@ func TestPlanOverrides(t *testing.T) {
 				expect(t, st.Gates[0].ConsecutiveFailures, int32(0))
 				expect(t, len(st.Overrides), 1)
 				expect(t, st.Overrides[0].Kind, rolloutsv1.OverrideSkipGates)
+				expect(t, st.Overrides[0].Token, "s1")
 				expect(t, st.Overrides[0].ToWeight, int32(50))
 				expect(t, st.Overrides[0].Message, `canary weight 10 -> 50 (step 2/3); passed over: gate "errors" holds: value 0.2 outside <= 0.05 (failure 1 of 3 in a row)`)
 				contains(t, eventOf(t, d, "GatesSkipped").Message, `Skip of the gates at step 1/3 requested by alice@example.com: "eval harness checked v2 offline"`)
@@ -189,7 +191,9 @@ func TestPlanOverrides(t *testing.T) {
 				full := eventOf(t, d, "PromoteFullIgnored")
 				expect(t, full.Warning, true)
 				expect(t, full.Message, `Full promote requested by alice@example.com: "eval harness checked v2 offline" ignored: the rollout is RolledBack`)
-				expect(t, eventOf(t, d, "SkipGatesIgnored").Warning, true)
+				skip := eventOf(t, d, "SkipGatesIgnored")
+				expect(t, skip.Warning, true)
+				contains(t, skip.Message, "ignored: the rollout is RolledBack")
 			},
 		},
 		{

@@ -36,6 +36,7 @@ func clampStatus(st *rolloutsv1.ModelRolloutStatus) {
 	st.LastHandledSkipGates = truncate(st.LastHandledSkipGates, maxToken)
 	for i := range st.Overrides {
 		o := &st.Overrides[i]
+		o.Token = truncate(o.Token, maxToken)
 		o.Revision = truncate(o.Revision, maxRevision)
 		o.Step = truncate(o.Step, maxStep)
 		o.Reason = truncate(o.Reason, maxOverrideReason)

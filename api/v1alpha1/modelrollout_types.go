@@ -464,6 +464,11 @@ type OverrideRecord struct {
 	// +required
 	Kind OverrideKind `json:"kind"`
 
+	// token is the value of the annotation that asked for it.
+	// +optional
+	// +kubebuilder:validation:MaxLength=256
+	Token string `json:"token,omitempty"`
+
 	// revision is the stable and canary pair the override acted on.
 	// +optional
 	// +kubebuilder:validation:MaxLength=1024
