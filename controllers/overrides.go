@@ -177,7 +177,7 @@ func (p *planner) applyOverride(i int) bool {
 	case o.Kind == rolloutsv1.OverridePromoteFull:
 		p.startStep(last)
 	case i == last:
-		p.succeed()
+		p.succeedNow()
 	default:
 		p.startStep(i + 1)
 	}
@@ -205,6 +205,21 @@ func (p *planner) applyOverride(i int) bool {
 	}
 	p.emit(false, reason, "%s at step %s%s: %s", name, fromStep, p.requester(), msg)
 	return true
+}
+
+// succeedNow ends the last step on a skip of its gates: the canary holds
+// all traffic. It does what progress does when the last step has baked
+// and its gates passed.
+func (p *planner) succeedNow() {
+	st := p.st
+	now := p.now()
+	if n := len(st.StepHistory); n > 0 && st.StepHistory[n-1].EndedAt == nil {
+		st.StepHistory[n-1].EndedAt = &now
+	}
+	st.Phase = rolloutsv1.PhaseSucceeded
+	st.Message = fmt.Sprintf("Canary %s holds 100%% of traffic", p.ro.Spec.Canary.Name)
+	p.emit(false, "Succeeded", "Rollout of %s succeeded", st.Revision)
+	p.d.RequeueAfter = 0
 }
 
 // passedOver lists what held step i when an override ended it: the pause

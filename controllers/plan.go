@@ -153,12 +153,14 @@ type planner struct {
 	steps []rolloutsv1.Step
 	st    *rolloutsv1.ModelRolloutStatus
 	d     decision
-	// held is set while the rollout refuses to move traffic off a canary
-	// that holds all of it (see holdSwing).
-	held *problem
+
 	// override is a new promote-full or skip-gates request that progress
 	// acts on, or ignores with a Warning event (see overrides.go).
 	override *pendingOverride
+
+	// held is set while the rollout refuses to move traffic off a canary
+	// that holds all of it (see holdSwing).
+	held *problem
 }
 
 // plan decides the next status of a rollout.
@@ -791,23 +793,17 @@ func (p *planner) progress() {
 	}
 
 	if i == len(p.steps)-1 {
-		p.succeed()
+		now := p.now()
+		if n := len(st.StepHistory); n > 0 && st.StepHistory[n-1].EndedAt == nil {
+			st.StepHistory[n-1].EndedAt = &now
+		}
+		st.Phase = rolloutsv1.PhaseSucceeded
+		st.Message = fmt.Sprintf("Canary %s holds 100%% of traffic", spec.Canary.Name)
+		p.emit(false, "Succeeded", "Rollout of %s succeeded", st.Revision)
+		p.d.RequeueAfter = 0
 		return
 	}
 	p.startStep(i + 1)
-}
-
-// succeed ends the last step: the canary holds all traffic.
-func (p *planner) succeed() {
-	st := p.st
-	now := p.now()
-	if n := len(st.StepHistory); n > 0 && st.StepHistory[n-1].EndedAt == nil {
-		st.StepHistory[n-1].EndedAt = &now
-	}
-	st.Phase = rolloutsv1.PhaseSucceeded
-	st.Message = fmt.Sprintf("Canary %s holds 100%% of traffic", p.ro.Spec.Canary.Name)
-	p.emit(false, "Succeeded", "Rollout of %s succeeded", st.Revision)
-	p.d.RequeueAfter = 0
 }
 
 // gatesHold says why the gates keep the step from advancing, or "" when the
