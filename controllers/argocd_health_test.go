@@ -197,7 +197,7 @@ func enabledActions(obj map[string]any) []string {
 		}
 	})
 	sort.Strings(all)
-	Expect(all).To(Equal([]string{"abort", "pause", "promote", "resume", "retry"}))
+	Expect(all).To(Equal([]string{"abort", "pause", "promote", "promote-full", "resume", "retry", "skip-gates"}))
 	for _, name := range all {
 		_, err := os.Stat(filepath.Join(argoDir, "actions", name, "action.lua"))
 		Expect(err).NotTo(HaveOccurred(), "discovery lists %s but it has no action.lua", name)
@@ -415,7 +415,7 @@ var _ = Describe("Argo CD health check and actions", func() {
 		Expect(k8sClient.Create(suiteCtx, ro)).To(Succeed())
 		Eventually(phaseOf(ns, "gpt4")).Should(Equal(rolloutsv1.PhaseIdle))
 		Expect(enabledActions(liveRollout(ns, "gpt4").Object)).To(BeEmpty(), "nothing to steer while Idle")
-		for _, a := range []string{"promote", "pause", "abort", "retry"} {
+		for _, a := range []string{"promote", "promote-full", "skip-gates", "pause", "abort", "retry"} {
 			_, err := runAction(a, liveRollout(ns, "gpt4").Object)
 			Expect(err).To(MatchError(ContainSubstring("Idle")), "action %s refuses an Idle rollout", a)
 		}
@@ -429,7 +429,7 @@ var _ = Describe("Argo CD health check and actions", func() {
 		op = startOperator()
 
 		Eventually(phaseOf(ns, "gpt4")).Should(Equal(rolloutsv1.PhaseProgressing))
-		Expect(enabledActions(liveRollout(ns, "gpt4").Object)).To(Equal([]string{"abort", "pause", "promote"}))
+		Expect(enabledActions(liveRollout(ns, "gpt4").Object)).To(Equal([]string{"abort", "pause", "promote", "promote-full", "skip-gates"}))
 		_, err := runAction("retry", liveRollout(ns, "gpt4").Object)
 		Expect(err).To(MatchError(ContainSubstring("only a RolledBack rollout can be retried")))
 		_, err = runAction("resume", liveRollout(ns, "gpt4").Object)
@@ -441,7 +441,7 @@ var _ = Describe("Argo CD health check and actions", func() {
 		createBackend(ns, "vllm-gpt4-v2", true)
 		Expect(k8sClient.Create(suiteCtx, newRollout(ns, step(10, ""), step(50, ""), step(100, "1h")))).To(Succeed())
 		Eventually(phaseOf(ns, "gpt4")).Should(Equal(rolloutsv1.PhasePaused))
-		Expect(enabledActions(liveRollout(ns, "gpt4").Object)).To(Equal([]string{"abort", "pause", "promote"}))
+		Expect(enabledActions(liveRollout(ns, "gpt4").Object)).To(Equal([]string{"abort", "pause", "promote", "promote-full", "skip-gates"}))
 
 		set := applyAction(ns, "gpt4", "promote")
 		token, _ := set[rolloutsv1.AnnotationPromote].(string)
@@ -456,6 +456,51 @@ var _ = Describe("Argo CD health check and actions", func() {
 		Expect(second).NotTo(Equal(token))
 		Eventually(routeWeights(ns, "model-header-routing", "gpt4")).Should(Equal(map[string]int32{"vllm-gpt4-v1": 0, "vllm-gpt4-v2": 100}))
 		Eventually(func() string { return getRollout(ns, "gpt4").Status.Step }).Should(Equal("3/3"))
+	})
+
+	It("skips a step's gates and promotes full, recording who asked and why; neither is offered while paused or where it has nothing to do", func() {
+		createRoute(ns, "header-routing.yaml")
+		createBackend(ns, "vllm-gpt4-v2", true)
+		Expect(k8sClient.Create(suiteCtx, newRollout(ns, step(10, ""), step(25, ""), step(50, ""), step(100, "1h")))).To(Succeed())
+		Eventually(phaseOf(ns, "gpt4")).Should(Equal(rolloutsv1.PhasePaused))
+
+		set := applyAction(ns, "gpt4", "skip-gates")
+		Expect(set).To(HaveKeyWithValue(rolloutsv1.AnnotationPromoteReason, "skip-gates action from Argo CD"))
+		Expect(set).To(HaveKeyWithValue(rolloutsv1.AnnotationRequestedBy, "an Argo CD user (see the Application's ResourceActionRan event)"))
+		token, _ := set[rolloutsv1.AnnotationSkipGates].(string)
+		Expect(token).To(MatchRegexp(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$`))
+		Eventually(routeWeights(ns, "model-header-routing", "gpt4")).Should(Equal(map[string]int32{"vllm-gpt4-v1": 75, "vllm-gpt4-v2": 25}))
+		Eventually(func() []rolloutsv1.OverrideRecord { return getRollout(ns, "gpt4").Status.Overrides }).Should(HaveLen(1))
+		o := getRollout(ns, "gpt4").Status.Overrides[0]
+		Expect([]any{o.Kind, o.Token, o.Step, o.Reason}).To(Equal([]any{rolloutsv1.OverrideSkipGates, token, "1/4", "skip-gates action from Argo CD"}))
+		Eventually(eventReasons(ns, "gpt4")).Should(ContainElement("GatesSkipped"))
+
+		// Held by the paused annotation: no override is offered, and the
+		// scripts refuse.
+		applyAction(ns, "gpt4", "pause")
+		Eventually(func() string { return getRollout(ns, "gpt4").Status.Message }).Should(HavePrefix("Paused at step 2/4"))
+		Expect(enabledActions(liveRollout(ns, "gpt4").Object)).To(Equal([]string{"abort", "promote", "resume"}))
+		for _, a := range []string{"promote-full", "skip-gates"} {
+			_, err := runAction(a, liveRollout(ns, "gpt4").Object)
+			Expect(err).To(MatchError(ContainSubstring("an override does not lift a hold")), a)
+		}
+		applyAction(ns, "gpt4", "resume")
+		Eventually(phaseOf(ns, "gpt4")).Should(Equal(rolloutsv1.PhasePaused), "step 2 waits for a promote")
+		Eventually(func() []string { return enabledActions(liveRollout(ns, "gpt4").Object) }).Should(Equal([]string{"abort", "pause", "promote", "promote-full", "skip-gates"}))
+
+		set = applyAction(ns, "gpt4", "promote-full")
+		Expect(set).To(HaveKeyWithValue(rolloutsv1.AnnotationPromoteReason, "promote-full action from Argo CD"))
+		Eventually(routeWeights(ns, "model-header-routing", "gpt4")).Should(Equal(map[string]int32{"vllm-gpt4-v1": 0, "vllm-gpt4-v2": 100}))
+		Eventually(func() string { return getRollout(ns, "gpt4").Status.LastHandledPromoteFull }).Should(Equal(set[rolloutsv1.AnnotationPromoteFull]))
+		got := getRollout(ns, "gpt4")
+		Expect(got.Status.Step).To(Equal("4/4"))
+		Expect(got.Status.Overrides).To(HaveLen(2))
+		Expect(got.Status.Overrides[1].Kind).To(Equal(rolloutsv1.OverridePromoteFull))
+
+		// At the last step there is nothing to promote fully to.
+		Expect(enabledActions(liveRollout(ns, "gpt4").Object)).To(Equal([]string{"abort", "pause", "promote", "skip-gates"}))
+		_, err := runAction("promote-full", liveRollout(ns, "gpt4").Object)
+		Expect(err).To(MatchError(ContainSubstring("already at the last step")))
 	})
 
 	It("pauses and resumes through the paused annotation", func() {

@@ -566,6 +566,12 @@ var _ = Describe("Durable intent: crash injection", func() {
 			trigger: annotateWith(rolloutsv1.AnnotationPromote, "crash-promote"),
 			after:   crashState{phase: rolloutsv1.PhaseProgressing, step: "2/3", canary: "vllm-gpt4-v2", weight: 50, route: map[string]int32{crashStable: 50, "vllm-gpt4-v2": 50}},
 		}),
+		Entry("full promote override, 10% -> 100% past step 2", crashTransition{
+			steps:   []rolloutsv1.Step{step(10, "1h"), step(50, "1h"), step(100, "1h")},
+			before:  crashState{phase: rolloutsv1.PhaseProgressing, step: "1/3", canary: "vllm-gpt4-v2", weight: 10, route: map[string]int32{crashStable: 90, "vllm-gpt4-v2": 10}},
+			trigger: annotateWith(rolloutsv1.AnnotationPromoteFull, "crash-full"),
+			after:   crashState{phase: rolloutsv1.PhaseProgressing, step: "3/3", canary: "vllm-gpt4-v2", weight: 100, route: map[string]int32{crashStable: 0, "vllm-gpt4-v2": 100}},
+		}),
 		// The setup's abort once produced a false WeightDriftCorrected: the
 		// reconcile that the rollback's own route patch triggered read a
 		// cached rollout without the RolledBack status. checkDrift now

@@ -275,5 +275,10 @@ func readRequests(ro *rolloutsv1.ModelRollout) requests {
 		AbortReason: a[rolloutsv1.AnnotationAbortReason],
 		Retry:       truncate(a[rolloutsv1.AnnotationRetry], maxToken),
 		Paused:      a[rolloutsv1.AnnotationPaused] == "true",
+
+		PromoteFull:   truncate(a[rolloutsv1.AnnotationPromoteFull], maxToken),
+		SkipGates:     truncate(a[rolloutsv1.AnnotationSkipGates], maxToken),
+		PromoteReason: strings.TrimSpace(a[rolloutsv1.AnnotationPromoteReason]),
+		RequestedBy:   strings.TrimSpace(a[rolloutsv1.AnnotationRequestedBy]),
 	}
 }

@@ -56,6 +56,13 @@ type requests struct {
 	AbortReason string
 	Retry       string
 	Paused      bool
+
+	// PromoteFull and SkipGates are the override tokens; PromoteReason and
+	// RequestedBy go with them.
+	PromoteFull   string
+	SkipGates     string
+	PromoteReason string
+	RequestedBy   string
 }
 
 // observation is everything the reconciler saw for one decision.
@@ -152,6 +159,11 @@ type planner struct {
 	steps []rolloutsv1.Step
 	st    *rolloutsv1.ModelRolloutStatus
 	d     decision
+
+	// override is a new promote-full or skip-gates request that progress
+	// acts on, or ignores with a Warning event (see overrides.go).
+	override *pendingOverride
+
 	// held is set while the rollout refuses to move traffic off a canary
 	// that holds all of it (see holdSwing).
 	held *problem
@@ -367,6 +379,9 @@ func (p *planner) ignoreRequests(why string) {
 		st.LastHandledRetry = req.Retry
 		p.emit(true, "RetryIgnored", "Retry ignored: %s", why)
 	}
+	for _, k := range p.takeOverrides() {
+		p.ignoreOverride(k, why)
+	}
 }
 
 func (p *planner) idle() {
@@ -486,6 +501,9 @@ func (p *planner) handleRequests() bool {
 			st.Promoted = true
 		}
 	}
+
+	// progress acts on an override once the preconditions are known to hold.
+	p.handleOverrides()
 	return false
 }
 
@@ -757,6 +775,8 @@ func (p *planner) rollback(reason, message string) {
 func (p *planner) progress() {
 	st := p.st
 	spec := &p.ro.Spec
+	// An override that this decision did not apply is ignored, not kept.
+	defer p.settleOverride()
 
 	if g := p.obs.Gates; g != nil {
 		st.Gates = g.Gates
@@ -796,6 +816,9 @@ func (p *planner) progress() {
 		st.CanaryWeight = step.Weight
 		st.Step = fmt.Sprintf("%d/%d", i+1, len(p.steps))
 		st.StepStartedAt = nil
+	}
+	if p.applyOverride(i) {
+		return
 	}
 
 	if spec.Analysis != nil {
@@ -871,19 +894,29 @@ func (p *planner) progress() {
 // gatesHold says why the gates keep the step from advancing, or "" when the
 // latest evaluation of every gate in this step passed.
 func (p *planner) gatesHold() string {
+	if holds := p.gateHolds(); len(holds) > 0 {
+		return holds[0]
+	}
+	return ""
+}
+
+// gateHolds says, for every gate whose latest evaluation in this step did
+// not pass, why it holds the step.
+func (p *planner) gateHolds() []string {
 	a := p.ro.Spec.Analysis
 	if a == nil {
-		return ""
+		return nil
 	}
 	byName := map[string]rolloutsv1.GateStatus{}
 	for _, g := range p.st.Gates {
 		byName[g.Name] = g
 	}
+	var holds []string
 	for _, g := range a.Gates {
 		gs, ok := byName[g.Name]
 		switch {
-		case !ok || gs.LastEvaluatedAt == nil || gs.LastEvaluatedAt.Before(p.st.StepStartedAt):
-			return fmt.Sprintf("waiting for gate %q to be evaluated at this step", g.Name)
+		case !ok || gs.LastEvaluatedAt == nil || p.st.StepStartedAt == nil || gs.LastEvaluatedAt.Before(p.st.StepStartedAt):
+			holds = append(holds, fmt.Sprintf("waiting for gate %q to be evaluated at this step", g.Name))
 		case gs.Verdict == rolloutsv1.VerdictPass:
 		case gs.Verdict == rolloutsv1.VerdictNoData && g.NoData == rolloutsv1.NoDataPass:
 		default:
@@ -891,10 +924,10 @@ func (p *planner) gatesHold() string {
 			if msg == "" {
 				msg = string(gs.Verdict)
 			}
-			return fmt.Sprintf("gate %q holds: %s", g.Name, msg)
+			holds = append(holds, fmt.Sprintf("gate %q holds: %s", g.Name, msg))
 		}
 	}
-	return ""
+	return holds
 }
 
 // nextEvaluation is how long until the gates are due again.

@@ -19,6 +19,8 @@ const (
 	maxGateThreshold    = 128
 	maxGateMessage      = 512
 	maxMeasureMessage   = 256
+	maxOverrideReason   = 512
+	maxRequestedBy      = 256
 )
 
 // clampStatus cuts every string of the status to its CRD bound, without
@@ -30,6 +32,17 @@ func clampStatus(st *rolloutsv1.ModelRolloutStatus) {
 	st.LastHandledPromote = truncate(st.LastHandledPromote, maxToken)
 	st.LastHandledAbort = truncate(st.LastHandledAbort, maxToken)
 	st.LastHandledRetry = truncate(st.LastHandledRetry, maxToken)
+	st.LastHandledPromoteFull = truncate(st.LastHandledPromoteFull, maxToken)
+	st.LastHandledSkipGates = truncate(st.LastHandledSkipGates, maxToken)
+	for i := range st.Overrides {
+		o := &st.Overrides[i]
+		o.Token = truncate(o.Token, maxToken)
+		o.Revision = truncate(o.Revision, maxRevision)
+		o.Step = truncate(o.Step, maxStep)
+		o.Reason = truncate(o.Reason, maxOverrideReason)
+		o.RequestedBy = truncate(o.RequestedBy, maxRequestedBy)
+		o.Message = truncate(o.Message, maxMessage)
+	}
 	if rb := st.Rollback; rb != nil {
 		rb.Reason = truncate(rb.Reason, maxRollbackReason)
 		rb.Message = truncate(rb.Message, maxMessage)

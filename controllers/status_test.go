@@ -15,6 +15,8 @@ func TestClampStatusCutsEveryStringToItsBound(t *testing.T) {
 	st := rolloutsv1.ModelRolloutStatus{
 		Message: long, Revision: long, Step: long,
 		LastHandledAbort: long, LastHandledPromote: long, LastHandledRetry: long,
+		LastHandledPromoteFull: long, LastHandledSkipGates: long,
+		Overrides:  []rolloutsv1.OverrideRecord{{Token: long, Revision: long, Step: long, Reason: long, RequestedBy: long, Message: long}},
 		Rollback:   &rolloutsv1.RollbackStatus{Reason: long, Message: long},
 		Conditions: []metav1.Condition{{Type: "Ready", Message: long}},
 		Gates: []rolloutsv1.GateStatus{{Name: long, Value: long, Threshold: long, Message: long,
@@ -27,6 +29,9 @@ func TestClampStatusCutsEveryStringToItsBound(t *testing.T) {
 	}{
 		{st.Message, maxMessage}, {st.Revision, maxRevision}, {st.Step, maxStep},
 		{st.LastHandledAbort, maxToken}, {st.LastHandledPromote, maxToken}, {st.LastHandledRetry, maxToken},
+		{st.LastHandledPromoteFull, maxToken}, {st.LastHandledSkipGates, maxToken},
+		{st.Overrides[0].Token, maxToken}, {st.Overrides[0].Revision, maxRevision}, {st.Overrides[0].Step, maxStep}, {st.Overrides[0].Reason, maxOverrideReason},
+		{st.Overrides[0].RequestedBy, maxRequestedBy}, {st.Overrides[0].Message, maxMessage},
 		{st.Rollback.Reason, maxRollbackReason}, {st.Rollback.Message, maxMessage},
 		{st.Conditions[0].Message, maxConditionMessage},
 		{st.Gates[0].Name, maxGateName}, {st.Gates[0].Value, maxGateValue}, {st.Gates[0].Threshold, maxGateThreshold},

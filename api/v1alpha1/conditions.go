@@ -132,4 +132,19 @@ const (
 	AnnotationRetry = "rollouts.modelrollout.io/retry"
 	// AnnotationPaused, set to "true", holds the rollout like spec.paused.
 	AnnotationPaused = "rollouts.modelrollout.io/paused"
+
+	// AnnotationPromoteFull moves the canary to the last step (100%) now,
+	// past the current step's pause and gates. A token.
+	AnnotationPromoteFull = "rollouts.modelrollout.io/promote-full"
+	// AnnotationSkipGates advances the current step now, past its pause and
+	// the verdicts of its gates (holding, not yet evaluated, or failing
+	// below failureLimit), once. A token.
+	AnnotationSkipGates = "rollouts.modelrollout.io/skip-gates"
+	// AnnotationPromoteReason is the reason recorded with a promote-full or
+	// skip-gates request. Write it in the same change as the token.
+	AnnotationPromoteReason = "rollouts.modelrollout.io/promote-reason"
+	// AnnotationRequestedBy names who asked for a promote-full or
+	// skip-gates request, as the client says (kubectl modelrollout fills it
+	// from a SelfSubjectReview). Write it in the same change as the token.
+	AnnotationRequestedBy = "rollouts.modelrollout.io/requested-by"
 )

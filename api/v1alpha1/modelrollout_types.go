@@ -387,6 +387,30 @@ type ModelRolloutStatus struct {
 	// +kubebuilder:validation:MaxLength=256
 	LastHandledRetry string `json:"lastHandledRetry,omitempty"`
 
+	// lastHandledPromoteFull is the value of the promote-full annotation that
+	// was last acted on, whether it was applied or ignored.
+	//
+	// +optional
+	// +kubebuilder:validation:MaxLength=256
+	LastHandledPromoteFull string `json:"lastHandledPromoteFull,omitempty"`
+
+	// lastHandledSkipGates is the value of the skip-gates annotation that was
+	// last acted on, whether it was applied or ignored.
+	//
+	// +optional
+	// +kubebuilder:validation:MaxLength=256
+	LastHandledSkipGates string `json:"lastHandledSkipGates,omitempty"`
+
+	// overrides records the latest overrides that took effect (a full
+	// promote, a skip of the gates), newest last, with who asked and why. It
+	// keeps the last 10, across revisions. Overrides that were ignored are
+	// recorded only as Warning events.
+	//
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=10
+	Overrides []OverrideRecord `json:"overrides,omitempty"`
+
 	// conditions follow kstatus: Ready is True when the rollout is settled
 	// (Succeeded or Idle); Reconciling is present while it moves; Stalled is
 	// present when it cannot go on without a change from the user. See the
@@ -424,6 +448,73 @@ type RollbackStatus struct {
 	//
 	// +required
 	At metav1.Time `json:"at"`
+}
+
+// OverrideKind is a manual override of the schedule or the gates.
+//
+// +kubebuilder:validation:Enum=PromoteFull;SkipGates
+type OverrideKind string
+
+const (
+	// OverridePromoteFull moved the canary to the last step (100%) at once.
+	OverridePromoteFull OverrideKind = "PromoteFull"
+	// OverrideSkipGates advanced the current step now, past its pause and
+	// the verdicts of its gates.
+	OverrideSkipGates OverrideKind = "SkipGates"
+)
+
+// OverrideRecord is one override that took effect.
+type OverrideRecord struct {
+	// at is when the controller acted on it.
+	// +required
+	At metav1.Time `json:"at"`
+
+	// kind of override: PromoteFull or SkipGates.
+	// +required
+	Kind OverrideKind `json:"kind"`
+
+	// token is the value of the annotation that asked for it.
+	// +optional
+	// +kubebuilder:validation:MaxLength=256
+	Token string `json:"token,omitempty"`
+
+	// revision is the stable and canary pair the override acted on.
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	Revision string `json:"revision,omitempty"`
+
+	// step is the step it acted at, e.g. "2/5".
+	// +optional
+	// +kubebuilder:validation:MaxLength=16
+	Step string `json:"step,omitempty"`
+
+	// fromWeight is the canary weight before the override.
+	// +optional
+	FromWeight int32 `json:"fromWeight"`
+
+	// toWeight is the canary weight the override set (the next step's, or
+	// 100); for a skip of the last step, 100, and the rollout Succeeded.
+	// +optional
+	ToWeight int32 `json:"toWeight"`
+
+	// reason is the reason given with the request
+	// (rollouts.modelrollout.io/promote-reason).
+	// +optional
+	// +kubebuilder:validation:MaxLength=512
+	Reason string `json:"reason,omitempty"`
+
+	// requestedBy is who asked, as the client that wrote the request said
+	// (rollouts.modelrollout.io/requested-by). The controller does not
+	// verify it: the API server's audit log has the authenticated identity.
+	// +optional
+	// +kubebuilder:validation:MaxLength=256
+	RequestedBy string `json:"requestedBy,omitempty"`
+
+	// message says what the override passed over, e.g. the gates that held
+	// the step and the pause left.
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	Message string `json:"message,omitempty"`
 }
 
 // StepRecord is one step's timeline entry.

@@ -122,7 +122,7 @@ data:
 }
 
 // argocdActions are the custom actions, in the order Argo CD lists them.
-var argocdActions = []string{"promote", "pause", "resume", "abort", "retry"}
+var argocdActions = []string{"promote", "promote-full", "skip-gates", "pause", "resume", "abort", "retry"}
 
 func indent(s string, n int) string {
 	pad := strings.Repeat(" ", n)

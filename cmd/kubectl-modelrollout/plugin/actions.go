@@ -149,6 +149,88 @@ func (p *Plugin) Promote(ctx context.Context, name string, o ActionOptions) erro
 	return p.waitHandled(ctx, name, tok, o, func(st *rolloutsv1.ModelRolloutStatus) string { return st.LastHandledPromote })
 }
 
+// OverrideOptions ask for an override with promote: --full or
+// --skip-gates, and --reason.
+type OverrideOptions struct {
+	Full      bool
+	SkipGates bool
+	Reason    string
+}
+
+// Override asks for a full promote (the last step, 100%, at once) or a skip
+// of the current step's pause and gates. Only a Progressing or Paused rollout
+// with a current step, not held by spec.paused or the paused annotation, can
+// be overridden; a full promote needs a step before the last. The request
+// names who asks, from a SelfSubjectReview.
+func (p *Plugin) Override(ctx context.Context, name string, oo OverrideOptions, o ActionOptions) error {
+	reason := strings.TrimSpace(oo.Reason)
+	key, what, kind := rolloutsv1.AnnotationSkipGates, "skip of the gates", rolloutsv1.OverrideSkipGates
+	if oo.Full {
+		key, what, kind = rolloutsv1.AnnotationPromoteFull, "full promote", rolloutsv1.OverridePromoteFull
+	}
+	who, fallback := p.whoAmI(ctx)
+	if fallback != "" {
+		fmt.Fprintf(p.errOut(), "note: %s\n", fallback)
+	}
+	tok := p.token()
+	ro, err := p.apply(ctx, name, request{
+		verb: what,
+		check: func(ro *rolloutsv1.ModelRollout) error {
+			phase := effectivePhase(ro)
+			if !(phase == rolloutsv1.PhaseProgressing || phase == rolloutsv1.PhasePaused) || ro.Status.CurrentStepIndex == nil {
+				msg := phaseNote(ro) + "; only a Progressing or Paused rollout can be overridden"
+				if phase == rolloutsv1.PhaseRolledBack {
+					msg += fmt.Sprintf(" (to start again at step 1: kubectl modelrollout retry %s -n %s)", ro.Name, ro.Namespace)
+				}
+				return failf("%s", msg)
+			}
+			switch {
+			case ro.Spec.Paused:
+				return failf("%s is paused by spec.paused; an override does not lift a hold: set spec.paused to false in Git first", ro.Name)
+			case ro.Annotations[rolloutsv1.AnnotationPaused] == pausedTrue:
+				return failf("%s is paused by the %s annotation; an override does not lift a hold: resume it first (kubectl modelrollout resume %s -n %s)",
+					ro.Name, rolloutsv1.AnnotationPaused, ro.Name, ro.Namespace)
+			}
+			if last := len(ro.Spec.EffectiveSteps()) - 1; oo.Full && int(*ro.Status.CurrentStepIndex) >= last {
+				return failf("%s is already at the last step %s (%d%%); promote ends its pause, promote --skip-gates passes over its gates",
+					ro.Name, ro.Status.Step, ro.Status.CanaryWeight)
+			}
+			return nil
+		},
+		annotations: map[string]*string{
+			key:                                strPtr(tok),
+			rolloutsv1.AnnotationPromoteReason: strPtr(reason),
+			rolloutsv1.AnnotationRequestedBy:   strPtr(who),
+		},
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(p.Out, "modelrollout %q %s requested at step %s by %s: %q (%s=%s)\n", name, what, ro.Status.Step, who, reason, key, tok)
+	if !o.Wait {
+		return nil
+	}
+	handled := func(st *rolloutsv1.ModelRolloutStatus) string { return st.LastHandledSkipGates }
+	if oo.Full {
+		handled = func(st *rolloutsv1.ModelRolloutStatus) string { return st.LastHandledPromoteFull }
+	}
+	if err := p.waitHandled(ctx, name, tok, o, handled); err != nil {
+		return err
+	}
+	// The controller acts at once or never: the record says which.
+	ro, err = p.get(ctx, name)
+	if err != nil {
+		return err
+	}
+	for _, r := range ro.Status.Overrides {
+		if r.Token == tok && r.Kind == kind {
+			fmt.Fprintf(p.Out, "applied: %s\n", r.Message)
+			return nil
+		}
+	}
+	return failf("the controller did not apply the %s; the reason is in its Warning event: kubectl modelrollout status %s -n %s", what, name, ro.Namespace)
+}
+
 // Abort rolls the canary back now. Only a Waiting, Progressing or Paused
 // rollout can be aborted.
 func (p *Plugin) Abort(ctx context.Context, name, reason string, o ActionOptions) error {

@@ -136,6 +136,7 @@ func (a *App) plugin(g *globalFlags) (*Plugin, error) {
 		TTY:            a.TTY,
 		Host:           c.Host,
 		User:           c.User,
+		As:             c.As,
 		Impersonating:  c.Impersonating,
 		RequestTimeout: c.RequestTimeout,
 		Style: Style{
@@ -286,21 +287,59 @@ func addWaitFlags(cmd *cobra.Command, o *ActionOptions) {
 
 func (a *App) promoteCommand(g *globalFlags) *cobra.Command {
 	o := ActionOptions{}
+	oo := OverrideOptions{}
 	cmd := &cobra.Command{
-		Use:   "promote NAME",
+		Use:   "promote NAME [--full | --skip-gates] [--reason TEXT]",
 		Short: "End the current step's pause; the step advances once its gates pass",
 		Long: `End the current step's pause now. The step still advances only once the
 latest evaluation of every gate passes. Only a Progressing or Paused rollout
-can be promoted.
+can be promoted. Writes the annotation ` + rolloutsv1.AnnotationPromote + `=<RFC 3339 time>.
 
-Writes the annotation ` + rolloutsv1.AnnotationPromote + `=<RFC 3339 time>.`,
-		Example:           `  kubectl modelrollout promote gpt4 -n ai-gateway --wait`,
+Overrides, which need --reason:
+
+  --full        go to the last step (100%) at once, past the current step's
+                pause and gates and every step in between. The last step then
+                bakes its pause and is gated as usual; a failing gate still
+                rolls back. Writes ` + rolloutsv1.AnnotationPromoteFull + `=<time>.
+  --skip-gates  advance the current step now, past its pause and the verdicts
+                of its gates (holding, not yet evaluated, or failing fewer
+                times in a row than failureLimit), once. The next step is
+                gated as usual; skipping the last step ends the rollout
+                Succeeded. Writes ` + rolloutsv1.AnnotationSkipGates + `=<time>.
+
+Neither lifts a pause (spec.paused or the paused annotation), moves traffic
+while a precondition is unmet, or undoes a rollback. Both also write
+` + rolloutsv1.AnnotationPromoteReason + ` and ` + rolloutsv1.AnnotationRequestedBy + `: who you
+are as the API server says (a SelfSubjectReview), or, when it does not, the
+--as or kubeconfig user name, with a note. The controller records an applied
+override in status.overrides and an Event; an override it cannot apply is
+ignored with a Warning event.`,
+		Example: `  kubectl modelrollout promote gpt4 -n ai-gateway --wait
+  kubectl modelrollout promote gpt4 -n ai-gateway --skip-gates --reason "minRequests too high at night" --wait
+  kubectl modelrollout promote gpt4 -n ai-gateway --full --reason "v1 is down; all traffic to v2"`,
 		Args:              oneName,
 		ValidArgsFunction: a.completeNames(g),
+		PreRunE: func(*cobra.Command, []string) error {
+			switch {
+			case oo.Full && oo.SkipGates:
+				return usageErrorf("--full and --skip-gates cannot be combined: --full already passes over every gate up to the last step")
+			case (oo.Full || oo.SkipGates) && strings.TrimSpace(oo.Reason) == "":
+				return usageErrorf("an override needs --reason: say why, it is recorded in status.overrides and in an Event")
+			case !oo.Full && !oo.SkipGates && oo.Reason != "":
+				return usageErrorf("--reason goes with --full or --skip-gates; a plain promote records no reason")
+			}
+			return nil
+		},
 		RunE: a.run(g, func(ctx context.Context, p *Plugin, args []string) error {
+			if oo.Full || oo.SkipGates {
+				return p.Override(ctx, args[0], oo, o)
+			}
 			return p.Promote(ctx, args[0], o)
 		}),
 	}
+	cmd.Flags().BoolVar(&oo.Full, "full", false, "go to the last step (100%) at once, past pauses and gates (needs --reason)")
+	cmd.Flags().BoolVar(&oo.SkipGates, "skip-gates", false, "advance the current step now, past its pause and gate verdicts, once (needs --reason)")
+	cmd.Flags().StringVar(&oo.Reason, "reason", "", "why you override; recorded in status.overrides and the Event")
 	addWaitFlags(cmd, &o)
 	return cmd
 }

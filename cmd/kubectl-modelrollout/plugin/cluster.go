@@ -56,6 +56,8 @@ type Cluster struct {
 	Host string
 	// User is the kubeconfig user of the context, a fallback for who acts.
 	User string
+	// As is the user of --as, when set.
+	As string
 	// Impersonating describes --as and --as-group when set, for error
 	// messages; empty otherwise.
 	Impersonating string
@@ -105,7 +107,7 @@ func Connect(f KubeFlags) (*Cluster, error) {
 	if err != nil {
 		return nil, &Error{Code: 1, Msg: fmt.Sprintf("cannot create a client for %s: %v", cfg.Host, err)}
 	}
-	cl := &Cluster{Client: c, Namespace: ns, Host: cfg.Host, User: user, Impersonating: impersonating(cfg.Impersonate), RequestTimeout: str(f.Timeout)}
+	cl := &Cluster{Client: c, Namespace: ns, Host: cfg.Host, User: user, As: cfg.Impersonate.UserName, Impersonating: impersonating(cfg.Impersonate), RequestTimeout: str(f.Timeout)}
 	if cl.RequestTimeout == "0" {
 		cl.RequestTimeout = ""
 	}

@@ -375,6 +375,35 @@ func TestEndToEnd(t *testing.T) {
 		e.setStatus("ai-gateway", "gpt4", progressingStatus)
 	})
 
+	run("promote --full and --skip-gates", func(e *e2e, g *WithT) {
+		e.setStatus("ai-gateway", "gpt4", progressingStatus)
+		r := e.expect(0, "promote", "gpt4", "--full", "--reason", "v1 is down; all traffic to v2")
+		a := e.annotations("ai-gateway", "gpt4")
+		tok := a[rolloutsv1.AnnotationPromoteFull]
+		e.isToken(tok)
+		// Who asked, as the API server's SelfSubjectReview says.
+		g.Expect(a).To(HaveKeyWithValue(rolloutsv1.AnnotationRequestedBy, "admin"))
+		g.Expect(a).To(HaveKeyWithValue(rolloutsv1.AnnotationPromoteReason, "v1 is down; all traffic to v2"))
+		g.Expect(r.stdout).To(Equal(`modelrollout "gpt4" full promote requested at step 2/5 by admin: "v1 is down; all traffic to v2" (rollouts.modelrollout.io/promote-full=` + tok + ")\n"))
+		g.Expect(r.stderr).To(BeEmpty())
+
+		r = e.expect(0, "promote", "gpt4", "--skip-gates", "--reason", "minRequests too high at night")
+		a = e.annotations("ai-gateway", "gpt4")
+		e.isToken(a[rolloutsv1.AnnotationSkipGates])
+		g.Expect(a).To(HaveKeyWithValue(rolloutsv1.AnnotationPromoteReason, "minRequests too high at night"))
+		g.Expect(a).To(HaveKeyWithValue(rolloutsv1.AnnotationRequestedBy, "admin"))
+		g.Expect(a).To(HaveKeyWithValue(rolloutsv1.AnnotationPromoteFull, tok), "the full promote's token stays as it was")
+		g.Expect(r.stdout).To(ContainSubstring(`skip of the gates requested at step 2/5 by admin: "minRequests too high at night"`))
+
+		// Refused while paused by annotation: nothing is written.
+		e.expect(0, "pause", "gpt4")
+		r = e.expect(1, "promote", "gpt4", "--skip-gates", "--reason", "again")
+		g.Expect(r.stderr).To(HavePrefix("Error: gpt4 is paused by the rollouts.modelrollout.io/paused annotation"))
+		g.Expect(e.annotations("ai-gateway", "gpt4")).To(HaveKeyWithValue(rolloutsv1.AnnotationPromoteReason, "minRequests too high at night"))
+		e.expect(0, "resume", "gpt4")
+		g.Expect(e.rollout("ai-gateway", "gpt4").Generation).To(Equal(int64(1)), "the spec is never written")
+	})
+
 	run("pause and resume", func(e *e2e, g *WithT) {
 		r := e.expect(0, "pause", "gpt4")
 		g.Expect(r.stdout).To(Equal("modelrollout \"gpt4\" paused (rollouts.modelrollout.io/paused=true)\n"))

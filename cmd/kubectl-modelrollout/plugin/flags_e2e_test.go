@@ -68,6 +68,13 @@ func setupFlags(t *testing.T, g *WithT, env *envtest.Environment, cfg *rest.Conf
 				{Kind: rbacv1.ServiceAccountKind, Namespace: flagsNS, Name: "bot"},
 			},
 		},
+		// dave, impersonated outside system:authenticated, needs discovery,
+		// which only authenticated users have by default.
+		&rbacv1.ClusterRoleBinding{
+			ObjectMeta: metav1.ObjectMeta{Name: "dave-discovery"},
+			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "system:discovery"},
+			Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.UserKind, Name: "dave"}},
+		},
 		&rbacv1.RoleBinding{
 			ObjectMeta: metav1.ObjectMeta{Namespace: flagsNS, Name: "rollout-editors"},
 			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: "rollout-editor"},
@@ -200,6 +207,20 @@ func testFlags(run subtest, f *flagsFixture, tmp string) {
 		withKubeconfig(e, f.kubeconfig).expect(0, "abort", "llama", "-n", flagsNS, "--as", "carol", "--as-group", "rollout-editors", "--as-group", "system:authenticated")
 		// The abort reason names whom the API server saw: the impersonated user.
 		g.Expect(e.annotations(flagsNS, "llama")).To(HaveKeyWithValue(rolloutsv1.AnnotationAbortReason, "aborted by carol"))
+	})
+
+	run("requested-by when the SelfSubjectReview is refused", func(e *e2e, g *WithT) {
+		// dave, impersonated outside system:authenticated, may annotate
+		// rollouts in team-c but not review himself: system:basic-user,
+		// which grants SelfSubjectReviews, is bound to system:authenticated.
+		r := withKubeconfig(e, f.kubeconfig).expect(0, "promote", "llama", "-n", flagsNS, "--skip-gates", "--reason", "gate flaps",
+			"--as", "dave", "--as-group", "system:unauthenticated", "--as-group", "rollout-editors")
+		a := e.annotations(flagsNS, "llama")
+		e.isToken(a[rolloutsv1.AnnotationSkipGates])
+		g.Expect(a).To(HaveKeyWithValue(rolloutsv1.AnnotationRequestedBy, "dave"))
+		g.Expect(r.stderr).To(HavePrefix(`note: the API server did not say who you are (SelfSubjectReview: `))
+		g.Expect(r.stderr).To(ContainSubstring(`User "dave" cannot create resource "selfsubjectreviews"`))
+		g.Expect(r.stderr).To(HaveSuffix(`); recording the --as user "dave" instead` + "\n"))
 	})
 
 	run("impersonation refused by RBAC", func(e *e2e, g *WithT) {

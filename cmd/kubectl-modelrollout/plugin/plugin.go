@@ -43,6 +43,8 @@ type Plugin struct {
 	Host string
 	// User is the kubeconfig user, a fallback for who aborts.
 	User string
+	// As is the user of --as, when set: who the API server sees.
+	As string
 	// Impersonating describes --as and --as-group when they are set.
 	Impersonating string
 	// RequestTimeout is --request-timeout when set.
@@ -533,14 +535,33 @@ func (p *Plugin) watchEvents(ctx context.Context, ro *rolloutsv1.ModelRollout, c
 // actor is who acts, for the default abort reason: the authenticated user
 // as the API server sees it, else the kubeconfig user, else the plugin.
 func (p *Plugin) actor(ctx context.Context) string {
+	who, _ := p.whoAmI(ctx)
+	return who
+}
+
+// whoAmI asks the API server who the plugin acts as, with a
+// SelfSubjectReview. When the review is refused or fails, it falls back to
+// the --as user, else the kubeconfig user, else "kubectl-modelrollout", and
+// fallback says why and which name it took.
+func (p *Plugin) whoAmI(ctx context.Context) (who, fallback string) {
 	ssr := &authenticationv1.SelfSubjectReview{}
-	if err := p.Client.Create(ctx, ssr); err == nil && ssr.Status.UserInfo.Username != "" {
-		return ssr.Status.UserInfo.Username
+	err := p.Client.Create(ctx, ssr)
+	if err == nil && ssr.Status.UserInfo.Username != "" {
+		return ssr.Status.UserInfo.Username, ""
 	}
-	if p.User != "" {
-		return p.User
+	why := "it returned no user name"
+	if err != nil {
+		why = statusMessage(err)
 	}
-	return "kubectl-modelrollout"
+	switch {
+	case p.As != "":
+		who, fallback = p.As, fmt.Sprintf("the --as user %q", p.As)
+	case p.User != "":
+		who, fallback = p.User, fmt.Sprintf("the kubeconfig user name %q", p.User)
+	default:
+		who, fallback = "kubectl-modelrollout", `"kubectl-modelrollout" (no kubeconfig user name either)`
+	}
+	return who, fmt.Sprintf("the API server did not say who you are (SelfSubjectReview: %s); recording %s instead", why, fallback)
 }
 
 // isCanceled is true for errors caused by the command being interrupted.

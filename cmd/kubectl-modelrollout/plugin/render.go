@@ -83,6 +83,9 @@ func (v *statusView) render(events []Event) {
 	if issues := v.issues(); len(issues) > 0 {
 		v.add("Issues", issues...)
 	}
+	if ov := v.overrides(); len(ov) > 0 {
+		v.add("Override", ov...)
+	}
 	if pending := v.pending(); len(pending) > 0 {
 		v.add("Pending", pending...)
 	}
@@ -565,6 +568,37 @@ func (v *statusView) pending() []string {
 	}
 	add("abort", a[rolloutsv1.AnnotationAbort], st.LastHandledAbort, reason)
 	add("retry", a[rolloutsv1.AnnotationRetry], st.LastHandledRetry, "")
+	add("full promote", a[rolloutsv1.AnnotationPromoteFull], st.LastHandledPromoteFull, "")
+	add("skip of the gates", a[rolloutsv1.AnnotationSkipGates], st.LastHandledSkipGates, "")
+	return out
+}
+
+// maxOverridesShown bounds the overrides the status view lists.
+const maxOverridesShown = 3
+
+// overrides lists the latest overrides applied to this revision, oldest
+// first: when, what, who asked and why, and what it did.
+func (v *statusView) overrides() []string {
+	var out []string
+	for _, o := range v.st.Overrides {
+		if o.Revision != "" && o.Revision != v.st.Revision {
+			continue
+		}
+		s := fmt.Sprintf("%s ago   %s at step %s", age(v.now, o.At.Time), o.Kind, o.Step)
+		if o.RequestedBy != "" {
+			s += " by " + o.RequestedBy
+		}
+		if o.Reason != "" {
+			s += fmt.Sprintf(": %q", o.Reason)
+		}
+		if o.Message != "" {
+			s += " (" + o.Message + ")"
+		}
+		out = append(out, s)
+	}
+	if len(out) > maxOverridesShown {
+		out = out[len(out)-maxOverridesShown:]
+	}
 	return out
 }
 

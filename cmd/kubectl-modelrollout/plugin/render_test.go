@@ -245,3 +245,19 @@ func TestConditionOK(t *testing.T) {
 		}
 	}
 }
+
+func TestStatusOverridesAndPendingOverrides(t *testing.T) {
+	ro := progressing()
+	ro.Annotations = map[string]string{rolloutsv1.AnnotationSkipGates: now.Add(-3 * time.Second).Format(time.RFC3339Nano)}
+	at := func(d time.Duration) metav1.Time { return metav1.NewTime(now.Add(-d)) }
+	ro.Status.Overrides = []rolloutsv1.OverrideRecord{
+		{At: at(2 * time.Hour), Kind: rolloutsv1.OverridePromoteFull, Revision: "Service/old:8000 -> Service/older:8000", Step: "1/5", RequestedBy: "zed"},
+		{At: at(30 * time.Minute), Kind: rolloutsv1.OverrideSkipGates, Revision: ro.Status.Revision, Step: "1/5", RequestedBy: "alice", Reason: "flapping gate",
+			Message: "canary weight 10 -> 25 (step 2/5)"},
+	}
+	out := render(t, ro, nil, Style{})
+	assertContains(t, out, []string{
+		`Override 30m ago   SkipGates at step 1/5 by alice: "flapping gate" (canary weight 10 -> 25 (step 2/5))`,
+		"skip of the gates requested 3s ago, not handled by the controller yet",
+	}, "zed")
+}

@@ -6,6 +6,10 @@
 --   resume   the paused annotation is set (spec.paused belongs to Git)
 --   abort    Waiting, Progressing or Paused
 --   retry    RolledBack
+--   promote-full  Progressing or Paused, with a current step before the last,
+--                 not paused by spec.paused or the annotation
+--   skip-gates    Progressing or Paused, with a current step, not paused by
+--                 spec.paused or the annotation
 -- The phase is taken as Idle without spec.canary, and as Waiting while the
 -- controller has not yet started the rollout of the current stable/canary pair.
 -- Like the actions, it uses only what the sandbox Argo CD gives argocd-cm
@@ -42,6 +46,16 @@ local annotations = obj.metadata.annotations or {}
 local pausedByAnnotation = annotations["rollouts.modelrollout.io/paused"] ~= nil and annotations["rollouts.modelrollout.io/paused"] ~= ""
 local active = phase == "Waiting" or phase == "Progressing" or phase == "Paused"
 
+local steps = 0
+if (obj.spec or {}).steps ~= nil then
+  steps = #obj.spec.steps
+end
+if steps == 0 then
+  steps = 5
+end
+local overridable = (phase == "Progressing" or phase == "Paused") and status.currentStepIndex ~= nil
+  and (obj.spec or {}).paused ~= true and annotations["rollouts.modelrollout.io/paused"] ~= "true"
+
 local actions = {}
 actions["promote"] = {
   ["disabled"] = not ((phase == "Progressing" or phase == "Paused") and status.currentStepIndex ~= nil),
@@ -67,5 +81,15 @@ actions["retry"] = {
   ["disabled"] = phase ~= "RolledBack",
   ["iconClass"] = "fa fa-fw fa-redo",
   ["displayName"] = "Retry from step 1",
+}
+actions["promote-full"] = {
+  ["disabled"] = not (overridable and status.currentStepIndex < steps - 1),
+  ["iconClass"] = "fa fa-fw fa-fast-forward",
+  ["displayName"] = "Promote full: go to 100% now, past pauses and gates",
+}
+actions["skip-gates"] = {
+  ["disabled"] = not overridable,
+  ["iconClass"] = "fa fa-fw fa-step-forward",
+  ["displayName"] = "Skip gates: advance the current step now, once",
 }
 return actions
