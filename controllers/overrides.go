@@ -207,9 +207,9 @@ func (p *planner) applyOverride(i int) bool {
 	return true
 }
 
-// succeedNow ends the last step on a skip of its gates: the canary holds
-// all traffic. It does what progress does when the last step has baked
-// and its gates passed.
+// succeedNow ends the last step: the canary holds all traffic. progress
+// calls it once the last step has baked and its gates passed, a skip of
+// the last step's gates at once.
 func (p *planner) succeedNow() {
 	st := p.st
 	now := p.now()

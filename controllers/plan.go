@@ -878,14 +878,7 @@ func (p *planner) progress() {
 		return
 	}
 	if i == len(p.steps)-1 {
-		now := p.now()
-		if n := len(st.StepHistory); n > 0 && st.StepHistory[n-1].EndedAt == nil {
-			st.StepHistory[n-1].EndedAt = &now
-		}
-		st.Phase = rolloutsv1.PhaseSucceeded
-		st.Message = fmt.Sprintf("Canary %s holds 100%% of traffic", spec.Canary.Name)
-		p.emit(false, "Succeeded", "Rollout of %s succeeded", st.Revision)
-		p.d.RequeueAfter = 0
+		p.succeedNow()
 		return
 	}
 	p.startStep(i + 1)
