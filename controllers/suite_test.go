@@ -189,7 +189,7 @@ func startOperator(opts ...func(*ModelRolloutReconciler, ctrl.Manager)) *operato
 func startOperatorOn(metricsAddr string, opts ...func(*ModelRolloutReconciler, ctrl.Manager)) *operator {
 	mgr, err := ctrl.NewManager(operatorCfg, ctrl.Options{
 		Scheme:                        scheme,
-		Cache:                         cache.Options{DefaultTransform: cache.TransformStripManagedFields()},
+		Cache:                         cache.Options{DefaultTransform: CacheTransform()},
 		Metrics:                       metricsserver.Options{BindAddress: metricsAddr},
 		HealthProbeBindAddress:        "0",
 		LeaderElection:                true,

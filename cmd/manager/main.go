@@ -75,10 +75,10 @@ func main() {
 	utilruntime.Must(gatewayv1.Install(scheme))
 	utilruntime.Must(rolloutsv1.AddToScheme(scheme))
 
-	// The controller never reads managedFields from the cache (it reads a
-	// route's from the API server when it must name another writer), so
-	// they are not kept: they are often the largest part of an object.
-	cacheOpts := cache.Options{DefaultTransform: cache.TransformStripManagedFields()}
+	// The cache keeps of each object only what the controller reads (no
+	// managedFields, no last-applied annotation, a Service's ports, an
+	// EndpointSlice's endpoint conditions): see controllers.CacheTransform.
+	cacheOpts := cache.Options{DefaultTransform: controllers.CacheTransform()}
 	if watchNamespaces != "" {
 		cacheOpts.DefaultNamespaces = map[string]cache.Config{}
 		for _, ns := range strings.Split(watchNamespaces, ",") {
