@@ -44,7 +44,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		Phase: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "modelrollout_phase",
-			Help: "1 for the rollout's current phase, 0 for the others.",
+			Help: "1, with the rollout's current phase as the phase label; other phases have no series.",
 		}, []string{"namespace", "name", "phase"}),
 		CanaryWeight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "modelrollout_canary_weight",
@@ -108,13 +108,15 @@ func (m *Metrics) observe(ro *rolloutsv1.ModelRollout, d *decision) {
 		return
 	}
 	st := &d.Status
+	// One series per rollout, its current phase: with one per phase (0 for
+	// the others), a fleet of mostly settled rollouts kept five idle series
+	// each in memory and in every scrape.
 	for _, p := range allPhases {
-		v := 0.0
-		if st.Phase == p {
-			v = 1
+		if p != st.Phase {
+			m.Phase.DeleteLabelValues(ro.Namespace, ro.Name, string(p))
 		}
-		m.Phase.WithLabelValues(ro.Namespace, ro.Name, string(p)).Set(v)
 	}
+	m.Phase.WithLabelValues(ro.Namespace, ro.Name, string(st.Phase)).Set(1)
 	m.CanaryWeight.WithLabelValues(ro.Namespace, ro.Name).Set(float64(st.CanaryWeight))
 	step := 0.0
 	if st.CurrentStepIndex != nil {

@@ -109,7 +109,8 @@ var _ = Describe("Operator metrics", func() {
 			return out
 		}
 		Eventually(func() float64 { return scrape(url, "modelrollout_phase", with(gpt, "phase", "Succeeded")) }).Should(Equal(1.0))
-		Expect(scrape(url, "modelrollout_phase", with(gpt, "phase", "Progressing"))).To(Equal(0.0))
+		// Only the current phase has a series: one per rollout, not one per phase.
+		Expect(scrape(url, "modelrollout_phase", with(gpt, "phase", "Progressing"))).To(Equal(-1.0))
 		Expect(scrape(url, "modelrollout_canary_weight", gpt)).To(Equal(100.0))
 		Expect(scrape(url, "modelrollout_step", gpt)).To(Equal(2.0))
 		Expect(scrape(url, "modelrollout_step_transitions_total", with(gpt, "weight", "10"))).To(Equal(1.0))
