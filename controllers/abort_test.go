@@ -43,6 +43,8 @@ func TestAbortJumpsTheQueue(t *testing.T) {
 	aborted.Annotations = map[string]string{rolloutsv1.AnnotationAbort: "t1"}
 	h.Update(ctx, crevent.TypedUpdateEvent[client.Object]{ObjectOld: newRollout("ai"), ObjectNew: withVersion(aborted, "3")}, q)
 
+	// The queue takes additions through a buffer: wait until all are in.
+	NewWithT(t).Eventually(q.Len).Should(Equal(1011))
 	first, prio, _ := q.GetWithPriority()
 	if first.Name != "aborted" || prio != abortPriority {
 		t.Fatalf("first out of the queue: %s at priority %d, want the aborted rollout at %d", first.Name, prio, abortPriority)
@@ -52,6 +54,59 @@ func TestAbortJumpsTheQueue(t *testing.T) {
 	h.Update(ctx, crevent.TypedUpdateEvent[client.Object]{ObjectOld: newRollout("ai"), ObjectNew: withVersion(aborted, "4")}, q)
 	if _, prio, _ := q.GetWithPriority(); prio == abortPriority {
 		t.Fatal("a handled abort must not keep the high priority")
+	}
+}
+
+// A new leader's initial list puts the rollouts that move ahead of the
+// settled ones, so that a failover resumes steps before it re-reads a fleet
+// of finished rollouts.
+func TestInitialListMovingFirst(t *testing.T) {
+	q := priorityqueue.New[reconcile.Request]("initial-list-test")
+	defer q.ShutDown()
+	h := abortFirstHandler()
+	ctx := context.Background()
+	for i := range 1000 {
+		ro := newRollout("ai")
+		ro.Name = "idle" + itoa32(int32(i))
+		ro.Spec.Canary = nil
+		ro.Status.Phase = rolloutsv1.PhaseIdle
+		h.Create(ctx, crevent.TypedCreateEvent[client.Object]{Object: ro, IsInInitialList: true}, q)
+		done := newRollout("ai")
+		done.Name = "done" + itoa32(int32(i))
+		done.Status.Phase = rolloutsv1.PhaseSucceeded
+		done.Status.Revision = done.Spec.Revision()
+		h.Create(ctx, crevent.TypedCreateEvent[client.Object]{Object: done, IsInInitialList: true}, q)
+	}
+	moving := newRollout("ai")
+	moving.Name = "moving"
+	moving.Status.Phase = rolloutsv1.PhaseProgressing
+	h.Create(ctx, crevent.TypedCreateEvent[client.Object]{Object: moving, IsInInitialList: true}, q)
+	retry := newRollout("ai")
+	retry.Name = "retry"
+	retry.Status.Phase = rolloutsv1.PhaseRolledBack
+	retry.Status.Revision = retry.Spec.Revision()
+	retry.Annotations = map[string]string{rolloutsv1.AnnotationRetry: "t1"}
+	h.Create(ctx, crevent.TypedCreateEvent[client.Object]{Object: retry, IsInInitialList: true}, q)
+
+	NewWithT(t).Eventually(q.Len).Should(Equal(2002))
+	got := map[string]bool{}
+	for range 2 {
+		item, _, _ := q.GetWithPriority()
+		got[item.Name] = true
+		q.Done(item)
+	}
+	if !got["moving"] || !got["retry"] {
+		t.Fatalf("first out of the initial list: %v, want the moving rollout and the one with a pending retry", got)
+	}
+	// Outside the initial list, a settled rollout's events are ordinary.
+	later := newRollout("ai")
+	later.Name = "later"
+	later.Status.Phase = rolloutsv1.PhaseIdle
+	later.Spec.Canary = nil
+	h.Create(ctx, crevent.TypedCreateEvent[client.Object]{Object: later}, q)
+	NewWithT(t).Eventually(q.Len).Should(Equal(2001))
+	if item, prio, _ := q.GetWithPriority(); item.Name != "later" || prio != 0 {
+		t.Fatalf("a created rollout got %s at priority %d, want later at 0", item.Name, prio)
 	}
 }
 

@@ -502,30 +502,55 @@ const abortPriority = 100
 // rest of the queue when an abort is pending, so that an abort never waits
 // behind steps, gate rounds or a thousand other rollouts.
 func abortFirstHandler() handler.TypedEventHandler[client.Object, reconcile.Request] {
-	add := func(q workqueue.TypedRateLimitingInterface[reconcile.Request], o client.Object) {
+	add := func(q workqueue.TypedRateLimitingInterface[reconcile.Request], o client.Object, initial bool) {
 		req := reconcile.Request{NamespacedName: client.ObjectKeyFromObject(o)}
-		if ro, ok := o.(*rolloutsv1.ModelRollout); ok && abortPending(ro, readRequests(ro)) {
-			if pq, ok := q.(priorityqueue.PriorityQueue[reconcile.Request]); ok {
-				pq.AddWithOpts(priorityqueue.AddOpts{Priority: ptr.To(abortPriority)}, req)
-				return
-			}
+		pq, isPQ := q.(priorityqueue.PriorityQueue[reconcile.Request])
+		ro, isRollout := o.(*rolloutsv1.ModelRollout)
+		switch {
+		case !isPQ || !isRollout:
+		case abortPending(ro, readRequests(ro)):
+			pq.AddWithOpts(priorityqueue.AddOpts{Priority: ptr.To(abortPriority)}, req)
+			return
+		case initial && !holdsStill(ro):
+			// A new leader's first list holds every rollout, all at low
+			// priority (handler.TypedFuncs): those that move come first,
+			// the settled ones after them.
+			pq.AddWithOpts(priorityqueue.AddOpts{Priority: ptr.To(0)}, req)
+			return
 		}
 		q.Add(req)
 	}
 	return handler.TypedFuncs[client.Object, reconcile.Request]{
 		CreateFunc: func(_ context.Context, e crevent.TypedCreateEvent[client.Object], q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-			add(q, e.Object)
+			add(q, e.Object, e.IsInInitialList)
 		},
 		UpdateFunc: func(_ context.Context, e crevent.TypedUpdateEvent[client.Object], q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-			add(q, e.ObjectNew)
+			add(q, e.ObjectNew, false)
 		},
 		DeleteFunc: func(_ context.Context, e crevent.TypedDeleteEvent[client.Object], q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-			add(q, e.Object)
+			add(q, e.Object, false)
 		},
 		GenericFunc: func(_ context.Context, e crevent.TypedGenericEvent[client.Object], q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-			add(q, e.Object)
+			add(q, e.Object, false)
 		},
 	}
+}
+
+// holdsStill says whether a rollout holds still: Idle, Succeeded or RolledBack
+// for its current revision, with no manual request waiting and not being
+// deleted.
+func holdsStill(ro *rolloutsv1.ModelRollout) bool {
+	st := &ro.Status
+	switch {
+	case !ro.DeletionTimestamp.IsZero(), st.ObservedGeneration != ro.Generation:
+		return false
+	case st.Phase == rolloutsv1.PhaseIdle:
+		return ro.Spec.Canary == nil && len(st.Retiring) == 0
+	case st.Phase != rolloutsv1.PhaseSucceeded && st.Phase != rolloutsv1.PhaseRolledBack:
+		return false
+	}
+	r := readRequests(ro)
+	return st.Revision == ro.Spec.Revision() && len(st.Retiring) == 0 && (r.Retry == "" || r.Retry == st.LastHandledRetry)
 }
 
 // mapBy maps a watched object to the rollouts in its namespace whose index
