@@ -73,7 +73,7 @@ type ModelRolloutReconciler struct {
 	Gates GateEvaluator
 	// Metrics records the operator's series; optional.
 	Metrics *Metrics
-	// MaxConcurrentReconciles is the number of workers; 4 when zero.
+	// MaxConcurrentReconciles is the number of workers; DefaultWorkers when zero.
 	MaxConcurrentReconciles int
 	// GateConcurrency bounds the gate rounds that run at once, off the
 	// workers; DefaultGateConcurrency when zero.
@@ -257,6 +257,13 @@ func moveClock(st *rolloutsv1.ModelRolloutStatus, landed time.Time) bool {
 func abortable(p rolloutsv1.Phase) bool {
 	return p == rolloutsv1.PhaseWaiting || p == rolloutsv1.PhaseProgressing || p == rolloutsv1.PhasePaused
 }
+
+// DefaultWorkers is the number of rollouts reconciled at once. A reconcile
+// spends most of its time waiting on API round trips (a status write, a
+// route patch), so the workers outnumber the cores: with 4, a thousand
+// rollouts stepping together on a 2-core control plane waited up to 3.8 s
+// (p99) past their pause; with 16, under 1 s (make bench-scale).
+const DefaultWorkers = 16
 
 // cacheLagRetry is how soon a reconcile that found the cache behind the
 // operator's own route write tries again.
@@ -469,7 +476,7 @@ func (r *ModelRolloutReconciler) SetupWithManager(ctx context.Context, mgr ctrl.
 
 	workers := r.MaxConcurrentReconciles
 	if workers <= 0 {
-		workers = 4
+		workers = DefaultWorkers
 	}
 	b := ctrl.NewControllerManagedBy(mgr)
 	if r.Gates != nil {

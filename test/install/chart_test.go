@@ -136,7 +136,7 @@ func TestChartDefaults(t *testing.T) {
 		t.Errorf("image %q", c.Image)
 	}
 	args := strings.Join(c.Args, " ")
-	for _, want := range []string{"--leader-election-namespace=" + releaseNamespace, "--zap-log-level=info", "--zap-encoder=json", "--max-concurrent-reconciles=4"} {
+	for _, want := range []string{"--leader-election-namespace=" + releaseNamespace, "--zap-log-level=info", "--zap-encoder=json", "--max-concurrent-reconciles=16"} {
 		if !strings.Contains(args, want) {
 			t.Errorf("args %q lack %s", args, want)
 		}
