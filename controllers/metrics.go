@@ -117,12 +117,18 @@ func (m *Metrics) observe(ro *rolloutsv1.ModelRollout, d *decision) {
 		}
 	}
 	m.Phase.WithLabelValues(ro.Namespace, ro.Name, string(st.Phase)).Set(1)
-	m.CanaryWeight.WithLabelValues(ro.Namespace, ro.Name).Set(float64(st.CanaryWeight))
-	step := 0.0
-	if st.CurrentStepIndex != nil {
-		step = float64(*st.CurrentStepIndex + 1)
+	if st.Phase == rolloutsv1.PhaseIdle {
+		// No canary: no weight and no step to show.
+		m.CanaryWeight.DeleteLabelValues(ro.Namespace, ro.Name)
+		m.Step.DeleteLabelValues(ro.Namespace, ro.Name)
+	} else {
+		m.CanaryWeight.WithLabelValues(ro.Namespace, ro.Name).Set(float64(st.CanaryWeight))
+		step := 0.0
+		if st.CurrentStepIndex != nil {
+			step = float64(*st.CurrentStepIndex + 1)
+		}
+		m.Step.WithLabelValues(ro.Namespace, ro.Name).Set(step)
 	}
-	m.Step.WithLabelValues(ro.Namespace, ro.Name).Set(step)
 	m.observeStepClock(ro, st)
 	m.pruneGates(ro)
 	for _, e := range d.Events {

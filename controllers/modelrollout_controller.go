@@ -489,16 +489,22 @@ func (r *ModelRolloutReconciler) SetupWithManager(ctx context.Context, mgr ctrl.
 		// Annotations too: a rollout that waits on a rule another rollout
 		// owns starts when the owner releases it.
 		Watches(&gatewayv1.HTTPRoute{}, handler.EnqueueRequestsFromMapFunc(r.mapBy(mgr.GetClient(), indexRoute, func(o client.Object) string { return o.GetName() })),
-			builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
+			builder.WithPredicates(notInInitialList, predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
 		Watches(&corev1.Service{}, handler.EnqueueRequestsFromMapFunc(r.mapBy(mgr.GetClient(), indexBackend, func(o client.Object) string { return o.GetName() })),
-			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+			builder.WithPredicates(notInInitialList, predicate.GenerationChangedPredicate{})).
 		Watches(&discoveryv1.EndpointSlice{}, handler.EnqueueRequestsFromMapFunc(r.mapBy(mgr.GetClient(), indexBackend, func(o client.Object) string {
 			return o.GetLabels()[discoveryv1.LabelServiceName]
-		}))).
+		})), builder.WithPredicates(notInInitialList)).
 		WithOptions(controller.Options{MaxConcurrentReconciles: workers, UsePriorityQueue: ptr.To(true)}).
 		Named("modelrollout").
 		Complete(r)
 }
+
+// notInInitialList drops the initial list of the watched routes, Services
+// and EndpointSlices: every rollout is in its own initial list and reads
+// them when reconciled, so mapping tens of thousands of them to rollouts
+// when a replica starts leading would only delay the first reconciles.
+var notInInitialList = predicate.Funcs{CreateFunc: func(e crevent.CreateEvent) bool { return !e.IsInInitialList }}
 
 // abortPriority is the work-queue priority of a rollout with a pending
 // abort: above every other event, including the low priority the queue

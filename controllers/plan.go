@@ -386,7 +386,9 @@ func (p *planner) ignoreRequests(why string) {
 
 func (p *planner) idle() {
 	st := p.st
-	if st.Phase != rolloutsv1.PhaseIdle {
+	if st.Phase != rolloutsv1.PhaseIdle && st.Phase != "" {
+		// A rollout created without a canary has nothing to announce: its
+		// status says Idle. One that leaves a rollout behind does.
 		p.emit(false, "Idle", "No canary declared; routes are left as they are")
 	}
 	p.clearRollout()
