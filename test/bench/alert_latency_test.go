@@ -31,6 +31,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
+	"github.com/modelrollout/modelrollout/analysis"
 	rolloutsv1 "github.com/modelrollout/modelrollout/api/v1alpha1"
 	"github.com/modelrollout/modelrollout/controllers"
 	"github.com/modelrollout/modelrollout/controllers/alerts"
@@ -45,6 +46,10 @@ type stack struct {
 	client   client.WithWatch
 	receiver string
 	cancel   context.CancelFunc
+	// prom is the Prometheus the gates of BenchmarkAbortUnderSlowPrometheus
+	// query; nil, with promErr saying why, when it cannot run here.
+	prom    *slowPrometheus
+	promErr string
 }
 
 var (
@@ -91,7 +96,13 @@ func newStack() (*stack, error) {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	if err := (&controllers.ModelRolloutReconciler{Client: mgr.GetClient(), MaxConcurrentReconciles: 4}).SetupWithManager(ctx, mgr); err != nil {
+	st := &stack{env: env, client: c, cancel: cancel}
+	if st.prom, err = startSlowPrometheus(ctx); err != nil {
+		st.promErr = err.Error()
+	}
+	r := &controllers.ModelRolloutReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(),
+		Gates: &controllers.PrometheusGates{Secrets: mgr.GetAPIReader(), Clients: analysis.NewClientCache(256)}}
+	if err := r.SetupWithManager(ctx, mgr); err != nil {
 		cancel()
 		return nil, err
 	}
@@ -113,12 +124,16 @@ func newStack() (*stack, error) {
 		}
 		time.Sleep(10 * time.Millisecond) // polling the receiver's bound address
 	}
-	return &stack{env: env, client: c, receiver: "http://" + rcv.Addr().String() + "/alerts", cancel: cancel}, nil
+	st.receiver = "http://" + rcv.Addr().String() + "/alerts"
+	return st, nil
 }
 
 // prepare creates n rollouts, each on its own route, and waits until every
 // canary has 10 %.
-func (s *stack) prepare(b *testing.B, ns string, n int) {
+func (s *stack) prepare(b *testing.B, ns string, n int) { s.prepareWith(b, ns, n, nil) }
+
+// prepareWith is prepare with the given analysis on every rollout.
+func (s *stack) prepareWith(b *testing.B, ns string, n int, analysis *rolloutsv1.Analysis) {
 	ctx := context.Background()
 	must(b, s.client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}))
 	must(b, s.client.Create(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "canary", Namespace: ns},
@@ -135,10 +150,11 @@ func (s *stack) prepare(b *testing.B, ns string, n int) {
 		must(b, s.client.Create(ctx, &rolloutsv1.ModelRollout{
 			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("m%d", i), Namespace: ns},
 			Spec: rolloutsv1.ModelRolloutSpec{
-				Routes: []rolloutsv1.RouteTarget{{Name: fmt.Sprintf("r%d", i)}},
-				Stable: rolloutsv1.BackendRef{Name: "stable", Port: ptr.To[int32](8000)},
-				Canary: &rolloutsv1.BackendRef{Name: "canary", Port: ptr.To[int32](8000)},
-				Steps:  []rolloutsv1.Step{{Weight: 10, Pause: &pause}, {Weight: 100, Pause: &pause}},
+				Routes:   []rolloutsv1.RouteTarget{{Name: fmt.Sprintf("r%d", i)}},
+				Stable:   rolloutsv1.BackendRef{Name: "stable", Port: ptr.To[int32](8000)},
+				Canary:   &rolloutsv1.BackendRef{Name: "canary", Port: ptr.To[int32](8000)},
+				Steps:    []rolloutsv1.Step{{Weight: 10, Pause: &pause}, {Weight: 100, Pause: &pause}},
+				Analysis: analysis.DeepCopy(),
 			},
 		}))
 	}
@@ -146,9 +162,15 @@ func (s *stack) prepare(b *testing.B, ns string, n int) {
 	for {
 		list := &rolloutsv1.ModelRolloutList{}
 		must(b, s.client.List(ctx, list, client.InNamespace(ns)))
+		routes := &gatewayv1.HTTPRouteList{}
+		must(b, s.client.List(ctx, routes, client.InNamespace(ns)))
+		carried := map[string]bool{}
+		for i := range routes.Items {
+			carried[routes.Items[i].Name] = canaryWeight(&routes.Items[i]) == 10
+		}
 		ready := 0
 		for _, ro := range list.Items {
-			if ro.Status.StepStartedAt != nil && ro.Status.CanaryWeight == 10 {
+			if ro.Status.StepStartedAt != nil && ro.Status.CanaryWeight == 10 && carried[ro.Spec.Routes[0].Name] {
 				ready++
 			}
 		}
@@ -282,6 +304,9 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	if shared != nil {
 		shared.cancel()
+		if shared.prom != nil {
+			shared.prom.Close()
+		}
 		_ = shared.env.Stop()
 	}
 	os.Exit(code)

@@ -70,11 +70,17 @@ type recorder struct {
 	succeededAt map[string]time.Time // main rollouts
 	phaseCount  [numGroups]map[rolloutsv1.Phase]int
 	errs        []string
+	// gate evaluations of the main rollouts: the last one seen per
+	// rollout and gate, and how late each was against its schedule.
+	gateInterval time.Duration
+	lastEval     map[string]time.Time
+	evalLate     []time.Duration // round started (status) − due
+	evalSeenLate []time.Duration // verdict seen by the watch − due
 }
 
 func newRecorder() *recorder {
 	r := &recorder{weights: map[string][]weightAt{}, phases: map[string]rolloutsv1.Phase{},
-		finalizers: map[string]int{}, succeededAt: map[string]time.Time{}}
+		finalizers: map[string]int{}, lastEval: map[string]time.Time{}, succeededAt: map[string]time.Time{}}
 	for g := range r.phaseCount {
 		r.phaseCount[g] = map[rolloutsv1.Phase]int{}
 	}
@@ -227,6 +233,9 @@ func (r *recorder) onRollout(ev watch.Event) {
 	if phase != "" {
 		r.phaseCount[g][phase]++
 	}
+	if g == groupMain {
+		r.recordEvaluations(key, ro, now)
+	}
 	if g == groupMain && phase == rolloutsv1.PhaseSucceeded {
 		if _, seen := r.succeededAt[key]; !seen {
 			r.succeededAt[key] = now
@@ -295,4 +304,41 @@ func (r *recorder) watchErrors() []string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return append([]string(nil), r.errs...)
+}
+
+// recordEvaluations notes each new gate evaluation of a main rollout and
+// how late it was. An evaluation is due one interval after the previous
+// one of the same step, and never before one interval into the step (see
+// nextEvaluationAt in the controller). Status times have one-second
+// precision, so each lateness is known to about a second.
+func (r *recorder) recordEvaluations(key string, ro *rolloutsv1.ModelRollout, now time.Time) {
+	st := &ro.Status
+	for _, gs := range st.Gates {
+		if gs.LastEvaluatedAt == nil {
+			continue
+		}
+		k := key + "/" + gs.Name
+		at := gs.LastEvaluatedAt.Time
+		prev, seen := r.lastEval[k]
+		if seen && !at.After(prev) {
+			continue
+		}
+		r.lastEval[k] = at
+		if st.StepStartedAt == nil || at.Before(st.StepStartedAt.Time) {
+			continue // judged for an earlier step, or the clock stopped
+		}
+		due := st.StepStartedAt.Add(r.gateInterval)
+		if seen && !prev.Before(st.StepStartedAt.Time) && prev.Add(r.gateInterval).After(due) {
+			due = prev.Add(r.gateInterval)
+		}
+		r.evalLate = append(r.evalLate, at.Sub(due))
+		r.evalSeenLate = append(r.evalSeenLate, now.Sub(due))
+	}
+}
+
+// gateLateness returns copies of the evaluation lateness recorded so far.
+func (r *recorder) gateLateness() (started, seen []time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]time.Duration(nil), r.evalLate...), append([]time.Duration(nil), r.evalSeenLate...)
 }

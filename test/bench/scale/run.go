@@ -20,6 +20,7 @@ import (
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	rolloutsv1 "github.com/modelrollout/modelrollout/api/v1alpha1"
+	"github.com/modelrollout/modelrollout/test/promharness"
 )
 
 // Options configure a run. The zero value of a field means its default;
@@ -68,6 +69,12 @@ type Options struct {
 	// HeapProfile, when set, is where the manager's heap profile is saved
 	// once the resident rollouts have settled.
 	HeapProfile string
+	// Gates is the number of PromQL gates of every main rollout, evaluated
+	// every GateInterval (default 10s) against a real Prometheus the run
+	// starts; 0 runs without gates.
+	Gates        int
+	GateInterval time.Duration
+	promAddress  string
 	// Logf reports progress; nil is silent.
 	Logf func(format string, args ...any)
 }
@@ -87,6 +94,12 @@ func (o *Options) defaults() error {
 	def(&o.ApplyWorkers, 16)
 	if o.Pause == 0 {
 		o.Pause = 30 * time.Second
+	}
+	if o.GateInterval == 0 {
+		o.GateInterval = 10 * time.Second
+	}
+	if o.Gates < 0 || o.Gates > 16 {
+		return fmt.Errorf("need 0 <= gates <= 16")
 	}
 	if o.IdleWindow == 0 {
 		o.IdleWindow = 60 * time.Second
@@ -169,7 +182,18 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 		}
 	}
 
+	if o.Gates > 0 {
+		logf("starting Prometheus for %d gates per rollout", o.Gates)
+		prom, err := promharness.StartPrometheus(ctx, promharness.PrometheusOptions{})
+		if err != nil {
+			return nil, fmt.Errorf("start Prometheus: %w", err)
+		}
+		defer func() { _ = prom.Close() }()
+		o.promAddress = prom.URL()
+	}
+
 	rec := newRecorder()
+	rec.gateInterval = o.GateInterval
 	wctx, stopWatches := context.WithCancel(ctx)
 	defer stopWatches()
 	if err := rec.start(wctx, api.c); err != nil {
@@ -301,6 +325,24 @@ func operatorWrites(a, b snapshot) writes {
 	return d
 }
 
+// gated gives a main rollout o.Gates PromQL gates against the run's
+// Prometheus: constant expressions, so that every round passes and what is
+// measured is the evaluator's timing, not the data.
+func gated(ro *rolloutsv1.ModelRollout, o Options) *rolloutsv1.ModelRollout {
+	if o.Gates == 0 {
+		return ro
+	}
+	a := &rolloutsv1.Analysis{
+		Interval:   durationString(o.GateInterval),
+		Prometheus: &rolloutsv1.PrometheusSource{Address: o.promAddress},
+	}
+	for g := range o.Gates {
+		a.Gates = append(a.Gates, rolloutsv1.Gate{Name: fmt.Sprintf("g%d", g), Query: fmt.Sprintf("vector(%d)", g), Max: ptrTo(float64(g + 1))})
+	}
+	ro.Spec.Analysis = a
+	return ro
+}
+
 // settled waits until the manager's work queue is empty.
 func settled(ctx context.Context, m *managerProc) error {
 	return poll(ctx, 5*time.Minute, 200*time.Millisecond, "the manager's work queue to drain", func() (bool, error) {
@@ -337,7 +379,7 @@ func mainPhase(ctx context.Context, api *apiServer, mgr *managerProc, rec *recor
 	err = parallel(ctx, o.Rollouts, o.ApplyWorkers, func(ctx context.Context, i int) error {
 		ns := nsOf(i)
 		for _, obj := range []client.Object{service(ns, canaryName(i)), endpointSlice(ns, canaryName(i)),
-			httpRoute(ns, routeName(i), stableName(i)), rollout(ns, i, true, steps)} {
+			httpRoute(ns, routeName(i), stableName(i)), gated(rollout(ns, i, true, steps), o)} {
 			if err := api.c.Create(ctx, obj); err != nil {
 				return fmt.Errorf("create %T %s/%s: %w", obj, ns, obj.GetName(), err)
 			}
@@ -387,6 +429,7 @@ func mainPhase(ctx context.Context, api *apiServer, mgr *managerProc, rec *recor
 	rep.RouteWrites = after.c.routes[groupMain] - before.c.routes[groupMain]
 	rep.EventWrites = after.c.events[groupMain] - before.c.events[groupMain]
 	rep.WriteRate = rep.MainWrites.total() / after.at.Sub(applyStart).Seconds()
+	rep.GateLate, rep.GateSeenLate = rec.gateLateness()
 
 	// Step lag: route written with step i+1's weight − (stepHistory[i].startedAt + pause).
 	for k := range o.Namespaces {

@@ -20,6 +20,7 @@ func TestSmoke(t *testing.T) {
 		Failover: true, FailoverRollouts: 5,
 		LeaseDuration: 6 * time.Second, RenewDeadline: 5 * time.Second, RetryPeriod: time.Second,
 		CeilingPatches: 200, CeilingWorkers: 4,
+		Gates: 2, GateInterval: time.Second,
 		Logf: t.Logf,
 	})
 	if err != nil {
@@ -29,7 +30,7 @@ func TestSmoke(t *testing.T) {
 
 	rows := rep.Rows()
 	want := []string{"write ceiling", "apply", "step lag", "step baked", "Succeeded", "manager RSS", "writes per step",
-		"idle writes", "idle Prometheus", "resident", "failover"}
+		"gate evaluations", "idle writes", "idle Prometheus", "resident", "failover"}
 	for _, w := range want {
 		found := false
 		for _, r := range rows {
@@ -49,6 +50,12 @@ func TestSmoke(t *testing.T) {
 	}
 	if rep.Transitions != 60 || rep.MainWrites.total() == 0 || rep.RouteWrites == 0 || rep.StatusWrites == 0 {
 		t.Errorf("writes not counted: %d transitions, %+v, %d route writes, %d status writes", rep.Transitions, rep.MainWrites, rep.RouteWrites, rep.StatusWrites)
+	}
+	if len(rep.GateLate) == 0 || len(rep.GateSeenLate) != len(rep.GateLate) {
+		t.Errorf("gate evaluations not observed: %d started, %d seen", len(rep.GateLate), len(rep.GateSeenLate))
+	}
+	if rep.IdleQueries != 0 {
+		t.Errorf("settled rollouts queried Prometheus %v times in the idle window", rep.IdleQueries)
 	}
 	if rep.FinalizerWrites != 20 {
 		t.Errorf("finalizer writes: %d, want one per rollout (20)", rep.FinalizerWrites)

@@ -39,6 +39,8 @@ func main() {
 	flag.IntVar(&o.CeilingWorkers, "ceiling-workers", 8, "Goroutines sending them.")
 	flag.IntVar(&o.Workers, "workers", 0, "The manager's --max-concurrent-reconciles; 0 keeps its default.")
 	flag.DurationVar(&o.Timeout, "timeout", 0, "Bound on the wait for every rollout to succeed; 0 is 10m + 10 × the schedule.")
+	flag.IntVar(&o.Gates, "gates", 0, "PromQL gates per rollout, against a real Prometheus the run starts (0: none; the goal's scenario is 3).")
+	flag.DurationVar(&o.GateInterval, "gate-interval", 10*time.Second, "analysis.interval of the gates.")
 	flag.StringVar(&o.HeapProfile, "heap-profile", "", "File to save the manager's heap profile in once the resident rollouts settled (go tool pprof -top FILE).")
 	flag.StringVar(&o.Dir, "dir", "", "Directory for the binaries, kubeconfig and manager logs (kept); a removed temporary directory when empty.")
 	flag.Parse()
