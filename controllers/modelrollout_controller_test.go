@@ -270,6 +270,9 @@ var _ = Describe("ModelRollout controller", func() {
 		ro := newRollout(ns, step(10, ""), step(100, "1h"))
 		Expect(k8sClient.Create(suiteCtx, ro)).To(Succeed())
 		Eventually(phaseOf(ns, "gpt4")).Should(Equal(rolloutsv1.PhasePaused))
+		// The status that starts the step (and pauses it) goes out just
+		// before the route patch.
+		Eventually(routeWeights(ns, "model-header-routing", "gpt4")).Should(Equal(map[string]int32{"vllm-gpt4-v1": 90, "vllm-gpt4-v2": 10}))
 		Consistently(routeWeights(ns, "model-header-routing", "gpt4")).Should(Equal(map[string]int32{"vllm-gpt4-v1": 90, "vllm-gpt4-v2": 10}))
 
 		annotate(ns, "gpt4", map[string]string{rolloutsv1.AnnotationPromote: "p1"})

@@ -84,7 +84,7 @@ var _ = Describe("Overrides", func() {
 		// The gate holds step 1 past its pause.
 		Eventually(func() string { return getRollout(ns, "gpt4").Status.Message }).Should(ContainSubstring(`gate "errors" holds`))
 		Expect(getRollout(ns, "gpt4").Status.Step).To(Equal("1/4"))
-		Expect(routeWeights(ns, "model-header-routing", "gpt4")()).To(Equal(map[string]int32{"vllm-gpt4-v1": 90, "vllm-gpt4-v2": 10}))
+		Eventually(routeWeights(ns, "model-header-routing", "gpt4")).Should(Equal(map[string]int32{"vllm-gpt4-v1": 90, "vllm-gpt4-v2": 10}))
 
 		annotate(ns, "gpt4", map[string]string{
 			rolloutsv1.AnnotationSkipGates:     "skip-1",
@@ -110,7 +110,7 @@ var _ = Describe("Overrides", func() {
 
 		// Once only: the gate holds step 2 as it held step 1.
 		Eventually(func() string { return getRollout(ns, "gpt4").Status.Message }).Should(MatchRegexp(`^Step 2/4: .*gate "errors" holds`))
-		Expect(routeWeights(ns, "model-header-routing", "gpt4")()).To(Equal(map[string]int32{"vllm-gpt4-v1": 75, "vllm-gpt4-v2": 25}))
+		Eventually(routeWeights(ns, "model-header-routing", "gpt4")).Should(Equal(map[string]int32{"vllm-gpt4-v1": 75, "vllm-gpt4-v2": 25}))
 
 		annotate(ns, "gpt4", map[string]string{
 			rolloutsv1.AnnotationPromoteFull:   "full-1",
