@@ -2,11 +2,8 @@
 package bench
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,7 +19,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
-	"k8s.io/apimachinery/pkg/watch"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -234,49 +230,8 @@ func BenchmarkAlertToRoutePatched(b *testing.B) {
 	ns := fmt.Sprintf("bench-%d", time.Now().UnixNano())
 	s.prepare(b, ns, b.N)
 
-	w, err := s.client.Watch(ctx, &gatewayv1.HTTPRouteList{}, client.InNamespace(ns))
-	must(b, err)
-	defer w.Stop()
-	patched := make(chan string, b.N)
-	go func() {
-		for ev := range w.ResultChan() {
-			if r, ok := ev.Object.(*gatewayv1.HTTPRoute); ok && ev.Type == watch.Modified && canaryWeight(r) == 0 {
-				patched <- r.Name
-			}
-		}
-	}()
-
-	lat := make([]time.Duration, 0, b.N)
 	b.ResetTimer()
-	for i := range b.N {
-		body, err := json.Marshal(map[string]any{
-			"version": "4", "status": "firing", "receiver": "modelrollout", "groupKey": fmt.Sprint(i),
-			"alerts": []map[string]any{{
-				"status":      "firing",
-				"labels":      map[string]string{"alertname": "HighErrorRate", "modelrollout": fmt.Sprintf("m%d", i), "namespace": ns, "severity": "critical"},
-				"startsAt":    time.Now().UTC().Format(time.RFC3339Nano),
-				"fingerprint": fmt.Sprintf("%016x", i),
-			}},
-		})
-		must(b, err)
-		req, err := http.NewRequest(http.MethodPost, s.receiver, bytes.NewReader(body))
-		must(b, err)
-		req.Header.Set("Authorization", "Bearer "+token)
-		start := time.Now()
-		resp, err := http.DefaultClient.Do(req)
-		must(b, err)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			b.Fatalf("receiver answered %s", resp.Status)
-		}
-		want := fmt.Sprintf("r%d", i)
-		for name := range patched {
-			if name == want {
-				break
-			}
-		}
-		lat = append(lat, time.Since(start))
-	}
+	lat := s.abortEach(b, ns, b.N)
 	b.StopTimer()
 
 	// Bare PATCH round trips of one route's weight, on the same server.
