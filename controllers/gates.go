@@ -12,6 +12,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/modelrollout/modelrollout/analysis"
+	"github.com/modelrollout/modelrollout/analysis/egress"
 	rolloutsv1 "github.com/modelrollout/modelrollout/api/v1alpha1"
 )
 
@@ -27,7 +28,20 @@ type PrometheusGates struct {
 	DefaultAddress string
 	// Metrics records gate results; optional.
 	Metrics *Metrics
+	// Egress decides which URLs web and prompt gates may call; nil refuses
+	// everything outside the private ranges (egress.New(nil, nil)).
+	Egress *egress.Policy
 }
+
+// egressPolicy is the policy in force: the configured one, or the strictest.
+func (g *PrometheusGates) egressPolicy() *egress.Policy {
+	if g.Egress != nil {
+		return g.Egress
+	}
+	return defaultEgress
+}
+
+var defaultEgress = egress.MustNew(nil, nil)
 
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get
 

@@ -20,6 +20,7 @@ import (
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/modelrollout/modelrollout/analysis"
+	"github.com/modelrollout/modelrollout/analysis/egress"
 	rolloutsv1 "github.com/modelrollout/modelrollout/api/v1alpha1"
 	"github.com/modelrollout/modelrollout/controllers"
 	"github.com/modelrollout/modelrollout/controllers/alerts"
@@ -44,6 +45,8 @@ func main() {
 		gateConcurrency  int
 		gateRoundTimeout time.Duration
 		promAddress      string
+		egressAllow      string
+		egressCluster    string
 		receiver         alerts.Options
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address of the Prometheus metrics endpoint; 0 disables it.")
@@ -63,6 +66,8 @@ func main() {
 	flag.StringVar(&receiver.TokenFile, "alert-receiver-token-file", "", "File holding the bearer token Alertmanager must send; re-read when it changes. Required with the receiver.")
 	flag.StringVar(&receiver.TLSCertFile, "alert-receiver-tls-cert-file", "", "TLS certificate of the receiver; plain HTTP when empty.")
 	flag.StringVar(&receiver.TLSKeyFile, "alert-receiver-tls-key-file", "", "TLS key of the receiver.")
+	flag.StringVar(&egressAllow, "egress-allow", "", "Comma-separated CIDRs, host names and *.domain suffixes that web gates, prompt gates and webhooks may call besides the cluster's networks, e.g. 203.0.113.0/24,eval.example.com. Loopback, link-local (cloud metadata) and off-cluster addresses are refused unless listed.")
+	flag.StringVar(&egressCluster, "egress-cluster-cidrs", strings.Join(egress.DefaultClusterCIDRs, ","), "Comma-separated CIDRs of the cluster's pod and Service networks, which web gates, prompt gates and webhooks may call.")
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -107,8 +112,14 @@ func main() {
 		os.Exit(1)
 	}
 
+	policy, err := egress.New(splitList(egressCluster), splitList(egressAllow))
+	if err != nil {
+		setupLog.Error(err, "Invalid egress flags")
+		os.Exit(1)
+	}
+
 	ctx := ctrl.SetupSignalHandler()
-	if err := setup(ctx, mgr, workers, gateConcurrency, gateRoundTimeout, promAddress, receiver); err != nil {
+	if err := setup(ctx, mgr, workers, gateConcurrency, gateRoundTimeout, promAddress, policy, receiver); err != nil {
 		setupLog.Error(err, "Unable to set up the controller")
 		os.Exit(1)
 	}
@@ -122,7 +133,18 @@ func main() {
 	}
 }
 
-func setup(ctx context.Context, mgr ctrl.Manager, workers, gateConcurrency int, gateRoundTimeout time.Duration, promAddress string, receiver alerts.Options) error {
+// splitList splits a comma-separated flag value, dropping empty entries.
+func splitList(s string) []string {
+	var out []string
+	for _, e := range strings.Split(s, ",") {
+		if e = strings.TrimSpace(e); e != "" {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+func setup(ctx context.Context, mgr ctrl.Manager, workers, gateConcurrency int, gateRoundTimeout time.Duration, promAddress string, policy *egress.Policy, receiver alerts.Options) error {
 	metrics := controllers.DefaultMetrics()
 	if receiver.BindAddress != "" && receiver.BindAddress != "0" {
 		receiver.Client = mgr.GetClient()
@@ -146,6 +168,7 @@ func setup(ctx context.Context, mgr ctrl.Manager, workers, gateConcurrency int, 
 			Clients:        analysis.NewClientCache(256),
 			DefaultAddress: promAddress,
 			Metrics:        metrics,
+			Egress:         policy,
 		},
 		Metrics:                 metrics,
 		MaxConcurrentReconciles: workers,
