@@ -173,9 +173,16 @@ func (g *PrometheusGates) Evaluate(ctx context.Context, ro *rolloutsv1.ModelRoll
 			ev = analysis.EvaluateGate(ctx, q, gate, rendered, now)
 		}
 		gs, outcome := analysis.Record(prev[gate.Name], gate, ev, ro.Status.CanaryWeight, a.InconclusiveLimit, now)
+		gs.DryRun = gate.DryRun
 		round.Gates = append(round.Gates, gs)
 		g.Metrics.observeGate(ro, gs)
 
+		if gate.DryRun {
+			if p := dryRunFailure(gate, gs, outcome, a.InconclusiveLimit); p != nil {
+				round.DryRun = append(round.DryRun, *p)
+			}
+			continue
+		}
 		switch outcome {
 		case analysis.OutcomeFail:
 			if round.Rollback == nil {
@@ -200,6 +207,19 @@ func (g *PrometheusGates) Evaluate(ctx context.Context, ro *rolloutsv1.ModelRoll
 		}
 	}
 	return round
+}
+
+// dryRunFailure is the rollback a dry-run gate would have caused, reported
+// once when the gate crosses its limit (not again while it stays failed).
+func dryRunFailure(gate rolloutsv1.Gate, gs rolloutsv1.GateStatus, outcome analysis.Outcome, inconclusiveLimit int32) *problem {
+	switch {
+	case outcome == analysis.OutcomeFail && gs.ConsecutiveFailures == failureLimit(gate):
+		return &problem{Reason: rolloutsv1.ReasonGateFailed, Message: gateFailure(gate, gs)}
+	case outcome == analysis.OutcomeInconclusiveLimit && gs.ConsecutiveInconclusive == inconclusiveLimit:
+		return &problem{Reason: rolloutsv1.ReasonInconclusive,
+			Message: fmt.Sprintf("gate %q had no verdict in %d evaluations in a row (inconclusiveLimit %d): %s", gate.Name, gs.ConsecutiveInconclusive, inconclusiveLimit, gs.Message)}
+	}
+	return nil
 }
 
 func failureLimit(g rolloutsv1.Gate) int32 {

@@ -47,6 +47,10 @@ type gateRound struct {
 	Rollback *problem
 	// Holding names the gates that held the step (no data, Prometheus error).
 	Holding *problem
+	// DryRun lists what dry-run gates would have done: each entry is the
+	// rollback a dry-run gate would have caused in this round, the first
+	// time it crosses its limit.
+	DryRun []problem
 }
 
 // requests are the manual actions read from annotations.
@@ -782,6 +786,9 @@ func (p *planner) progress() {
 
 	if g := p.obs.Gates; g != nil {
 		st.Gates = g.Gates
+		for _, d := range g.DryRun {
+			p.emit(true, "DryRunGateFailed", "Dry run, no action taken: %s", d.Message)
+		}
 		if g.Rollback != nil {
 			p.rollback(g.Rollback.Reason, g.Rollback.Message)
 			return
@@ -908,6 +915,9 @@ func (p *planner) gateHolds() []string {
 	}
 	var holds []string
 	for _, g := range a.Gates {
+		if g.DryRun {
+			continue
+		}
 		gs, ok := byName[g.Name]
 		switch {
 		case !ok || gs.LastEvaluatedAt == nil || p.st.StepStartedAt == nil || gs.LastEvaluatedAt.Before(p.st.StepStartedAt):

@@ -177,6 +177,14 @@ type Gate struct {
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=100
 	FailureLimit int32 `json:"failureLimit,omitempty"`
+
+	// dryRun evaluates the gate, shows its verdicts in status and exports
+	// them as metrics, but never holds a step or rolls back: a failure that
+	// would have rolled back is a DryRunGateFailed Event instead. Use it to
+	// tune a new gate or a noisy threshold on real rollouts.
+	//
+	// +optional
+	DryRun bool `json:"dryRun,omitempty"`
 }
 
 // AlertSelector matches Alertmanager alerts by their labels.
@@ -253,6 +261,12 @@ type GateStatus struct {
 	// +optional
 	// +kubebuilder:validation:MaxLength=512
 	Message string `json:"message,omitempty"`
+
+	// dryRun is true for a gate that is only observed: its verdicts never
+	// hold or roll back the rollout.
+	//
+	// +optional
+	DryRun bool `json:"dryRun,omitempty"`
 
 	// history lists recent evaluations, oldest first.
 	//

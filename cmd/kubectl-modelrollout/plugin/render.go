@@ -484,6 +484,9 @@ func (v *statusView) gates() []string {
 				detail += "(before this step)"
 			}
 		}
+		if g.DryRun {
+			detail = strings.TrimSpace(detail + " (dry run: never holds or rolls back)")
+		}
 		rest := when
 		if detail != "" {
 			if rest != "" {

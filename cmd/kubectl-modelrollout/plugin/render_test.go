@@ -261,3 +261,14 @@ func TestStatusOverridesAndPendingOverrides(t *testing.T) {
 		"skip of the gates requested 3s ago, not handled by the controller yet",
 	}, "zed")
 }
+
+func TestStatusDryRunGate(t *testing.T) {
+	ro := progressing()
+	ro.Spec.Analysis.Gates[0].DryRun = true
+	ro.Status.Gates[0] = rolloutsv1.GateStatus{Name: "errors", Verdict: rolloutsv1.VerdictFail, Value: "0.07", ConsecutiveFailures: 1, DryRun: true,
+		Threshold: "<= 0.05", Message: "0.07 outside <= 0.05", LastEvaluatedAt: ago(20 * time.Second)}
+	out := render(t, ro, nil, Style{})
+	assertContains(t, out, []string{
+		"errors    0.07    ≤ 0.05   ✖   20s ago   Fail: 0.07 outside <= 0.05 (dry run: never holds or rolls back)",
+	})
+}
