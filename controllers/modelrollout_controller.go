@@ -35,6 +35,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
+	"github.com/modelrollout/modelrollout/analysis/egress"
 	rolloutsv1 "github.com/modelrollout/modelrollout/api/v1alpha1"
 )
 
@@ -82,7 +83,12 @@ type ModelRolloutReconciler struct {
 	// DefaultGateRoundTimeout when zero.
 	GateRoundTimeout time.Duration
 
+	// Egress decides which URLs webhooks may call; the strictest policy
+	// (egress.New(nil, nil)) when nil.
+	Egress *egress.Policy
+
 	background *backgroundGates
+	hooks      *webhookRunner
 
 	writes writeState
 }
@@ -109,6 +115,7 @@ func (r *ModelRolloutReconciler) Reconcile(ctx context.Context, req ctrl.Request
 			if r.background != nil {
 				r.background.forget(req.NamespacedName)
 			}
+			r.hooks.forget(req.NamespacedName)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
@@ -129,7 +136,7 @@ func (r *ModelRolloutReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	}
 
 	now := r.now()
-	obs := observation{Now: now, Requests: readRequests(ro)}
+	obs := observation{Now: now, Requests: readRequests(ro), Hooks: r.hooks.results(req.NamespacedName)}
 	routes, err := r.observeRoutes(ctx, ro)
 	if err != nil {
 		return ctrl.Result{}, err
@@ -196,10 +203,18 @@ func (r *ModelRolloutReconciler) Reconcile(ctx context.Context, req ctrl.Request
 				Reason: rolloutsv1.ReasonApplied, Message: "Every managed rule carries " + describeIntent(d.Routes), ObservedGeneration: ro.Generation})
 		}
 	}
+	previous := ro.Status.Phase
 	if !equality.Semantic.DeepEqual(ro.Status, d.Status) {
 		if err := r.patchStatus(ctx, ro, d.Status); err != nil {
 			return ctrl.Result{}, err
 		}
+	}
+	// The status records the calls and folds the answers: only now may the
+	// answers go and the calls be made.
+	r.hooks.ack(req.NamespacedName, obs.Hooks)
+	r.hooks.start(ro, d.Calls)
+	if previous != d.Status.Phase {
+		r.hooks.notifyTransition(ro, previous, d.Events)
 	}
 	r.Metrics.observe(ro, &d)
 	r.record(ctx, ro, d.Events, d.Status.Phase)
@@ -479,6 +494,8 @@ func (r *ModelRolloutReconciler) SetupWithManager(ctx context.Context, mgr ctrl.
 		workers = DefaultWorkers
 	}
 	b := ctrl.NewControllerManagedBy(mgr)
+	r.hooks = newWebhookRunner(ctx, r.Egress, r.APIReader, mgr.GetLogger().WithName("webhooks"))
+	b = b.WatchesRawSource(source.Channel(r.hooks.notify, &handler.EnqueueRequestForObject{}))
 	if r.Gates != nil {
 		r.background = newBackgroundGates(ctx, r.Gates, r.GateConcurrency, r.GateRoundTimeout)
 		b = b.WatchesRawSource(source.Channel(r.background.notify, &handler.EnqueueRequestForObject{}))

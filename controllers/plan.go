@@ -98,6 +98,8 @@ type observation struct {
 	Contended *problem
 	// Requests holds the manual actions.
 	Requests requests
+	// Hooks are the answers of webhook calls made since the last decision.
+	Hooks []hookResult
 	// Applying is set when the reconciler patches the routes to this
 	// decision's weights right after writing its status. A step whose
 	// weight is about to be written then starts its clock in the same
@@ -152,6 +154,8 @@ type decision struct {
 	// RequeueAfter is when the decision must be revisited even if nothing
 	// changes: a pause ending, a gate evaluation falling due, a deadline.
 	RequeueAfter time.Duration
+	// Calls are the webhook calls to make once the status is written.
+	Calls []hookCall
 }
 
 // alertTokenPrefix marks abort tokens written by the Alertmanager receiver.
@@ -176,6 +180,10 @@ type planner struct {
 	// settling is set while progress runs again on a step this decision
 	// started (see settleStep): it may hold or pause, never advance.
 	settling bool
+	// calls are the webhook calls this decision asks for; hookHold is set
+	// while a blocking webhook holds the rollout (plan_webhooks.go).
+	calls    []hookCall
+	hookHold *problem
 }
 
 // plan decides the next status of a rollout.
@@ -189,6 +197,7 @@ func plan(ro *rolloutsv1.ModelRollout, obs observation) decision {
 	p.setConditions()
 	clampStatus(p.st)
 	p.d.Events = foldRolloutStart(p.d.Events)
+	p.d.Calls = p.calls
 	return p.d
 }
 
@@ -261,6 +270,7 @@ func (p *planner) run() {
 	if p.handleRequests() {
 		return
 	}
+	p.foldWebhookResults()
 
 	switch st.Phase {
 	case rolloutsv1.PhaseSucceeded, rolloutsv1.PhaseRolledBack:
@@ -460,6 +470,7 @@ func (p *planner) restart() {
 	st.Rollback = nil
 	st.StepHistory = nil
 	st.Gates = nil
+	st.Webhooks = nil
 	st.Message = "Starting"
 }
 
@@ -564,9 +575,20 @@ func (p *planner) blocked() *problem {
 
 // waitForStart starts the first step once every precondition holds.
 func (p *planner) waitForStart() {
-	if !p.waitOrRollBack() {
-		p.startStep(0)
+	if p.waitOrRollBack() {
+		return
 	}
+	// Before any traffic moves: the PreRollout webhooks, and the
+	// ConfirmPromotion ones when the first step is also the last.
+	if p.webhooksHold(rolloutsv1.WebhookPreRollout) ||
+		(len(p.steps) == 1 && p.webhooksHold(rolloutsv1.WebhookConfirmPromotion)) {
+		if p.st.Phase != rolloutsv1.PhaseRolledBack {
+			p.st.Phase = rolloutsv1.PhaseWaiting
+			p.st.Message = capitalize(p.hookHold.Message)
+		}
+		return
+	}
+	p.startStep(0)
 }
 
 // waitOrRollBack returns true when a precondition is unmet. It then records
@@ -890,6 +912,10 @@ func (p *planner) progress() {
 		p.succeedNow()
 		return
 	}
+	if i+1 == len(p.steps)-1 && p.webhooksHold(rolloutsv1.WebhookConfirmPromotion) {
+		st.Message = fmt.Sprintf("Step %s: canary at %d%%, %s", st.Step, st.CanaryWeight, p.hookHold.Message)
+		return
+	}
 	p.startStep(i + 1)
 }
 
@@ -1090,6 +1116,7 @@ func (p *planner) setConditions() {
 		set(rolloutsv1.ConditionCanaryAvailable, metav1.ConditionTrue, rolloutsv1.ReasonAvailable, "Canary has ready endpoints")
 	}
 	p.setGatesCondition(set)
+	p.setWebhooksCondition(set)
 }
 
 // setRoutesAppliedCondition says whether the routes carry the decision.

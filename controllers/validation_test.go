@@ -126,6 +126,22 @@ var _ = Describe("Admission validation (CEL and schema)", func() {
 		Entry("empty alert selector", func(s map[string]any) {
 			s["rollbackOnAlerts"] = map[string]any{"matchLabels": map[string]any{}}
 		}, "should have at least 1 properties"),
+		Entry("webhook with a non-HTTP URL", func(s map[string]any) {
+			s["webhooks"] = []any{map[string]any{"name": "eval", "type": "PreRollout", "url": "ftp://eval.ml/run"}}
+		}, "url must be an http:// or https:// URL"),
+		Entry("webhook of an unknown type", func(s map[string]any) {
+			s["webhooks"] = []any{map[string]any{"name": "eval", "type": "PostRollout", "url": "http://eval.ml/run"}}
+		}, `Unsupported value: "PostRollout"`),
+		Entry("failureLimit on a ConfirmPromotion webhook", func(s map[string]any) {
+			s["webhooks"] = []any{map[string]any{"name": "ok", "type": "ConfirmPromotion", "url": "http://ok.ml/", "failureLimit": 3}}
+		}, "failureLimit applies to PreRollout webhooks only"),
+		Entry("webhook timeout over 10m", func(s map[string]any) {
+			s["webhooks"] = []any{map[string]any{"name": "eval", "type": "PreRollout", "url": "http://eval.ml/", "timeout": "11m"}}
+		}, "timeout must be between 1s and 10m"),
+		Entry("two webhooks of one name", func(s map[string]any) {
+			h := map[string]any{"name": "eval", "type": "PreRollout", "url": "http://eval.ml/"}
+			s["webhooks"] = []any{h, h}
+		}, "Duplicate value"),
 	)
 
 	It("accepts the base rollout and fills in the documented defaults", func() {

@@ -30,6 +30,11 @@ const (
 	// ConditionGatesPassing is True when the latest evaluation of every gate
 	// passed; False with the failing or holding gate named otherwise.
 	ConditionGatesPassing = "GatesPassing"
+	// ConditionWebhooksPassing is False while a PreRollout or
+	// ConfirmPromotion webhook blocks the rollout, or after a PreRollout
+	// webhook failed; True once every blocking webhook due so far passed.
+	// Absent for rollouts without blocking webhooks.
+	ConditionWebhooksPassing = "WebhooksPassing"
 )
 
 // Condition reasons.
@@ -101,6 +106,15 @@ const (
 	ReasonInvalidConfig = "InvalidConfig"
 	// ReasonAwaitingEvaluation: gates have not been evaluated in this step yet.
 	ReasonAwaitingEvaluation = "AwaitingEvaluation"
+
+	// ReasonWebhookPending: a PreRollout or ConfirmPromotion webhook has
+	// not answered 2xx yet.
+	ReasonWebhookPending = "WebhookPending"
+	// ReasonWebhookFailed: a PreRollout webhook failed failureLimit times in
+	// a row.
+	ReasonWebhookFailed = "WebhookFailed"
+	// ReasonWebhooksPassed: every blocking webhook due so far answered 2xx.
+	ReasonWebhooksPassed = "WebhooksPassed"
 
 	// ReasonAlertFiring: an Alertmanager alert matched the rollout.
 	ReasonAlertFiring = "AlertFiring"

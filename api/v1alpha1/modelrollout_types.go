@@ -107,6 +107,17 @@ type ModelRolloutSpec struct {
 	//
 	// +optional
 	RollbackOnAlerts *AlertSelector `json:"rollbackOnAlerts,omitempty"`
+
+	// webhooks are called at points of the rollout's life: PreRollout before
+	// any traffic moves (it blocks the start, and rolls back on failure),
+	// ConfirmPromotion before the last step (it holds until it answers
+	// 2xx), OnTransition on every phase change (a notification).
+	//
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=8
+	Webhooks []Webhook `json:"webhooks,omitempty"`
 }
 
 // DeletionPolicy says what deleting a rollout does to the routes.
@@ -367,6 +378,15 @@ type ModelRolloutStatus struct {
 	// +listMapKey=name
 	// +kubebuilder:validation:MaxItems=16
 	Gates []GateStatus `json:"gates,omitempty"`
+
+	// webhooks records the blocking webhooks (PreRollout, ConfirmPromotion)
+	// of the current attempt of the rollout.
+	//
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=8
+	Webhooks []WebhookStatus `json:"webhooks,omitempty"`
 
 	// lastHandledPromote is the value of the promote annotation that was last
 	// acted on. Likewise for abort and retry.
