@@ -161,6 +161,11 @@ func (r *ModelRolloutReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		if obs.Canary, err = r.observeCanary(ctx, ro); err != nil {
 			return ctrl.Result{}, err
 		}
+		if ro.Spec.CapacityFactor != nil && capacityMatters(ro) {
+			if obs.Capacity, err = r.observeCapacity(ctx, ro); err != nil {
+				return ctrl.Result{}, err
+			}
+		}
 		if ro.Spec.Analysis != nil {
 			if r.Gates == nil {
 				obs.Analysis = &problem{Reason: rolloutsv1.ReasonInvalidConfig, Message: "the operator runs without gate evaluation"}

@@ -86,6 +86,9 @@ type observation struct {
 	// Canary is set when the canary backend is missing or has no ready
 	// endpoints.
 	Canary *problem
+	// Capacity holds the ready endpoints of stable and canary when
+	// spec.capacityFactor is set.
+	Capacity *capacity
 	// Analysis is set when a gate cannot be rendered or parsed, or its
 	// Prometheus settings are unusable.
 	Analysis *problem
@@ -184,6 +187,11 @@ type planner struct {
 	// while a blocking webhook holds the rollout (plan_webhooks.go).
 	calls    []hookCall
 	hookHold *problem
+	// capacityWait is set while the canary lacks the ready endpoints the
+	// next step needs; capacityStalled once that wait passed the deadline
+	// before any traffic moved (plan_capacity.go).
+	capacityWait    *problem
+	capacityStalled bool
 }
 
 // plan decides the next status of a rollout.
@@ -471,6 +479,7 @@ func (p *planner) restart() {
 	st.StepHistory = nil
 	st.Gates = nil
 	st.Webhooks = nil
+	st.Capacity = nil
 	st.Message = "Starting"
 }
 
@@ -586,6 +595,11 @@ func (p *planner) waitForStart() {
 			p.st.Phase = rolloutsv1.PhaseWaiting
 			p.st.Message = capitalize(p.hookHold.Message)
 		}
+		return
+	}
+	if p.capacityHold(p.steps[0].Weight) {
+		p.st.Phase = rolloutsv1.PhaseWaiting
+		p.st.Message = capitalize(p.capacityWait.Message)
 		return
 	}
 	p.startStep(0)
@@ -916,6 +930,12 @@ func (p *planner) progress() {
 		st.Message = fmt.Sprintf("Step %s: canary at %d%%, %s", st.Step, st.CanaryWeight, p.hookHold.Message)
 		return
 	}
+	if p.capacityHold(p.steps[i+1].Weight) {
+		if st.Phase != rolloutsv1.PhaseRolledBack {
+			st.Message = fmt.Sprintf("Step %s: canary at %d%%, %s", st.Step, st.CanaryWeight, p.capacityWait.Message)
+		}
+		return
+	}
 	p.startStep(i + 1)
 }
 
@@ -1068,6 +1088,8 @@ func (p *planner) setConditions() {
 	case st.Phase == rolloutsv1.PhaseIdle || st.Phase == rolloutsv1.PhaseSucceeded:
 	case p.obs.Analysis != nil:
 		stalled = p.obs.Analysis
+	case p.capacityStalled:
+		stalled = &problem{Reason: rolloutsv1.ReasonWaitingForCapacity, Message: msg}
 	case p.deadlineExceeded():
 		stalled = &problem{Reason: rolloutsv1.ReasonProgressDeadlineExceeded,
 			Message: fmt.Sprintf("%s (waiting since %s, past the progress deadline of %s)", msg, st.WaitingSince.UTC().Format(time.RFC3339), p.progressDeadline())}

@@ -116,6 +116,10 @@ const (
 	// ReasonWebhooksPassed: every blocking webhook due so far answered 2xx.
 	ReasonWebhooksPassed = "WebhooksPassed"
 
+	// ReasonWaitingForCapacity: the canary has fewer ready endpoints than
+	// the next step's weight needs (spec.capacityFactor).
+	ReasonWaitingForCapacity = "WaitingForCapacity"
+
 	// ReasonAlertFiring: an Alertmanager alert matched the rollout.
 	ReasonAlertFiring = "AlertFiring"
 	// ReasonAborted: a user asked for a rollback.
