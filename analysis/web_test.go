@@ -557,3 +557,26 @@ func FuzzWebJSONPath(f *testing.F) {
 		}
 	})
 }
+
+// The README's example renders, and its path picks the accuracy.
+func TestReadmeWebExample(t *testing.T) {
+	g := v1alpha1.Gate{Name: "quality", Min: ptr.To(0.85), NoData: v1alpha1.NoDataFail, FailureLimit: 2, Web: &v1alpha1.WebGate{
+		URL:      "https://eval.ml-platform:8443/v1/scores?model={{ .Canary }}&ns={{ .Namespace }}",
+		Method:   v1alpha1.WebMethodPost,
+		Headers:  []v1alpha1.WebHeader{{Name: "X-Scope-OrgID", Value: "{{ .Namespace }}"}},
+		Body:     `{"model": "{{ .Canary }}", "suite": "smoke", "weight": {{ .Weight }}}`,
+		JSONPath: "$.results[?@.metric=='accuracy'].value",
+		Timeout:  "10s", MaxResponseBytes: 1048576,
+	}}
+	r, err := RenderWeb(g, webVars)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.URL != "https://eval.ml-platform:8443/v1/scores?model=vllm-v2&ns=team-a" || r.Body != `{"model": "vllm-v2", "suite": "smoke", "weight": 10}` {
+		t.Errorf("url %q, body %q", r.URL, r.Body)
+	}
+	ev := JudgeWebAnswer(g, r.Path, []byte(`{"results": [{"metric": "accuracy", "value": 0.91}, {"metric": "latency", "value": 3}]}`))
+	if ev.Verdict != v1alpha1.VerdictPass || *ev.Value != 0.91 {
+		t.Errorf("%+v", ev)
+	}
+}
