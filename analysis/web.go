@@ -209,8 +209,8 @@ func renderWeb(g v1alpha1.Gate, v Vars) (WebRequest, error) {
 
 // EvaluateWeb calls the gate's endpoint once through c and judges the
 // answer. See the verdicts at the top of this file.
-func EvaluateWeb(ctx context.Context, c HTTPDoer, g v1alpha1.Gate, r WebRequest, auth WebAuth) Evaluation {
-	ctx, cancel := context.WithTimeout(ctx, r.Timeout)
+func EvaluateWeb(parent context.Context, c HTTPDoer, g v1alpha1.Gate, r WebRequest, auth WebAuth) Evaluation {
+	ctx, cancel := context.WithTimeout(parent, r.Timeout)
 	defer cancel()
 	var body io.Reader
 	if r.Body != "" {
@@ -230,7 +230,7 @@ func EvaluateWeb(ctx context.Context, c HTTPDoer, g v1alpha1.Gate, r WebRequest,
 
 	resp, err := c.Do(req)
 	if err != nil {
-		return webError("%s %s: %s", r.Method, redactURL(req.URL), callError(ctx, err, r.Timeout))
+		return webError("%s %s: %s", r.Method, redactURL(req.URL), callError(parent, ctx, err, r.Timeout))
 	}
 	defer resp.Body.Close()
 	b, err := egress.ReadCapped(resp.Body, r.MaxBytes)
@@ -238,7 +238,7 @@ func EvaluateWeb(ctx context.Context, c HTTPDoer, g v1alpha1.Gate, r WebRequest,
 	case errors.Is(err, egress.ErrTooLarge):
 		return webError("%s %s: %v", r.Method, redactURL(req.URL), err)
 	case err != nil:
-		return webError("%s %s: read the answer: %s", r.Method, redactURL(req.URL), callError(ctx, err, r.Timeout))
+		return webError("%s %s: read the answer: %s", r.Method, redactURL(req.URL), callError(parent, ctx, err, r.Timeout))
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		msg := fmt.Sprintf("%s %s: HTTP %d", r.Method, redactURL(req.URL), resp.StatusCode)
@@ -339,10 +339,11 @@ func webError(format string, args ...any) Evaluation {
 	return Evaluation{Verdict: v1alpha1.VerdictError, Message: fmt.Sprintf(format, args...)}
 }
 
-// callError says why a call failed: the timeout, the egress policy's
+// callError says why a call failed: the gate's timeout, the caller's
+// cancellation, the egress policy's
 // refusal (its own words), or the transport's error without the URL, which
 // the caller prints once.
-func callError(ctx context.Context, err error, timeout time.Duration) string {
+func callError(parent, ctx context.Context, err error, timeout time.Duration) string {
 	var uerr *url.Error
 	if errors.As(err, &uerr) {
 		err = uerr.Err
@@ -356,6 +357,10 @@ func callError(ctx context.Context, err error, timeout time.Duration) string {
 			msg = msg[i:]
 		}
 		return msg
+	case parent.Err() != nil:
+		// The caller gave up first (the gate round's own bound, or the
+		// operator stopping), not the gate's timeout.
+		return fmt.Sprintf("the call was cut short: %v", context.Cause(parent))
 	case errors.Is(ctx.Err(), context.DeadlineExceeded) || errors.Is(err, context.DeadlineExceeded):
 		return fmt.Sprintf("no answer within the timeout of %s", timeout)
 	}

@@ -504,8 +504,25 @@ func TestWebClientsReuseAndBound(t *testing.T) {
 
 func TestCallErrorKeepsTransportErrors(t *testing.T) {
 	err := &url.Error{Op: "Get", URL: "http://x", Err: errors.New("connection refused")}
-	if got := callError(context.Background(), err, time.Second); got != "connection refused" {
+	if got := callError(context.Background(), context.Background(), err, time.Second); got != "connection refused" {
 		t.Errorf("%q", got)
+	}
+}
+
+// A round that runs out of time is not blamed on the gate's own timeout.
+func TestEvaluateWebParentCancelled(t *testing.T) {
+	u := serveWeb(t, func(_ http.ResponseWriter, r *http.Request) { <-r.Context().Done() })
+	g := webGate(u, "$.score")
+	r, err := RenderWeb(g, webVars)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := NewWebClients(1).Get(loopback, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	ev := EvaluateWeb(ctx, c, g, r, WebAuth{})
+	if ev.Verdict != v1alpha1.VerdictError || !strings.Contains(ev.Message, "the call was cut short: context deadline exceeded") {
+		t.Fatalf("%s: %q", ev.Verdict, ev.Message)
 	}
 }
 
