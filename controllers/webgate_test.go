@@ -1,11 +1,14 @@
 package controllers
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"testing"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -197,3 +200,66 @@ var _ = Describe("Web gates", func() {
 		Consistently(routeWeights(ns, "model-header-routing", "gpt4")).Should(Equal(map[string]int32{"vllm-gpt4-v1": 1}))
 	})
 })
+
+// A web gate's verdicts are accounted exactly as a PromQL gate's: noData,
+// failureLimit and inconclusiveLimit, round after round.
+func TestWebGateAccounting(t *testing.T) {
+	var answer atomic.Value
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		a := answer.Load().(string)
+		if a == "500" {
+			w.WriteHeader(http.StatusInternalServerError)
+			return
+		}
+		fmt.Fprint(w, a)
+	}))
+	defer srv.Close()
+	gates := &PrometheusGates{Egress: egress.MustNew(nil, []string{"127.0.0.0/8"}), WebClients: analysis.NewWebClients(1)}
+
+	ro := newRollout("ai", step(10, "1h"), step(100, "1h"))
+	ro.Status.CanaryWeight = 10
+	ro.Spec.Analysis = &rolloutsv1.Analysis{InconclusiveLimit: 2, Gates: []rolloutsv1.Gate{{
+		Name: "quality", Min: ptr.To(0.8), NoData: rolloutsv1.NoDataFail, FailureLimit: 2,
+		Web: &rolloutsv1.WebGate{URL: srv.URL + "/", JSONPath: "$.score"},
+	}}}
+	now := time.Now()
+	round := func(body string) *gateRound {
+		t.Helper()
+		answer.Store(body)
+		now = now.Add(time.Second)
+		r := gates.Evaluate(context.Background(), ro, now)
+		ro.Status.Gates = r.Gates
+		return r
+	}
+
+	// No data under noData: Fail counts as a failure: the second in a row
+	// rolls back.
+	r := round(`{}`)
+	if r.Rollback != nil || r.Holding == nil || r.Holding.Reason != rolloutsv1.ReasonGateNoData ||
+		!strings.Contains(r.Holding.Message, "counted as a failure (noData: Fail): no data: jsonPath $[\"score\"] selected nothing (failure 1 of 2 in a row)") {
+		t.Fatalf("round 1: rollback %+v, holding %+v", r.Rollback, r.Holding)
+	}
+	r = round(`{"score": null}`)
+	if r.Rollback == nil || r.Rollback.Reason != rolloutsv1.ReasonGateFailed {
+		t.Fatalf("round 2: rollback %+v, holding %+v", r.Rollback, r.Holding)
+	}
+
+	// A pass resets the count.
+	if r = round(`{"score": "0.9"}`); r.Rollback != nil || r.Holding != nil || ro.Status.Gates[0].ConsecutiveFailures != 0 {
+		t.Fatalf("round 3: rollback %+v, holding %+v, gates %+v", r.Rollback, r.Holding, ro.Status.Gates)
+	}
+
+	// Errors are inconclusive: they hold with GateError, and the second in
+	// a row reaches inconclusiveLimit.
+	r = round("500")
+	if r.Rollback != nil || r.Holding == nil || r.Holding.Reason != rolloutsv1.ReasonGateError || !strings.Contains(r.Holding.Message, "HTTP 500") {
+		t.Fatalf("round 4: rollback %+v, holding %+v", r.Rollback, r.Holding)
+	}
+	r = round(`not json`)
+	if r.Rollback == nil || r.Rollback.Reason != rolloutsv1.ReasonInconclusive || !strings.Contains(r.Rollback.Message, "the answer is not JSON") {
+		t.Fatalf("round 5: rollback %+v, holding %+v", r.Rollback, r.Holding)
+	}
+	if h := ro.Status.Gates[0].History; len(h) != 5 || h[2].Value != "0.9" || h[2].Verdict != rolloutsv1.VerdictPass {
+		t.Errorf("history %+v", h)
+	}
+}
