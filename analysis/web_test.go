@@ -55,6 +55,12 @@ func TestRenderWeb(t *testing.T) {
 	if r.Timeout != DefaultWebTimeout || r.MaxBytes != DefaultWebMaxResponseBytes {
 		t.Errorf("defaults: timeout %s, max %d", r.Timeout, r.MaxBytes)
 	}
+
+	// Kubernetes names need no escaping, so they can name a host.
+	u, err := RenderURL("http://{{ .Canary }}-eval.{{ .Namespace }}.svc:8080/score", webVars)
+	if err != nil || u != "http://vllm-v2-eval.team-a.svc:8080/score" {
+		t.Errorf("in-cluster URL %q (%v)", u, err)
+	}
 }
 
 // Values that could change a URL's or a body's structure are escaped.
