@@ -14,6 +14,13 @@
 //  3. Record folds the Evaluation into the gate's GateStatus and returns
 //     the Outcome for the rollout. Due says when the gate is next due.
 //
+// Web gates take another first two steps: RenderWeb renders the URL, header
+// and body templates (RenderURL, RenderHeader, RenderJSON, each escaping for
+// where the value lands) and parses the RFC 9535 JSONPath; EvaluateWeb calls
+// the endpoint through an egress-policy client from WebClients and
+// JudgeWebAnswer picks the number. Their verdicts are listed in web.go.
+// Record is the same for every kind.
+//
 // # Verdicts (EvaluateGate)
 //
 //   - Pass: the query returned a number v with min <= v <= max (inclusive;

@@ -31,6 +31,9 @@ type PrometheusGates struct {
 	// Egress decides which URLs web and prompt gates may call; nil refuses
 	// everything outside the private ranges (egress.New(nil, nil)).
 	Egress *egress.Policy
+	// WebClients reuses one HTTP client per egress policy and CA bundle for
+	// web gates; nil shares a process-wide cache.
+	WebClients *analysis.WebClients
 }
 
 // egressPolicy is the policy in force: the configured one, or the strictest.
@@ -83,8 +86,28 @@ func (g *PrometheusGates) Validate(ctx context.Context, ro *rolloutsv1.ModelRoll
 	if err := analysis.ValidateGates(ro.Spec.Analysis, gateVars(ro, time.Now())); err != nil {
 		return &problem{Reason: rolloutsv1.ReasonInvalidQuery, Message: truncate(err.Error(), 1024)}, nil
 	}
+	if p, err := g.validateWebAuth(ctx, ro); p != nil || err != nil {
+		return p, err
+	}
+	if !queriesPrometheus(ro.Spec.Analysis) {
+		return nil, nil
+	}
 	_, p, err := g.clientConfig(ctx, ro)
 	return p, err
+}
+
+// queriesPrometheus says whether any gate of a is a PromQL gate. Every
+// kind but web queries Prometheus.
+func queriesPrometheus(a *rolloutsv1.Analysis) bool {
+	if a == nil {
+		return false
+	}
+	for _, gate := range a.Gates {
+		if gate.Web == nil {
+			return true
+		}
+	}
+	return false
 }
 
 // clientConfig builds the Prometheus client settings of the rollout. A
@@ -145,16 +168,18 @@ func (g *PrometheusGates) Evaluate(ctx context.Context, ro *rolloutsv1.ModelRoll
 	vars := gateVars(ro, now)
 	round := &gateRound{}
 
-	cfg, p, err := g.clientConfig(ctx, ro)
 	var q analysis.Querier
 	var clientErr error
-	switch {
-	case err != nil:
-		clientErr = err
-	case p != nil:
-		clientErr = fmt.Errorf("%s", p.Message)
-	default:
-		q, clientErr = g.Clients.Get(cfg)
+	if queriesPrometheus(a) {
+		cfg, p, err := g.clientConfig(ctx, ro)
+		switch {
+		case err != nil:
+			clientErr = err
+		case p != nil:
+			clientErr = fmt.Errorf("%s", p.Message)
+		default:
+			q, clientErr = g.Clients.Get(cfg)
+		}
 	}
 
 	prev := map[string]rolloutsv1.GateStatus{}
@@ -163,14 +188,10 @@ func (g *PrometheusGates) Evaluate(ctx context.Context, ro *rolloutsv1.ModelRoll
 	}
 	for _, gate := range a.Gates {
 		var ev analysis.Evaluation
-		rendered, err := analysis.RenderGate(gate, vars)
-		switch {
-		case err != nil:
-			ev = analysis.Evaluation{Verdict: rolloutsv1.VerdictError, Message: err.Error()}
-		case clientErr != nil:
-			ev = analysis.Evaluation{Verdict: rolloutsv1.VerdictError, Message: clientErr.Error()}
-		default:
-			ev = analysis.EvaluateGate(ctx, q, gate, rendered, now)
+		if gate.Web != nil {
+			ev = g.evaluateWeb(ctx, ro, gate, vars)
+		} else {
+			ev = evaluatePromQL(ctx, q, clientErr, gate, vars, now)
 		}
 		gs, outcome := analysis.Record(prev[gate.Name], gate, ev, ro.Status.CanaryWeight, a.InconclusiveLimit, now)
 		gs.DryRun = gate.DryRun
@@ -199,6 +220,9 @@ func (g *PrometheusGates) Evaluate(ctx context.Context, ro *rolloutsv1.ModelRoll
 				switch gs.Verdict {
 				case rolloutsv1.VerdictError:
 					reason = rolloutsv1.ReasonPrometheusError
+					if gate.Web != nil {
+						reason = rolloutsv1.ReasonGateError
+					}
 				case rolloutsv1.VerdictFail:
 					reason = rolloutsv1.ReasonGateFailed
 				}
@@ -220,6 +244,19 @@ func dryRunFailure(gate rolloutsv1.Gate, gs rolloutsv1.GateStatus, outcome analy
 			Message: fmt.Sprintf("gate %q had no verdict in %d evaluations in a row (inconclusiveLimit %d): %s", gate.Name, gs.ConsecutiveInconclusive, inconclusiveLimit, gs.Message)}
 	}
 	return nil
+}
+
+// evaluatePromQL renders a PromQL gate and queries it through q, or
+// reports why it cannot (a rendering error, or clientErr).
+func evaluatePromQL(ctx context.Context, q analysis.Querier, clientErr error, gate rolloutsv1.Gate, vars analysis.Vars, now time.Time) analysis.Evaluation {
+	rendered, err := analysis.RenderGate(gate, vars)
+	switch {
+	case err != nil:
+		return analysis.Evaluation{Verdict: rolloutsv1.VerdictError, Message: err.Error()}
+	case clientErr != nil:
+		return analysis.Evaluation{Verdict: rolloutsv1.VerdictError, Message: clientErr.Error()}
+	}
+	return analysis.EvaluateGate(ctx, q, gate, rendered, now)
 }
 
 func failureLimit(g rolloutsv1.Gate) int32 {

@@ -103,10 +103,11 @@ const (
 
 // Gate is one check of the canary's health.
 //
-// +kubebuilder:validation:XValidation:rule="has(self.preset) != has(self.query)",message="set exactly one of preset or query"
+// +kubebuilder:validation:XValidation:rule="[has(self.preset), has(self.query), has(self.web)].filter(k, k).size() == 1",message="set exactly one gate kind: preset, query or web"
 // +kubebuilder:validation:XValidation:rule="has(self.min) || has(self.max)",message="set min, max or both: a gate without a threshold would always pass"
 // +kubebuilder:validation:XValidation:rule="!has(self.min) || !has(self.max) || self.min <= self.max",message="min must not be greater than max"
 // +kubebuilder:validation:XValidation:rule="!has(self.minRequests) || has(self.preset) || has(self.requestsQuery)",message="minRequests on a custom query needs requestsQuery, the PromQL that counts the canary's requests"
+// +kubebuilder:validation:XValidation:rule="!has(self.web) || (!has(self.minRequests) && !has(self.requestsQuery) && !has(self.selector))",message="minRequests, requestsQuery and selector apply only to PromQL gates (preset or query), not to web gates"
 type Gate struct {
 	// name identifies the gate in status, events and metrics.
 	//
@@ -129,6 +130,13 @@ type Gate struct {
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=4096
 	Query string `json:"query,omitempty"`
+
+	// web is a gate that asks an HTTP endpoint instead of Prometheus: the
+	// number is picked out of its JSON answer with a JSONPath expression.
+	// Calls go through the operator's egress policy.
+	//
+	// +optional
+	Web *WebGate `json:"web,omitempty"`
 
 	// selector replaces a preset's default label matchers that pick the
 	// canary's series, e.g. `service="{{ .Canary }}"`. A template, like query.
@@ -187,6 +195,114 @@ type Gate struct {
 	DryRun bool `json:"dryRun,omitempty"`
 }
 
+// WebMethod is the HTTP method of a web gate.
+//
+// +kubebuilder:validation:Enum=GET;POST
+type WebMethod string
+
+const (
+	// WebMethodGet sends a GET without a body.
+	WebMethodGet WebMethod = "GET"
+	// WebMethodPost sends a POST with the rendered body.
+	WebMethodPost WebMethod = "POST"
+)
+
+// WebGate is an HTTP(S) request whose JSON answer yields the gate's value.
+//
+// +kubebuilder:validation:XValidation:rule="!has(self.body) || (has(self.method) && self.method == 'POST')",message="body is sent only with method: POST"
+// +kubebuilder:validation:XValidation:rule="!has(self.headers) || !has(self.authSecretRef) || self.headers.all(h, h.name.lowerAscii() != 'authorization')",message="set the Authorization header or authSecretRef, not both"
+type WebGate struct {
+	// url to call, an http:// or https:// URL. A Go text/template over the
+	// gate variables; every string variable is percent-encoded, so it is
+	// safe in a path segment or a query value, e.g.
+	// http://eval.ml:8080/scores?model={{ .Canary }}.
+	//
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:XValidation:rule="self.startsWith('http://') || self.startsWith('https://')",message="url must start with http:// or https://, e.g. http://eval.ml:8080/score?model={{ .Canary }}"
+	URL string `json:"url"`
+
+	// method is GET (default) or POST.
+	//
+	// +optional
+	// +kubebuilder:default=GET
+	Method WebMethod `json:"method,omitempty"`
+
+	// headers are sent with the request. Values are templates over the gate
+	// variables, inserted verbatim; they must not contain line breaks.
+	//
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=16
+	Headers []WebHeader `json:"headers,omitempty"`
+
+	// body is the JSON document sent with a POST (Content-Type
+	// application/json unless a header says otherwise). A template over the
+	// gate variables; every string variable is escaped for the inside of a
+	// JSON string, so write it between double quotes:
+	// {"model": "{{ .Canary }}", "weight": {{ .Weight }}}.
+	//
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=8192
+	Body string `json:"body,omitempty"`
+
+	// jsonPath is an RFC 9535 JSONPath expression that must select exactly
+	// one number (or a string holding one) in the JSON answer, e.g.
+	// $.data.score. Selecting nothing or null is no data; several values or
+	// anything else is an error.
+	//
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=1024
+	// +kubebuilder:validation:XValidation:rule="self.startsWith('$')",message="jsonPath must start with $, the root of the answer, e.g. $.data.score"
+	JSONPath string `json:"jsonPath"`
+
+	// authSecretRef names a Secret in the rollout's namespace holding the
+	// credentials: key "token" for a bearer token, or keys "username" and
+	// "password" for basic auth; optional key "ca.crt" holds a PEM CA bundle
+	// that replaces the system roots for https:// URLs.
+	//
+	// +optional
+	AuthSecretRef *LocalObjectReference `json:"authSecretRef,omitempty"`
+
+	// timeout of the whole request, redirects and answer included.
+	//
+	// +optional
+	// +kubebuilder:default="10s"
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('100ms') && duration(self) <= duration('60s')",message="timeout must be between 100ms and 60s: gates of a rollout run one after another within one round"
+	Timeout Duration `json:"timeout,omitempty"`
+
+	// maxResponseBytes bounds the answer's body; a longer answer is an
+	// error. Default 1 MiB, at most 16 MiB.
+	//
+	// +optional
+	// +kubebuilder:default=1048576
+	// +kubebuilder:validation:Minimum=64
+	// +kubebuilder:validation:Maximum=16777216
+	MaxResponseBytes int64 `json:"maxResponseBytes,omitempty"`
+}
+
+// WebHeader is one HTTP header of a web gate.
+type WebHeader struct {
+	// name of the header, e.g. X-Scope-OrgID.
+	//
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=128
+	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9!#$%&'*+.^_|~-]+$`
+	// +kubebuilder:validation:XValidation:rule="!(self.lowerAscii() in ['host', 'content-length', 'transfer-encoding', 'connection'])",message="Host, Content-Length, Transfer-Encoding and Connection are set by the operator; put the host in url"
+	Name string `json:"name"`
+
+	// value of the header, a template over the gate variables.
+	//
+	// +required
+	// +kubebuilder:validation:MaxLength=1024
+	Value string `json:"value"`
+}
+
 // AlertSelector matches Alertmanager alerts by their labels.
 type AlertSelector struct {
 	// matchLabels must all be present on an alert, with equal values, for the
@@ -209,10 +325,14 @@ const (
 	// VerdictFail: the value is outside [min, max].
 	VerdictFail GateVerdict = "Fail"
 	// VerdictNoData: the query returned an empty vector, NaN or an infinity,
-	// or the canary served fewer than minRequests requests.
+	// or the canary served fewer than minRequests requests; for a web gate,
+	// the JSONPath selected nothing, null, NaN or an infinity.
 	VerdictNoData GateVerdict = "NoData"
 	// VerdictError: Prometheus could not be queried, or the query returned
-	// several series or an unexpected type.
+	// several series or an unexpected type; for a web gate, the endpoint
+	// could not be called (or the egress policy refused it), answered with
+	// a non-2xx status, an oversized or non-JSON body, or the JSONPath
+	// selected several values or something other than a number.
 	VerdictError GateVerdict = "Error"
 )
 

@@ -100,6 +100,10 @@ const (
 	ReasonGateNoData = "GateNoData"
 	// ReasonPrometheusError: Prometheus could not be queried.
 	ReasonPrometheusError = "PrometheusError"
+	// ReasonGateError: a gate that does not query Prometheus (a web gate)
+	// could not call its endpoint, or could not read a number from the
+	// answer.
+	ReasonGateError = "GateError"
 	// ReasonInvalidQuery: a gate's query does not parse or render.
 	ReasonInvalidQuery = "InvalidQuery"
 	// ReasonInvalidConfig: a referenced Secret or other setting is unusable.
