@@ -175,3 +175,137 @@ func TestPresetsAgainstRealPrometheus(t *testing.T) {
 		g.Expect(st.Value).To(Equal(analysis.FormatValue(tt.value)))
 	}
 }
+
+// fakeEPP exposes an endpoint picker's request metrics under the llm-d
+// router's names (llm_d_epp_request_*), the deprecated Inference Extension
+// names (inference_objective_request_*) or both at once, as the llm-d router
+// does during the deprecation. Per scrape it counts errors failed and ok
+// successful requests, every one with a latency and a TTFT in (lo, hi].
+type fakeEPP struct {
+	newNames, oldNames bool
+	errors, ok         float64
+	lo, hi             float64
+
+	mu      sync.Mutex
+	scrapes float64
+}
+
+func (f *fakeEPP) Describe(ch chan<- *prometheus.Desc) { prometheus.DescribeByCollect(f, ch) }
+
+func (f *fakeEPP) Collect(ch chan<- prometheus.Metric) {
+	f.mu.Lock()
+	f.scrapes++
+	n := f.scrapes
+	f.mu.Unlock()
+	count := uint64(n * (f.errors + f.ok))
+	buckets := map[float64]uint64{}
+	for _, b := range latencyBuckets {
+		if b >= f.hi {
+			buckets[b] = count
+		} else {
+			buckets[b] = 0
+		}
+	}
+	labels := prometheus.Labels{"model_name": "gpt-4", "target_model_name": "gpt-4"}
+	emit := func(prefix string) {
+		total := prometheus.NewDesc(prefix+"_total", "Requests.", nil, labels)
+		errs := prometheus.NewDesc(prefix+"_error_total", "Failed requests.", nil, labels)
+		dur := prometheus.NewDesc(prefix+"_duration_seconds", "Latency.", nil, labels)
+		ttft := prometheus.NewDesc(prefix+"_ttft_seconds", "Time to first token.", nil, labels)
+		ch <- prometheus.MustNewConstMetric(total, prometheus.CounterValue, float64(count))
+		if f.errors > 0 {
+			ch <- prometheus.MustNewConstMetric(errs, prometheus.CounterValue, n*f.errors)
+		}
+		ch <- prometheus.MustNewConstHistogram(dur, count, float64(count)*(f.lo+f.hi)/2, buckets)
+		ch <- prometheus.MustNewConstHistogram(ttft, count, float64(count)*(f.lo+f.hi)/2, buckets)
+	}
+	if f.newNames {
+		emit("llm_d_epp_request")
+	}
+	if f.oldNames {
+		emit("inference_objective_request")
+	}
+}
+
+// TestInferencePoolPresetsBothMetricNames has a real Prometheus scrape three
+// endpoint pickers: one exporting only the llm-d router's llm_d_epp_* names,
+// one exporting both those and the deprecated inference_objective_* names
+// (double counting would show as doubled request counts), and one with only
+// the old names. Every inference-pool preset reads the same values from each.
+func TestInferencePoolPresetsBothMetricNames(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a Prometheus server; skipped with -short")
+	}
+	if err := promharness.Available(); err != nil {
+		t.Skipf("skipping the real-Prometheus test: %v", err)
+	}
+	g := NewWithT(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+
+	const ns = "ai-gateway"
+	pickers := map[string]*fakeEPP{
+		"pool-new":  {newNames: true, errors: 1, ok: 9, lo: 1, hi: 2},
+		"pool-both": {newNames: true, oldNames: true, errors: 1, ok: 9, lo: 1, hi: 2},
+		"pool-old":  {oldNames: true, errors: 1, ok: 9, lo: 1, hi: 2},
+	}
+	var targets []promharness.Target
+	for pool, f := range pickers {
+		targets = append(targets, promharness.Target{Job: "epp", Addr: serve(t, f),
+			Labels: map[string]string{"service": analysis.EndpointPickerName(pool), "namespace": ns}})
+	}
+	prom, err := promharness.StartPrometheus(ctx, promharness.PrometheusOptions{ScrapeInterval: time.Second, Targets: targets})
+	if err != nil {
+		t.Fatalf("start Prometheus: %v", err)
+	}
+	t.Cleanup(func() { _ = prom.Close() })
+	if err := prom.WaitForTargetsUp(ctx); err != nil {
+		t.Fatalf("targets: %v", err)
+	}
+	q, err := analysis.NewClient(analysis.ClientConfig{Address: prom.URL()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	one := int64(1)
+	maxErr, maxLatency := 0.2, 5.0
+	gates := []struct {
+		gate  v1alpha1.Gate
+		value float64
+	}{
+		{v1alpha1.Gate{Name: "errors", Preset: "inference-pool-error-ratio", Max: &maxErr, MinRequests: &one}, 0.1},
+		{v1alpha1.Gate{Name: "latency", Preset: "inference-pool-latency-p99", Max: &maxLatency, MinRequests: &one}, 1.99},
+		{v1alpha1.Gate{Name: "ttft", Preset: "inference-pool-ttft-p99", Max: &maxLatency}, 1.99},
+	}
+	for pool := range pickers {
+		vars := analysis.Vars{Namespace: ns, Rollout: "gpt4", Stable: "pool-stable", Canary: pool,
+			Weight: 10, Interval: time.Minute, StepWindow: time.Minute}
+		for _, tt := range gates {
+			r, err := analysis.RenderGate(tt.gate, vars)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var ev analysis.Evaluation
+			g.Eventually(func(g Gomega) {
+				ev = analysis.EvaluateGate(ctx, q, tt.gate, r, time.Now())
+				g.Expect(ev.Verdict).To(Equal(v1alpha1.VerdictPass), "%s", ev.Message)
+			}).WithContext(ctx).WithTimeout(90*time.Second).WithPolling(250*time.Millisecond).Should(Succeed(), "pool %s, gate %s, query %s", pool, tt.gate.Name, r.Query)
+			g.Expect(*ev.Value).To(BeNumerically("~", tt.value, 1e-9), "pool %s, gate %s, query %s", pool, tt.gate.Name, r.Query)
+		}
+		// The requests query counts each request once, even when the
+		// picker exports both names: at the same instant it equals the
+		// count under the new name alone.
+		if pool == "pool-both" {
+			r, err := analysis.RenderGate(gates[0].gate, vars)
+			if err != nil {
+				t.Fatal(err)
+			}
+			at := time.Now()
+			got, err := q.Query(ctx, r.RequestsQuery, at)
+			g.Expect(err).NotTo(HaveOccurred())
+			single, err := q.Query(ctx, `sum(increase(llm_d_epp_request_total{service="pool-both-epp"}[1m]))`, at)
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(got.NoData || single.NoData).To(BeFalse())
+			g.Expect(got.Value).To(Equal(single.Value), "requests counted twice: %s", r.RequestsQuery)
+		}
+	}
+}
