@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/api"
@@ -342,6 +343,19 @@ func (c *Client) Query(ctx context.Context, query string, at time.Time) (Sample,
 		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
 			return Sample{}, fmt.Errorf("%w: no answer within the %s query timeout: %w", ErrQueryFailed, c.timeout, err)
 		}
+		if errors.As(err, &apiErr) && (apiErr.Type == promv1.ErrClient || apiErr.Type == promv1.ErrServer) {
+			// A plain HTTP error (not the API's JSON): say what the server
+			// or the gateway in front of it answered, briefly.
+			var extra string
+			if d := excerpt(apiErr.Detail, 200); d != "" {
+				extra = ": " + d
+			}
+			if strings.HasSuffix(apiErr.Msg, " 401") || strings.HasSuffix(apiErr.Msg, " 403") {
+				extra += "; the server refused the query's credentials: check spec.analysis.prometheus " +
+					"(authSecretRef, headers, oauth2, sigv4, TLS client certificate)"
+			}
+			return Sample{}, fmt.Errorf("%w: %w%s", ErrQueryFailed, err, extra)
+		}
 		return Sample{}, fmt.Errorf("%w: %w", ErrQueryFailed, err)
 	}
 	log := logr.FromContextOrDiscard(ctx)
@@ -364,6 +378,32 @@ func (c *Client) Query(ctx context.Context, query string, at time.Time) (Sample,
 		}
 	}
 	return s, nil
+}
+
+// excerpt is the start of an HTTP body for a message: printable characters
+// only, runs of white space as one space, at most n bytes.
+func excerpt(body string, n int) string {
+	var b strings.Builder
+	space := false
+	for _, r := range body {
+		if b.Len() >= n {
+			b.WriteString("...")
+			break
+		}
+		switch {
+		case unicode.IsSpace(r):
+			space = b.Len() > 0
+			continue
+		case !unicode.IsPrint(r):
+			r = '?'
+		}
+		if space {
+			b.WriteByte(' ')
+			space = false
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }
 
 // Close releases the client's idle connections.

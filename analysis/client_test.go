@@ -619,3 +619,23 @@ func TestClientSigV4(t *testing.T) {
 		}
 	}
 }
+
+func TestClientHTTPErrorExcerpt(t *testing.T) {
+	body := "<html>\n<body>\x00Bad   gateway" + strings.Repeat(" padding", 100) + "</body></html>"
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusBadGateway)
+		_, _ = io.WriteString(w, body)
+	}))
+	defer srv.Close()
+	c, err := NewClient(ClientConfig{Address: srv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.Query(context.Background(), "up", time.Time{})
+	if !errors.Is(err, ErrQueryFailed) || !strings.Contains(err.Error(), "server error: 502: <html> <body>?Bad gateway padding") {
+		t.Fatalf("got %v, want the start of the body, one line, printable", err)
+	}
+	if len(err.Error()) > 300 || strings.Contains(err.Error(), "credentials") {
+		t.Errorf("the excerpt is not short, or a 502 was blamed on credentials: %q", err)
+	}
+}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/modelrollout/modelrollout/analysis"
 	"github.com/modelrollout/modelrollout/api/v1alpha1"
+	"github.com/modelrollout/modelrollout/test/authproxy"
 	"github.com/modelrollout/modelrollout/test/promharness"
 )
 
@@ -307,5 +308,146 @@ func TestInferencePoolPresetsBothMetricNames(t *testing.T) {
 			g.Expect(got.NoData || single.NoData).To(BeFalse())
 			g.Expect(got.Value).To(Equal(single.Value), "requests counted twice: %s", r.RequestsQuery)
 		}
+	}
+}
+
+// TestAuthAgainstRealPrometheus puts a real Prometheus behind three
+// authenticating proxies: one requiring a tenant header (as Mimir, Cortex
+// and Thanos do), one requiring a bearer token from an OAuth 2.0 token
+// endpoint (client credentials), and one requiring a TLS client certificate.
+// Through each, the gate passes with the right settings and has an Error
+// verdict saying what was refused without them.
+func TestAuthAgainstRealPrometheus(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a Prometheus server; skipped with -short")
+	}
+	if err := promharness.Available(); err != nil {
+		t.Skipf("skipping the real-Prometheus test: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+
+	const ns, canary = "ai-gateway", "vllm-gpt4-v2"
+	prom, err := promharness.StartPrometheus(ctx, promharness.PrometheusOptions{
+		ScrapeInterval: time.Second,
+		Targets: []promharness.Target{{Job: "vllm", Addr: serve(t, &fakeVLLM{errors: 1, ok: 19, lo: 1, hi: 2}),
+			Labels: map[string]string{"service": canary, "namespace": ns}}},
+	})
+	if err != nil {
+		t.Fatalf("start Prometheus: %v", err)
+	}
+	t.Cleanup(func() { _ = prom.Close() })
+	if err := prom.WaitForTargetsUp(ctx); err != nil {
+		t.Fatalf("targets: %v", err)
+	}
+
+	tenant, err := authproxy.Start(prom.URL(), authproxy.RequireHeader("X-Scope-OrgID", "team-a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tenant.Close() })
+
+	tokens, err := authproxy.StartTokenServer("modelrollout", "cl1ent-s3cret")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tokens.Close() })
+	oauth, err := authproxy.Start(prom.URL(), authproxy.RequireToken(tokens))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = oauth.Close() })
+
+	ca, err := authproxy.NewCA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	mtls, err := authproxy.Start(prom.URL(), authproxy.RequireClientCert(ca, "prometheus.monitoring.svc"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = mtls.Close() })
+	cert, key, err := ca.Issue(true, "modelrollout")
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherCA, err := authproxy.NewCA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherCert, otherKey, err := otherCA.Issue(true, "modelrollout")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	maxErr, one := 0.1, int64(1)
+	gate := v1alpha1.Gate{Name: "errors", Preset: "vllm-error-ratio", Max: &maxErr, MinRequests: &one}
+	r, err := analysis.RenderGate(gate, analysis.Vars{Namespace: ns, Rollout: "gpt4", Stable: "vllm-gpt4-v1", Canary: canary,
+		Weight: 10, Interval: time.Minute, StepWindow: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	oauth2 := &analysis.OAuth2{ClientID: "modelrollout", ClientSecret: "cl1ent-s3cret", TokenURL: tokens.URL(), Scopes: []string{"metrics:read"}}
+	mtlsCfg := analysis.ClientConfig{Address: mtls.URL(), CA: ca.PEM, ServerName: "prometheus.monitoring.svc", ClientCert: cert, ClientKey: key}
+	noCert := mtlsCfg
+	noCert.ClientCert, noCert.ClientKey = nil, nil
+	wrongCert := mtlsCfg
+	wrongCert.ClientCert, wrongCert.ClientKey = otherCert, otherKey
+
+	tests := []struct {
+		name    string
+		good    analysis.ClientConfig
+		bad     []analysis.ClientConfig
+		badWant string
+	}{
+		{
+			name: "tenant header",
+			good: analysis.ClientConfig{Address: tenant.URL(), Headers: []analysis.Header{{Name: "X-Scope-OrgID", Value: "team-a"}}},
+			bad: []analysis.ClientConfig{
+				{Address: tenant.URL()},
+				{Address: tenant.URL(), Headers: []analysis.Header{{Name: "X-Scope-OrgID", Value: "team-b"}}},
+			},
+			badWant: `client error: 401: authproxy: header X-Scope-OrgID must be "team-a"; the server refused the query's credentials`,
+		},
+		{
+			name: "oauth2 client credentials",
+			good: analysis.ClientConfig{Address: oauth.URL(), OAuth2: oauth2},
+			bad: []analysis.ClientConfig{
+				{Address: oauth.URL()},
+				{Address: oauth.URL(), BearerToken: "made-up"},
+			},
+			badWant: `client error: 401: authproxy: a bearer token from the token endpoint is required; the server refused the query's credentials`,
+		},
+		{
+			name:    "mTLS client certificate",
+			good:    mtlsCfg,
+			bad:     []analysis.ClientConfig{noCert, wrongCert},
+			badWant: `prometheus query failed: .*remote error: tls: (certificate required|unknown certificate authority)`,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g := NewWithT(t)
+			q, err := analysis.NewClient(tt.good)
+			g.Expect(err).NotTo(HaveOccurred())
+			var ev analysis.Evaluation
+			g.Eventually(func(g Gomega) {
+				ev = analysis.EvaluateGate(ctx, q, gate, r, time.Now())
+				g.Expect(ev.Verdict).To(Equal(v1alpha1.VerdictPass), "%s", ev.Message)
+			}).WithContext(ctx).WithTimeout(90*time.Second).WithPolling(250*time.Millisecond).Should(Succeed())
+			g.Expect(*ev.Value).To(BeNumerically("~", 0.05, 1e-9))
+
+			for i, cfg := range tt.bad {
+				q, err := analysis.NewClient(cfg)
+				g.Expect(err).NotTo(HaveOccurred())
+				ev := analysis.EvaluateGate(ctx, q, gate, r, time.Now())
+				g.Expect(ev.Verdict).To(Equal(v1alpha1.VerdictError), "bad config %d", i)
+				g.Expect(ev.Message).To(MatchRegexp(tt.badWant), "bad config %d", i)
+				t.Logf("without the right settings: %s", ev.Message)
+			}
+		})
+	}
+	if tokens := tokens.Requests(); len(tokens) == 0 || tokens[0].Get("scope") != "metrics:read" {
+		t.Errorf("token requests %v: want one with scope metrics:read", tokens)
 	}
 }
