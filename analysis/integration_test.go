@@ -434,7 +434,7 @@ func TestAuthAgainstRealPrometheus(t *testing.T) {
 			g.Eventually(func(g Gomega) {
 				ev = analysis.EvaluateGate(ctx, q, gate, r, time.Now())
 				g.Expect(ev.Verdict).To(Equal(v1alpha1.VerdictPass), "%s", ev.Message)
-			}).WithContext(ctx).WithTimeout(90*time.Second).WithPolling(250*time.Millisecond).Should(Succeed())
+			}).WithContext(ctx).WithTimeout(90 * time.Second).WithPolling(250 * time.Millisecond).Should(Succeed())
 			g.Expect(*ev.Value).To(BeNumerically("~", 0.05, 1e-9))
 
 			for i, cfg := range tt.bad {
