@@ -451,3 +451,101 @@ func TestAuthAgainstRealPrometheus(t *testing.T) {
 		t.Errorf("token requests %v: want one with scope metrics:read", tokens)
 	}
 }
+
+// fakeTGI exposes Text Generation Inference's request metrics as its Rust
+// exporter does: counters without a _total suffix, failures by err label,
+// and the end-to-end duration histogram in seconds.
+type fakeTGI struct {
+	failures, ok float64
+	lo, hi       float64
+
+	mu      sync.Mutex
+	scrapes float64
+}
+
+func (f *fakeTGI) Describe(ch chan<- *prometheus.Desc) { prometheus.DescribeByCollect(f, ch) }
+
+func (f *fakeTGI) Collect(ch chan<- prometheus.Metric) {
+	f.mu.Lock()
+	f.scrapes++
+	n := f.scrapes
+	f.mu.Unlock()
+	count := uint64(n * (f.failures + f.ok))
+	ch <- prometheus.MustNewConstMetric(prometheus.NewDesc("tgi_request_count", "Total number of requests.", nil, nil),
+		prometheus.CounterValue, float64(count))
+	if f.failures > 0 {
+		failure := prometheus.NewDesc("tgi_request_failure", "Failed requests by error kind.", []string{"err"}, nil)
+		ch <- prometheus.MustNewConstMetric(failure, prometheus.CounterValue, n*f.failures/2, "validation")
+		ch <- prometheus.MustNewConstMetric(failure, prometheus.CounterValue, n*f.failures/2, "generation")
+	}
+	buckets := map[float64]uint64{}
+	for _, b := range latencyBuckets {
+		if b >= f.hi {
+			buckets[b] = count
+		} else {
+			buckets[b] = 0
+		}
+	}
+	ch <- prometheus.MustNewConstHistogram(prometheus.NewDesc("tgi_request_duration", "End-to-end latency.", nil, nil),
+		count, float64(count)*(f.lo+f.hi)/2, buckets)
+}
+
+// TestTGIPresetsAgainstRealPrometheus evaluates the TGI presets on a real
+// Prometheus scraping a failing canary and a healthy one (no failure series
+// at all).
+func TestTGIPresetsAgainstRealPrometheus(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a Prometheus server; skipped with -short")
+	}
+	if err := promharness.Available(); err != nil {
+		t.Skipf("skipping the real-Prometheus test: %v", err)
+	}
+	g := NewWithT(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	const ns = "ai-gateway"
+	prom, err := promharness.StartPrometheus(ctx, promharness.PrometheusOptions{
+		ScrapeInterval: time.Second,
+		Targets: []promharness.Target{
+			{Job: "tgi", Addr: serve(t, &fakeTGI{failures: 2, ok: 18, lo: 1, hi: 2}), Labels: map[string]string{"service": "tgi-v2", "namespace": ns}},
+			{Job: "tgi", Addr: serve(t, &fakeTGI{ok: 10, lo: 0.25, hi: 0.5}), Labels: map[string]string{"service": "tgi-v3", "namespace": ns}},
+		},
+	})
+	if err != nil {
+		t.Fatalf("start Prometheus: %v", err)
+	}
+	t.Cleanup(func() { _ = prom.Close() })
+	if err := prom.WaitForTargetsUp(ctx); err != nil {
+		t.Fatalf("targets: %v", err)
+	}
+	q, err := analysis.NewClient(analysis.ClientConfig{Address: prom.URL()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	maxErr, maxLatency, one := 0.05, 1.5, int64(1)
+	tests := []struct {
+		canary  string
+		gate    v1alpha1.Gate
+		verdict v1alpha1.GateVerdict
+		value   float64
+	}{
+		{"tgi-v2", v1alpha1.Gate{Name: "errors", Preset: "tgi-error-ratio", Max: &maxErr, MinRequests: &one}, v1alpha1.VerdictFail, 0.1},
+		{"tgi-v2", v1alpha1.Gate{Name: "latency", Preset: "tgi-latency-p99", Max: &maxLatency}, v1alpha1.VerdictFail, 1.99},
+		{"tgi-v3", v1alpha1.Gate{Name: "errors", Preset: "tgi-error-ratio", Max: &maxErr, MinRequests: &one}, v1alpha1.VerdictPass, 0},
+		{"tgi-v3", v1alpha1.Gate{Name: "latency", Preset: "tgi-latency-p99", Max: &maxLatency}, v1alpha1.VerdictPass, 0.4975},
+	}
+	for _, tt := range tests {
+		r, err := analysis.RenderGate(tt.gate, analysis.Vars{Namespace: ns, Rollout: "r", Stable: "tgi-v1", Canary: tt.canary,
+			Weight: 10, Interval: time.Minute, StepWindow: time.Minute})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ev analysis.Evaluation
+		g.Eventually(func(g Gomega) {
+			ev = analysis.EvaluateGate(ctx, q, tt.gate, r, time.Now())
+			g.Expect(ev.Verdict).NotTo(Equal(v1alpha1.VerdictNoData), "still no data: %s", ev.Message)
+		}).WithContext(ctx).WithTimeout(90*time.Second).WithPolling(250*time.Millisecond).Should(Succeed(), "query %s", r.Query)
+		g.Expect(ev.Verdict).To(Equal(tt.verdict), "%s %s: %s", tt.canary, tt.gate.Name, ev.Message)
+		g.Expect(*ev.Value).To(BeNumerically("~", tt.value, 1e-9), "%s %s, query %s", tt.canary, tt.gate.Name, r.Query)
+	}
+}
