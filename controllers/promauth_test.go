@@ -185,4 +185,37 @@ var _ = Describe("Prometheus auth modes", func() {
 		Expect(tenant.Passed()).To(BeNumerically(">", 0), "the queries went through both proxies")
 		Expect(tenant.Refused()).To(BeZero())
 	})
+
+	It("holds a canary whose queries the tenant proxy refuses, and goes on once the header is set", func() {
+		createRoute(ns, "header-routing.yaml")
+		createBackend(ns, "vllm-gpt4-v2", true)
+		stable, canary := simulator("vllm-gpt4-v1", nil), simulator("vllm-gpt4-v2", nil)
+		load(stable, canary)
+		prom := prometheusFor(ns, stable, canary)
+		tenant, err := authproxy.Start(prom.URL(), authproxy.RequireHeader("X-Scope-OrgID", "team-a"))
+		Expect(err).NotTo(HaveOccurred())
+		DeferCleanup(tenant.Close)
+
+		op := startOperator(withPrometheusGates)
+		DeferCleanup(op.stop)
+		Expect(k8sClient.Create(suiteCtx, gatedRollout(ns, tenant.URL(), step(10, "2s"), step(100, "2s")))).To(Succeed())
+
+		Eventually(func() string { return conditionReason(ns, "gpt4", rolloutsv1.ConditionGatesPassing) }, time.Minute).Should(Equal(rolloutsv1.ReasonPrometheusError))
+		got := getRollout(ns, "gpt4")
+		Expect(got.Status.Step).To(Equal("1/2"))
+		Expect(got.Status.Gates).NotTo(BeEmpty())
+		Expect(got.Status.Gates[0].Verdict).To(Equal(rolloutsv1.VerdictError))
+		Expect(got.Status.Gates[0].Message).To(ContainSubstring(`401: authproxy: header X-Scope-OrgID must be "team-a"; the server refused the query's credentials`))
+		Expect(routeWeights(ns, "model-header-routing", "gpt4")()).To(Equal(map[string]int32{"vllm-gpt4-v1": 90, "vllm-gpt4-v2": 10}))
+
+		Eventually(func() error {
+			ro := getRollout(ns, "gpt4")
+			ro.Spec.Analysis.Prometheus.Headers = []rolloutsv1.PrometheusHeader{{Name: "X-Scope-OrgID", Value: ptr.To("team-a")}}
+			return k8sClient.Update(suiteCtx, ro)
+		}).Should(Succeed())
+		Eventually(phaseOf(ns, "gpt4"), 2*time.Minute).Should(Equal(rolloutsv1.PhaseSucceeded))
+		for _, g := range getRollout(ns, "gpt4").Status.Gates {
+			Expect(g.Verdict).To(Equal(rolloutsv1.VerdictPass), g.Message)
+		}
+	})
 })

@@ -63,14 +63,20 @@ func TestClientConfigFromSecret(t *testing.T) {
 			},
 		},
 		{
-			name:    "sigv4 with the operator's identity, allowed",
-			src:     src(func(s *rolloutsv1.PrometheusSource) { s.SigV4 = &rolloutsv1.PrometheusSigV4{Region: "eu-west-1"}; s.AuthSecretRef = nil }),
+			name: "sigv4 with the operator's identity, allowed",
+			src: src(func(s *rolloutsv1.PrometheusSource) {
+				s.SigV4 = &rolloutsv1.PrometheusSigV4{Region: "eu-west-1"}
+				s.AuthSecretRef = nil
+			}),
 			ambient: true,
 			want:    func(c analysis.ClientConfig) bool { return c.SigV4 != nil && c.SigV4.AccessKey == "" },
 		},
 		{
-			name:    "sigv4 with the operator's identity, not allowed",
-			src:     src(func(s *rolloutsv1.PrometheusSource) { s.SigV4 = &rolloutsv1.PrometheusSigV4{Region: "eu-west-1"}; s.AuthSecretRef = nil }),
+			name: "sigv4 with the operator's identity, not allowed",
+			src: src(func(s *rolloutsv1.PrometheusSource) {
+				s.SigV4 = &rolloutsv1.PrometheusSigV4{Region: "eu-west-1"}
+				s.AuthSecretRef = nil
+			}),
 			problem: "sigv4 has no AWS access key: set spec.analysis.prometheus.authSecretRef",
 		},
 		{
