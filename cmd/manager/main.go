@@ -30,6 +30,10 @@ import (
 // -ldflags "-X main.version=$(git describe --tags --always --dirty)".
 var version = "devel"
 
+// sigV4AmbientCredentials lets rollouts' sigv4 sign with the operator's own
+// AWS identity (--prometheus-sigv4-ambient-credentials).
+var sigV4AmbientCredentials bool
+
 func main() {
 	var (
 		metricsAddr      string
@@ -62,6 +66,7 @@ func main() {
 	flag.IntVar(&gateConcurrency, "gate-concurrency", controllers.DefaultGateConcurrency, "Number of gate rounds (all gates of one rollout) evaluated at once, off the reconcile workers.")
 	flag.DurationVar(&gateRoundTimeout, "gate-round-timeout", controllers.DefaultGateRoundTimeout, "Bound on one round of a rollout's gates; each query also has its own timeout (spec.analysis.prometheus.timeout).")
 	flag.StringVar(&promAddress, "prometheus-address", "", "Prometheus queried by rollouts that name none in spec.analysis.prometheus, e.g. http://prometheus.monitoring:9090.")
+	flag.BoolVar(&sigV4AmbientCredentials, "prometheus-sigv4-ambient-credentials", false, "Let a rollout's spec.analysis.prometheus.sigv4 without an access key in its auth Secret sign with the operator's own AWS credentials (environment, IRSA web identity, instance role). Off: AWS keys come only from Secrets in the rollout's namespace.")
 	flag.StringVar(&receiver.BindAddress, "alert-receiver-bind-address", "", "Address of the Alertmanager webhook receiver (POST /alerts), e.g. :8443; empty or 0 disables it.")
 	flag.StringVar(&receiver.TokenFile, "alert-receiver-token-file", "", "File holding the bearer token Alertmanager must send; re-read when it changes. Required with the receiver.")
 	flag.StringVar(&receiver.TLSCertFile, "alert-receiver-tls-cert-file", "", "TLS certificate of the receiver; plain HTTP when empty.")
@@ -169,6 +174,9 @@ func setup(ctx context.Context, mgr ctrl.Manager, workers, gateConcurrency int, 
 			DefaultAddress: promAddress,
 			Metrics:        metrics,
 			Egress:         policy,
+			// Only when the operator's AWS identity may be lent to every
+			// namespace that can create a rollout.
+			AmbientAWSCredentials: sigV4AmbientCredentials,
 		},
 		Metrics:                 metrics,
 		Egress:                  policy,
