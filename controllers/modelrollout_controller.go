@@ -89,6 +89,7 @@ type ModelRolloutReconciler struct {
 
 	background *backgroundGates
 	hooks      *webhookRunner
+	direct     *directAborts
 
 	writes writeState
 }
@@ -116,6 +117,7 @@ func (r *ModelRolloutReconciler) Reconcile(ctx context.Context, req ctrl.Request
 				r.background.forget(req.NamespacedName)
 			}
 			r.hooks.forget(req.NamespacedName)
+			r.direct.forget(req.NamespacedName)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
@@ -137,6 +139,7 @@ func (r *ModelRolloutReconciler) Reconcile(ctx context.Context, req ctrl.Request
 
 	now := r.now()
 	obs := observation{Now: now, Requests: readRequests(ro), Hooks: r.hooks.results(req.NamespacedName)}
+	r.direct.merge(ro, &obs.Requests)
 	routes, err := r.observeRoutes(ctx, ro)
 	if err != nil {
 		return ctrl.Result{}, err
@@ -501,6 +504,8 @@ func (r *ModelRolloutReconciler) SetupWithManager(ctx context.Context, mgr ctrl.
 	b := ctrl.NewControllerManagedBy(mgr)
 	r.hooks = newWebhookRunner(ctx, r.Egress, r.APIReader, mgr.GetLogger().WithName("webhooks"))
 	b = b.WatchesRawSource(source.Channel(r.hooks.notify, &handler.EnqueueRequestForObject{}))
+	r.direct = newDirectAborts(mgr.Elected())
+	b = b.WatchesRawSource(source.Channel(r.direct.queue, directAbortHandler()))
 	if r.Gates != nil {
 		r.background = newBackgroundGates(ctx, r.Gates, r.GateConcurrency, r.GateRoundTimeout)
 		b = b.WatchesRawSource(source.Channel(r.background.notify, &handler.EnqueueRequestForObject{}))

@@ -151,20 +151,7 @@ func splitList(s string) []string {
 
 func setup(ctx context.Context, mgr ctrl.Manager, workers, gateConcurrency int, gateRoundTimeout time.Duration, promAddress string, policy *egress.Policy, receiver alerts.Options) error {
 	metrics := controllers.DefaultMetrics()
-	if receiver.BindAddress != "" && receiver.BindAddress != "0" {
-		receiver.Client = mgr.GetClient()
-		receiver.Logger = ctrl.Log.WithName("alert-receiver")
-		receiver.AlertsReceived = metrics.AlertsReceived
-		receiver.AlertsMatched = metrics.AlertsMatched
-		r, err := alerts.New(receiver)
-		if err != nil {
-			return err
-		}
-		if err := mgr.Add(r); err != nil {
-			return fmt.Errorf("add the alert receiver: %w", err)
-		}
-	}
-	return (&controllers.ModelRolloutReconciler{
+	rec := &controllers.ModelRolloutReconciler{
 		Client:    mgr.GetClient(),
 		APIReader: mgr.GetAPIReader(),
 		Recorder:  mgr.GetEventRecorder("modelrollout-controller"),
@@ -183,5 +170,25 @@ func setup(ctx context.Context, mgr ctrl.Manager, workers, gateConcurrency int, 
 		MaxConcurrentReconciles: workers,
 		GateConcurrency:         gateConcurrency,
 		GateRoundTimeout:        gateRoundTimeout,
-	}).SetupWithManager(ctx, mgr)
+	}
+	if err := rec.SetupWithManager(ctx, mgr); err != nil {
+		return err
+	}
+	if receiver.BindAddress != "" && receiver.BindAddress != "0" {
+		receiver.Client = mgr.GetClient()
+		receiver.Logger = ctrl.Log.WithName("alert-receiver")
+		receiver.AlertsReceived = metrics.AlertsReceived
+		receiver.AlertsMatched = metrics.AlertsMatched
+		// On the leader, an alert's abort starts without waiting for its
+		// annotation's watch event.
+		receiver.Direct = rec.AbortNow
+		r, err := alerts.New(receiver)
+		if err != nil {
+			return err
+		}
+		if err := mgr.Add(r); err != nil {
+			return fmt.Errorf("add the alert receiver: %w", err)
+		}
+	}
+	return nil
 }
