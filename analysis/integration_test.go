@@ -140,11 +140,11 @@ func TestPresetsAgainstRealPrometheus(t *testing.T) {
 		verdict v1alpha1.GateVerdict
 		value   float64
 	}{
-		{v1alpha1.Gate{Name: "errors", Preset: "vllm-error-ratio", Max: &maxErr, MinRequests: &one}, vars, v1alpha1.VerdictPass, 0.05},
-		{v1alpha1.Gate{Name: "latency", Preset: "vllm-e2e-latency-p99", Max: &maxLatency, MinRequests: &one}, vars, v1alpha1.VerdictFail, 1.99},
+		{v1alpha1.Gate{Name: "errors", GateSpec: v1alpha1.GateSpec{Preset: "vllm-error-ratio", Max: &maxErr, MinRequests: &one}}, vars, v1alpha1.VerdictPass, 0.05},
+		{v1alpha1.Gate{Name: "latency", GateSpec: v1alpha1.GateSpec{Preset: "vllm-e2e-latency-p99", Max: &maxLatency, MinRequests: &one}}, vars, v1alpha1.VerdictFail, 1.99},
 		// No error series: the ratio reads 0, not "no data".
-		{v1alpha1.Gate{Name: "errors", Preset: "vllm-error-ratio", Max: &maxErr, MinRequests: &one}, healthyVars, v1alpha1.VerdictPass, 0},
-		{v1alpha1.Gate{Name: "latency", Preset: "vllm-e2e-latency-p99", Max: &maxLatency}, healthyVars, v1alpha1.VerdictPass, 0.4975},
+		{v1alpha1.Gate{Name: "errors", GateSpec: v1alpha1.GateSpec{Preset: "vllm-error-ratio", Max: &maxErr, MinRequests: &one}}, healthyVars, v1alpha1.VerdictPass, 0},
+		{v1alpha1.Gate{Name: "latency", GateSpec: v1alpha1.GateSpec{Preset: "vllm-e2e-latency-p99", Max: &maxLatency}}, healthyVars, v1alpha1.VerdictPass, 0.4975},
 	}
 	for _, tt := range tests {
 		r, err := analysis.RenderGate(tt.gate, tt.vars)
