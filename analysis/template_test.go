@@ -424,3 +424,48 @@ func FuzzRenderNoInjection(f *testing.F) {
 		}
 	})
 }
+
+func TestRenderGateArgs(t *testing.T) {
+	v := Vars{Namespace: "ai", Canary: "v2"}
+	g := v1alpha1.Gate{Name: "errors",
+		Args: []v1alpha1.GateArg{{Name: "job", Value: `vllm"} or vector(1) #`}, {Name: "code", Value: "5.."}},
+		GateSpec: v1alpha1.GateSpec{Max: f64(0.05),
+			Query: `sum(rate(http_requests_total{job="{{ .Args.job }}",code=~"{{ .Args.code }}",service="{{ .Canary }}"}[1m]))`}}
+	r, err := RenderGate(g, v)
+	if err != nil {
+		t.Fatalf("RenderGate: %v", err)
+	}
+	want := `sum(rate(http_requests_total{job="vllm\"} or vector(1) #",code=~"5..",service="v2"}[1m]))`
+	if r.Query != want {
+		t.Errorf("query = %s, want %s", r.Query, want)
+	}
+	expr, err := parser.NewParser(parser.Options{}).ParseExpr(r.Query)
+	if err != nil {
+		t.Fatalf("parse: %v", err)
+	}
+	found := false
+	parser.Inspect(expr, func(n parser.Node, _ []parser.Node) error {
+		if vs, ok := n.(*parser.VectorSelector); ok {
+			for _, m := range vs.LabelMatchers {
+				if m.Name == "job" && m.Value == `vllm"} or vector(1) #` && m.Type == labels.MatchEqual {
+					found = true
+				}
+			}
+		}
+		return nil
+	})
+	if !found {
+		t.Errorf("the argument did not come back as one label value: %s", r.Query)
+	}
+
+	g.Args = g.Args[1:]
+	_, err = RenderGate(g, v)
+	if err == nil || !strings.Contains(err.Error(), `unknown argument "job"`) {
+		t.Errorf("a missing argument: err = %v, want unknown argument \"job\"", err)
+	}
+
+	unresolved := v1alpha1.Gate{Name: "t", TemplateRef: &v1alpha1.GateTemplateRef{Name: "errors"}}
+	if _, err := RenderGate(unresolved, v); err == nil || !strings.Contains(err.Error(), "GateTemplate/errors was not resolved") {
+		t.Errorf("an unresolved templateRef: err = %v", err)
+	}
+}

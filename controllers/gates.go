@@ -31,6 +31,17 @@ type PrometheusGates struct {
 	// Egress decides which URLs web and prompt gates may call; nil refuses
 	// everything outside the private ranges (egress.New(nil, nil)).
 	Egress *egress.Policy
+	// Templates reads the GateTemplates and ClusterGateTemplates that gates
+	// reference: the manager's cached client. Secrets when nil.
+	Templates client.Reader
+}
+
+// templates is the reader of gate templates.
+func (g *PrometheusGates) templates() client.Reader {
+	if g.Templates != nil {
+		return g.Templates
+	}
+	return g.Secrets
 }
 
 // egressPolicy is the policy in force: the configured one, or the strictest.
@@ -80,7 +91,15 @@ func gateVars(ro *rolloutsv1.ModelRollout, now time.Time) analysis.Vars {
 // Validate renders and parses every gate and checks that Prometheus can be
 // configured, so that nothing moves on a rollout that could never be judged.
 func (g *PrometheusGates) Validate(ctx context.Context, ro *rolloutsv1.ModelRollout) (*problem, error) {
-	if err := analysis.ValidateGates(ro.Spec.Analysis, gateVars(ro, time.Now())); err != nil {
+	resolved, err := resolveGates(ctx, g.templates(), ro)
+	if p := firstProblem(resolved); err != nil || p != nil {
+		return p, err
+	}
+	a := ro.Spec.Analysis.DeepCopy()
+	for i := range resolved {
+		a.Gates[i] = resolved[i].Gate
+	}
+	if err := analysis.ValidateGates(a, gateVars(ro, time.Now())); err != nil {
 		return &problem{Reason: rolloutsv1.ReasonInvalidQuery, Message: truncate(err.Error(), 1024)}, nil
 	}
 	_, p, err := g.clientConfig(ctx, ro)
@@ -157,14 +176,23 @@ func (g *PrometheusGates) Evaluate(ctx context.Context, ro *rolloutsv1.ModelRoll
 		q, clientErr = g.Clients.Get(cfg)
 	}
 
+	resolved, resolveErr := resolveGates(ctx, g.templates(), ro)
 	prev := map[string]rolloutsv1.GateStatus{}
 	for _, gs := range ro.Status.Gates {
 		prev[gs.Name] = gs
 	}
-	for _, gate := range a.Gates {
+	for i, gate := range a.Gates {
 		var ev analysis.Evaluation
+		var rg resolvedGate
+		if resolveErr == nil {
+			rg, gate = resolved[i], resolved[i].Gate
+		}
 		rendered, err := analysis.RenderGate(gate, vars)
 		switch {
+		case resolveErr != nil:
+			ev = analysis.Evaluation{Verdict: rolloutsv1.VerdictError, Message: resolveErr.Error()}
+		case rg.Problem != nil:
+			ev = analysis.Evaluation{Verdict: rolloutsv1.VerdictError, Message: rg.Problem.Message}
 		case err != nil:
 			ev = analysis.Evaluation{Verdict: rolloutsv1.VerdictError, Message: err.Error()}
 		case clientErr != nil:
@@ -173,6 +201,7 @@ func (g *PrometheusGates) Evaluate(ctx context.Context, ro *rolloutsv1.ModelRoll
 			ev = analysis.EvaluateGate(ctx, q, gate, rendered, now)
 		}
 		gs, outcome := analysis.Record(prev[gate.Name], gate, ev, ro.Status.CanaryWeight, a.InconclusiveLimit, now)
+		gs.Template, gs.TemplateGeneration = rg.Template, rg.Generation
 		round.Gates = append(round.Gates, gs)
 		g.Metrics.observeGate(ro, gs)
 
