@@ -103,7 +103,7 @@ var _ = Describe("Admission validation (CEL and schema)", func() {
 		Entry("bad rule name", func(s map[string]any) {
 			s["routes"] = []any{map[string]any{"name": "r", "rules": []any{"Bad_Rule"}}}
 		}, "spec.routes[0].rules[0]"),
-		Entry("gate with preset and query", func(s map[string]any) { gateOf(s)["query"] = "vector(1)" }, "set exactly one of preset or query"),
+		Entry("gate with preset and query", func(s map[string]any) { gateOf(s)["query"] = "vector(1)" }, "set exactly one of preset"),
 		Entry("gate without threshold", func(s map[string]any) { delete(gateOf(s), "max") }, "set min, max or both"),
 		Entry("gate with min above max", func(s map[string]any) { gateOf(s)["min"] = 0.5 }, "min must not be greater than max"),
 		Entry("unknown preset", func(s map[string]any) { gateOf(s)["preset"] = "vllm-error-rate" }, `Unsupported value: "vllm-error-rate"`),
