@@ -2,6 +2,8 @@ package controllers
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -168,6 +170,37 @@ var _ = Describe("Gate template admission (CEL and schema)", func() {
 		out, err = kubectl(kc, "get", "cgt", "error-ratio-"+ns, "-o", "wide")
 		Expect(err).NotTo(HaveOccurred(), out)
 		Expect(strings.Fields(strings.SplitN(out, "\n", 2)[0])).To(Equal([]string{"NAME", "PRESET", "MIN", "MAX", "AGE", "QUERY"}))
+	})
+})
+
+var _ = Describe("The README's gate template example", func() {
+	It("is accepted by the API server and renders the query the team's gate asks for", func() {
+		raw, err := os.ReadFile(filepath.Join("..", "README.md"))
+		Expect(err).NotTo(HaveOccurred())
+		_, section, found := strings.Cut(string(raw), "### Gate templates\n")
+		Expect(found).To(BeTrue(), "README.md has no Gate templates section")
+		_, block, found := strings.Cut(section, "```yaml\n")
+		Expect(found).To(BeTrue())
+		block, _, _ = strings.Cut(block, "```")
+		docs := strings.Split(block, "\n---\n")
+		Expect(docs).To(HaveLen(2))
+
+		tmpl := &unstructured.Unstructured{}
+		Expect(yaml.Unmarshal([]byte(docs[0]), &tmpl.Object)).To(Succeed())
+		Expect(k8sClient.Create(suiteCtx, tmpl, client.DryRunAll)).To(Succeed())
+		cgt := &rolloutsv1.ClusterGateTemplate{}
+		Expect(yaml.Unmarshal([]byte(docs[0]), cgt)).To(Succeed())
+		ro := &rolloutsv1.ModelRollout{}
+		Expect(yaml.Unmarshal([]byte(docs[1]), ro)).To(Succeed())
+		Expect(ro.Spec.Analysis.Gates).To(HaveLen(1))
+
+		gate, err := resolveGate(ro.Spec.Analysis.Gates[0], &cgt.Spec)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(*gate.Max).To(Equal(0.02), "the gate's max overrides the template's")
+		r, err := analysis.RenderGate(gate, analysis.Vars{Namespace: "team-a", Canary: "vllm-gpt4-v2", Interval: time.Minute})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(r.Query).To(ContainSubstring(`finished_reason="error",job="team-a-vllm",service="vllm-gpt4-v2"`))
+		Expect(r.RequestsQuery).To(ContainSubstring(`job="team-a-vllm"`))
 	})
 })
 
