@@ -96,7 +96,7 @@ type GateTemplateArg struct {
 // GateTemplateSpec is a gate body with declared arguments.
 //
 // +kubebuilder:validation:XValidation:rule="!has(self.gate.minRequests) || has(self.gate.preset) || has(self.gate.requestsQuery)",message="minRequests on a custom query needs requestsQuery, the PromQL that counts the canary's requests"
-// +kubebuilder:validation:XValidation:rule="[self.gate.?query.orValue(”), self.gate.?selector.orValue(”), self.gate.?requestsQuery.orValue(”)].all(s, s.findAll('[.]Args[.][A-Za-z_][A-Za-z0-9_]*').all(m, has(self.args) && self.args.exists(a, m == '.Args.' + a.name)))",message="the gate uses an argument {{ .Args.<name> }} that spec.args does not declare: declare every argument the query, selector and requestsQuery use"
+// +kubebuilder:validation:XValidation:rule="[self.gate.?query.orValue('-'), self.gate.?selector.orValue('-'), self.gate.?requestsQuery.orValue('-')].all(s, s.findAll('[.]Args[.][A-Za-z_][A-Za-z0-9_]*').all(m, has(self.args) && self.args.exists(a, m == '.Args.' + a.name)))",message="the gate uses an argument {{ .Args.<name> }} that spec.args does not declare: declare every argument the query, selector and requestsQuery use"
 type GateTemplateSpec struct {
 	// args declares the arguments the gate's templates use as
 	// {{ .Args.<name> }}. A gate that references the template passes
