@@ -203,7 +203,7 @@ func (g *PrometheusGates) Evaluate(ctx context.Context, ro *rolloutsv1.ModelRoll
 		gs, outcome := analysis.Record(prev[gate.Name], gate, ev, ro.Status.CanaryWeight, a.InconclusiveLimit, now)
 		gs.Template, gs.TemplateGeneration = rg.Template, rg.Generation
 		round.Gates = append(round.Gates, gs)
-		g.Metrics.observeGate(ro, gs)
+		g.Metrics.observeGate(ro, gate, gs)
 
 		switch outcome {
 		case analysis.OutcomeFail:

@@ -134,8 +134,8 @@ func TestGateThresholdAndStepClockSeries(t *testing.T) {
 		{Name: "errors", GateSpec: rolloutsv1.GateSpec{Max: ptr.To(0.05)}},
 		{Name: "quality", GateSpec: rolloutsv1.GateSpec{Min: ptr.To(0.8), Max: ptr.To(1.0)}},
 	}}
-	m.observeGate(ro, rolloutsv1.GateStatus{Name: "errors", Verdict: rolloutsv1.VerdictPass, Value: "0.01"})
-	m.observeGate(ro, rolloutsv1.GateStatus{Name: "quality", Verdict: rolloutsv1.VerdictFail, Value: "0.5"})
+	m.observeGate(ro, ro.Spec.Analysis.Gates[0], rolloutsv1.GateStatus{Name: "errors", Verdict: rolloutsv1.VerdictPass, Value: "0.01"})
+	m.observeGate(ro, ro.Spec.Analysis.Gates[1], rolloutsv1.GateStatus{Name: "quality", Verdict: rolloutsv1.VerdictFail, Value: "0.5"})
 	for _, c := range []struct {
 		gate, bound string
 		want        float64

@@ -5,6 +5,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/utils/ptr"
@@ -210,5 +213,20 @@ func TestNoDataPassed(t *testing.T) {
 	}
 	if noDataPassed(tg, rolloutsv1.GateStatus{Verdict: rolloutsv1.VerdictNoData, ConsecutiveFailures: 1}) {
 		t.Error("templated gate failed by NoData")
+	}
+}
+
+func TestTemplateGateThresholdSeries(t *testing.T) {
+	m := NewMetrics(prometheus.NewRegistry())
+	ro := newRollout("ai")
+	g := templatedGate(rolloutsv1.GateArg{Name: "job", Value: "vllm"})
+	ro.Spec.Analysis = &rolloutsv1.Analysis{Gates: []rolloutsv1.Gate{g}}
+	resolved, err := resolveGate(g, templateSpec())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.observeGate(ro, resolved, rolloutsv1.GateStatus{Name: "errors", Verdict: rolloutsv1.VerdictPass, Value: "0.01"})
+	if got := testutil.ToFloat64(m.GateThreshold.WithLabelValues("ai", "gpt4", "errors", "max")); got != 0.05 {
+		t.Errorf("threshold max = %v, want the template's 0.05", got)
 	}
 }
