@@ -189,7 +189,7 @@ func (g *PrometheusGates) Evaluate(ctx context.Context, ro *rolloutsv1.ModelRoll
 		}
 		rendered, err := analysis.RenderGate(gate, vars)
 		switch {
-		case resolveErr != nil:
+		case resolveErr != nil && gate.TemplateRef != nil:
 			ev = analysis.Evaluation{Verdict: rolloutsv1.VerdictError, Message: resolveErr.Error()}
 		case rg.Problem != nil:
 			ev = analysis.Evaluation{Verdict: rolloutsv1.VerdictError, Message: rg.Problem.Message}

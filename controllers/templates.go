@@ -131,6 +131,9 @@ func readTemplate(ctx context.Context, c client.Reader, namespace string, ref ro
 	case apierrors.IsNotFound(err):
 		return nil, 0, &problem{Reason: rolloutsv1.ReasonGateTemplateNotFound,
 			Message: fmt.Sprintf("%s not found%s; the rollout goes on once it exists", ref, where)}, nil
+	case apierrors.IsForbidden(err):
+		return nil, 0, &problem{Reason: rolloutsv1.ReasonGateTemplateNotFound, Unwatched: true,
+			Message: fmt.Sprintf("read %s: %s (the operator's role needs get, list and watch on gatetemplates and clustergatetemplates)", ref, apiMessage(err))}, nil
 	case meta.IsNoMatchError(err):
 		return nil, 0, &problem{Reason: rolloutsv1.ReasonGateTemplateNotFound, Unwatched: true,
 			Message: fmt.Sprintf("%s: the %s CRD is not installed", ref, ref.KindOrDefault())}, nil
