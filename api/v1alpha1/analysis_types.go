@@ -155,8 +155,9 @@ type GateSpec struct {
 	Preset GatePreset `json:"preset,omitempty"`
 
 	// query is a PromQL expression, a Go text/template over the documented
-	// variables ({{ .Namespace }}, {{ .Canary }}, ...). It must return a
-	// scalar or a single-element vector.
+	// variables ({{ .Namespace }}, {{ .Canary }}, ...; in a GateTemplate or
+	// ClusterGateTemplate also its arguments, {{ .Args.<name> }}). It must
+	// return a scalar or a single-element vector.
 	//
 	// +optional
 	// +kubebuilder:validation:MinLength=1
