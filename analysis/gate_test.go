@@ -61,7 +61,7 @@ func TestEvaluateGateThresholds(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			q := &fakeQuerier{answers: map[string]fakeAnswer{"q": num(tt.value)}}
-			ev := EvaluateGate(context.Background(), q, v1alpha1.Gate{Name: "g", Min: tt.min, Max: tt.max}, r, time.Now())
+			ev := EvaluateGate(context.Background(), q, v1alpha1.Gate{Name: "g", GateSpec: v1alpha1.GateSpec{Min: tt.min, Max: tt.max}}, r, time.Now())
 			if ev.Verdict != tt.want {
 				t.Errorf("verdict %s, want %s (%s)", ev.Verdict, tt.want, ev.Message)
 			}
@@ -77,7 +77,7 @@ func TestEvaluateGateThresholds(t *testing.T) {
 
 func TestEvaluateGateNoDataAndErrors(t *testing.T) {
 	r := RenderedGate{Name: "g", Query: "q"}
-	g := v1alpha1.Gate{Name: "g", Max: f64(1)}
+	g := v1alpha1.Gate{Name: "g", GateSpec: v1alpha1.GateSpec{Max: f64(1)}}
 	tests := []struct {
 		name    string
 		answer  fakeAnswer
@@ -109,7 +109,7 @@ func TestEvaluateGateMinRequests(t *testing.T) {
 	fifty := int64(50)
 	zero := int64(0)
 	r := RenderedGate{Name: "g", Query: "q", RequestsQuery: "reqs"}
-	g := v1alpha1.Gate{Name: "g", Max: f64(0.05), MinRequests: &fifty}
+	g := v1alpha1.Gate{Name: "g", GateSpec: v1alpha1.GateSpec{Max: f64(0.05), MinRequests: &fifty}}
 	tests := []struct {
 		name     string
 		gate     v1alpha1.Gate
@@ -126,7 +126,7 @@ func TestEvaluateGateMinRequests(t *testing.T) {
 		{"no data", g, fakeAnswer{s: Sample{NoData: true, Reason: "empty vector: no series matched"}}, v1alpha1.VerdictNoData,
 			"canary served no countable requests in this step (50 required): empty vector: no series matched", false, -1},
 		{"error", g, fakeAnswer{err: fmt.Errorf("%w: boom", ErrQueryFailed)}, v1alpha1.VerdictError, "requests query: prometheus query failed: boom", false, -1},
-		{"minRequests 0 is unset", v1alpha1.Gate{Name: "g", Max: f64(0.05), MinRequests: &zero}, num(0), v1alpha1.VerdictPass, "0.01 is within <= 0.05", true, -1},
+		{"minRequests 0 is unset", v1alpha1.Gate{Name: "g", GateSpec: v1alpha1.GateSpec{Max: f64(0.05), MinRequests: &zero}}, num(0), v1alpha1.VerdictPass, "0.01 is within <= 0.05", true, -1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -224,7 +224,7 @@ func TestRecordFailureLimit(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			runSteps(t, v1alpha1.Gate{Name: "g", Max: f64(0.05), FailureLimit: tt.limit}, 0, tt.steps)
+			runSteps(t, v1alpha1.Gate{Name: "g", GateSpec: v1alpha1.GateSpec{Max: f64(0.05), FailureLimit: tt.limit}}, 0, tt.steps)
 		})
 	}
 }
@@ -270,13 +270,13 @@ func TestRecordNoDataPolicies(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			runSteps(t, v1alpha1.Gate{Name: "g", Max: f64(0.05), FailureLimit: tt.limit, NoData: tt.policy}, 0, tt.steps)
+			runSteps(t, v1alpha1.Gate{Name: "g", GateSpec: v1alpha1.GateSpec{Max: f64(0.05), FailureLimit: tt.limit, NoData: tt.policy}}, 0, tt.steps)
 		})
 	}
 }
 
 func TestRecordInconclusiveLimit(t *testing.T) {
-	g := v1alpha1.Gate{Name: "g", Max: f64(0.05), FailureLimit: 3}
+	g := v1alpha1.Gate{Name: "g", GateSpec: v1alpha1.GateSpec{Max: f64(0.05), FailureLimit: 3}}
 	st := runSteps(t, g, 3, []step{
 		{evNoData, OutcomeHold, 0, 1},
 		{evError, OutcomeHold, 0, 2},
@@ -297,7 +297,7 @@ func TestRecordInconclusiveLimit(t *testing.T) {
 	}
 	runSteps(t, g, 0, steps)
 	// A noData: Pass gate never reaches the limit through no data.
-	runSteps(t, v1alpha1.Gate{Name: "g", Max: f64(1), NoData: v1alpha1.NoDataPass}, 1, []step{
+	runSteps(t, v1alpha1.Gate{Name: "g", GateSpec: v1alpha1.GateSpec{Max: f64(1), NoData: v1alpha1.NoDataPass}}, 1, []step{
 		{evNoData, OutcomePass, 0, 0},
 		{evError, OutcomeInconclusiveLimit, 0, 1},
 	})
@@ -309,7 +309,7 @@ func TestRecordInconclusiveLimit(t *testing.T) {
 }
 
 func TestRecordStatusFields(t *testing.T) {
-	g := v1alpha1.Gate{Name: "errors", Max: f64(0.05), FailureLimit: 3}
+	g := v1alpha1.Gate{Name: "errors", GateSpec: v1alpha1.GateSpec{Max: f64(0.05), FailureLimit: 3}}
 	at := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
 	prev := v1alpha1.GateStatus{Name: "errors", History: []v1alpha1.GateMeasurement{{Verdict: v1alpha1.VerdictPass}}}
 	st, out := Record(prev, g, Evaluation{Verdict: v1alpha1.VerdictFail, Value: f64(0.123456), Message: "0.1235 is outside <= 0.05"}, 25, 0, at)
@@ -344,7 +344,7 @@ func TestRecordStatusFields(t *testing.T) {
 }
 
 func TestRecordHistoryBound(t *testing.T) {
-	g := v1alpha1.Gate{Name: "g", Max: f64(1)}
+	g := v1alpha1.Gate{Name: "g", GateSpec: v1alpha1.GateSpec{Max: f64(1)}}
 	st := v1alpha1.GateStatus{}
 	at := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	for i := range 25 {
@@ -367,7 +367,7 @@ func TestRecordHistoryBound(t *testing.T) {
 }
 
 func TestRecordBoundsMessages(t *testing.T) {
-	g := v1alpha1.Gate{Name: "g", Max: f64(1)}
+	g := v1alpha1.Gate{Name: "g", GateSpec: v1alpha1.GateSpec{Max: f64(1)}}
 	msg := strings.Repeat("é", 1000) // 2 bytes each
 	st, _ := Record(v1alpha1.GateStatus{}, g, Evaluation{Verdict: v1alpha1.VerdictError, Message: msg}, 1, 0, time.Now())
 	if len(st.Message) > MaxStatusMessage || !utf8.ValidString(st.Message) || !strings.HasSuffix(st.Message, "...") {
@@ -395,7 +395,7 @@ func TestThreshold(t *testing.T) {
 		{nil, nil, ""},
 	}
 	for _, tt := range tests {
-		if got := Threshold(v1alpha1.Gate{Min: tt.min, Max: tt.max}); got != tt.want {
+		if got := Threshold(v1alpha1.Gate{GateSpec: v1alpha1.GateSpec{Min: tt.min, Max: tt.max}}); got != tt.want {
 			t.Errorf("Threshold = %q, want %q", got, tt.want)
 		}
 	}
@@ -449,7 +449,7 @@ func TestEvaluateWithRealClient(t *testing.T) {
 	// End to end through RenderGate, Client and Record against the fake API.
 	v := Vars{Namespace: "ai", Canary: "v2", Interval: time.Minute, StepWindow: 10 * time.Minute}
 	fifty := int64(50)
-	g := v1alpha1.Gate{Name: "errors", Preset: "vllm-error-ratio", Max: f64(0.05), MinRequests: &fifty}
+	g := v1alpha1.Gate{Name: "errors", GateSpec: v1alpha1.GateSpec{Preset: "vllm-error-ratio", Max: f64(0.05), MinRequests: &fifty}}
 	r, err := RenderGate(g, v)
 	if err != nil {
 		t.Fatal(err)

@@ -141,11 +141,11 @@ func TestPresetsAgainstRealPrometheus(t *testing.T) {
 		verdict v1alpha1.GateVerdict
 		value   float64
 	}{
-		{v1alpha1.Gate{Name: "errors", Preset: "vllm-error-ratio", Max: &maxErr, MinRequests: &one}, vars, v1alpha1.VerdictPass, 0.05},
-		{v1alpha1.Gate{Name: "latency", Preset: "vllm-e2e-latency-p99", Max: &maxLatency, MinRequests: &one}, vars, v1alpha1.VerdictFail, 1.99},
+		{v1alpha1.Gate{Name: "errors", GateSpec: v1alpha1.GateSpec{Preset: "vllm-error-ratio", Max: &maxErr, MinRequests: &one}}, vars, v1alpha1.VerdictPass, 0.05},
+		{v1alpha1.Gate{Name: "latency", GateSpec: v1alpha1.GateSpec{Preset: "vllm-e2e-latency-p99", Max: &maxLatency, MinRequests: &one}}, vars, v1alpha1.VerdictFail, 1.99},
 		// No error series: the ratio reads 0, not "no data".
-		{v1alpha1.Gate{Name: "errors", Preset: "vllm-error-ratio", Max: &maxErr, MinRequests: &one}, healthyVars, v1alpha1.VerdictPass, 0},
-		{v1alpha1.Gate{Name: "latency", Preset: "vllm-e2e-latency-p99", Max: &maxLatency}, healthyVars, v1alpha1.VerdictPass, 0.4975},
+		{v1alpha1.Gate{Name: "errors", GateSpec: v1alpha1.GateSpec{Preset: "vllm-error-ratio", Max: &maxErr, MinRequests: &one}}, healthyVars, v1alpha1.VerdictPass, 0},
+		{v1alpha1.Gate{Name: "latency", GateSpec: v1alpha1.GateSpec{Preset: "vllm-e2e-latency-p99", Max: &maxLatency}}, healthyVars, v1alpha1.VerdictPass, 0.4975},
 	}
 	for _, tt := range tests {
 		r, err := analysis.RenderGate(tt.gate, tt.vars)
@@ -273,9 +273,9 @@ func TestInferencePoolPresetsBothMetricNames(t *testing.T) {
 		gate  v1alpha1.Gate
 		value float64
 	}{
-		{v1alpha1.Gate{Name: "errors", Preset: "inference-pool-error-ratio", Max: &maxErr, MinRequests: &one}, 0.1},
-		{v1alpha1.Gate{Name: "latency", Preset: "inference-pool-latency-p99", Max: &maxLatency, MinRequests: &one}, 1.99},
-		{v1alpha1.Gate{Name: "ttft", Preset: "inference-pool-ttft-p99", Max: &maxLatency}, 1.99},
+		{v1alpha1.Gate{Name: "errors", GateSpec: v1alpha1.GateSpec{Preset: "inference-pool-error-ratio", Max: &maxErr, MinRequests: &one}}, 0.1},
+		{v1alpha1.Gate{Name: "latency", GateSpec: v1alpha1.GateSpec{Preset: "inference-pool-latency-p99", Max: &maxLatency, MinRequests: &one}}, 1.99},
+		{v1alpha1.Gate{Name: "ttft", GateSpec: v1alpha1.GateSpec{Preset: "inference-pool-ttft-p99", Max: &maxLatency}}, 1.99},
 	}
 	for pool := range pickers {
 		vars := analysis.Vars{Namespace: ns, Rollout: "gpt4", Stable: "pool-stable", Canary: pool,
@@ -381,7 +381,7 @@ func TestAuthAgainstRealPrometheus(t *testing.T) {
 	}
 
 	maxErr, one := 0.1, int64(1)
-	gate := v1alpha1.Gate{Name: "errors", Preset: "vllm-error-ratio", Max: &maxErr, MinRequests: &one}
+	gate := v1alpha1.Gate{Name: "errors", GateSpec: v1alpha1.GateSpec{Preset: "vllm-error-ratio", Max: &maxErr, MinRequests: &one}}
 	r, err := analysis.RenderGate(gate, analysis.Vars{Namespace: ns, Rollout: "gpt4", Stable: "vllm-gpt4-v1", Canary: canary,
 		Weight: 10, Interval: time.Minute, StepWindow: time.Minute})
 	if err != nil {
@@ -529,10 +529,10 @@ func TestTGIPresetsAgainstRealPrometheus(t *testing.T) {
 		verdict v1alpha1.GateVerdict
 		value   float64
 	}{
-		{"tgi-v2", v1alpha1.Gate{Name: "errors", Preset: "tgi-error-ratio", Max: &maxErr, MinRequests: &one}, v1alpha1.VerdictFail, 0.1},
-		{"tgi-v2", v1alpha1.Gate{Name: "latency", Preset: "tgi-latency-p99", Max: &maxLatency}, v1alpha1.VerdictFail, 1.99},
-		{"tgi-v3", v1alpha1.Gate{Name: "errors", Preset: "tgi-error-ratio", Max: &maxErr, MinRequests: &one}, v1alpha1.VerdictPass, 0},
-		{"tgi-v3", v1alpha1.Gate{Name: "latency", Preset: "tgi-latency-p99", Max: &maxLatency}, v1alpha1.VerdictPass, 0.4975},
+		{"tgi-v2", v1alpha1.Gate{Name: "errors", GateSpec: v1alpha1.GateSpec{Preset: "tgi-error-ratio", Max: &maxErr, MinRequests: &one}}, v1alpha1.VerdictFail, 0.1},
+		{"tgi-v2", v1alpha1.Gate{Name: "latency", GateSpec: v1alpha1.GateSpec{Preset: "tgi-latency-p99", Max: &maxLatency}}, v1alpha1.VerdictFail, 1.99},
+		{"tgi-v3", v1alpha1.Gate{Name: "errors", GateSpec: v1alpha1.GateSpec{Preset: "tgi-error-ratio", Max: &maxErr, MinRequests: &one}}, v1alpha1.VerdictPass, 0},
+		{"tgi-v3", v1alpha1.Gate{Name: "latency", GateSpec: v1alpha1.GateSpec{Preset: "tgi-latency-p99", Max: &maxLatency}}, v1alpha1.VerdictPass, 0.4975},
 	}
 	for _, tt := range tests {
 		r, err := analysis.RenderGate(tt.gate, analysis.Vars{Namespace: ns, Rollout: "r", Stable: "tgi-v1", Canary: tt.canary,

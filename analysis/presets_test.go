@@ -80,7 +80,7 @@ func TestPresetsRenderAndParse(t *testing.T) {
 				t.Errorf("requests query %q is not over [{{ .StepWindow }}]", info.RequestsQuery)
 			}
 
-			r, err := RenderGate(v1alpha1.Gate{Name: "g", Preset: name, Max: f64(1)}, v)
+			r, err := RenderGate(v1alpha1.Gate{Name: "g", GateSpec: v1alpha1.GateSpec{Preset: name, Max: f64(1)}}, v)
 			if err != nil {
 				t.Fatalf("RenderGate: %v", err)
 			}
@@ -94,7 +94,7 @@ func TestPresetsRenderAndParse(t *testing.T) {
 			}
 
 			// A selector override replaces the default everywhere.
-			r, err = RenderGate(v1alpha1.Gate{Name: "g", Preset: name, Max: f64(1), Selector: `version="{{ .Canary }}"`}, v)
+			r, err = RenderGate(v1alpha1.Gate{Name: "g", GateSpec: v1alpha1.GateSpec{Preset: name, Max: f64(1), Selector: `version="{{ .Canary }}"`}}, v)
 			if err != nil {
 				t.Fatalf("RenderGate with selector: %v", err)
 			}
@@ -194,7 +194,7 @@ func TestNamingHelpers(t *testing.T) {
 func TestInferencePoolPresetsReadBothNamings(t *testing.T) {
 	v := Vars{Namespace: "ai-gateway", Canary: "pool-v2", Interval: time.Minute, StepWindow: time.Minute}
 	for _, name := range []v1alpha1.GatePreset{"inference-pool-error-ratio", "inference-pool-latency-p99", "inference-pool-ttft-p99"} {
-		r, err := RenderGate(v1alpha1.Gate{Name: "g", Preset: name, Max: f64(1)}, v)
+		r, err := RenderGate(v1alpha1.Gate{Name: "g", GateSpec: v1alpha1.GateSpec{Preset: name, Max: f64(1)}}, v)
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}

@@ -88,6 +88,9 @@ type templateData struct {
 	// Selector is the rendered label matchers of the gate: the preset's
 	// default or gate.selector.
 	Selector promQL
+	// Args are the gate's template arguments (gate.args), escaped like the
+	// strings.
+	Args map[string]promString
 
 	stablePicker, canaryPicker string
 }
@@ -95,7 +98,7 @@ type templateData struct {
 var variableNames = []string{
 	".Namespace", ".Rollout", ".Route", ".Stable", ".Canary", ".StablePort", ".CanaryPort",
 	".Weight", ".Interval", ".StepWindow", ".Selector", ".StableCluster", ".CanaryCluster",
-	".StableEndpointPicker", ".CanaryEndpointPicker",
+	".StableEndpointPicker", ".CanaryEndpointPicker", ".Args.<name>",
 }
 
 // KgatewayClusterName is the name Kgateway gives the Envoy cluster of a
@@ -275,6 +278,10 @@ func EscapeString(s string) string {
 //	{{ .Selector }}
 //	    the gate's rendered label matchers (preset default or gate.selector),
 //	    verbatim; empty in a selector itself.
+//	{{ .Args.<name> }}
+//	    a template argument (gate.args, filled from a GateTemplate's
+//	    declared defaults when the gate was resolved), escaped like the
+//	    strings; RenderGate only, an unknown name is an error.
 //
 // and the function {{ regex .Canary }} quotes values for a =~ matcher
 // (regexp.QuoteMeta, joined by "|" when given several, then escaped).
@@ -298,6 +305,9 @@ func execute(tmpl string, data any, funcs template.FuncMap, names []string) (str
 	var b strings.Builder
 	if err := t.Execute(&b, data); err != nil {
 		err = trimTemplateErr(err)
+		if m := unknownArgRE.FindStringSubmatch(err.Error()); m != nil {
+			return "", fmt.Errorf("template: %sunknown argument %q: pass it in the gate's args, or declare it in the template's args", m[1], m[2])
+		}
 		if m := unknownFieldRE.FindStringSubmatch(err.Error()); m != nil {
 			return "", fmt.Errorf("template: %sunknown variable %s; the variables are %s", m[1], m[2], strings.Join(names, ", "))
 		}
@@ -438,6 +448,10 @@ func EscapeJSONString(s string) string {
 // trimTemplateErr: "1:9: at <.Nope>: can't evaluate field Nope in type ...".
 var unknownFieldRE = regexp.MustCompile(`^(\d+:\d+: )?at <([^>]*)>: can't evaluate field `)
 
+// unknownArgRE matches text/template's error for a missing map key under
+// missingkey=error: "1:9: at <.Args.region>: map has no entry for key ...".
+var unknownArgRE = regexp.MustCompile(`^(\d+:\d+: )?at <\.Args\.([^>]*)>: map has no entry for key`)
+
 // trimTemplateErr drops the "template: gate:" prefix text/template puts on
 // its errors; the caller says which gate and which field.
 func trimTemplateErr(err error) error {
@@ -498,6 +512,8 @@ func RenderGate(g v1alpha1.Gate, v Vars) (RenderedGate, error) {
 func renderGate(g v1alpha1.Gate, v Vars) (RenderedGate, error) {
 	r := RenderedGate{Name: g.Name}
 	switch {
+	case g.TemplateRef != nil && g.Preset == "" && g.Query == "":
+		return r, fmt.Errorf("templateRef %s was not resolved", g.TemplateRef)
 	case g.Preset != "" && g.Query != "":
 		return r, errors.New("set exactly one of preset or query")
 	case g.Preset == "" && g.Query == "":
@@ -514,6 +530,10 @@ func renderGate(g v1alpha1.Gate, v Vars) (RenderedGate, error) {
 	}
 
 	data := newTemplateData(v)
+	data.Args = make(map[string]promString, len(g.Args))
+	for _, a := range g.Args {
+		data.Args[string(a.Name)] = promString(a.Value)
+	}
 	queryTmpl, requestsTmpl, selTmpl := g.Query, g.RequestsQuery, g.Selector
 	if g.Preset != "" {
 		p, ok := presets[g.Preset]

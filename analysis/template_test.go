@@ -196,18 +196,18 @@ func TestRenderGate(t *testing.T) {
 		wantErr string
 	}{{
 		name: "custom query",
-		gate: v1alpha1.Gate{Name: "q", Query: `max(up{service="{{ .Canary }}"})`, Min: f64(1)},
+		gate: v1alpha1.Gate{Name: "q", GateSpec: v1alpha1.GateSpec{Query: `max(up{service="{{ .Canary }}"})`, Min: f64(1)}},
 		want: RenderedGate{Name: "q", Query: `max(up{service="v2"})`},
 	}, {
 		name: "custom query with requests query and selector",
 		gate: v1alpha1.Gate{
-			Name: "q", Query: `sum(rate(x{ {{- .Selector }}}[{{ .Interval }}]))`, Selector: `pod=~"{{ regex .Canary }}-.*"`,
-			RequestsQuery: `sum(increase(y{ {{- .Selector }}}[{{ .StepWindow }}]))`, MinRequests: &min, Max: f64(1),
+			Name: "q", GateSpec: v1alpha1.GateSpec{Query: `sum(rate(x{ {{- .Selector }}}[{{ .Interval }}]))`, Selector: `pod=~"{{ regex .Canary }}-.*"`,
+				RequestsQuery: `sum(increase(y{ {{- .Selector }}}[{{ .StepWindow }}]))`, MinRequests: &min, Max: f64(1)},
 		},
 		want: RenderedGate{Name: "q", Query: `sum(rate(x{pod=~"v2-.*"}[1m]))`, RequestsQuery: `sum(increase(y{pod=~"v2-.*"}[5m]))`},
 	}, {
 		name: "preset with default selector",
-		gate: v1alpha1.Gate{Name: "errors", Preset: "vllm-error-ratio", Max: f64(0.05)},
+		gate: v1alpha1.Gate{Name: "errors", GateSpec: v1alpha1.GateSpec{Preset: "vllm-error-ratio", Max: f64(0.05)}},
 		want: RenderedGate{
 			Name:          "errors",
 			Query:         `(sum(rate(vllm:request_success_total{finished_reason="error",service="v2",namespace="ai"}[1m])) or vector(0)) / sum(rate(vllm:request_success_total{service="v2",namespace="ai"}[1m]))`,
@@ -215,7 +215,7 @@ func TestRenderGate(t *testing.T) {
 		},
 	}, {
 		name: "preset with selector override",
-		gate: v1alpha1.Gate{Name: "lat", Preset: "vllm-e2e-latency-p99", Selector: `version="{{ .Canary }}"`, Max: f64(30)},
+		gate: v1alpha1.Gate{Name: "lat", GateSpec: v1alpha1.GateSpec{Preset: "vllm-e2e-latency-p99", Selector: `version="{{ .Canary }}"`, Max: f64(30)}},
 		want: RenderedGate{
 			Name:          "lat",
 			Query:         `histogram_quantile(0.99, sum by (le) (rate(vllm:e2e_request_latency_seconds_bucket{version="v2"}[1m])))`,
@@ -223,47 +223,47 @@ func TestRenderGate(t *testing.T) {
 		},
 	}, {
 		name:    "parse error names the gate",
-		gate:    v1alpha1.Gate{Name: "errors", Query: `sum(rate(x[5m])`, Max: f64(1)},
+		gate:    v1alpha1.Gate{Name: "errors", GateSpec: v1alpha1.GateSpec{Query: `sum(rate(x[5m])`, Max: f64(1)}},
 		wantErr: `gate "errors": parse error: `,
 	}, {
 		name:    "template error names the gate",
-		gate:    v1alpha1.Gate{Name: "bad", Query: `up{a="{{ .Nope }}"}`, Max: f64(1)},
+		gate:    v1alpha1.Gate{Name: "bad", GateSpec: v1alpha1.GateSpec{Query: `up{a="{{ .Nope }}"}`, Max: f64(1)}},
 		wantErr: `gate "bad": template: `,
 	}, {
 		name:    "selector that is not matchers",
-		gate:    v1alpha1.Gate{Name: "s", Preset: "vllm-ttft-p99", Selector: `a="b"} or vector(1) or up{`, Max: f64(1)},
+		gate:    v1alpha1.Gate{Name: "s", GateSpec: v1alpha1.GateSpec{Preset: "vllm-ttft-p99", Selector: `a="b"} or vector(1) or up{`, Max: f64(1)}},
 		wantErr: `gate "s": selector`,
 	}, {
 		name:    "requests query error",
-		gate:    v1alpha1.Gate{Name: "r", Query: `up`, RequestsQuery: `up[5m]`, MinRequests: &min, Max: f64(1)},
+		gate:    v1alpha1.Gate{Name: "r", GateSpec: v1alpha1.GateSpec{Query: `up`, RequestsQuery: `up[5m]`, MinRequests: &min, Max: f64(1)}},
 		wantErr: `gate "r": requestsQuery: the query returns a range vector`,
 	}, {
 		name:    "minRequests without requests query",
-		gate:    v1alpha1.Gate{Name: "m", Query: `up`, MinRequests: &min, Max: f64(1)},
+		gate:    v1alpha1.Gate{Name: "m", GateSpec: v1alpha1.GateSpec{Query: `up`, MinRequests: &min, Max: f64(1)}},
 		wantErr: `gate "m": minRequests on a custom query needs requestsQuery`,
 	}, {
 		name:    "both preset and query",
-		gate:    v1alpha1.Gate{Name: "b", Preset: "vllm-ttft-p99", Query: "up", Max: f64(1)},
+		gate:    v1alpha1.Gate{Name: "b", GateSpec: v1alpha1.GateSpec{Preset: "vllm-ttft-p99", Query: "up", Max: f64(1)}},
 		wantErr: `gate "b": set exactly one of preset or query`,
 	}, {
 		name:    "neither preset nor query",
-		gate:    v1alpha1.Gate{Name: "n", Max: f64(1)},
+		gate:    v1alpha1.Gate{Name: "n", GateSpec: v1alpha1.GateSpec{Max: f64(1)}},
 		wantErr: `gate "n": set one of preset or query`,
 	}, {
 		name:    "unknown preset",
-		gate:    v1alpha1.Gate{Name: "u", Preset: "nope", Max: f64(1)},
+		gate:    v1alpha1.Gate{Name: "u", GateSpec: v1alpha1.GateSpec{Preset: "nope", Max: f64(1)}},
 		wantErr: `gate "u": unknown preset "nope"`,
 	}, {
 		name:    "no threshold",
-		gate:    v1alpha1.Gate{Name: "t", Query: "up"},
+		gate:    v1alpha1.Gate{Name: "t", GateSpec: v1alpha1.GateSpec{Query: "up"}},
 		wantErr: `gate "t": set min, max or both`,
 	}, {
 		name:    "min above max",
-		gate:    v1alpha1.Gate{Name: "t", Query: "up", Min: f64(2), Max: f64(1)},
+		gate:    v1alpha1.Gate{Name: "t", GateSpec: v1alpha1.GateSpec{Query: "up", Min: f64(2), Max: f64(1)}},
 		wantErr: `gate "t": min 2 is greater than max 1`,
 	}, {
 		name:    "envoy preset without canary port",
-		gate:    v1alpha1.Gate{Name: "e", Preset: "envoy-error-ratio", Max: f64(0.01)},
+		gate:    v1alpha1.Gate{Name: "e", GateSpec: v1alpha1.GateSpec{Preset: "envoy-error-ratio", Max: f64(0.01)}},
 		wantErr: `gate "e": selector: template: `,
 	}}
 	for _, tt := range tests {
@@ -295,16 +295,16 @@ func TestValidateGates(t *testing.T) {
 		t.Errorf("nil analysis: %v", err)
 	}
 	good := &v1alpha1.Analysis{Gates: []v1alpha1.Gate{
-		{Name: "errors", Preset: "vllm-error-ratio", Max: f64(0.05)},
-		{Name: "latency", Preset: "vllm-e2e-latency-p99", Max: f64(30)},
+		{Name: "errors", GateSpec: v1alpha1.GateSpec{Preset: "vllm-error-ratio", Max: f64(0.05)}},
+		{Name: "latency", GateSpec: v1alpha1.GateSpec{Preset: "vllm-e2e-latency-p99", Max: f64(30)}},
 	}}
 	if err := ValidateGates(good, v); err != nil {
 		t.Errorf("valid gates: %v", err)
 	}
 	bad := &v1alpha1.Analysis{Gates: []v1alpha1.Gate{
-		{Name: "errors", Query: `sum(rate(x[5m])`, Max: f64(0.05)},
-		{Name: "ok", Preset: "vllm-ttft-p99", Max: f64(2)},
-		{Name: "typo", Query: `up{a="{{ .Cannary }}"}`, Max: f64(2)},
+		{Name: "errors", GateSpec: v1alpha1.GateSpec{Query: `sum(rate(x[5m])`, Max: f64(0.05)}},
+		{Name: "ok", GateSpec: v1alpha1.GateSpec{Preset: "vllm-ttft-p99", Max: f64(2)}},
+		{Name: "typo", GateSpec: v1alpha1.GateSpec{Query: `up{a="{{ .Cannary }}"}`, Max: f64(2)}},
 	}}
 	err := ValidateGates(bad, v)
 	if err == nil {
@@ -423,4 +423,49 @@ func FuzzRenderNoInjection(f *testing.F) {
 			t.Fatalf("regex matcher %s does not match %q", m, canary)
 		}
 	})
+}
+
+func TestRenderGateArgs(t *testing.T) {
+	v := Vars{Namespace: "ai", Canary: "v2"}
+	g := v1alpha1.Gate{Name: "errors",
+		Args: []v1alpha1.GateArg{{Name: "job", Value: `vllm"} or vector(1) #`}, {Name: "code", Value: "5.."}},
+		GateSpec: v1alpha1.GateSpec{Max: f64(0.05),
+			Query: `sum(rate(http_requests_total{job="{{ .Args.job }}",code=~"{{ .Args.code }}",service="{{ .Canary }}"}[1m]))`}}
+	r, err := RenderGate(g, v)
+	if err != nil {
+		t.Fatalf("RenderGate: %v", err)
+	}
+	want := `sum(rate(http_requests_total{job="vllm\"} or vector(1) #",code=~"5..",service="v2"}[1m]))`
+	if r.Query != want {
+		t.Errorf("query = %s, want %s", r.Query, want)
+	}
+	expr, err := parser.NewParser(parser.Options{}).ParseExpr(r.Query)
+	if err != nil {
+		t.Fatalf("parse: %v", err)
+	}
+	found := false
+	parser.Inspect(expr, func(n parser.Node, _ []parser.Node) error {
+		if vs, ok := n.(*parser.VectorSelector); ok {
+			for _, m := range vs.LabelMatchers {
+				if m.Name == "job" && m.Value == `vllm"} or vector(1) #` && m.Type == labels.MatchEqual {
+					found = true
+				}
+			}
+		}
+		return nil
+	})
+	if !found {
+		t.Errorf("the argument did not come back as one label value: %s", r.Query)
+	}
+
+	g.Args = g.Args[1:]
+	_, err = RenderGate(g, v)
+	if err == nil || !strings.Contains(err.Error(), `unknown argument "job"`) {
+		t.Errorf("a missing argument: err = %v, want unknown argument \"job\"", err)
+	}
+
+	unresolved := v1alpha1.Gate{Name: "t", TemplateRef: &v1alpha1.GateTemplateRef{Name: "errors"}}
+	if _, err := RenderGate(unresolved, v); err == nil || !strings.Contains(err.Error(), "GateTemplate/errors was not resolved") {
+		t.Errorf("an unresolved templateRef: err = %v", err)
+	}
 }

@@ -22,7 +22,7 @@ import (
 )
 
 func webGate(u, path string) v1alpha1.Gate {
-	return v1alpha1.Gate{Name: "quality", Min: ptr.To(0.8), Web: &v1alpha1.WebGate{URL: u, JSONPath: path}}
+	return v1alpha1.Gate{Name: "quality", GateSpec: v1alpha1.GateSpec{Min: ptr.To(0.8), Web: &v1alpha1.WebGate{URL: u, JSONPath: path}}}
 }
 
 var webVars = Vars{Namespace: "team-a", Rollout: "gpt4", Route: "r", Stable: "vllm-v1", Canary: "vllm-v2", CanaryPort: 8000, Weight: 10}
@@ -162,7 +162,7 @@ func TestRenderWebErrors(t *testing.T) {
 
 func TestValidateGatesWithWebGate(t *testing.T) {
 	a := &v1alpha1.Analysis{Gates: []v1alpha1.Gate{
-		{Name: "errors", Preset: "vllm-error-ratio", Max: ptr.To(0.05)},
+		{Name: "errors", GateSpec: v1alpha1.GateSpec{Preset: "vllm-error-ratio", Max: ptr.To(0.05)}},
 		webGate("http://eval.ml/score", "$.score"),
 	}}
 	if err := ValidateGates(a, webVars); err != nil {
@@ -583,14 +583,14 @@ func FuzzWebJSONPath(f *testing.F) {
 
 // The README's example renders, and its path picks the accuracy.
 func TestReadmeWebExample(t *testing.T) {
-	g := v1alpha1.Gate{Name: "quality", Min: ptr.To(0.85), NoData: v1alpha1.NoDataFail, FailureLimit: 2, Web: &v1alpha1.WebGate{
+	g := v1alpha1.Gate{Name: "quality", GateSpec: v1alpha1.GateSpec{Min: ptr.To(0.85), NoData: v1alpha1.NoDataFail, FailureLimit: 2, Web: &v1alpha1.WebGate{
 		URL:      "https://eval.ml-platform:8443/v1/scores?model={{ .Canary }}&ns={{ .Namespace }}",
 		Method:   v1alpha1.WebMethodPost,
 		Headers:  []v1alpha1.WebHeader{{Name: "X-Scope-OrgID", Value: "{{ .Namespace }}"}},
 		Body:     `{"model": "{{ .Canary }}", "suite": "smoke", "weight": {{ .Weight }}}`,
 		JSONPath: "$.results[?@.metric=='accuracy'].value",
 		Timeout:  "10s", MaxResponseBytes: 1048576,
-	}}
+	}}}
 	r, err := RenderWeb(g, webVars)
 	if err != nil {
 		t.Fatal(err)

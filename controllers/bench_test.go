@@ -15,8 +15,8 @@ import (
 func BenchmarkPlan(b *testing.B) {
 	ro := withGates(atStep(testRollout(), 1, 10*time.Minute))
 	ro.Spec.Analysis.Gates = append(ro.Spec.Analysis.Gates,
-		rolloutsv1.Gate{Name: "latency", Preset: "vllm-e2e-latency-p99", Max: ptr.To(30.0)},
-		rolloutsv1.Gate{Name: "ttft", Preset: "vllm-ttft-p99", Max: ptr.To(2.0)})
+		rolloutsv1.Gate{Name: "latency", GateSpec: rolloutsv1.GateSpec{Preset: "vllm-e2e-latency-p99", Max: ptr.To(30.0)}},
+		rolloutsv1.Gate{Name: "ttft", GateSpec: rolloutsv1.GateSpec{Preset: "vllm-ttft-p99", Max: ptr.To(2.0)}})
 	for _, g := range ro.Spec.Analysis.Gates {
 		gs := rolloutsv1.GateStatus{Name: g.Name, Verdict: rolloutsv1.VerdictPass, LastEvaluatedAt: mt(t0.Add(-30 * time.Second))}
 		for range 10 {

@@ -56,7 +56,7 @@ var _ = Describe("Gate rounds off the reconcile workers", func() {
 			ro.Spec.Analysis = &rolloutsv1.Analysis{
 				Interval:   "1s",
 				Prometheus: &rolloutsv1.PrometheusSource{Address: hanging.URL, Timeout: "1h"},
-				Gates:      []rolloutsv1.Gate{{Name: "errors", Query: fmt.Sprintf("vector(%d)", i), Max: ptr.To(100.0)}},
+				Gates:      []rolloutsv1.Gate{{Name: "errors", GateSpec: rolloutsv1.GateSpec{Query: fmt.Sprintf("vector(%d)", i), Max: ptr.To(100.0)}}},
 			}
 			Expect(k8sClient.Create(suiteCtx, ro)).To(Succeed())
 			gated = append(gated, ns)

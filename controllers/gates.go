@@ -39,6 +39,17 @@ type PrometheusGates struct {
 	// identity, instance role) when its auth Secret has no access key. Off,
 	// credentials come only from Secrets in the rollout's namespace.
 	AmbientAWSCredentials bool
+	// Templates reads the GateTemplates and ClusterGateTemplates that gates
+	// reference: the manager's cached client. Secrets when nil.
+	Templates client.Reader
+}
+
+// templates is the reader of gate templates.
+func (g *PrometheusGates) templates() client.Reader {
+	if g.Templates != nil {
+		return g.Templates
+	}
+	return g.Secrets
 }
 
 // egressPolicy is the policy in force: the configured one, or the strictest.
@@ -88,13 +99,21 @@ func gateVars(ro *rolloutsv1.ModelRollout, now time.Time) analysis.Vars {
 // Validate renders and parses every gate and checks that Prometheus can be
 // configured, so that nothing moves on a rollout that could never be judged.
 func (g *PrometheusGates) Validate(ctx context.Context, ro *rolloutsv1.ModelRollout) (*problem, error) {
-	if err := analysis.ValidateGates(ro.Spec.Analysis, gateVars(ro, time.Now())); err != nil {
-		return &problem{Reason: rolloutsv1.ReasonInvalidQuery, Message: truncate(err.Error(), 1024)}, nil
-	}
-	if p, err := g.validateWebAuth(ctx, ro); p != nil || err != nil {
+	resolved, err := resolveGates(ctx, g.templates(), ro)
+	if p := firstProblem(resolved); err != nil || p != nil {
 		return p, err
 	}
-	if !queriesPrometheus(ro.Spec.Analysis) {
+	a := ro.Spec.Analysis.DeepCopy()
+	for i := range resolved {
+		a.Gates[i] = resolved[i].Gate
+	}
+	if err := analysis.ValidateGates(a, gateVars(ro, time.Now())); err != nil {
+		return &problem{Reason: rolloutsv1.ReasonInvalidQuery, Message: truncate(err.Error(), 1024)}, nil
+	}
+	if p, err := g.validateWebAuth(ctx, ro, a); p != nil || err != nil {
+		return p, err
+	}
+	if !queriesPrometheus(a) {
 		return nil, nil
 	}
 	_, p, err := g.clientConfig(ctx, ro)
@@ -288,9 +307,17 @@ func (g *PrometheusGates) Evaluate(ctx context.Context, ro *rolloutsv1.ModelRoll
 	vars := gateVars(ro, now)
 	round := &gateRound{}
 
+	resolved, resolveErr := resolveGates(ctx, g.templates(), ro)
+	ra := a.DeepCopy()
+	if resolveErr == nil {
+		for i := range resolved {
+			ra.Gates[i] = resolved[i].Gate
+		}
+	}
+
 	var q analysis.Querier
 	var clientErr error
-	if queriesPrometheus(a) {
+	if queriesPrometheus(ra) {
 		cfg, p, err := g.clientConfig(ctx, ro)
 		switch {
 		case err != nil:
@@ -306,17 +333,27 @@ func (g *PrometheusGates) Evaluate(ctx context.Context, ro *rolloutsv1.ModelRoll
 	for _, gs := range ro.Status.Gates {
 		prev[gs.Name] = gs
 	}
-	for _, gate := range a.Gates {
+	for i, gate := range ra.Gates {
 		var ev analysis.Evaluation
-		if gate.Web != nil {
+		var rg resolvedGate
+		if resolveErr == nil {
+			rg = resolved[i]
+		}
+		switch {
+		case resolveErr != nil && gate.TemplateRef != nil:
+			ev = analysis.Evaluation{Verdict: rolloutsv1.VerdictError, Message: resolveErr.Error()}
+		case rg.Problem != nil:
+			ev = analysis.Evaluation{Verdict: rolloutsv1.VerdictError, Message: rg.Problem.Message}
+		case gate.Web != nil:
 			ev = g.evaluateWeb(ctx, ro, gate, vars)
-		} else {
+		default:
 			ev = evaluatePromQL(ctx, q, clientErr, gate, vars, now)
 		}
 		gs, outcome := analysis.Record(prev[gate.Name], gate, ev, ro.Status.CanaryWeight, a.InconclusiveLimit, now)
 		gs.DryRun = gate.DryRun
+		gs.Template, gs.TemplateGeneration = rg.Template, rg.Generation
 		round.Gates = append(round.Gates, gs)
-		g.Metrics.observeGate(ro, gs)
+		g.Metrics.observeGate(ro, gate, gs)
 
 		if gate.DryRun {
 			if p := dryRunFailure(gate, gs, outcome, a.InconclusiveLimit); p != nil {

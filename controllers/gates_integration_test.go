@@ -99,8 +99,8 @@ func gatedRollout(ns, prom string, steps ...rolloutsv1.Step) *rolloutsv1.ModelRo
 		Interval:   "3s",
 		Prometheus: &rolloutsv1.PrometheusSource{Address: prom},
 		Gates: []rolloutsv1.Gate{
-			{Name: "errors", Preset: "vllm-error-ratio", Max: ptr.To(0.05), MinRequests: ptr.To[int64](5)},
-			{Name: "latency", Preset: "vllm-e2e-latency-p99", Max: ptr.To(0.5)},
+			{Name: "errors", GateSpec: rolloutsv1.GateSpec{Preset: "vllm-error-ratio", Max: ptr.To(0.05), MinRequests: ptr.To[int64](5)}},
+			{Name: "latency", GateSpec: rolloutsv1.GateSpec{Preset: "vllm-e2e-latency-p99", Max: ptr.To(0.5)}},
 		},
 	}
 	return ro
@@ -238,7 +238,7 @@ var _ = Describe("Gates against a real Prometheus", func() {
 		DeferCleanup(op.stop)
 		ro := gatedRollout(ns, "http://127.0.0.1:1", step(10, "1s"), step(100, "1s"))
 		ro.Spec.Analysis.Gates = append(ro.Spec.Analysis.Gates, rolloutsv1.Gate{
-			Name: "quality", Query: `avg(eval_quality_score{model="{{ .Canary }}"}`, Min: ptr.To(0.8),
+			Name: "quality", GateSpec: rolloutsv1.GateSpec{Query: `avg(eval_quality_score{model="{{ .Canary }}"}`, Min: ptr.To(0.8)},
 		})
 		Expect(k8sClient.Create(suiteCtx, ro)).To(Succeed())
 		Eventually(func() string { return conditionReason(ns, "gpt4", rolloutsv1.ConditionStalled) }).Should(Equal(rolloutsv1.ReasonInvalidQuery))

@@ -8,7 +8,7 @@ import (
 )
 
 func TestDryRunFailureReportedOnceAtTheLimit(t *testing.T) {
-	gate := rolloutsv1.Gate{Name: "errors", FailureLimit: 2, DryRun: true}
+	gate := rolloutsv1.Gate{Name: "errors", DryRun: true, GateSpec: rolloutsv1.GateSpec{FailureLimit: 2}}
 	cases := []struct {
 		name    string
 		gs      rolloutsv1.GateStatus

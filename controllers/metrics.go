@@ -197,7 +197,10 @@ func (m *Metrics) pruneGates(ro *rolloutsv1.ModelRollout) {
 	}
 }
 
-func (m *Metrics) observeGate(ro *rolloutsv1.ModelRollout, gs rolloutsv1.GateStatus) {
+// observeGate records an evaluation of gate, as evaluated: for a gate with
+// a templateRef, resolved, so its thresholds are the template's unless the
+// gate overrides them.
+func (m *Metrics) observeGate(ro *rolloutsv1.ModelRollout, g rolloutsv1.Gate, gs rolloutsv1.GateStatus) {
 	if m == nil {
 		return
 	}
@@ -215,21 +218,13 @@ func (m *Metrics) observeGate(ro *rolloutsv1.ModelRollout, gs rolloutsv1.GateSta
 	if v, err := parseFloat(gs.Value); err == nil {
 		m.GateValue.WithLabelValues(ro.Namespace, ro.Name, gs.Name).Set(v)
 	}
-	if ro.Spec.Analysis == nil {
-		return
-	}
-	for _, g := range ro.Spec.Analysis.Gates {
-		if g.Name != gs.Name {
+	for bound, v := range map[string]*float64{"min": g.Min, "max": g.Max} {
+		l := prometheus.Labels{"namespace": ro.Namespace, "name": ro.Name, "gate": g.Name, "bound": bound}
+		if v == nil {
+			m.GateThreshold.Delete(l)
 			continue
 		}
-		for bound, v := range map[string]*float64{"min": g.Min, "max": g.Max} {
-			l := prometheus.Labels{"namespace": ro.Namespace, "name": ro.Name, "gate": g.Name, "bound": bound}
-			if v == nil {
-				m.GateThreshold.Delete(l)
-				continue
-			}
-			m.GateThreshold.With(l).Set(*v)
-		}
+		m.GateThreshold.With(l).Set(*v)
 	}
 }
 

@@ -131,11 +131,11 @@ func TestGateThresholdAndStepClockSeries(t *testing.T) {
 	m := NewMetrics(prometheus.NewRegistry())
 	ro := newRollout("ai-gateway", step(10, "30m"), step(50, ""), step(100, "1h"))
 	ro.Spec.Analysis = &rolloutsv1.Analysis{Gates: []rolloutsv1.Gate{
-		{Name: "errors", Max: ptr.To(0.05)},
-		{Name: "quality", Min: ptr.To(0.8), Max: ptr.To(1.0)},
+		{Name: "errors", GateSpec: rolloutsv1.GateSpec{Max: ptr.To(0.05)}},
+		{Name: "quality", GateSpec: rolloutsv1.GateSpec{Min: ptr.To(0.8), Max: ptr.To(1.0)}},
 	}}
-	m.observeGate(ro, rolloutsv1.GateStatus{Name: "errors", Verdict: rolloutsv1.VerdictPass, Value: "0.01"})
-	m.observeGate(ro, rolloutsv1.GateStatus{Name: "quality", Verdict: rolloutsv1.VerdictFail, Value: "0.5"})
+	m.observeGate(ro, ro.Spec.Analysis.Gates[0], rolloutsv1.GateStatus{Name: "errors", Verdict: rolloutsv1.VerdictPass, Value: "0.01"})
+	m.observeGate(ro, ro.Spec.Analysis.Gates[1], rolloutsv1.GateStatus{Name: "quality", Verdict: rolloutsv1.VerdictFail, Value: "0.5"})
 	for _, c := range []struct {
 		gate, bound string
 		want        float64

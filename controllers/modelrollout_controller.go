@@ -496,6 +496,9 @@ func (r *ModelRolloutReconciler) SetupWithManager(ctx context.Context, mgr ctrl.
 	}); err != nil {
 		return fmt.Errorf("index EndpointSlices by Service: %w", err)
 	}
+	if err := idx.IndexField(ctx, &rolloutsv1.ModelRollout{}, indexGateTemplate, gateTemplateKeys); err != nil {
+		return fmt.Errorf("index ModelRollouts by gate template: %w", err)
+	}
 
 	workers := r.MaxConcurrentReconciles
 	if workers <= 0 {
@@ -522,6 +525,12 @@ func (r *ModelRolloutReconciler) SetupWithManager(ctx context.Context, mgr ctrl.
 		Watches(&discoveryv1.EndpointSlice{}, handler.EnqueueRequestsFromMapFunc(r.mapBy(mgr.GetClient(), indexBackend, func(o client.Object) string {
 			return o.GetLabels()[discoveryv1.LabelServiceName]
 		})), builder.WithPredicates(notInInitialList)).
+		// A rollout waiting on a missing template starts when it appears; an
+		// edited template is validated again at once.
+		Watches(&rolloutsv1.GateTemplate{}, handler.EnqueueRequestsFromMapFunc(r.mapBy(mgr.GetClient(), indexGateTemplate, templateKey(rolloutsv1.GateTemplateKindNamespaced))),
+			builder.WithPredicates(notInInitialList, predicate.GenerationChangedPredicate{})).
+		Watches(&rolloutsv1.ClusterGateTemplate{}, handler.EnqueueRequestsFromMapFunc(r.mapBy(mgr.GetClient(), indexGateTemplate, templateKey(rolloutsv1.GateTemplateKindCluster))),
+			builder.WithPredicates(notInInitialList, predicate.GenerationChangedPredicate{})).
 		WithOptions(controller.Options{MaxConcurrentReconciles: workers, UsePriorityQueue: ptr.To(true)}).
 		Named("modelrollout").
 		Complete(r)

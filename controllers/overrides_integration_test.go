@@ -77,7 +77,7 @@ var _ = Describe("Overrides", func() {
 
 		ro := newRollout(ns, step(10, "1s"), step(25, "1s"), step(50, "1s"), step(100, "1h"))
 		ro.Spec.Analysis = &rolloutsv1.Analysis{Interval: "1s", Gates: []rolloutsv1.Gate{
-			{Name: "errors", Preset: "vllm-error-ratio", Max: ptr.To(0.05), MinRequests: ptr.To[int64](50)},
+			{Name: "errors", GateSpec: rolloutsv1.GateSpec{Preset: "vllm-error-ratio", Max: ptr.To(0.05), MinRequests: ptr.To[int64](50)}},
 		}}
 		Expect(k8sClient.Create(suiteCtx, ro)).To(Succeed())
 

@@ -969,7 +969,7 @@ func (p *planner) gateHolds() []string {
 		case !ok || gs.LastEvaluatedAt == nil || p.st.StepStartedAt == nil || gs.LastEvaluatedAt.Before(p.st.StepStartedAt):
 			holds = append(holds, fmt.Sprintf("waiting for gate %q to be evaluated at this step", g.Name))
 		case gs.Verdict == rolloutsv1.VerdictPass:
-		case gs.Verdict == rolloutsv1.VerdictNoData && g.NoData == rolloutsv1.NoDataPass:
+		case gs.Verdict == rolloutsv1.VerdictNoData && noDataPassed(g, gs):
 		default:
 			msg := gs.Message
 			if msg == "" {

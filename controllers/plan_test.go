@@ -53,7 +53,7 @@ func atStep(ro *rolloutsv1.ModelRollout, i int, ago time.Duration) *rolloutsv1.M
 
 func withGates(ro *rolloutsv1.ModelRollout) *rolloutsv1.ModelRollout {
 	ro.Spec.Analysis = &rolloutsv1.Analysis{Interval: "1m", Gates: []rolloutsv1.Gate{
-		{Name: "errors", Preset: "vllm-error-ratio", Max: ptr.To(0.05), NoData: rolloutsv1.NoDataHold, FailureLimit: 1},
+		{Name: "errors", GateSpec: rolloutsv1.GateSpec{Preset: "vllm-error-ratio", Max: ptr.To(0.05), NoData: rolloutsv1.NoDataHold, FailureLimit: 1}},
 	}}
 	return ro
 }

@@ -42,7 +42,7 @@ func authRollout(ns string) *rolloutsv1.ModelRollout {
 		// Nothing listens here: the gates are never due before the step's
 		// first interval, so only the Secret is read.
 		Prometheus: &rolloutsv1.PrometheusSource{Address: "http://127.0.0.1:9", AuthSecretRef: &rolloutsv1.LocalObjectReference{Name: "prom-auth"}},
-		Gates:      []rolloutsv1.Gate{{Name: "errors", Preset: "vllm-error-ratio", Max: ptr.To(0.05), NoData: rolloutsv1.NoDataHold, FailureLimit: 1}},
+		Gates:      []rolloutsv1.Gate{{Name: "errors", GateSpec: rolloutsv1.GateSpec{Preset: "vllm-error-ratio", Max: ptr.To(0.05), NoData: rolloutsv1.NoDataHold, FailureLimit: 1}}},
 	}
 	return ro
 }

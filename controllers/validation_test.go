@@ -121,9 +121,9 @@ var _ = Describe("Admission validation (CEL and schema)", func() {
 		Entry("bad rule name", func(s map[string]any) {
 			s["routes"] = []any{map[string]any{"name": "r", "rules": []any{"Bad_Rule"}}}
 		}, "spec.routes[0].rules[0]"),
-		Entry("gate with preset and query", func(s map[string]any) { gateOf(s)["query"] = "vector(1)" }, "set exactly one gate kind: preset, query or web"),
-		Entry("gate with preset and web", func(s map[string]any) { gateOf(s)["web"] = webSpec() }, "set exactly one gate kind: preset, query or web"),
-		Entry("gate of no kind", func(s map[string]any) { delete(gateOf(s), "preset") }, "set exactly one gate kind: preset, query or web"),
+		Entry("gate with preset and query", func(s map[string]any) { gateOf(s)["query"] = "vector(1)" }, "set exactly one gate kind: preset, query, web or templateRef"),
+		Entry("gate with preset and web", func(s map[string]any) { gateOf(s)["web"] = webSpec() }, "set exactly one gate kind: preset, query, web or templateRef"),
+		Entry("gate of no kind", func(s map[string]any) { delete(gateOf(s), "preset") }, "set exactly one gate kind: preset, query, web or templateRef"),
 		Entry("web gate with minRequests", func(s map[string]any) { webGateOf(s)["minRequests"] = 10 }, "minRequests, requestsQuery and selector apply only to PromQL gates"),
 		Entry("web gate with selector", func(s map[string]any) { webGateOf(s)["selector"] = `service="a"` }, "apply only to PromQL gates"),
 		Entry("web gate with requestsQuery", func(s map[string]any) { webGateOf(s)["requestsQuery"] = "vector(1)" }, "apply only to PromQL gates"),

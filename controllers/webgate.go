@@ -48,11 +48,11 @@ func (g *PrometheusGates) evaluateWeb(ctx context.Context, ro *rolloutsv1.ModelR
 
 // validateWebAuth checks the Secret of every web gate that names one, so a
 // missing Secret or key stalls the rollout before traffic moves.
-func (g *PrometheusGates) validateWebAuth(ctx context.Context, ro *rolloutsv1.ModelRollout) (*problem, error) {
-	if ro.Spec.Analysis == nil {
+func (g *PrometheusGates) validateWebAuth(ctx context.Context, ro *rolloutsv1.ModelRollout, a *rolloutsv1.Analysis) (*problem, error) {
+	if a == nil {
 		return nil, nil
 	}
-	for _, gate := range ro.Spec.Analysis.Gates {
+	for _, gate := range a.Gates {
 		if gate.Web == nil || gate.Web.AuthSecretRef == nil {
 			continue
 		}

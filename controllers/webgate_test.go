@@ -88,8 +88,8 @@ func webRollout(ns, url string, steps ...rolloutsv1.Step) *rolloutsv1.ModelRollo
 		Interval: "1s",
 		Gates: []rolloutsv1.Gate{{
 			Name: "quality",
-			Min:  ptr.To(0.8),
-			Web:  &rolloutsv1.WebGate{URL: url + "/score/{{ .Canary }}", JSONPath: "$.data.score", Timeout: "5s"},
+			GateSpec: rolloutsv1.GateSpec{Min: ptr.To(0.8),
+				Web: &rolloutsv1.WebGate{URL: url + "/score/{{ .Canary }}", JSONPath: "$.data.score", Timeout: "5s"}},
 		}},
 	}
 	return ro
@@ -219,8 +219,8 @@ func TestWebGateAccounting(t *testing.T) {
 	ro := newRollout("ai", step(10, "1h"), step(100, "1h"))
 	ro.Status.CanaryWeight = 10
 	ro.Spec.Analysis = &rolloutsv1.Analysis{InconclusiveLimit: 2, Gates: []rolloutsv1.Gate{{
-		Name: "quality", Min: ptr.To(0.8), NoData: rolloutsv1.NoDataFail, FailureLimit: 2,
-		Web: &rolloutsv1.WebGate{URL: srv.URL + "/", JSONPath: "$.score"},
+		Name: "quality", GateSpec: rolloutsv1.GateSpec{Min: ptr.To(0.8), NoData: rolloutsv1.NoDataFail, FailureLimit: 2,
+			Web: &rolloutsv1.WebGate{URL: srv.URL + "/", JSONPath: "$.score"}},
 	}}}
 	now := time.Now()
 	round := func(body string) *gateRound {

@@ -232,13 +232,19 @@ const (
 	NoDataPass NoDataPolicy = "Pass"
 )
 
-// Gate is one check of the canary's health.
+// Gate is one check of the canary's health: a gate body written inline
+// (preset, query or web), or a reference to a GateTemplate or
+// ClusterGateTemplate with arguments. Thresholds (min, max, minRequests) set
+// on a gate with a templateRef override the template's; so do a noData other
+// than Hold and a failureLimit above 1.
 //
-// +kubebuilder:validation:XValidation:rule="[has(self.preset), has(self.query), has(self.web)].filter(k, k).size() == 1",message="set exactly one gate kind: preset, query or web"
-// +kubebuilder:validation:XValidation:rule="has(self.min) || has(self.max)",message="set min, max or both: a gate without a threshold would always pass"
+// +kubebuilder:validation:XValidation:rule="[has(self.preset), has(self.query), has(self.web), has(self.templateRef)].filter(k, k).size() == 1",message="set exactly one gate kind: preset, query, web or templateRef"
+// +kubebuilder:validation:XValidation:rule="has(self.templateRef) || has(self.min) || has(self.max)",message="set min, max or both: a gate without a threshold would always pass"
 // +kubebuilder:validation:XValidation:rule="!has(self.min) || !has(self.max) || self.min <= self.max",message="min must not be greater than max"
-// +kubebuilder:validation:XValidation:rule="!has(self.minRequests) || has(self.preset) || has(self.requestsQuery)",message="minRequests on a custom query needs requestsQuery, the PromQL that counts the canary's requests"
+// +kubebuilder:validation:XValidation:rule="!has(self.minRequests) || has(self.preset) || has(self.requestsQuery) || has(self.templateRef)",message="minRequests on a custom query needs requestsQuery, the PromQL that counts the canary's requests"
 // +kubebuilder:validation:XValidation:rule="!has(self.web) || (!has(self.minRequests) && !has(self.requestsQuery) && !has(self.selector))",message="minRequests, requestsQuery and selector apply only to PromQL gates (preset or query), not to web gates"
+// +kubebuilder:validation:XValidation:rule="!has(self.args) || has(self.templateRef)",message="args are passed to a template: set templateRef, or remove args"
+// +kubebuilder:validation:XValidation:rule="!has(self.templateRef) || (!has(self.selector) && !has(self.requestsQuery))",message="a gate with templateRef takes its selector and requestsQuery from the template; set only min, max, minRequests, noData, failureLimit and args here, or declare an argument in the template"
 type Gate struct {
 	// name identifies the gate in status, events and metrics.
 	//
@@ -248,14 +254,50 @@ type Gate struct {
 	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
 	Name string `json:"name"`
 
+	// templateRef names a GateTemplate (in the rollout's namespace) or a
+	// ClusterGateTemplate whose gate body this gate uses, read when the
+	// gates are evaluated: an edit of the template takes effect at the next
+	// evaluation.
+	//
+	// +optional
+	TemplateRef *GateTemplateRef `json:"templateRef,omitempty"`
+
+	// args are the values of the template's arguments, available to its
+	// query, selector and requestsQuery as {{ .Args.<name> }}. An argument
+	// the template does not declare, or a declared one without a default
+	// that is not given, keeps the rollout Waiting.
+	//
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=16
+	Args []GateArg `json:"args,omitempty"`
+
+	// dryRun evaluates the gate, shows its verdicts in status and exports
+	// them as metrics, but never holds a step or rolls back: a failure that
+	// would have rolled back is a DryRunGateFailed Event instead. Use it to
+	// tune a new gate or a noisy threshold on real rollouts.
+	//
+	// +optional
+	DryRun bool `json:"dryRun,omitempty"`
+
+	// GateSpec is the gate body: what is measured and how it is judged.
+	GateSpec `json:",inline"`
+}
+
+// GateSpec is the body of a gate, shared by the gates of a ModelRollout and
+// by GateTemplate and ClusterGateTemplate: every gate kind added here can be
+// written inline or in a template.
+type GateSpec struct {
 	// preset is a built-in query for a common metric source.
 	//
 	// +optional
 	Preset GatePreset `json:"preset,omitempty"`
 
 	// query is a PromQL expression, a Go text/template over the documented
-	// variables ({{ .Namespace }}, {{ .Canary }}, ...). It must return a
-	// scalar or a single-element vector.
+	// variables ({{ .Namespace }}, {{ .Canary }}, ...; in a GateTemplate or
+	// ClusterGateTemplate also its arguments, {{ .Args.<name> }}). It must
+	// return a scalar or a single-element vector.
 	//
 	// +optional
 	// +kubebuilder:validation:MinLength=1
@@ -316,14 +358,6 @@ type Gate struct {
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=100
 	FailureLimit int32 `json:"failureLimit,omitempty"`
-
-	// dryRun evaluates the gate, shows its verdicts in status and exports
-	// them as metrics, but never holds a step or rolls back: a failure that
-	// would have rolled back is a DryRunGateFailed Event instead. Use it to
-	// tune a new gate or a noisy threshold on real rollouts.
-	//
-	// +optional
-	DryRun bool `json:"dryRun,omitempty"`
 }
 
 // WebMethod is the HTTP method of a web gate.
@@ -512,6 +546,21 @@ type GateStatus struct {
 	// +optional
 	// +kubebuilder:validation:MaxLength=512
 	Message string `json:"message,omitempty"`
+
+	// template is the GateTemplate or ClusterGateTemplate the latest
+	// evaluation used, as Kind/name, when the gate has a templateRef.
+	//
+	// +optional
+	// +kubebuilder:validation:MaxLength=300
+	Template string `json:"template,omitempty"`
+
+	// templateGeneration is the metadata.generation of that template when
+	// the latest evaluation read it: an edit of the template shows here at
+	// the next evaluation.
+	//
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	TemplateGeneration int64 `json:"templateGeneration,omitempty"`
 
 	// dryRun is true for a gate that is only observed: its verdicts never
 	// hold or roll back the rollout.

@@ -108,6 +108,16 @@ const (
 	ReasonInvalidQuery = "InvalidQuery"
 	// ReasonInvalidConfig: a referenced Secret or other setting is unusable.
 	ReasonInvalidConfig = "InvalidConfig"
+	// ReasonGateTemplateNotFound: a gate's templateRef names a GateTemplate
+	// or ClusterGateTemplate that does not exist (or whose CRD is not
+	// installed). The rollout waits and goes on once the template is
+	// created.
+	ReasonGateTemplateNotFound = "GateTemplateNotFound"
+	// ReasonInvalidGateArgs: a gate passes an argument its template does
+	// not declare, or leaves out one the template requires (declared
+	// without a default), or the gate and its template together set no
+	// threshold.
+	ReasonInvalidGateArgs = "InvalidGateArgs"
 	// ReasonAwaitingEvaluation: gates have not been evaluated in this step yet.
 	ReasonAwaitingEvaluation = "AwaitingEvaluation"
 

@@ -157,6 +157,7 @@ func setup(ctx context.Context, mgr ctrl.Manager, workers, gateConcurrency int, 
 		Recorder:  mgr.GetEventRecorder("modelrollout-controller"),
 		Gates: &controllers.PrometheusGates{
 			Secrets:        mgr.GetAPIReader(),
+			Templates:      mgr.GetClient(),
 			Clients:        analysis.NewClientCache(256),
 			DefaultAddress: promAddress,
 			Metrics:        metrics,

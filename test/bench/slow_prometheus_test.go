@@ -84,7 +84,7 @@ func BenchmarkAbortUnderSlowPrometheus(b *testing.B) {
 		return &rolloutsv1.Analysis{
 			Interval:   "1s",
 			Prometheus: &rolloutsv1.PrometheusSource{Address: s.prom.proxy.URL, Timeout: "30s"},
-			Gates:      []rolloutsv1.Gate{{Name: name, Query: "vector(0)", Max: ptr.To(1.0)}},
+			Gates:      []rolloutsv1.Gate{{Name: name, GateSpec: rolloutsv1.GateSpec{Query: "vector(0)", Max: ptr.To(1.0)}}},
 		}
 	}
 	run := func(label string, delay time.Duration) []time.Duration {

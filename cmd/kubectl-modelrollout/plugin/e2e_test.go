@@ -220,8 +220,8 @@ func newRollout(ns, name string) *rolloutsv1.ModelRollout {
 			Stable: rolloutsv1.BackendRef{Name: "vllm-gpt4-v1", Port: &port},
 			Canary: &rolloutsv1.BackendRef{Name: "vllm-gpt4-v2", Port: &port},
 			Analysis: &rolloutsv1.Analysis{Gates: []rolloutsv1.Gate{
-				{Name: "errors", Preset: "vllm-error-ratio", Max: max(0.05)},
-				{Name: "latency", Preset: "vllm-e2e-latency-p99", Max: max(30)},
+				{Name: "errors", GateSpec: rolloutsv1.GateSpec{Preset: "vllm-error-ratio", Max: max(0.05)}},
+				{Name: "latency", GateSpec: rolloutsv1.GateSpec{Preset: "vllm-e2e-latency-p99", Max: max(30)}},
 			}},
 		},
 	}

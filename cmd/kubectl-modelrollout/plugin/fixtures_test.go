@@ -37,9 +37,9 @@ func fixture() *rolloutsv1.ModelRollout {
 			Analysis: &rolloutsv1.Analysis{
 				Interval: "1m",
 				Gates: []rolloutsv1.Gate{
-					{Name: "errors", Preset: "vllm-error-ratio", Max: f64(0.05), FailureLimit: 1},
-					{Name: "latency", Preset: "vllm-e2e-latency-p99", Max: f64(30), FailureLimit: 1},
-					{Name: "ttft", Preset: "vllm-ttft-p99", Max: f64(2), FailureLimit: 1},
+					{Name: "errors", GateSpec: rolloutsv1.GateSpec{Preset: "vllm-error-ratio", Max: f64(0.05), FailureLimit: 1}},
+					{Name: "latency", GateSpec: rolloutsv1.GateSpec{Preset: "vllm-e2e-latency-p99", Max: f64(30), FailureLimit: 1}},
+					{Name: "ttft", GateSpec: rolloutsv1.GateSpec{Preset: "vllm-ttft-p99", Max: f64(2), FailureLimit: 1}},
 				},
 			},
 		},

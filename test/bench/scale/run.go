@@ -337,7 +337,7 @@ func gated(ro *rolloutsv1.ModelRollout, o Options) *rolloutsv1.ModelRollout {
 		Prometheus: &rolloutsv1.PrometheusSource{Address: o.promAddress},
 	}
 	for g := range o.Gates {
-		a.Gates = append(a.Gates, rolloutsv1.Gate{Name: fmt.Sprintf("g%d", g), Query: fmt.Sprintf("vector(%d)", g), Max: ptrTo(float64(g + 1))})
+		a.Gates = append(a.Gates, rolloutsv1.Gate{Name: fmt.Sprintf("g%d", g), GateSpec: rolloutsv1.GateSpec{Query: fmt.Sprintf("vector(%d)", g), Max: ptrTo(float64(g + 1))}})
 	}
 	ro.Spec.Analysis = a
 	return ro
