@@ -3,7 +3,10 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -31,6 +34,12 @@ type PrometheusGates struct {
 	// Egress decides which URLs web and prompt gates may call; nil refuses
 	// everything outside the private ranges (egress.New(nil, nil)).
 	Egress *egress.Policy
+
+	// promptClient is the egress policy's client for prompt gates, built
+	// on first use.
+	promptClientOnce sync.Once
+	promptClient     *http.Client
+	promptClientErr  error
 }
 
 // egressPolicy is the policy in force: the configured one, or the strictest.
@@ -79,12 +88,40 @@ func gateVars(ro *rolloutsv1.ModelRollout, now time.Time) analysis.Vars {
 
 // Validate renders and parses every gate and checks that Prometheus can be
 // configured, so that nothing moves on a rollout that could never be judged.
+// Prompt gates are checked by validatePrompts: their prompts parse and they
+// have somewhere to send them.
 func (g *PrometheusGates) Validate(ctx context.Context, ro *rolloutsv1.ModelRollout) (*problem, error) {
-	if err := analysis.ValidateGates(ro.Spec.Analysis, gateVars(ro, time.Now())); err != nil {
+	promql := promQLGates(ro.Spec.Analysis)
+	if err := analysis.ValidateGates(promql, gateVars(ro, time.Now())); err != nil {
 		return &problem{Reason: rolloutsv1.ReasonInvalidQuery, Message: truncate(err.Error(), 1024)}, nil
+	}
+	if p, err := g.validatePrompts(ctx, ro); p != nil || err != nil {
+		return p, err
+	}
+	if promql == nil {
+		return nil, nil // no gate queries Prometheus
 	}
 	_, p, err := g.clientConfig(ctx, ro)
 	return p, err
+}
+
+// promQLGates is the analysis with its PromQL gates only (preset or query),
+// or nil when it has none.
+func promQLGates(a *rolloutsv1.Analysis) *rolloutsv1.Analysis {
+	if a == nil {
+		return nil
+	}
+	out := *a
+	out.Gates = nil
+	for _, gate := range a.Gates {
+		if gate.Prompt == nil {
+			out.Gates = append(out.Gates, gate)
+		}
+	}
+	if len(out.Gates) == 0 {
+		return nil
+	}
+	return &out
 }
 
 // clientConfig builds the Prometheus client settings of the rollout. A
@@ -139,22 +176,34 @@ func (g *PrometheusGates) clientConfig(ctx context.Context, ro *rolloutsv1.Model
 	return cfg, nil, nil
 }
 
-// Evaluate runs every gate once, in order, and accounts the results.
+// Evaluate runs the gates due in this round once, in order, and accounts
+// the results: before the first step (status.currentStepIndex unset) the
+// pre-traffic gates, afterwards those that run at every step. The other
+// gates keep their last status.
 func (g *PrometheusGates) Evaluate(ctx context.Context, ro *rolloutsv1.ModelRollout, now time.Time) *gateRound {
 	a := ro.Spec.Analysis
 	vars := gateVars(ro, now)
 	round := &gateRound{}
+	preTraffic := ro.Status.CurrentStepIndex == nil
+	runs := func(gate rolloutsv1.Gate) bool {
+		if preTraffic {
+			return gate.RunsPreTraffic()
+		}
+		return gate.RunsAtSteps()
+	}
 
-	cfg, p, err := g.clientConfig(ctx, ro)
 	var q analysis.Querier
 	var clientErr error
-	switch {
-	case err != nil:
-		clientErr = err
-	case p != nil:
-		clientErr = fmt.Errorf("%s", p.Message)
-	default:
-		q, clientErr = g.Clients.Get(cfg)
+	if slices.ContainsFunc(a.Gates, func(gate rolloutsv1.Gate) bool { return gate.Prompt == nil && runs(gate) }) {
+		cfg, p, err := g.clientConfig(ctx, ro)
+		switch {
+		case err != nil:
+			clientErr = err
+		case p != nil:
+			clientErr = fmt.Errorf("%s", p.Message)
+		default:
+			q, clientErr = g.Clients.Get(cfg)
+		}
 	}
 
 	prev := map[string]rolloutsv1.GateStatus{}
@@ -162,15 +211,26 @@ func (g *PrometheusGates) Evaluate(ctx context.Context, ro *rolloutsv1.ModelRoll
 		prev[gs.Name] = gs
 	}
 	for _, gate := range a.Gates {
+		if !runs(gate) {
+			if gs, ok := prev[gate.Name]; ok {
+				round.Gates = append(round.Gates, gs)
+			}
+			continue
+		}
 		var ev analysis.Evaluation
-		rendered, err := analysis.RenderGate(gate, vars)
 		switch {
-		case err != nil:
-			ev = analysis.Evaluation{Verdict: rolloutsv1.VerdictError, Message: err.Error()}
-		case clientErr != nil:
-			ev = analysis.Evaluation{Verdict: rolloutsv1.VerdictError, Message: clientErr.Error()}
+		case gate.Prompt != nil:
+			ev = g.evaluatePrompt(ctx, ro, gate)
 		default:
-			ev = analysis.EvaluateGate(ctx, q, gate, rendered, now)
+			rendered, err := analysis.RenderGate(gate, vars)
+			switch {
+			case err != nil:
+				ev = analysis.Evaluation{Verdict: rolloutsv1.VerdictError, Message: err.Error()}
+			case clientErr != nil:
+				ev = analysis.Evaluation{Verdict: rolloutsv1.VerdictError, Message: clientErr.Error()}
+			default:
+				ev = analysis.EvaluateGate(ctx, q, gate, rendered, now)
+			}
 		}
 		gs, outcome := analysis.Record(prev[gate.Name], gate, ev, ro.Status.CanaryWeight, a.InconclusiveLimit, now)
 		round.Gates = append(round.Gates, gs)
@@ -189,10 +249,12 @@ func (g *PrometheusGates) Evaluate(ctx context.Context, ro *rolloutsv1.ModelRoll
 		case analysis.OutcomeHold:
 			if round.Holding == nil {
 				reason := rolloutsv1.ReasonGateNoData
-				switch gs.Verdict {
-				case rolloutsv1.VerdictError:
+				switch {
+				case gs.Verdict == rolloutsv1.VerdictError && gate.Prompt != nil:
+					reason = rolloutsv1.ReasonGateError
+				case gs.Verdict == rolloutsv1.VerdictError:
 					reason = rolloutsv1.ReasonPrometheusError
-				case rolloutsv1.VerdictFail:
+				case gs.Verdict == rolloutsv1.VerdictFail:
 					reason = rolloutsv1.ReasonGateFailed
 				}
 				round.Holding = &problem{Reason: reason, Message: fmt.Sprintf("gate %q holds the step: %s", gate.Name, gs.Message)}
@@ -218,6 +280,10 @@ func gateFailure(g rolloutsv1.Gate, gs rolloutsv1.GateStatus) string {
 	msg := fmt.Sprintf("gate %q value %s outside %s", g.Name, value, gs.Threshold)
 	if n := failureLimit(g); n > 1 {
 		msg += fmt.Sprintf(" (%d failures in a row, failureLimit %d)", gs.ConsecutiveFailures, n)
+	}
+	if g.Prompt != nil {
+		// Which prompts failed, and how.
+		msg += ": " + gs.Message
 	}
 	return msg
 }

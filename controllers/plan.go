@@ -558,9 +558,10 @@ func (p *planner) blocked() *problem {
 	return nil
 }
 
-// waitForStart starts the first step once every precondition holds.
+// waitForStart starts the first step once every precondition holds and
+// the pre-traffic gates passed.
 func (p *planner) waitForStart() {
-	if !p.waitOrRollBack() {
+	if !p.waitOrRollBack() && !p.preTrafficHolds() {
 		p.startStep(0)
 	}
 }
@@ -908,6 +909,9 @@ func (p *planner) gateHolds() []string {
 	}
 	var holds []string
 	for _, g := range a.Gates {
+		if !g.RunsAtSteps() {
+			continue // judged before the first step only (pretraffic.go)
+		}
 		gs, ok := byName[g.Name]
 		switch {
 		case !ok || gs.LastEvaluatedAt == nil || p.st.StepStartedAt == nil || gs.LastEvaluatedAt.Before(p.st.StepStartedAt):
@@ -969,6 +973,9 @@ func gatesDue(ro *rolloutsv1.ModelRollout, now time.Time) bool {
 	// carried by the routes: whatever the canary served so far was not
 	// this step's traffic (at the first step, not this rollout's at all).
 	if st.CurrentStepIndex == nil || st.CanaryWeight == 0 || st.StepStartedAt == nil {
+		return false
+	}
+	if !slices.ContainsFunc(ro.Spec.Analysis.Gates, rolloutsv1.Gate.RunsAtSteps) {
 		return false
 	}
 	return !now.Before(nextEvaluationAt(st, analysisInterval(ro.Spec.Analysis)))

@@ -95,6 +95,10 @@ const (
 	ReasonGateNoData = "GateNoData"
 	// ReasonPrometheusError: Prometheus could not be queried.
 	ReasonPrometheusError = "PrometheusError"
+	// ReasonGateError: a gate other than a PromQL one could not be
+	// evaluated (e.g. a prompt gate's ConfigMap is missing, or the egress
+	// policy refused its target), and holds the step.
+	ReasonGateError = "GateError"
 	// ReasonInvalidQuery: a gate's query does not parse or render.
 	ReasonInvalidQuery = "InvalidQuery"
 	// ReasonInvalidConfig: a referenced Secret or other setting is unusable.
