@@ -203,7 +203,9 @@ var _ = Describe("Admission validation (CEL and schema)", func() {
 	})
 
 	It("accepts a prompt gate and fills in its defaults", func() {
-		u := rolloutFrom(func(s map[string]any) { promptGateOf(s) })
+		u := rolloutFrom(func(s map[string]any) {
+			promptGateOf(s)["prompt"].(map[string]any)["url"] = "http://127.0.0.1:8000"
+		})
 		u.SetNamespace(ns)
 		Expect(k8sClient.Create(suiteCtx, u)).To(Succeed())
 		g := getRollout(ns, "cel").Spec.Analysis.Gates[0]

@@ -218,8 +218,8 @@ const (
 // routes, and judges the answers.
 //
 // +kubebuilder:validation:XValidation:rule="has(self.prompts) != has(self.promptsFrom)",message="set exactly one of prompts or promptsFrom"
-// +kubebuilder:validation:XValidation:rule="!has(self.stableURL) || (has(self.url) && self.compareStable)",message="stableURL needs url and compareStable: true"
-// +kubebuilder:validation:XValidation:rule="!has(self.url) || !self.compareStable || has(self.stableURL)",message="compareStable with url needs stableURL, the address of the stable backend"
+// +kubebuilder:validation:XValidation:rule="!has(self.stableURL) || (has(self.url) && has(self.compareStable) && self.compareStable)",message="stableURL needs url and compareStable: true"
+// +kubebuilder:validation:XValidation:rule="!has(self.url) || !has(self.compareStable) || !self.compareStable || has(self.stableURL)",message="compareStable with url needs stableURL, the address of the stable backend"
 type PromptGate struct {
 	// api is the OpenAI API to call: Chat (default) or Completions.
 	//
