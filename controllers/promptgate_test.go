@@ -137,6 +137,36 @@ var _ = Describe("Prompt gates", func() {
 		Consistently(func() int { return len(getRollout(ns, "gpt4").Status.Gates[0].History) }, 5*time.Second).Should(Equal(1))
 	})
 
+	It("with everyStep, judges the canary again at every step and rolls it back once it answers wrongly", func() {
+		canary := simulator("vllm-gpt4-v2", nil)
+		ro := newRollout(ns, step(10, "1h"), step(100, "1h"))
+		gate := promptGate(canary)
+		gate.EveryStep = ptr.To(true)
+		ro.Spec.Analysis = &rolloutsv1.Analysis{Interval: "1s", Gates: []rolloutsv1.Gate{gate}}
+
+		op := startOperator(withPromptGates)
+		DeferCleanup(op.stop)
+		Expect(k8sClient.Create(suiteCtx, ro)).To(Succeed())
+		// Judged at weight 0 before step 1, then at weight 10.
+		Eventually(func() []int32 {
+			var ws []int32
+			for _, gs := range getRollout(ns, "gpt4").Status.Gates {
+				for _, m := range gs.History {
+					ws = append(ws, m.Weight)
+				}
+			}
+			return ws
+		}, time.Minute).Should(ContainElements(int32(0), int32(10)))
+		Expect(getRollout(ns, "gpt4").Status.Phase).To(Equal(rolloutsv1.PhaseProgressing))
+
+		Expect(canary.UpdateConfig(func(c *vllmsim.Config) { c.Answer = vllmsim.InvalidJSONAnswer })).To(Succeed())
+		Eventually(phaseOf(ns, "gpt4"), time.Minute).Should(Equal(rolloutsv1.PhaseRolledBack))
+		got := getRollout(ns, "gpt4")
+		Expect(got.Status.Rollback.FromWeight).To(BeEquivalentTo(10))
+		Expect(got.Status.Rollback.Message).To(HavePrefix(`gate "answers" value 0 outside >= 1: 0 of 3 prompts passed`))
+		Eventually(routeWeights(ns, "model-header-routing", "gpt4")).Should(Equal(map[string]int32{"vllm-gpt4-v1": 100, "vllm-gpt4-v2": 0}))
+	})
+
 	It("waits with a clear message for a missing prompts ConfigMap, then reads it", func() {
 		canary := simulator("vllm-gpt4-v2", nil)
 		ro := newRollout(ns, step(10, "1h"), step(100, "1h"))
