@@ -178,15 +178,7 @@ func (st *story) rollout(ctx context.Context, title, file string, want rolloutsv
 			ro.Spec.Steps[i].Pause = ptr.To(apiDuration(st.o.StepPause))
 		}
 	}
-	if a := ro.Spec.Analysis; a != nil && ro.Spec.Canary != nil {
-		// The demo's Service names do not resolve on this machine: prompt
-		// gates call the canary's simulator on loopback instead.
-		for i := range a.Gates {
-			if pg := a.Gates[i].Prompt; pg != nil && pg.URL == "" && st.s.Sims[ro.Spec.Canary.Name] != nil {
-				pg.URL = st.s.Sims[ro.Spec.Canary.Name].URL()
-			}
-		}
-	}
+	st.s.LocalPromptGates(ro)
 	rev := ro.Spec.Revision()
 	res.Revision = rev
 	if st.o.Plain {
@@ -535,4 +527,19 @@ func (st *story) hints() {
 	}
 	fmt.Fprintf(out, "Operator     metrics http://%s/metrics, alert receiver %s\n", s.OperatorMetrics, receiver)
 	fmt.Fprintf(out, "Logs         %s (operator.log, gateway.log)\n", s.Dir)
+}
+
+// LocalPromptGates points the rollout's prompt gates without a url at the
+// canary's simulator on loopback: the demo's Service names do not resolve
+// on this machine.
+func (s *Stack) LocalPromptGates(ro *rolloutsv1.ModelRollout) {
+	a := ro.Spec.Analysis
+	if a == nil || ro.Spec.Canary == nil || s.Sims[ro.Spec.Canary.Name] == nil {
+		return
+	}
+	for i := range a.Gates {
+		if pg := a.Gates[i].Prompt; pg != nil && pg.URL == "" {
+			pg.URL = s.Sims[ro.Spec.Canary.Name].URL()
+		}
+	}
 }
