@@ -21,9 +21,9 @@ import (
 
 // PrometheusGates evaluates a rollout's gates against Prometheus.
 type PrometheusGates struct {
-	// Secrets reads the auth Secrets that rollouts reference. It should not
-	// be the cached client, so that the operator neither lists nor watches
-	// Secrets.
+	// Secrets reads the auth Secrets and prompt ConfigMaps that rollouts
+	// reference. It should not be the cached client, so that the operator
+	// neither lists nor watches Secrets or ConfigMaps.
 	Secrets client.Reader
 	// Clients reuses one Prometheus client per distinct configuration.
 	Clients *analysis.ClientCache
