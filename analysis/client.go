@@ -15,7 +15,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-	"unicode"
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/api"
@@ -378,32 +377,6 @@ func (c *Client) Query(ctx context.Context, query string, at time.Time) (Sample,
 		}
 	}
 	return s, nil
-}
-
-// excerpt is the start of an HTTP body for a message: printable characters
-// only, runs of white space as one space, at most n bytes.
-func excerpt(body string, n int) string {
-	var b strings.Builder
-	space := false
-	for _, r := range body {
-		if b.Len() >= n {
-			b.WriteString("...")
-			break
-		}
-		switch {
-		case unicode.IsSpace(r):
-			space = b.Len() > 0
-			continue
-		case !unicode.IsPrint(r):
-			r = '?'
-		}
-		if space {
-			b.WriteByte(' ')
-			space = false
-		}
-		b.WriteRune(r)
-	}
-	return b.String()
 }
 
 // Close releases the client's idle connections.

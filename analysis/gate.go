@@ -35,6 +35,9 @@ type Evaluation struct {
 	Requests *float64
 	// Message explains the verdict for people.
 	Message string
+	// StableValue is the stable backend's value, measured for comparison
+	// only (prompt gates with compareStable).
+	StableValue *float64
 }
 
 // EvaluateGate queries Prometheus for one gate at the given time. With
@@ -154,6 +157,10 @@ func Record(prev v1alpha1.GateStatus, g v1alpha1.Gate, ev Evaluation, weight int
 		st.Value = truncate(FormatValue(*ev.Value), MaxValue)
 	}
 	st.Threshold = truncate(Threshold(g), 128)
+	st.StableValue = ""
+	if ev.StableValue != nil {
+		st.StableValue = truncate(FormatValue(*ev.StableValue), MaxValue)
+	}
 	t := metav1.NewTime(at)
 	st.LastEvaluatedAt = &t
 

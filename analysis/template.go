@@ -597,6 +597,9 @@ func ValidateGates(a *v1alpha1.Analysis, v Vars) error {
 			continue
 		}
 		seen[g.Name] = true
+		if g.Prompt != nil {
+			continue // parsed by ParsePrompts: its prompts come from the spec or a ConfigMap
+		}
 		if g.Web != nil {
 			if _, err := RenderWeb(g, v); err != nil {
 				msgs = append(msgs, err.Error())

@@ -30,16 +30,23 @@ const (
 )
 
 // roundKey identifies what a round judged: a round is used only for the
-// step (and weight) it was started for.
+// step (and weight) it was started for. A pre-traffic round (before the
+// first step) is never taken for step 1, nor for another start of the same
+// revision (a retry).
 type roundKey struct {
-	revision  string
-	step      int32
-	weight    int32
-	stepStart time.Time
+	revision   string
+	started    time.Time
+	preTraffic bool
+	step       int32
+	weight     int32
+	stepStart  time.Time
 }
 
 func roundKeyOf(ro *rolloutsv1.ModelRollout) roundKey {
-	k := roundKey{revision: ro.Status.Revision, weight: ro.Status.CanaryWeight}
+	k := roundKey{revision: ro.Status.Revision, weight: ro.Status.CanaryWeight, preTraffic: ro.Status.CurrentStepIndex == nil}
+	if ro.Status.StartedAt != nil {
+		k.started = ro.Status.StartedAt.Time
+	}
 	if ro.Status.CurrentStepIndex != nil {
 		k.step = *ro.Status.CurrentStepIndex
 	}

@@ -3,7 +3,10 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -18,9 +21,9 @@ import (
 
 // PrometheusGates evaluates a rollout's gates against Prometheus.
 type PrometheusGates struct {
-	// Secrets reads the auth Secrets that rollouts reference. It should not
-	// be the cached client, so that the operator neither lists nor watches
-	// Secrets.
+	// Secrets reads the auth Secrets and prompt ConfigMaps that rollouts
+	// reference. It should not be the cached client, so that the operator
+	// neither lists nor watches Secrets or ConfigMaps.
 	Secrets client.Reader
 	// Clients reuses one Prometheus client per distinct configuration.
 	Clients *analysis.ClientCache
@@ -42,6 +45,12 @@ type PrometheusGates struct {
 	// Templates reads the GateTemplates and ClusterGateTemplates that gates
 	// reference: the manager's cached client. Secrets when nil.
 	Templates client.Reader
+
+	// promptClient is the egress policy's client for prompt gates, built
+	// on first use.
+	promptClientOnce sync.Once
+	promptClient     *http.Client
+	promptClientErr  error
 }
 
 // templates is the reader of gate templates.
@@ -113,6 +122,9 @@ func (g *PrometheusGates) Validate(ctx context.Context, ro *rolloutsv1.ModelRoll
 	if p, err := g.validateWebAuth(ctx, ro, a); p != nil || err != nil {
 		return p, err
 	}
+	if p, err := g.validatePrompts(ctx, ro, a); p != nil || err != nil {
+		return p, err
+	}
 	if !queriesPrometheus(a) {
 		return nil, nil
 	}
@@ -121,17 +133,17 @@ func (g *PrometheusGates) Validate(ctx context.Context, ro *rolloutsv1.ModelRoll
 }
 
 // queriesPrometheus says whether any gate of a is a PromQL gate. Every
-// kind but web queries Prometheus.
+// kind but web and prompt queries Prometheus.
 func queriesPrometheus(a *rolloutsv1.Analysis) bool {
 	if a == nil {
 		return false
 	}
-	for _, gate := range a.Gates {
-		if gate.Web == nil {
-			return true
-		}
-	}
-	return false
+	return slices.ContainsFunc(a.Gates, isPromQL)
+}
+
+// isPromQL says whether a (resolved) gate queries Prometheus.
+func isPromQL(gate rolloutsv1.Gate) bool {
+	return gate.Web == nil && gate.Prompt == nil
 }
 
 // clientConfig builds the Prometheus client settings of the rollout. A
@@ -301,11 +313,21 @@ func (g *PrometheusGates) checkSigV4Credentials(cfg analysis.ClientConfig, secre
 		Message: "sigv4 has no AWS access key: " + where + ", or start the operator with --prometheus-sigv4-ambient-credentials to sign with its own AWS identity"}
 }
 
-// Evaluate runs every gate once, in order, and accounts the results.
+// Evaluate runs the gates due in this round once, in order, and accounts
+// the results: before the first step (status.currentStepIndex unset) the
+// pre-traffic gates, afterwards those that run at every step. The other
+// gates keep their last status.
 func (g *PrometheusGates) Evaluate(ctx context.Context, ro *rolloutsv1.ModelRollout, now time.Time) *gateRound {
 	a := ro.Spec.Analysis
 	vars := gateVars(ro, now)
 	round := &gateRound{}
+	preTraffic := ro.Status.CurrentStepIndex == nil
+	runs := func(gate rolloutsv1.Gate) bool {
+		if preTraffic {
+			return gate.RunsPreTraffic()
+		}
+		return gate.RunsAtSteps()
+	}
 
 	resolved, resolveErr := resolveGates(ctx, g.templates(), ro)
 	ra := a.DeepCopy()
@@ -317,7 +339,7 @@ func (g *PrometheusGates) Evaluate(ctx context.Context, ro *rolloutsv1.ModelRoll
 
 	var q analysis.Querier
 	var clientErr error
-	if queriesPrometheus(ra) {
+	if slices.ContainsFunc(ra.Gates, func(gate rolloutsv1.Gate) bool { return isPromQL(gate) && runs(gate) }) {
 		cfg, p, err := g.clientConfig(ctx, ro)
 		switch {
 		case err != nil:
@@ -339,6 +361,12 @@ func (g *PrometheusGates) Evaluate(ctx context.Context, ro *rolloutsv1.ModelRoll
 		if resolveErr == nil {
 			rg = resolved[i]
 		}
+		if rg.Problem == nil && !runs(gate) {
+			if gs, ok := prev[gate.Name]; ok {
+				round.Gates = append(round.Gates, gs)
+			}
+			continue
+		}
 		switch {
 		case resolveErr != nil && gate.TemplateRef != nil:
 			ev = analysis.Evaluation{Verdict: rolloutsv1.VerdictError, Message: resolveErr.Error()}
@@ -346,6 +374,8 @@ func (g *PrometheusGates) Evaluate(ctx context.Context, ro *rolloutsv1.ModelRoll
 			ev = analysis.Evaluation{Verdict: rolloutsv1.VerdictError, Message: rg.Problem.Message}
 		case gate.Web != nil:
 			ev = g.evaluateWeb(ctx, ro, gate, vars)
+		case gate.Prompt != nil:
+			ev = g.evaluatePrompt(ctx, ro, gate)
 		default:
 			ev = evaluatePromQL(ctx, q, clientErr, gate, vars, now)
 		}
@@ -377,7 +407,7 @@ func (g *PrometheusGates) Evaluate(ctx context.Context, ro *rolloutsv1.ModelRoll
 				switch gs.Verdict {
 				case rolloutsv1.VerdictError:
 					reason = rolloutsv1.ReasonPrometheusError
-					if gate.Web != nil {
+					if !isPromQL(gate) {
 						reason = rolloutsv1.ReasonGateError
 					}
 				case rolloutsv1.VerdictFail:
@@ -432,6 +462,10 @@ func gateFailure(g rolloutsv1.Gate, gs rolloutsv1.GateStatus) string {
 	msg := fmt.Sprintf("gate %q value %s outside %s", g.Name, value, gs.Threshold)
 	if n := failureLimit(g); n > 1 {
 		msg += fmt.Sprintf(" (%d failures in a row, failureLimit %d)", gs.ConsecutiveFailures, n)
+	}
+	if g.Prompt != nil {
+		// Which prompts failed, and how.
+		msg += ": " + gs.Message
 	}
 	return msg
 }

@@ -79,8 +79,8 @@ var _ = Describe("Gate template admission (CEL and schema)", func() {
 			Expect(err).To(HaveOccurred())
 			Expect(err.Error()).To(ContainSubstring(message))
 		},
-		Entry("no gate kind", "GateTemplate", func(s map[string]any) { delete(templateGateOf(s), "query") }, "set exactly one gate kind: preset, query or web"),
-		Entry("preset and query", "GateTemplate", func(s map[string]any) { templateGateOf(s)["preset"] = "vllm-error-ratio" }, "set exactly one gate kind: preset, query or web"),
+		Entry("no gate kind", "GateTemplate", func(s map[string]any) { delete(templateGateOf(s), "query") }, "set exactly one gate kind: preset, query, web or prompt"),
+		Entry("preset and query", "GateTemplate", func(s map[string]any) { templateGateOf(s)["preset"] = "vllm-error-ratio" }, "set exactly one gate kind: preset, query, web or prompt"),
 		Entry("min above max", "ClusterGateTemplate", func(s map[string]any) { templateGateOf(s)["min"] = 0.5 }, "min must not be greater than max"),
 		Entry("minRequests on a query without requestsQuery", "GateTemplate", func(s map[string]any) {
 			templateGateOf(s)["minRequests"] = 10
@@ -123,8 +123,8 @@ var _ = Describe("Gate template admission (CEL and schema)", func() {
 			Expect(err).To(HaveOccurred())
 			Expect(err.Error()).To(ContainSubstring(message))
 		},
-		Entry("templateRef and preset", func(s map[string]any) { refGate(s)["preset"] = "vllm-error-ratio" }, "set exactly one gate kind: preset, query, web or templateRef"),
-		Entry("templateRef and query", func(s map[string]any) { refGate(s)["query"] = "vector(0)" }, "set exactly one gate kind: preset, query, web or templateRef"),
+		Entry("templateRef and preset", func(s map[string]any) { refGate(s)["preset"] = "vllm-error-ratio" }, "set exactly one gate kind: preset, query, web, prompt or templateRef"),
+		Entry("templateRef and query", func(s map[string]any) { refGate(s)["query"] = "vector(0)" }, "set exactly one gate kind: preset, query, web, prompt or templateRef"),
 		Entry("args without templateRef", func(s map[string]any) {
 			gateOf(s)["args"] = []any{map[string]any{"name": "job", "value": "vllm"}}
 		}, "args are passed to a template: set templateRef"),

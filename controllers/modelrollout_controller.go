@@ -176,7 +176,10 @@ func (r *ModelRolloutReconciler) Reconcile(ctx context.Context, req ctrl.Request
 				if obs.Analysis, err = r.Gates.Validate(ctx, ro); err != nil {
 					return ctrl.Result{}, err
 				}
-				if obs.Analysis == nil && gatesDue(ro, now) {
+				// Pre-traffic gates judge the canary itself: only once it
+				// is available.
+				preTraffic := obs.Canary == nil && preTrafficDue(ro, now)
+				if obs.Analysis == nil && (gatesDue(ro, now) || preTraffic) {
 					if r.background != nil {
 						// Off the worker: nil until the round is back.
 						obs.Gates = r.background.take(ctx, ro, now)

@@ -582,9 +582,10 @@ func (p *planner) blocked() *problem {
 	return nil
 }
 
-// waitForStart starts the first step once every precondition holds.
+// waitForStart starts the first step once every precondition holds and
+// the pre-traffic gates passed.
 func (p *planner) waitForStart() {
-	if p.waitOrRollBack() {
+	if p.waitOrRollBack() || p.preTrafficHolds() {
 		return
 	}
 	// Before any traffic moves: the PreRollout webhooks, and the
@@ -961,8 +962,8 @@ func (p *planner) gateHolds() []string {
 	}
 	var holds []string
 	for _, g := range a.Gates {
-		if g.DryRun {
-			continue
+		if g.DryRun || !g.RunsAtSteps() {
+			continue // observed only, or judged before the first step only (pretraffic.go)
 		}
 		gs, ok := byName[g.Name]
 		switch {
@@ -1025,6 +1026,9 @@ func gatesDue(ro *rolloutsv1.ModelRollout, now time.Time) bool {
 	// carried by the routes: whatever the canary served so far was not
 	// this step's traffic (at the first step, not this rollout's at all).
 	if st.CurrentStepIndex == nil || st.CanaryWeight == 0 || st.StepStartedAt == nil {
+		return false
+	}
+	if !slices.ContainsFunc(ro.Spec.Analysis.Gates, rolloutsv1.Gate.RunsAtSteps) {
 		return false
 	}
 	return !now.Before(nextEvaluationAt(st, analysisInterval(ro.Spec.Analysis)))

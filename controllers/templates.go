@@ -218,7 +218,8 @@ func resolveGate(g rolloutsv1.Gate, t *rolloutsv1.GateTemplateSpec) (rolloutsv1.
 	if len(problems) > 0 {
 		return g, fmt.Errorf("gate %q (%s): %s", g.Name, ref, strings.Join(slices.Compact(problems), "; "))
 	}
-	return rolloutsv1.Gate{Name: g.Name, TemplateRef: g.TemplateRef, Args: args, DryRun: g.DryRun, GateSpec: *body}, nil
+	return rolloutsv1.Gate{Name: g.Name, TemplateRef: g.TemplateRef, Args: args, DryRun: g.DryRun,
+		PreTraffic: g.PreTraffic, EveryStep: g.EveryStep, GateSpec: *body}, nil
 }
 
 // noDataPassed says whether a gate's NoData verdict was counted as a pass.

@@ -67,6 +67,22 @@ func webOf(spec map[string]any) map[string]any {
 	return webGateOf(spec)["web"].(map[string]any)
 }
 
+// promptGateOf replaces the first gate with a valid prompt gate and
+// returns it.
+func promptGateOf(spec map[string]any) map[string]any {
+	g := map[string]any{"name": "answers", "min": 1, "prompt": map[string]any{
+		"prompts": []any{map[string]any{"prompt": "Capital of France?", "expect": map[string]any{"contains": "Paris"}}},
+	}}
+	spec["analysis"].(map[string]any)["gates"].([]any)[0] = g
+	return g
+}
+
+// firstPrompt makes the first gate a prompt gate and returns its first
+// prompt.
+func firstPrompt(spec map[string]any) map[string]any {
+	return promptGateOf(spec)["prompt"].(map[string]any)["prompts"].([]any)[0].(map[string]any)
+}
+
 var _ = Describe("Admission validation (CEL and schema)", func() {
 	var ns string
 	BeforeEach(func() { ns = newNamespace() })
@@ -121,9 +137,9 @@ var _ = Describe("Admission validation (CEL and schema)", func() {
 		Entry("bad rule name", func(s map[string]any) {
 			s["routes"] = []any{map[string]any{"name": "r", "rules": []any{"Bad_Rule"}}}
 		}, "spec.routes[0].rules[0]"),
-		Entry("gate with preset and query", func(s map[string]any) { gateOf(s)["query"] = "vector(1)" }, "set exactly one gate kind: preset, query, web or templateRef"),
-		Entry("gate with preset and web", func(s map[string]any) { gateOf(s)["web"] = webSpec() }, "set exactly one gate kind: preset, query, web or templateRef"),
-		Entry("gate of no kind", func(s map[string]any) { delete(gateOf(s), "preset") }, "set exactly one gate kind: preset, query, web or templateRef"),
+		Entry("gate with preset and query", func(s map[string]any) { gateOf(s)["query"] = "vector(1)" }, "set exactly one gate kind: preset, query, web, prompt or templateRef"),
+		Entry("gate with preset and web", func(s map[string]any) { gateOf(s)["web"] = webSpec() }, "set exactly one gate kind: preset, query, web, prompt or templateRef"),
+		Entry("gate of no kind", func(s map[string]any) { delete(gateOf(s), "preset") }, "set exactly one gate kind: preset, query, web, prompt or templateRef"),
 		Entry("web gate with minRequests", func(s map[string]any) { webGateOf(s)["minRequests"] = 10 }, "minRequests, requestsQuery and selector apply only to PromQL gates"),
 		Entry("web gate with selector", func(s map[string]any) { webGateOf(s)["selector"] = `service="a"` }, "apply only to PromQL gates"),
 		Entry("web gate with requestsQuery", func(s map[string]any) { webGateOf(s)["requestsQuery"] = "vector(1)" }, "apply only to PromQL gates"),
@@ -156,6 +172,47 @@ var _ = Describe("Admission validation (CEL and schema)", func() {
 		Entry("web timeout too long", func(s map[string]any) { webOf(s)["timeout"] = "5m" }, "timeout must be between 100ms and 60s"),
 		Entry("web timeout too short", func(s map[string]any) { webOf(s)["timeout"] = "1ms" }, "timeout must be between 100ms and 60s"),
 		Entry("web maxResponseBytes too large", func(s map[string]any) { webOf(s)["maxResponseBytes"] = 1 << 30 }, "should be less than or equal to 16777216"),
+		Entry("prompt gate with a preset", func(s map[string]any) {
+			g := promptGateOf(s)
+			g["preset"] = "vllm-error-ratio"
+		}, "set exactly one gate kind: preset, query, web, prompt or templateRef"),
+		Entry("prompt gate without prompts", func(s map[string]any) { delete(promptGateOf(s)["prompt"].(map[string]any), "prompts") }, "set exactly one of prompts or promptsFrom"),
+		Entry("prompt gate with prompts and promptsFrom", func(s map[string]any) {
+			promptGateOf(s)["prompt"].(map[string]any)["promptsFrom"] = map[string]any{"name": "evals", "key": "prompts.yaml"}
+		}, "set exactly one of prompts or promptsFrom"),
+		Entry("prompt without expectation", func(s map[string]any) { firstPrompt(s)["expect"] = map[string]any{} }, "set exactly one of contains, regex or jsonSchema"),
+		Entry("prompt with two expectations", func(s map[string]any) { firstPrompt(s)["expect"].(map[string]any)["regex"] = "Paris" }, "set exactly one of contains, regex or jsonSchema"),
+		Entry("too many prompts", func(s map[string]any) {
+			pg := promptGateOf(s)["prompt"].(map[string]any)
+			var ps []any
+			for range 33 {
+				ps = append(ps, map[string]any{"prompt": "hi", "expect": map[string]any{"contains": "x"}})
+			}
+			pg["prompts"] = ps
+		}, "must have at most 32 items"),
+		Entry("prompt too long", func(s map[string]any) { firstPrompt(s)["prompt"] = strings.Repeat("x", 8193) }, "may not be more than 8192 bytes"),
+		Entry("prompt maxTokens 0", func(s map[string]any) { firstPrompt(s)["maxTokens"] = 0 }, "should be greater than or equal to 1"),
+		Entry("prompt maxLatency malformed", func(s map[string]any) { firstPrompt(s)["maxLatency"] = "2 seconds" }, "must be a duration such as 30s"),
+		Entry("prompt gate url without scheme", func(s map[string]any) { promptGateOf(s)["prompt"].(map[string]any)["url"] = "vllm-v2:8000" }, "url must be an http:// or https:// URL"),
+		Entry("prompt gate path without slash", func(s map[string]any) { promptGateOf(s)["prompt"].(map[string]any)["path"] = "v1/chat" }, "path must start with /"),
+		Entry("prompt gate unknown API", func(s map[string]any) { promptGateOf(s)["prompt"].(map[string]any)["api"] = "Responses" }, `Unsupported value: "Responses"`),
+		Entry("prompt gate concurrency 17", func(s map[string]any) { promptGateOf(s)["prompt"].(map[string]any)["concurrency"] = 17 }, "should be less than or equal to 16"),
+		Entry("compareStable with url but no stableURL", func(s map[string]any) {
+			pg := promptGateOf(s)["prompt"].(map[string]any)
+			pg["url"] = "http://127.0.0.1:8000"
+			pg["compareStable"] = true
+		}, "compareStable with url needs stableURL"),
+		Entry("stableURL without compareStable", func(s map[string]any) {
+			pg := promptGateOf(s)["prompt"].(map[string]any)
+			pg["url"] = "http://127.0.0.1:8000"
+			pg["stableURL"] = "http://127.0.0.1:8001"
+		}, "stableURL needs url and compareStable: true"),
+		Entry("prompt gate with minRequests", func(s map[string]any) { promptGateOf(s)["minRequests"] = 5 }, "apply to PromQL gates only"),
+		Entry("gate that never runs", func(s map[string]any) {
+			g := promptGateOf(s)
+			g["preTraffic"] = false
+		}, "would never run"),
+		Entry("PromQL gate that never runs", func(s map[string]any) { gateOf(s)["everyStep"] = false }, "would never run"),
 		Entry("gate without threshold", func(s map[string]any) { delete(gateOf(s), "max") }, "set min, max or both"),
 		Entry("gate with min above max", func(s map[string]any) { gateOf(s)["min"] = 0.5 }, "min must not be greater than max"),
 		Entry("unknown preset", func(s map[string]any) { gateOf(s)["preset"] = "vllm-error-rate" }, `Unsupported value: "vllm-error-rate"`),
@@ -251,6 +308,22 @@ var _ = Describe("Admission validation (CEL and schema)", func() {
 		})
 		u.SetNamespace(ns)
 		Expect(k8sClient.Create(suiteCtx, u, client.DryRunAll)).To(Succeed())
+	})
+
+	It("accepts a prompt gate and fills in its defaults", func() {
+		u := rolloutFrom(func(s map[string]any) {
+			promptGateOf(s)["prompt"].(map[string]any)["url"] = "http://127.0.0.1:8000"
+		})
+		u.SetNamespace(ns)
+		Expect(k8sClient.Create(suiteCtx, u)).To(Succeed())
+		g := getRollout(ns, "cel").Spec.Analysis.Gates[0]
+		Expect(g.Prompt.API).To(Equal(rolloutsv1.PromptAPIChat))
+		Expect(g.Prompt.Concurrency).To(BeEquivalentTo(4))
+		Expect(g.Prompt.Timeout).To(BeEquivalentTo("60s"))
+		Expect(g.Prompt.Prompts[0].MaxTokens).To(BeEquivalentTo(64))
+		Expect(g.Prompt.Prompts[0].MaxLatency).To(BeEquivalentTo("10s"))
+		Expect(g.RunsPreTraffic()).To(BeTrue())
+		Expect(g.RunsAtSteps()).To(BeFalse())
 	})
 
 	It("accepts an analysis interval of exactly 1s", func() {

@@ -238,11 +238,13 @@ const (
 // on a gate with a templateRef override the template's; so do a noData other
 // than Hold and a failureLimit above 1.
 //
-// +kubebuilder:validation:XValidation:rule="[has(self.preset), has(self.query), has(self.web), has(self.templateRef)].filter(k, k).size() == 1",message="set exactly one gate kind: preset, query, web or templateRef"
+// +kubebuilder:validation:XValidation:rule="[has(self.preset), has(self.query), has(self.web), has(self.prompt), has(self.templateRef)].filter(k, k).size() == 1",message="set exactly one gate kind: preset, query, web, prompt or templateRef"
 // +kubebuilder:validation:XValidation:rule="has(self.templateRef) || has(self.min) || has(self.max)",message="set min, max or both: a gate without a threshold would always pass"
 // +kubebuilder:validation:XValidation:rule="!has(self.min) || !has(self.max) || self.min <= self.max",message="min must not be greater than max"
 // +kubebuilder:validation:XValidation:rule="!has(self.minRequests) || has(self.preset) || has(self.requestsQuery) || has(self.templateRef)",message="minRequests on a custom query needs requestsQuery, the PromQL that counts the canary's requests"
 // +kubebuilder:validation:XValidation:rule="!has(self.web) || (!has(self.minRequests) && !has(self.requestsQuery) && !has(self.selector))",message="minRequests, requestsQuery and selector apply only to PromQL gates (preset or query), not to web gates"
+// +kubebuilder:validation:XValidation:rule="!has(self.prompt) || (!has(self.minRequests) && !has(self.requestsQuery) && !has(self.selector))",message="minRequests, requestsQuery and selector apply to PromQL gates only: remove them from a prompt gate"
+// +kubebuilder:validation:XValidation:rule="(has(self.preTraffic) ? self.preTraffic : has(self.prompt)) || (has(self.everyStep) ? self.everyStep : !has(self.prompt))",message="a gate with preTraffic: false and everyStep: false would never run: set one of them to true"
 // +kubebuilder:validation:XValidation:rule="!has(self.args) || has(self.templateRef)",message="args are passed to a template: set templateRef, or remove args"
 // +kubebuilder:validation:XValidation:rule="!has(self.templateRef) || (!has(self.selector) && !has(self.requestsQuery))",message="a gate with templateRef takes its selector and requestsQuery from the template; set only min, max, minRequests, noData, failureLimit and args here, or declare an argument in the template"
 type Gate struct {
@@ -281,6 +283,20 @@ type Gate struct {
 	// +optional
 	DryRun bool `json:"dryRun,omitempty"`
 
+	// preTraffic evaluates the gate before the first step, with the canary
+	// at weight 0: step 1's weight goes out only once every pre-traffic gate
+	// passed, a failure rolls back with no traffic moved, and no data holds.
+	// Default: true for prompt gates, false for the others.
+	//
+	// +optional
+	PreTraffic *bool `json:"preTraffic,omitempty"`
+
+	// everyStep evaluates the gate at every step while the canary has
+	// traffic. Default: false for prompt gates, true for the others.
+	//
+	// +optional
+	EveryStep *bool `json:"everyStep,omitempty"`
+
 	// GateSpec is the gate body: what is measured and how it is judged.
 	GateSpec `json:",inline"`
 }
@@ -310,6 +326,13 @@ type GateSpec struct {
 	//
 	// +optional
 	Web *WebGate `json:"web,omitempty"`
+
+	// prompt sends a small set of prompts to the canary and judges the
+	// answers; the gate's value is the fraction of prompts that passed. See
+	// the README's "Prompt gates".
+	//
+	// +optional
+	Prompt *PromptGate `json:"prompt,omitempty"`
 
 	// selector replaces a preset's default label matchers that pick the
 	// canary's series, e.g. `service="{{ .Canary }}"`. A template, like query.
@@ -468,6 +491,179 @@ type WebHeader struct {
 	Value string `json:"value"`
 }
 
+// PromptAPI is the OpenAI API a prompt gate speaks.
+//
+// +kubebuilder:validation:Enum=Chat;Completions
+type PromptAPI string
+
+const (
+	// PromptAPIChat sends POST /v1/chat/completions with one user message.
+	PromptAPIChat PromptAPI = "Chat"
+	// PromptAPICompletions sends POST /v1/completions with the prompt.
+	PromptAPICompletions PromptAPI = "Completions"
+)
+
+// PromptGate sends prompts straight to the canary backend, bypassing the
+// routes, and judges the answers.
+//
+// +kubebuilder:validation:XValidation:rule="has(self.prompts) != has(self.promptsFrom)",message="set exactly one of prompts or promptsFrom"
+// +kubebuilder:validation:XValidation:rule="!has(self.stableURL) || (has(self.url) && has(self.compareStable) && self.compareStable)",message="stableURL needs url and compareStable: true"
+// +kubebuilder:validation:XValidation:rule="!has(self.url) || !has(self.compareStable) || !self.compareStable || has(self.stableURL)",message="compareStable with url needs stableURL, the address of the stable backend"
+type PromptGate struct {
+	// api is the OpenAI API to call: Chat (default) or Completions.
+	//
+	// +optional
+	// +kubebuilder:default=Chat
+	API PromptAPI `json:"api,omitempty"`
+
+	// path of the API on the backend. Default: /v1/chat/completions for
+	// Chat, /v1/completions for Completions.
+	//
+	// +optional
+	// +kubebuilder:validation:MaxLength=256
+	// +kubebuilder:validation:XValidation:rule="self.matches('^/[A-Za-z0-9._~/-]*$')",message="path must start with / and hold only letters, digits and . _ ~ / -"
+	Path string `json:"path,omitempty"`
+
+	// model is the OpenAI "model" field of every request, e.g. the name
+	// vLLM serves. Omitted when empty (vLLM then uses its served model).
+	//
+	// +optional
+	// +kubebuilder:validation:MaxLength=256
+	Model string `json:"model,omitempty"`
+
+	// url overrides where the prompts are sent: the base URL of the canary,
+	// http(s)://host:port, to which path is appended. By default the prompts
+	// go to the canary Service, http://<canary>.<namespace>.svc:<port>. Set
+	// it when the operator runs outside the cluster, or for an
+	// InferencePool canary. The operator's egress policy applies either way.
+	//
+	// +optional
+	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:XValidation:rule="isURL(self) && (self.startsWith('http://') || self.startsWith('https://'))",message="url must be an http:// or https:// URL, e.g. http://vllm-canary.models:8000"
+	URL string `json:"url,omitempty"`
+
+	// stableURL is url for the stable backend, used with compareStable.
+	//
+	// +optional
+	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:XValidation:rule="isURL(self) && (self.startsWith('http://') || self.startsWith('https://'))",message="stableURL must be an http:// or https:// URL, e.g. http://vllm-stable.models:8000"
+	StableURL string `json:"stableURL,omitempty"`
+
+	// prompts are the prompts and what their answers must hold.
+	//
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=32
+	Prompts []PromptCase `json:"prompts,omitempty"`
+
+	// promptsFrom reads the prompts from a key of a ConfigMap in the
+	// rollout's namespace: a YAML or JSON list of prompts, each as in
+	// prompts. It is read at every evaluation.
+	//
+	// +optional
+	PromptsFrom *ConfigMapKeyRef `json:"promptsFrom,omitempty"`
+
+	// concurrency is how many prompts are in flight at once.
+	//
+	// +optional
+	// +kubebuilder:default=4
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=16
+	Concurrency int32 `json:"concurrency,omitempty"`
+
+	// timeout bounds one evaluation, all prompts included. A prompt without
+	// an answer by then fails.
+	//
+	// +optional
+	// +kubebuilder:default="60s"
+	Timeout Duration `json:"timeout,omitempty"`
+
+	// compareStable sends the same prompts to the stable backend too and
+	// shows its pass rate next to the canary's (status.gates[].stableValue).
+	// Only the canary's pass rate is judged.
+	//
+	// +optional
+	CompareStable bool `json:"compareStable,omitempty"`
+}
+
+// ConfigMapKeyRef names a key of a ConfigMap in the rollout's namespace.
+type ConfigMapKeyRef struct {
+	// name of the ConfigMap.
+	//
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+
+	// key in the ConfigMap's data.
+	//
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Key string `json:"key"`
+}
+
+// PromptCase is one prompt and what its answer must hold.
+type PromptCase struct {
+	// prompt is the user message (Chat) or the prompt (Completions).
+	//
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=8192
+	Prompt string `json:"prompt"`
+
+	// expect is what the answer must hold.
+	//
+	// +required
+	Expect PromptExpectation `json:"expect"`
+
+	// maxTokens caps the answer's length (the request's max_tokens).
+	//
+	// +optional
+	// +kubebuilder:default=64
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=4096
+	MaxTokens int32 `json:"maxTokens,omitempty"`
+
+	// maxLatency is the slowest passing answer; it is also the prompt's
+	// timeout.
+	//
+	// +optional
+	// +kubebuilder:default="10s"
+	MaxLatency Duration `json:"maxLatency,omitempty"`
+}
+
+// PromptExpectation is what an answer must hold: exactly one of contains,
+// regex or jsonSchema.
+//
+// +kubebuilder:validation:XValidation:rule="[has(self.contains), has(self.regex), has(self.jsonSchema)].filter(x, x).size() == 1",message="set exactly one of contains, regex or jsonSchema"
+type PromptExpectation struct {
+	// contains is a substring the answer must contain (case-sensitive).
+	//
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=1024
+	Contains string `json:"contains,omitempty"`
+
+	// regex is an RE2 regular expression (Go syntax) the answer must match
+	// somewhere; anchor it with ^ and $ to match the whole answer.
+	//
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=1024
+	Regex string `json:"regex,omitempty"`
+
+	// jsonSchema is a JSON Schema (as a JSON string): the answer must be
+	// JSON that validates against it. "{}" accepts any JSON. References
+	// ($ref) to other documents are not loaded.
+	//
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=8192
+	JSONSchema string `json:"jsonSchema,omitempty"`
+}
+
 // AlertSelector matches Alertmanager alerts by their labels.
 type AlertSelector struct {
 	// matchLabels must all be present on an alert, with equal values, for the
@@ -525,6 +721,13 @@ type GateStatus struct {
 	// +optional
 	// +kubebuilder:validation:MaxLength=128
 	Threshold string `json:"threshold,omitempty"`
+
+	// stableValue is the stable backend's value in the latest evaluation,
+	// for comparison (prompt gates with compareStable); it is not judged.
+	//
+	// +optional
+	// +kubebuilder:validation:MaxLength=64
+	StableValue string `json:"stableValue,omitempty"`
 
 	// consecutiveFailures counts failed evaluations in a row.
 	//

@@ -113,7 +113,8 @@ type GateTemplateSpec struct {
 	// template; a gate's own min, max and minRequests override these.
 	//
 	// +required
-	// +kubebuilder:validation:XValidation:rule="[has(self.preset), has(self.query), has(self.web)].filter(x, x).size() == 1",message="set exactly one gate kind: preset, query or web"
+	// +kubebuilder:validation:XValidation:rule="[has(self.preset), has(self.query), has(self.web), has(self.prompt)].filter(x, x).size() == 1",message="set exactly one gate kind: preset, query, web or prompt"
+	// +kubebuilder:validation:XValidation:rule="!has(self.prompt) || (!has(self.minRequests) && !has(self.requestsQuery) && !has(self.selector))",message="minRequests, requestsQuery and selector apply to PromQL gates only: remove them from a prompt gate"
 	// +kubebuilder:validation:XValidation:rule="!has(self.web) || (!has(self.minRequests) && !has(self.requestsQuery) && !has(self.selector))",message="minRequests, requestsQuery and selector apply only to PromQL gates (preset or query), not to web gates"
 	// +kubebuilder:validation:XValidation:rule="!has(self.min) || !has(self.max) || self.min <= self.max",message="min must not be greater than max"
 	Gate GateSpec `json:"gate"`

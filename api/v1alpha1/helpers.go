@@ -88,3 +88,21 @@ func Truncate(s string, n int) string {
 	}
 	return s[:cut] + ellipsis
 }
+
+// RunsPreTraffic says whether the gate is evaluated before the first step,
+// with the canary at weight 0: preTraffic, by default true for prompt gates.
+func (g Gate) RunsPreTraffic() bool {
+	if g.PreTraffic != nil {
+		return *g.PreTraffic
+	}
+	return g.Prompt != nil
+}
+
+// RunsAtSteps says whether the gate is evaluated at every step while the
+// canary has traffic: everyStep, by default false for prompt gates.
+func (g Gate) RunsAtSteps() bool {
+	if g.EveryStep != nil {
+		return *g.EveryStep
+	}
+	return g.Prompt == nil
+}

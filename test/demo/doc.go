@@ -12,9 +12,10 @@
 //     admin kubeconfig (context namespace ai-gateway) is written to
 //     <Dir>/kubeconfig. The operator gets its own identity, bound only to
 //     config/rbac/role.yaml and a leader election Role in "default".
-//   - six vLLM simulators (test/vllmsim), in process: vllm-gpt4-v1 (stable),
-//     vllm-gpt4-v2 (good canary), vllm-gpt4-v3 (bad canary: 25% errors),
-//     and the backends of the route's other rules (tgi-claude, vllm-mixtral,
+//   - seven vLLM simulators (test/vllmsim), in process: vllm-gpt4-v1
+//     (stable), vllm-gpt4-v2 (good canary), vllm-gpt4-v3 (bad canary: 25%
+//     errors), vllm-gpt4-v4 (wrong canary: fast, no errors, every answer
+//     wrong), and the backends of the route's other rules (tgi-claude, vllm-mixtral,
 //     health-check-service). Each has a Service from
 //     test/testdata/demo/services.yaml and an EndpointSlice holding the
 //     documentation address 192.0.2.10 and the simulator's loopback port,
@@ -52,7 +53,10 @@
 // with 10s pauses and the gates vllm-error-ratio, vllm-e2e-latency-p99 and
 // envoy-error-ratio) until Succeeded, then rollout-gpt4-v3.yaml (the same
 // rollout edited as in Git: stable v2, canary v3) until a gate or the
-// HighErrorRate alert rolls it back; it shows the rollout as `kubectl get
+// HighErrorRate alert rolls it back, then rollout-gpt4-v4.yaml (stable v2,
+// canary v4), whose prompt gate, pointed at v4's simulator on loopback (the
+// operator runs with --egress-allow=127.0.0.0/8), rolls it back before the
+// first step, with no traffic moved; it shows the rollout as `kubectl get
 // modelrollouts -w` does, the route's weights, the traffic split seen by
 // the load generator and the gates, then a summary and how to poke the stack
 // by hand.

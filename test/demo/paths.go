@@ -64,5 +64,6 @@ const (
 	RouteManifest      = "httproute.yaml"
 	GoodRolloutFile    = "rollout-gpt4-v2.yaml"
 	BadRolloutFile     = "rollout-gpt4-v3.yaml"
+	WrongRolloutFile   = "rollout-gpt4-v4.yaml"
 	AlertRulesManifest = "alert-rules.yaml"
 )

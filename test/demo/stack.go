@@ -44,6 +44,7 @@ const (
 	Stable       = "vllm-gpt4-v1"
 	GoodCanary   = "vllm-gpt4-v2"
 	BadCanary    = "vllm-gpt4-v3"
+	WrongCanary  = "vllm-gpt4-v4"
 	BackendPort  = 8000
 	RolloutName  = "gpt4"
 	AlertName    = "HighErrorRate"
@@ -61,12 +62,13 @@ type simulator struct {
 	model   string
 }
 
-// simulators are the backends of the seed's header routing: three versions
+// simulators are the backends of the seed's header routing: four versions
 // of gpt-4 and the other rules' backends, which the rollouts never touch.
 var simulators = []simulator{
 	{Stable, BackendPort, ModelID},
 	{GoodCanary, BackendPort, ModelID},
 	{BadCanary, BackendPort, ModelID},
+	{WrongCanary, BackendPort, ModelID},
 	{"tgi-claude", 8080, "claude-3"},
 	{"vllm-mixtral", BackendPort, "mixtral-8x7b"},
 	{"health-check-service", 8080, "health"},
@@ -440,6 +442,10 @@ func (s *Stack) startSimulators() error {
 		if sim.service == BadCanary && s.opts.BadErrorRate > 0 {
 			cfg.ErrorRate = s.opts.BadErrorRate
 		}
+		if sim.service == WrongCanary {
+			// Fast and error-free, but every answer is wrong.
+			cfg.Answer = vllmsim.WrongAnswer
+		}
 		srv := vllmsim.New(cfg)
 		if _, err := srv.Start("127.0.0.1:0"); err != nil {
 			return err
@@ -661,6 +667,10 @@ func (s *Stack) startOperator(ctx context.Context, receiverAddr string) error {
 		"--metrics-bind-address=" + s.OperatorMetrics,
 		"--health-probe-bind-address=" + s.OperatorHealth,
 		"--prometheus-address=" + s.Prometheus.URL(),
+		// The simulators listen on loopback, which prompt gates may call
+		// only when allowed (in a cluster, the canary Service's address is
+		// in the cluster's networks).
+		"--egress-allow=127.0.0.0/8",
 	}
 	if s.AlertReceiverURL != "" {
 		args = append(args,

@@ -94,8 +94,10 @@ func (o StoryOptions) withDefaults() StoryOptions {
 }
 
 // RunStory runs the demo on a started stack: load through the gateway, a
-// good canary walked to Succeeded, then a bad one rolled back, with a live
-// view, a summary and the commands to poke the stack by hand.
+// good canary walked to Succeeded, then a bad one rolled back, then a
+// wrong one (fast, error-free, wrong answers) rolled back by its prompt
+// gate before it gets any traffic, with a live view, a summary and the
+// commands to poke the stack by hand.
 func RunStory(ctx context.Context, s *Stack, o StoryOptions) error {
 	o = o.withDefaults()
 	st := &story{s: s, o: o, out: o.Out, started: o.Started}
@@ -128,6 +130,11 @@ func RunStory(ctx context.Context, s *Stack, o StoryOptions) error {
 	}
 	bad, err := st.rollout(ctx, "rollout 2 (bad canary)", BadRolloutFile, rolloutsv1.PhaseRolledBack)
 	st.results = append(st.results, bad)
+	if err != nil {
+		return err
+	}
+	wrong, err := st.rollout(ctx, "rollout 3 (wrong canary)", WrongRolloutFile, rolloutsv1.PhaseRolledBack)
+	st.results = append(st.results, wrong)
 	if err != nil {
 		return err
 	}
@@ -171,6 +178,7 @@ func (st *story) rollout(ctx context.Context, title, file string, want rolloutsv
 			ro.Spec.Steps[i].Pause = ptr.To(apiDuration(st.o.StepPause))
 		}
 	}
+	st.s.LocalPromptGates(ro)
 	rev := ro.Spec.Revision()
 	res.Revision = rev
 	if st.o.Plain {
@@ -519,4 +527,19 @@ func (st *story) hints() {
 	}
 	fmt.Fprintf(out, "Operator     metrics http://%s/metrics, alert receiver %s\n", s.OperatorMetrics, receiver)
 	fmt.Fprintf(out, "Logs         %s (operator.log, gateway.log)\n", s.Dir)
+}
+
+// LocalPromptGates points the rollout's prompt gates without a url at the
+// canary's simulator on loopback: the demo's Service names do not resolve
+// on this machine.
+func (s *Stack) LocalPromptGates(ro *rolloutsv1.ModelRollout) {
+	a := ro.Spec.Analysis
+	if a == nil || ro.Spec.Canary == nil || s.Sims[ro.Spec.Canary.Name] == nil {
+		return
+	}
+	for i := range a.Gates {
+		if pg := a.Gates[i].Prompt; pg != nil && pg.URL == "" {
+			pg.URL = s.Sims[ro.Spec.Canary.Name].URL()
+		}
+	}
 }

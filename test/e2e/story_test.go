@@ -14,7 +14,7 @@ import (
 // vLLM's and the gateway's metrics through a real Prometheus, load through
 // the gateway.
 var _ = Describe("The demo's story", func() {
-	It("walks the good canary to Succeeded, then rolls the bad one back, moving only the gpt4 weights", func(ctx SpecContext) {
+	It("walks the good canary to Succeeded, rolls the bad one back, then catches the wrong one before any traffic, moving only the gpt4 weights", func(ctx SpecContext) {
 		load := startLoad(ctx)
 		Eventually(ctx, func() int { return load.Total()[demo.Stable].OK }).Should(BeNumerically(">=", 20), "the stable serves the load")
 
@@ -64,5 +64,20 @@ var _ = Describe("The demo's story", func() {
 		expectWeights(ctx, map[string]int32{demo.Stable: 0, demo.GoodCanary: 100, demo.BadCanary: 0})
 		expectRestOfRouteUntouched(ctx)
 		expectOnlyServedBy(ctx, demo.GoodCanary, 40)
+
+		By("rollout 3: v4, fast and error-free but answering wrongly, is caught by its prompt gate before the first step")
+		wrong := manifestRollout(demo.WrongRolloutFile)
+		stack.LocalPromptGates(wrong)
+		apply(ctx, wrong)
+		ro = expectPhase(ctx, demo.RolloutName, rolloutsv1.PhaseRolledBack)
+		Expect(ro.Status.Revision).To(Equal(wrong.Spec.Revision()))
+		Expect(ro.Status.Rollback.Reason).To(Equal(rolloutsv1.ReasonGateFailed))
+		Expect(ro.Status.Rollback.FromWeight).To(BeZero())
+		Expect(ro.Status.Rollback.Message).To(HavePrefix(`canary failed its pre-traffic checks, before any user traffic: gate "answers" value 0 outside >= 1`))
+		Expect(ro.Status.StepHistory).To(BeEmpty())
+		AddReportEntry("wrong canary caught by", ro.Status.Rollback.Message)
+		expectWeights(ctx, map[string]int32{demo.Stable: 0, demo.GoodCanary: 100, demo.BadCanary: 0})
+		expectRestOfRouteUntouched(ctx)
+		Expect(load.Total()[demo.WrongCanary].Total()).To(BeZero(), "no user request reached v4")
 	}, SpecTimeout(10*time.Minute))
 })

@@ -52,7 +52,22 @@ type Config struct {
 	// vllm:kv_cache_usage_perc is the tokens held by running requests
 	// (prompt plus generated so far) divided by this, capped at 1.
 	KVCacheTokens int
+	// Answer, when set, is the text of every completion instead of the
+	// generated words: a model that answers, fast and with HTTP 200, but
+	// wrongly. WrongAnswer and InvalidJSONAnswer are two such answers. The
+	// timing and token accounting stay those of the generated tokens; a
+	// streaming response sends the whole answer with the first token.
+	Answer string
 }
+
+// Answers for Config.Answer.
+const (
+	// WrongAnswer is a fluent answer that answers nothing.
+	WrongAnswer = "I am sorry, but I cannot help with that request."
+	// InvalidJSONAnswer is truncated JSON, as from a model that lost the
+	// format.
+	InvalidJSONAnswer = `{"answer": 4, "reason": "two plus two`
+)
 
 // Defaults used by DefaultConfig and by New for empty fields.
 const (
@@ -63,6 +78,8 @@ const (
 	// MaxTokens bounds Tokens to keep a misconfigured simulator from
 	// streaming forever.
 	MaxTokens = 1 << 20
+	// maxAnswerBytes bounds Answer.
+	maxAnswerBytes = 64 << 10
 )
 
 // DefaultConfig returns the configuration the vllm-sim program uses when no
@@ -118,6 +135,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("max_running: must not be negative, got %d", c.MaxRunning)
 	case c.KVCacheTokens < 1:
 		return fmt.Errorf("kv_cache_tokens: must be at least 1, got %d", c.KVCacheTokens)
+	case len(c.Answer) > maxAnswerBytes:
+		return fmt.Errorf("answer: must be at most %d bytes, got %d", maxAnswerBytes, len(c.Answer))
 	}
 	return nil
 }
@@ -144,6 +163,7 @@ func (c *Config) BindFlags(fs *flag.FlagSet) {
 	fs.Int64Var(&c.Seed, "seed", c.Seed, "random seed for error injection and jitter; 0 = random")
 	fs.IntVar(&c.MaxRunning, "max-running", c.MaxRunning, "max requests generating at once, the rest queue; 0 = unlimited")
 	fs.IntVar(&c.KVCacheTokens, "kv-cache-tokens", c.KVCacheTokens, "simulated KV cache capacity in tokens")
+	fs.StringVar(&c.Answer, "answer", c.Answer, "fixed text of every completion (a wrong answer); empty = the generated words")
 }
 
 // configJSON is the wire form of Config (GET /control). Durations are Go
@@ -160,6 +180,7 @@ type configJSON struct {
 	Seed          int64   `json:"seed"`
 	MaxRunning    int     `json:"max_running"`
 	KVCacheTokens int     `json:"kv_cache_tokens"`
+	Answer        string  `json:"answer"`
 }
 
 // configPatch is a partial update (PUT /control): absent fields stay as
@@ -176,6 +197,7 @@ type configPatch struct {
 	Seed          *int64   `json:"seed"`
 	MaxRunning    *int     `json:"max_running"`
 	KVCacheTokens *int     `json:"kv_cache_tokens"`
+	Answer        *string  `json:"answer"`
 }
 
 // MarshalJSON encodes c with snake_case names and duration strings.
@@ -192,6 +214,7 @@ func (c Config) MarshalJSON() ([]byte, error) {
 		Seed:          c.Seed,
 		MaxRunning:    c.MaxRunning,
 		KVCacheTokens: c.KVCacheTokens,
+		Answer:        c.Answer,
 	})
 }
 
@@ -236,6 +259,7 @@ func (c *Config) UnmarshalJSON(data []byte) error {
 	set(p.Seed, &next.Seed)
 	set(p.MaxRunning, &next.MaxRunning)
 	set(p.KVCacheTokens, &next.KVCacheTokens)
+	set(p.Answer, &next.Answer)
 	*c = next
 	return nil
 }

@@ -318,7 +318,7 @@ func (s *Server) serveGeneration(w http.ResponseWriter, r *http.Request, chat bo
 		}
 		var text strings.Builder
 		for i := range generated {
-			text.WriteString(tokenText(i))
+			text.WriteString(cfg.tokenText(i))
 		}
 		usage := &Usage{PromptTokens: promptToks, CompletionTokens: generated, TotalTokens: promptToks + generated}
 		tr.end(reason)
@@ -365,7 +365,7 @@ func (s *Server) serveGeneration(w http.ResponseWriter, r *http.Request, chat bo
 			Choices: []CompletionChoice{{Text: token, FinishReason: finish}}}
 	}
 	generated, err := tr.generate(ctx, cfg, n, true, func(i int) error {
-		return send(chunk(i, tokenText(i), nil))
+		return send(chunk(i, cfg.tokenText(i), nil))
 	})
 	if err != nil {
 		return // the client is gone: abort

@@ -236,3 +236,16 @@ func tokenText(i int) string {
 	}
 	return " " + w
 }
+
+// tokenText is the text of generated token i under the configuration: the
+// generated word, or with Answer set, the whole answer at token 0 and
+// nothing after it.
+func (c Config) tokenText(i int) string {
+	if c.Answer == "" {
+		return tokenText(i)
+	}
+	if i == 0 {
+		return c.Answer
+	}
+	return ""
+}

@@ -407,7 +407,7 @@ func TestControlEndpoint(t *testing.T) {
 	if err := json.Unmarshal(r.body, &fields); err != nil {
 		t.Fatal(err)
 	}
-	for _, k := range []string{"name", "model", "latency", "ttft", "itl", "tokens", "error_rate", "jitter", "seed", "max_running", "kv_cache_tokens"} {
+	for _, k := range []string{"name", "model", "latency", "ttft", "itl", "tokens", "error_rate", "jitter", "seed", "max_running", "kv_cache_tokens", "answer"} {
 		if _, ok := fields[k]; !ok {
 			t.Fatalf("GET /control lacks %q: %s", k, r.body)
 		}
@@ -614,4 +614,65 @@ func TestConfigDefaultsValidationAndFlags(t *testing.T) {
 		}
 	}()
 	vllmsim.New(vllmsim.Config{ErrorRate: 2})
+}
+
+// TestWrongAnswerSwitch: with answer set, every completion (chat, text,
+// streaming or not) is that text, fast and with HTTP 200; the PUT /control
+// switch turns it on and off at run time.
+func TestWrongAnswerSwitch(t *testing.T) {
+	sim, base := newSim(t, fastConfig())
+	content := func() string {
+		c := decode[vllmsim.ChatCompletion](t, post(t, base+"/v1/chat/completions", chatBody(nil)))
+		return c.Choices[0].Message.Content
+	}
+	if got := content(); got != "The quick brown fox" {
+		t.Fatalf("default answer %q", got)
+	}
+
+	r := do(t, context.Background(), http.MethodPut, base+"/control", map[string]any{"answer": vllmsim.WrongAnswer})
+	expectStatus(t, r, http.StatusOK)
+	if sim.Config().Answer != vllmsim.WrongAnswer || !strings.Contains(string(r.body), `"answer":"I am sorry`) {
+		t.Fatalf("PUT answered %s; config %+v", r.body, sim.Config())
+	}
+	if got := content(); got != vllmsim.WrongAnswer {
+		t.Fatalf("chat answer %q", got)
+	}
+	c := decode[vllmsim.ChatCompletion](t, post(t, base+"/v1/chat/completions", chatBody(map[string]any{"max_tokens": 2})))
+	if c.Choices[0].Message.Content != vllmsim.WrongAnswer || c.Usage.CompletionTokens != 2 || c.Choices[0].FinishReason != "length" {
+		t.Fatalf("capped chat answer %+v", c)
+	}
+
+	// Invalid JSON, through the completions API and streamed.
+	expectStatus(t, do(t, context.Background(), http.MethodPut, base+"/control", map[string]any{"answer": vllmsim.InvalidJSONAnswer}), http.StatusOK)
+	tc := decode[vllmsim.Completion](t, post(t, base+"/v1/completions", map[string]any{"prompt": "2+2 as JSON"}))
+	if tc.Choices[0].Text != vllmsim.InvalidJSONAnswer || json.Valid([]byte(tc.Choices[0].Text)) {
+		t.Fatalf("completion %+v", tc)
+	}
+	events := sseEvents(t, post(t, base+"/v1/chat/completions", chatBody(map[string]any{"stream": true})).body)
+	var streamed strings.Builder
+	for _, ev := range events[:len(events)-2] {
+		var ch vllmsim.ChatCompletionChunk
+		if err := json.Unmarshal([]byte(ev), &ch); err != nil {
+			t.Fatalf("chunk %q: %v", ev, err)
+		}
+		streamed.WriteString(ch.Choices[0].Delta.Content)
+	}
+	if streamed.String() != vllmsim.InvalidJSONAnswer {
+		t.Fatalf("streamed %q", streamed.String())
+	}
+
+	// Off again.
+	expectStatus(t, do(t, context.Background(), http.MethodPut, base+"/control", `{"answer": ""}`), http.StatusOK)
+	if got := content(); got != "The quick brown fox" {
+		t.Fatalf("answer after reset %q", got)
+	}
+	expectAPIError(t, do(t, context.Background(), http.MethodPut, base+"/control", map[string]any{"answer": strings.Repeat("x", 65<<10)}), http.StatusBadRequest)
+
+	// The flag.
+	cfg := vllmsim.DefaultConfig()
+	fs := flag.NewFlagSet("vllm-sim", flag.ContinueOnError)
+	cfg.BindFlags(fs)
+	if err := fs.Parse([]string{"--answer", "Lyon"}); err != nil || cfg.Answer != "Lyon" {
+		t.Fatalf("--answer gave %q (%v)", cfg.Answer, err)
+	}
 }
