@@ -334,7 +334,7 @@ func (r *ModelRolloutReconciler) applyHeaderRoutes(ctx context.Context, ro *roll
 			r.writes.wroteHeader(key, name, patched.Generation, r.now())
 			logger.Info("Restored header route", "route", name)
 			r.event(ro, event{Warning: true, Reason: "HeaderRouteRestored", Message: fmt.Sprintf(
-				"HTTPRoute %s, the header route of this rollout, was changed by another writer; restored to send every request with %s to the canary", name, describeMatch(st.HeaderRoute.Match))})
+				"HTTPRoute %s, the header route of this rollout, differed from what the managed rules and the step's match make it (an edit of it, or of them); rewritten to send every request with %s to the canary", name, describeMatch(st.HeaderRoute.Match))})
 		case apierrors.IsNotFound(err):
 			// Deleted meanwhile: its delete event brings the rollout back.
 		case patchRejected(err):
