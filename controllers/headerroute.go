@@ -237,7 +237,9 @@ func headerRouteUpToDate(live, want *gatewayv1.HTTPRoute) bool {
 // observeHeaderRoutes lists the header routes of the rollout in the cache.
 func (r *ModelRolloutReconciler) observeHeaderRoutes(ctx context.Context, ro *rolloutsv1.ModelRollout) ([]*gatewayv1.HTTPRoute, error) {
 	list := &gatewayv1.HTTPRouteList{}
-	if err := r.List(ctx, list, client.InNamespace(ro.Namespace), client.MatchingLabels{rolloutsv1.LabelHeaderRouteOf: ro.Name}); err != nil {
+	// By a field index of the label, not a label selector: the cache
+	// would scan every route of the namespace for each rollout.
+	if err := r.List(ctx, list, client.InNamespace(ro.Namespace), client.MatchingFields{indexHeaderRouteOf: ro.Name}); err != nil {
 		return nil, fmt.Errorf("list header routes of ModelRollout %s/%s: %w", ro.Namespace, ro.Name, err)
 	}
 	out := make([]*gatewayv1.HTTPRoute, 0, len(list.Items))

@@ -46,6 +46,7 @@ const (
 	indexRoute                = "spec.routes.name"
 	indexBackend              = "spec.backends.name"
 	indexEndpointSliceService = "metadata.labels.service-name"
+	indexHeaderRouteOf        = "metadata.labels.header-route-of"
 )
 
 // GateEvaluator validates a rollout's gates and evaluates them.
@@ -196,6 +197,11 @@ func (r *ModelRolloutReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		if retry, applyErr = r.applyRoutes(ctx, ro, d.Routes, routes.Found); applyErr != nil {
 			return result, applyErr
 		}
+		// The rollback deletes the header routes too, before the status
+		// write, like the weights.
+		if result, applyErr = r.withHeaderRoutes(ctx, ro, &d.Status, routes.Found, obs.Owned, result, nil); applyErr != nil {
+			return result, applyErr
+		}
 		if retry > 0 {
 			result = minRequeue(result, retry)
 		} else {
@@ -213,7 +219,7 @@ func (r *ModelRolloutReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	r.Metrics.observe(ro, &d)
 	r.record(ctx, ro, d.Events, d.Status.Phase)
 	if routesFirst {
-		return r.withHeaderRoutes(ctx, ro, &d.Status, routes.Found, obs.Owned, result, nil)
+		return result, nil
 	}
 
 	if obs.Conflict != nil {
@@ -495,6 +501,14 @@ func (r *ModelRolloutReconciler) SetupWithManager(ctx context.Context, mgr ctrl.
 		return nil
 	}); err != nil {
 		return fmt.Errorf("index EndpointSlices by Service: %w", err)
+	}
+	if err := idx.IndexField(ctx, &gatewayv1.HTTPRoute{}, indexHeaderRouteOf, func(o client.Object) []string {
+		if owner := o.GetLabels()[rolloutsv1.LabelHeaderRouteOf]; owner != "" {
+			return []string{owner}
+		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("index HTTPRoutes by the rollout whose header route they are: %w", err)
 	}
 
 	workers := r.MaxConcurrentReconciles
