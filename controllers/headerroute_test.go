@@ -25,6 +25,16 @@ func darkLaunch() rolloutsv1.Step {
 	}}
 }
 
+func withPause(s rolloutsv1.Step, pause string) rolloutsv1.Step {
+	s.Pause = dur(pause)
+	return s
+}
+
+func withWeight(s rolloutsv1.Step, weight int32) rolloutsv1.Step {
+	s.Weight = weight
+	return s
+}
+
 // ownedRoute reads a header route; nil when it does not exist.
 func ownedRoute(ns, name string) func() *gatewayv1.HTTPRoute {
 	return func() *gatewayv1.HTTPRoute {
