@@ -187,6 +187,9 @@ var _ = Describe("Header-routed steps", func() {
 			HaveField("Reason", rolloutsv1.ReasonHeaderRouteConflict),
 			HaveField("Message", ContainSubstring("rename or delete it"))))
 		Consistently(func() int64 { return ownedRoute(ns, headerRouteOfGPT4)().Generation }).Should(Equal(theirs.Generation))
-		Expect(getRollout(ns, "gpt4").Status.StepStartedAt).To(BeNil(), "the step does not bake without its header route")
+		ro := getRollout(ns, "gpt4")
+		Expect(ro.Status.StepStartedAt).To(BeNil(), "the step does not bake without its header route")
+		Expect(ro.Status.WaitingSince).NotTo(BeNil(), "the progress deadline runs")
+		Expect(ro.Status.Message).To(ContainSubstring("is not this rollout's header route"))
 	})
 })

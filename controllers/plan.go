@@ -560,6 +560,10 @@ func (p *planner) blocked() *problem {
 		return p.obs.Conflict
 	case p.obs.Rejected != nil:
 		return p.obs.Rejected
+	case p.obs.HeaderRoute != nil && p.currentMatch() != nil:
+		// The step's match cannot be routed: like a rejected weight, it
+		// holds the step and counts toward the progress deadline.
+		return p.obs.HeaderRoute
 	case p.obs.Analysis != nil:
 		return p.obs.Analysis
 	case p.obs.Canary != nil:
@@ -814,6 +818,11 @@ func (p *planner) progress() {
 		return
 	}
 	if p.waitOrRollBack() {
+		if st.Phase != rolloutsv1.PhaseRolledBack && p.obs.HeaderRoute != nil && p.currentMatch() != nil {
+			// The step's header route is not in place: the step's
+			// pause is not being served.
+			st.StepStartedAt = nil
+		}
 		return
 	}
 

@@ -918,6 +918,47 @@ func TestPlanHeaderRoutedSteps(t *testing.T) {
 			},
 		},
 		{
+			name: "a header route that cannot be written holds a running match step, and rolls it back past the progress deadline",
+			ro: func() *rolloutsv1.ModelRollout {
+				ro := withHeaderRoute(atStep(headerRollout(), 0, 0))
+				ro.Status.StepStartedAt = nil
+				ro.Status.WaitingSince = mt(t0.Add(-11 * time.Minute))
+				return ro
+			}(),
+			obs: observation{Found: routesAt(0), Applying: true, HeaderRoute: &problem{Reason: rolloutsv1.ReasonHeaderRouteConflict,
+				Message: "HTTPRoute route-0-gpt4-match exists and is not this rollout's header route"}},
+			check: func(t *testing.T, d decision) {
+				expect(t, d.Status.Phase, rolloutsv1.PhaseRolledBack)
+				expect(t, d.Status.Rollback.Reason, rolloutsv1.ReasonProgressDeadlineExceeded)
+				expect(t, strings.Contains(d.Status.Rollback.Message, "is not this rollout's header route"), true)
+				expect(t, d.Status.HeaderRoute == nil, true)
+			},
+		},
+		{
+			name: "a header route that can no longer be written stops the step's clock and waits",
+			ro:   withHeaderRoute(atStep(headerRollout(), 0, 5*time.Minute)),
+			obs: observation{Found: routesAt(0), Applying: true, HeaderRoute: &problem{Reason: rolloutsv1.ReasonPatchRejected,
+				Message: "the API server rejected the header route: denied"}},
+			check: func(t *testing.T, d decision) {
+				expect(t, d.Status.Phase, rolloutsv1.PhaseProgressing)
+				expect(t, d.Status.StepStartedAt == nil, true)
+				expect(t, d.Status.WaitingSince.Time, t0)
+				expect(t, d.Status.Message, "the API server rejected the header route: denied")
+				expect(t, condStatus(d.Status, "HeaderRouted"), "False/PatchRejected")
+			},
+		},
+		{
+			name: "a header route problem left from a match step does not hold a step without a match",
+			ro:   atStep(headerRollout(), 1, time.Minute),
+			obs: observation{Found: routesAt(10), Applying: true, HeaderRoute: &problem{Reason: rolloutsv1.ReasonHeaderRouteConflict,
+				Message: "HTTPRoute route-0-gpt4-match exists and is not this rollout's header route"}},
+			check: func(t *testing.T, d decision) {
+				expect(t, d.Status.Phase, rolloutsv1.PhaseProgressing)
+				expect(t, d.Status.WaitingSince == nil, true)
+				expect(t, condStatus(d.Status, "HeaderRouted"), "absent")
+			},
+		},
+		{
 			name: "a running match step with its header route in place bakes",
 			ro:   withHeaderRoute(atStep(headerRollout(), 0, 5*time.Minute)),
 			obs:  observation{Found: routesAt(0), Owned: ownedAt(0), Applying: true},
