@@ -4,27 +4,34 @@ import (
 	"container/list"
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"crypto/x509"
-	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
-	"hash"
 	"math"
+	"net/http"
 	"net/url"
 	"strings"
 	"sync"
 	"time"
+	"unicode"
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/api"
 	promv1 "github.com/prometheus/client_golang/api/prometheus/v1"
 	"github.com/prometheus/common/config"
 	"github.com/prometheus/common/model"
+	"github.com/prometheus/sigv4"
 )
 
 // DefaultQueryTimeout bounds a query when ClientConfig.Timeout is zero. It
 // matches the CRD default of analysis.prometheus.timeout.
 const DefaultQueryTimeout = 10 * time.Second
+
+// sigV4SetupTimeout bounds loading the AWS configuration and the first
+// retrieval of credentials when a SigV4 client is built.
+const sigV4SetupTimeout = 10 * time.Second
 
 // Errors a query can fail with. Test them with errors.Is: a failed query
 // wraps exactly one of them.
@@ -76,11 +83,58 @@ type ClientConfig struct {
 	// CA is a PEM bundle of the certificate authorities to trust instead of
 	// the system roots.
 	CA []byte
+	// ClientCert and ClientKey, when set, are a PEM TLS client certificate
+	// and its private key, presented to servers that ask for one (mTLS).
+	ClientCert, ClientKey []byte
+	// ServerName is the name the server's certificate is checked against
+	// instead of the address's host.
+	ServerName string
 	// InsecureSkipVerify disables TLS certificate verification.
 	InsecureSkipVerify bool
+	// Headers are sent with every query, in order.
+	Headers []Header
+	// OAuth2, when set, gets the bearer token from a token endpoint with the
+	// client credentials grant. Mutually exclusive with BearerToken,
+	// Username and SigV4.
+	OAuth2 *OAuth2
+	// SigV4, when set, signs every query with AWS Signature Version 4.
+	// Mutually exclusive with BearerToken, Username and OAuth2.
+	SigV4 *SigV4
 	// Timeout bounds every query (a context deadline); 0 means
 	// DefaultQueryTimeout. A shorter deadline on the caller's context wins.
 	Timeout time.Duration
+}
+
+// Header is an HTTP header sent with every query.
+type Header struct {
+	Name, Value string
+	// Secret marks a value that is a credential: it is never printed.
+	Secret bool
+}
+
+// OAuth2 is an OAuth 2.0 client credentials grant.
+type OAuth2 struct {
+	ClientID, ClientSecret string
+	// TokenURL is trusted with the same CA and client certificate as the
+	// Prometheus address.
+	TokenURL       string
+	Scopes         []string
+	EndpointParams map[string]string
+}
+
+// SigV4 signs requests with AWS Signature Version 4 through the Prometheus
+// project's sigv4 library.
+type SigV4 struct {
+	// Region of the signature; required.
+	Region string
+	// AccessKey and SecretKey are static credentials. When both are empty
+	// the AWS SDK's default credential chain (environment, web identity,
+	// instance role) of the operator's process is used.
+	AccessKey, SecretKey string
+	// RoleARN, when set, is assumed through AWS STS with the credentials.
+	RoleARN string
+	// Service signed for; "aps" when empty.
+	Service string
 }
 
 // Client queries one Prometheus. It is safe for concurrent use.
@@ -92,49 +146,164 @@ type Client struct {
 
 var _ Querier = (*Client)(nil)
 
-// NewClient validates cfg and builds a client with its own HTTP transport.
-// Prefer ClientCache.Get in a controller, which reuses clients.
-func NewClient(cfg ClientConfig) (*Client, error) {
+// Validate checks cfg without building anything or reaching any server: the
+// address, that at most one authorization mode is set, and that every
+// certificate and key parses.
+func (cfg ClientConfig) Validate() error {
 	if cfg.Address == "" {
-		return nil, errors.New("prometheus address is empty")
+		return errors.New("prometheus address is empty")
 	}
 	u, err := url.Parse(cfg.Address)
 	if err != nil {
-		return nil, fmt.Errorf("prometheus address %q: %w", cfg.Address, err)
+		return fmt.Errorf("prometheus address %q: %w", cfg.Address, err)
 	}
 	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("prometheus address %q must be an http:// or https:// URL with a host", cfg.Address)
+		return fmt.Errorf("prometheus address %q must be an http:// or https:// URL with a host", cfg.Address)
 	}
-	if cfg.BearerToken != "" && (cfg.Username != "" || cfg.Password != "") {
-		return nil, errors.New("prometheus credentials: set a bearer token or a username and password, not both")
+	var modes []string
+	if cfg.BearerToken != "" {
+		modes = append(modes, "a bearer token")
+	}
+	if cfg.Username != "" {
+		modes = append(modes, "a username and password")
+	}
+	if cfg.OAuth2 != nil {
+		modes = append(modes, "oauth2")
+	}
+	if cfg.SigV4 != nil {
+		modes = append(modes, "sigv4")
+	}
+	if len(modes) > 1 {
+		return fmt.Errorf("prometheus credentials: %s are set; keep one, not both", strings.Join(modes, " and "))
 	}
 	if cfg.Username == "" && cfg.Password != "" {
-		return nil, errors.New("prometheus credentials: a password without a username")
+		return errors.New("prometheus credentials: a password without a username")
 	}
 	if cfg.Timeout < 0 {
-		return nil, fmt.Errorf("prometheus timeout %s is negative", cfg.Timeout)
+		return fmt.Errorf("prometheus timeout %s is negative", cfg.Timeout)
 	}
 	if len(cfg.CA) > 0 && !x509.NewCertPool().AppendCertsFromPEM(cfg.CA) {
-		return nil, errors.New("prometheus CA bundle: no PEM certificate found")
+		return errors.New("prometheus CA bundle: no PEM certificate found")
 	}
+	switch {
+	case len(cfg.ClientCert) > 0 && len(cfg.ClientKey) == 0:
+		return errors.New("prometheus TLS client certificate without its private key")
+	case len(cfg.ClientCert) == 0 && len(cfg.ClientKey) > 0:
+		return errors.New("prometheus TLS client key without its certificate")
+	case len(cfg.ClientCert) > 0:
+		if _, err := tls.X509KeyPair(cfg.ClientCert, cfg.ClientKey); err != nil {
+			return fmt.Errorf("prometheus TLS client certificate and key: %w", err)
+		}
+	}
+	for _, h := range cfg.Headers {
+		name := http.CanonicalHeaderKey(h.Name)
+		if h.Name == "" {
+			return errors.New("prometheus header without a name")
+		}
+		if _, reserved := config.ReservedHeaders[name]; reserved {
+			return fmt.Errorf("prometheus header %s cannot be set: the HTTP client or an auth mode sets it", name)
+		}
+		if strings.ContainsAny(h.Value, "\r\n") {
+			return fmt.Errorf("prometheus header %s: the value contains a line break", name)
+		}
+	}
+	if o := cfg.OAuth2; o != nil {
+		if o.ClientID == "" || o.ClientSecret == "" {
+			return errors.New("prometheus oauth2: a client ID and a client secret are required")
+		}
+		tu, err := url.Parse(o.TokenURL)
+		if err != nil || (tu.Scheme != "http" && tu.Scheme != "https") || tu.Host == "" {
+			return fmt.Errorf("prometheus oauth2 token URL %q must be an http:// or https:// URL with a host", o.TokenURL)
+		}
+	}
+	if v := cfg.SigV4; v != nil {
+		if v.Region == "" {
+			return errors.New("prometheus sigv4: the region is required")
+		}
+		if (v.AccessKey == "") != (v.SecretKey == "") {
+			return errors.New("prometheus sigv4: set both an access key and a secret key, or neither for the default AWS credential chain")
+		}
+	}
+	return nil
+}
 
+// httpClientConfig is cfg in prometheus/common's terms. It does the
+// authorization (bearer, basic, OAuth 2.0), TLS (CA, client certificate,
+// server name) and headers; SigV4 wraps its round tripper.
+func (cfg ClientConfig) httpClientConfig() config.HTTPClientConfig {
 	hc := config.DefaultHTTPClientConfig
+	hc.TLSConfig = config.TLSConfig{
+		CA:                 string(cfg.CA),
+		Cert:               string(cfg.ClientCert),
+		Key:                config.Secret(cfg.ClientKey),
+		ServerName:         cfg.ServerName,
+		InsecureSkipVerify: cfg.InsecureSkipVerify,
+	}
 	switch {
 	case cfg.BearerToken != "":
 		hc.Authorization = &config.Authorization{Type: "Bearer", Credentials: config.Secret(cfg.BearerToken)}
 	case cfg.Username != "":
 		hc.BasicAuth = &config.BasicAuth{Username: cfg.Username, Password: config.Secret(cfg.Password)}
+	case cfg.OAuth2 != nil:
+		hc.OAuth2 = &config.OAuth2{
+			ClientID:       cfg.OAuth2.ClientID,
+			ClientSecret:   config.Secret(cfg.OAuth2.ClientSecret),
+			TokenURL:       cfg.OAuth2.TokenURL,
+			Scopes:         cfg.OAuth2.Scopes,
+			EndpointParams: cfg.OAuth2.EndpointParams,
+			// The token endpoint is trusted like the Prometheus address.
+			TLSConfig: hc.TLSConfig,
+		}
 	}
-	hc.TLSConfig = config.TLSConfig{
-		CA:                 string(cfg.CA),
-		InsecureSkipVerify: cfg.InsecureSkipVerify,
+	if len(cfg.Headers) > 0 {
+		hs := &config.Headers{Headers: map[string]config.Header{}}
+		for _, h := range cfg.Headers {
+			name := http.CanonicalHeaderKey(h.Name)
+			e := hs.Headers[name]
+			if h.Secret {
+				e.Secrets = append(e.Secrets, config.Secret(h.Value))
+			} else {
+				e.Values = append(e.Values, h.Value)
+			}
+			hs.Headers[name] = e
+		}
+		hc.HTTPHeaders = hs
 	}
+	return hc
+}
+
+// NewClient validates cfg and builds a client with its own HTTP transport.
+// Prefer ClientCache.Get in a controller, which reuses clients.
+func NewClient(cfg ClientConfig) (*Client, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	hc := cfg.httpClientConfig()
 	if err := hc.Validate(); err != nil {
 		return nil, fmt.Errorf("prometheus HTTP configuration: %w", err)
 	}
 	rt, err := config.NewRoundTripperFromConfig(hc, "modelrollout-analysis")
 	if err != nil {
 		return nil, fmt.Errorf("prometheus HTTP configuration: %w", err)
+	}
+	if v := cfg.SigV4; v != nil {
+		// The signer wraps the headers and TLS of prometheus/common, as in
+		// Prometheus's own remote read and write. Building it loads the
+		// AWS configuration and retrieves the credentials once; with the
+		// default chain that may ask an instance metadata endpoint, so it
+		// is bounded.
+		ctx, cancel := context.WithTimeout(context.Background(), sigV4SetupTimeout)
+		defer cancel()
+		rt, err = sigv4.NewSigV4RoundTripper(&sigv4.SigV4Config{
+			Region:      v.Region,
+			AccessKey:   v.AccessKey,
+			SecretKey:   config.Secret(v.SecretKey),
+			RoleARN:     v.RoleARN,
+			ServiceName: v.Service,
+		}, rt, sigv4.WithContext(ctx))
+		if err != nil {
+			return nil, fmt.Errorf("prometheus sigv4: %w", err)
+		}
 	}
 	raw, err := api.NewClient(api.Config{Address: cfg.Address, RoundTripper: rt})
 	if err != nil {
@@ -174,6 +343,19 @@ func (c *Client) Query(ctx context.Context, query string, at time.Time) (Sample,
 		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
 			return Sample{}, fmt.Errorf("%w: no answer within the %s query timeout: %w", ErrQueryFailed, c.timeout, err)
 		}
+		if errors.As(err, &apiErr) && (apiErr.Type == promv1.ErrClient || apiErr.Type == promv1.ErrServer) {
+			// A plain HTTP error (not the API's JSON): say what the server
+			// or the gateway in front of it answered, briefly.
+			var extra string
+			if d := excerpt(apiErr.Detail, 200); d != "" {
+				extra = ": " + d
+			}
+			if strings.HasSuffix(apiErr.Msg, " 401") || strings.HasSuffix(apiErr.Msg, " 403") {
+				extra += "; the server refused the query's credentials: check spec.analysis.prometheus " +
+					"(authSecretRef, headers, oauth2, sigv4, TLS client certificate)"
+			}
+			return Sample{}, fmt.Errorf("%w: %w%s", ErrQueryFailed, err, extra)
+		}
 		return Sample{}, fmt.Errorf("%w: %w", ErrQueryFailed, err)
 	}
 	log := logr.FromContextOrDiscard(ctx)
@@ -196,6 +378,32 @@ func (c *Client) Query(ctx context.Context, query string, at time.Time) (Sample,
 		}
 	}
 	return s, nil
+}
+
+// excerpt is the start of an HTTP body for a message: printable characters
+// only, runs of white space as one space, at most n bytes.
+func excerpt(body string, n int) string {
+	var b strings.Builder
+	space := false
+	for _, r := range body {
+		if b.Len() >= n {
+			b.WriteString("...")
+			break
+		}
+		switch {
+		case unicode.IsSpace(r):
+			space = b.Len() > 0
+			continue
+		case !unicode.IsPrint(r):
+			r = '?'
+		}
+		if space {
+			b.WriteByte(' ')
+			space = false
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }
 
 // Close releases the client's idle connections.
@@ -319,28 +527,14 @@ func (c *ClientCache) Len() int {
 	return c.lru.Len()
 }
 
+// configKey hashes every field of cfg: its JSON encoding covers them all,
+// new ones included, with map keys sorted.
 func configKey(cfg ClientConfig) [sha256.Size]byte {
-	h := sha256.New()
-	field := func(h hash.Hash, b []byte) {
-		var n [8]byte
-		binary.BigEndian.PutUint64(n[:], uint64(len(b)))
-		h.Write(n[:])
-		h.Write(b)
+	b, err := json.Marshal(cfg)
+	if err != nil {
+		// Only unsupported types fail, and ClientConfig has none; a
+		// distinct key per call then keeps distinct configs apart.
+		b = fmt.Appendf(nil, "%p", &cfg)
 	}
-	field(h, []byte(cfg.Address))
-	field(h, []byte(cfg.BearerToken))
-	field(h, []byte(cfg.Username))
-	field(h, []byte(cfg.Password))
-	field(h, cfg.CA)
-	if cfg.InsecureSkipVerify {
-		field(h, []byte{1})
-	} else {
-		field(h, []byte{0})
-	}
-	var t [8]byte
-	binary.BigEndian.PutUint64(t[:], uint64(cfg.Timeout))
-	field(h, t[:])
-	var key [sha256.Size]byte
-	copy(key[:], h.Sum(nil))
-	return key
+	return sha256.Sum256(b)
 }

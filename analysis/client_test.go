@@ -2,6 +2,7 @@ package analysis
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/pem"
 	"errors"
@@ -11,12 +12,15 @@ import (
 	"math"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	promv1 "github.com/prometheus/client_golang/api/prometheus/v1"
+
+	"github.com/modelrollout/modelrollout/test/authproxy"
 )
 
 // promAPI is a fake Prometheus HTTP API. answer maps a query to the JSON
@@ -330,6 +334,19 @@ func TestNewClientValidation(t *testing.T) {
 		{ClientConfig{Address: "http://p:9090", CA: []byte("not pem")}, "no PEM certificate"},
 		{ClientConfig{Address: "http://p:9090", Timeout: -time.Second}, "negative"},
 		{ClientConfig{Address: "https://p:9090/prefix", Username: "u", Timeout: time.Second}, ""},
+		{ClientConfig{Address: "http://p:9090", BearerToken: "t", OAuth2: &OAuth2{ClientID: "c", ClientSecret: "s", TokenURL: "http://t/token"}}, "a bearer token and oauth2 are set"},
+		{ClientConfig{Address: "http://p:9090", Username: "u", SigV4: &SigV4{Region: "us-east-1"}}, "a username and password and sigv4 are set"},
+		{ClientConfig{Address: "http://p:9090", OAuth2: &OAuth2{ClientID: "c", ClientSecret: "s", TokenURL: "http://t/token"}, SigV4: &SigV4{Region: "us-east-1"}}, "oauth2 and sigv4"},
+		{ClientConfig{Address: "http://p:9090", OAuth2: &OAuth2{ClientID: "c", TokenURL: "http://t/token"}}, "client secret are required"},
+		{ClientConfig{Address: "http://p:9090", OAuth2: &OAuth2{ClientID: "c", ClientSecret: "s", TokenURL: "token"}}, "token URL"},
+		{ClientConfig{Address: "http://p:9090", SigV4: &SigV4{}}, "region is required"},
+		{ClientConfig{Address: "http://p:9090", SigV4: &SigV4{Region: "us-east-1", AccessKey: "a"}}, "both an access key and a secret key"},
+		{ClientConfig{Address: "http://p:9090", ClientCert: []byte("x")}, "without its private key"},
+		{ClientConfig{Address: "http://p:9090", ClientKey: []byte("x")}, "without its certificate"},
+		{ClientConfig{Address: "http://p:9090", ClientCert: []byte("not pem"), ClientKey: []byte("not pem")}, "client certificate and key"},
+		{ClientConfig{Address: "http://p:9090", Headers: []Header{{Name: "authorization", Value: "x"}}}, "Authorization cannot be set"},
+		{ClientConfig{Address: "http://p:9090", Headers: []Header{{Name: "X-A", Value: "a\nb"}}}, "line break"},
+		{ClientConfig{Address: "http://p:9090", Headers: []Header{{Name: "X-Scope-OrgID", Value: "a"}}}, ""},
 	}
 	for _, tt := range tests {
 		_, err := NewClient(tt.cfg)
@@ -419,6 +436,22 @@ func TestConfigKeyDistinguishesFields(t *testing.T) {
 		{Address: "http://p:9090", CA: []byte("x")},
 		{Address: "http://p:9090", InsecureSkipVerify: true},
 		{Address: "http://p:9090", Timeout: time.Second},
+		{Address: "http://p:9090", ClientCert: []byte("x")},
+		{Address: "http://p:9090", ClientKey: []byte("x")},
+		{Address: "http://p:9090", ServerName: "x"},
+		{Address: "http://p:9090", Headers: []Header{{Name: "X", Value: "a"}}},
+		{Address: "http://p:9090", Headers: []Header{{Name: "X", Value: "b"}}},
+		{Address: "http://p:9090", Headers: []Header{{Name: "X", Value: "a", Secret: true}}},
+		{Address: "http://p:9090", OAuth2: &OAuth2{ClientID: "c"}},
+		{Address: "http://p:9090", OAuth2: &OAuth2{ClientID: "c", ClientSecret: "s"}},
+		{Address: "http://p:9090", OAuth2: &OAuth2{ClientID: "c", Scopes: []string{"a"}}},
+		{Address: "http://p:9090", OAuth2: &OAuth2{ClientID: "c", EndpointParams: map[string]string{"a": "b"}}},
+		{Address: "http://p:9090", OAuth2: &OAuth2{ClientID: "c", TokenURL: "u"}},
+		{Address: "http://p:9090", SigV4: &SigV4{Region: "r"}},
+		{Address: "http://p:9090", SigV4: &SigV4{Region: "r", AccessKey: "a"}},
+		{Address: "http://p:9090", SigV4: &SigV4{Region: "r", SecretKey: "a"}},
+		{Address: "http://p:9090", SigV4: &SigV4{Region: "r", RoleARN: "a"}},
+		{Address: "http://p:9090", SigV4: &SigV4{Region: "r", Service: "a"}},
 	}
 	seen := map[[32]byte]int{}
 	for i, v := range variants {
@@ -427,5 +460,182 @@ func TestConfigKeyDistinguishesFields(t *testing.T) {
 			t.Errorf("configs %d and %d share a key", j, i)
 		}
 		seen[k] = i
+	}
+}
+
+func TestClientHeaders(t *testing.T) {
+	p, srv := newFakeProm(t, map[string]string{"up": vector("1")})
+	p.check = func(r *http.Request) bool {
+		return r.Header.Get("X-Scope-OrgID") == "team-a" && r.Header.Get("X-Api-Key") == "k3y" &&
+			len(r.Header.Values("X-Extra")) == 2
+	}
+	headers := []Header{
+		{Name: "X-Scope-OrgID", Value: "team-a"},
+		{Name: "x-api-key", Value: "k3y", Secret: true},
+		{Name: "X-Extra", Value: "1"},
+		{Name: "X-Extra", Value: "2"},
+	}
+	c, err := NewClient(ClientConfig{Address: srv.URL, Headers: headers})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s, err := c.Query(context.Background(), "up", time.Time{}); err != nil || s.Value != 1 {
+		t.Errorf("with the headers: %+v, %v", s, err)
+	}
+	c, _ = NewClient(ClientConfig{Address: srv.URL, Headers: headers[:1]})
+	if _, err := c.Query(context.Background(), "up", time.Time{}); !errors.Is(err, ErrQueryFailed) || !strings.Contains(err.Error(), "401") {
+		t.Errorf("without the secret header: %v, want a 401 error", err)
+	}
+}
+
+func TestClientOAuth2(t *testing.T) {
+	ts, err := authproxy.StartTokenServer("modelrollout", "cl1ent-s3cret")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ts.Close() })
+	p, srv := newFakeProm(t, map[string]string{"up": vector("1")})
+	p.check = func(r *http.Request) bool {
+		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		return ok && ts.Valid(tok)
+	}
+	o := &OAuth2{ClientID: "modelrollout", ClientSecret: "cl1ent-s3cret", TokenURL: ts.URL(),
+		Scopes: []string{"metrics:read", "tenant"}, EndpointParams: map[string]string{"audience": "mimir"}}
+	c, err := NewClient(ClientConfig{Address: srv.URL, OAuth2: o})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if s, err := c.Query(context.Background(), "up", time.Time{}); err != nil || s.Value != 1 {
+			t.Fatalf("with oauth2: %+v, %v", s, err)
+		}
+	}
+	reqs := ts.Requests()
+	if len(reqs) != 1 {
+		t.Errorf("%d token requests for 3 queries; the token should be reused until it expires", len(reqs))
+	} else if reqs[0].Get("scope") != "metrics:read tenant" || reqs[0].Get("audience") != "mimir" {
+		t.Errorf("token request %v lacks the scopes or endpoint params", reqs[0])
+	}
+
+	bad := *o
+	bad.ClientSecret = "wrong"
+	c, _ = NewClient(ClientConfig{Address: srv.URL, OAuth2: &bad})
+	_, err = c.Query(context.Background(), "up", time.Time{})
+	if !errors.Is(err, ErrQueryFailed) || !strings.Contains(err.Error(), "invalid_client") {
+		t.Errorf("with a wrong client secret: %v, want the token endpoint's invalid_client", err)
+	}
+}
+
+func TestClientMTLSAndServerName(t *testing.T) {
+	ca, err := authproxy.NewCA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	serverCert, serverKey, err := ca.Issue(false, "prometheus.monitoring.svc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pair, err := tls.X509KeyPair(serverCert, serverKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &promAPI{t: t, answers: map[string]string{"up": vector("1")}}
+	srv := httptest.NewUnstartedServer(p)
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // refused handshakes are on purpose
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{pair}, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: ca.Pool()}
+	srv.StartTLS()
+	defer srv.Close()
+	clientCert, clientKey, err := ca.Issue(true, "modelrollout")
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := ClientConfig{Address: srv.URL, CA: ca.PEM, ClientCert: clientCert, ClientKey: clientKey, ServerName: "prometheus.monitoring.svc"}
+	c, err := NewClient(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s, err := c.Query(context.Background(), "up", time.Time{}); err != nil || s.Value != 1 {
+		t.Errorf("with the client certificate: %+v, %v", s, err)
+	}
+
+	noCert := good
+	noCert.ClientCert, noCert.ClientKey = nil, nil
+	c, _ = NewClient(noCert)
+	if _, err := c.Query(context.Background(), "up", time.Time{}); !errors.Is(err, ErrQueryFailed) || !strings.Contains(err.Error(), "certificate") {
+		t.Errorf("without a client certificate: %v, want a TLS certificate error", err)
+	}
+
+	noName := good
+	noName.ServerName = ""
+	c, _ = NewClient(noName)
+	if _, err := c.Query(context.Background(), "up", time.Time{}); !errors.Is(err, ErrQueryFailed) || !strings.Contains(err.Error(), "127.0.0.1") {
+		t.Errorf("without serverName the certificate does not match 127.0.0.1: %v", err)
+	}
+}
+
+// TestClientSigV4 checks that a query reaching the server is signed by the
+// Prometheus project's sigv4 library with the static keys, region and
+// service configured, after the configured headers are added.
+func TestClientSigV4(t *testing.T) {
+	// Keep the machine's AWS configuration out of the test.
+	t.Setenv("AWS_CONFIG_FILE", "/nonexistent")
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+	t.Setenv("AWS_REGION", "")
+	t.Setenv("AWS_PROFILE", "")
+	var got http.Header
+	var mu sync.Mutex
+	p, srv := newFakeProm(t, map[string]string{"up": vector("1")})
+	p.check = func(r *http.Request) bool {
+		mu.Lock()
+		got = r.Header.Clone()
+		mu.Unlock()
+		return true
+	}
+	for _, tt := range []struct{ service, want string }{{"", "aps"}, {"execute-api", "execute-api"}} {
+		c, err := NewClient(ClientConfig{Address: srv.URL, Headers: []Header{{Name: "X-Scope-OrgID", Value: "team-a"}},
+			SigV4: &SigV4{Region: "eu-west-1", AccessKey: "AKIDEXAMPLE", SecretKey: "wJalrXUtnFEMI/K7MDENG", Service: tt.service}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s, err := c.Query(context.Background(), "up", time.Time{}); err != nil || s.Value != 1 {
+			t.Fatalf("signed query: %+v, %v", s, err)
+		}
+		mu.Lock()
+		auth := got.Get("Authorization")
+		mu.Unlock()
+		re := regexp.MustCompile(`^AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/(\d{8})/eu-west-1/` + tt.want + `/aws4_request, SignedHeaders=([a-z0-9;-]+), Signature=[0-9a-f]{64}$`)
+		m := re.FindStringSubmatch(auth)
+		if m == nil {
+			t.Fatalf("Authorization %q is not a SigV4 signature for eu-west-1/%s", auth, tt.want)
+		}
+		if date := got.Get("X-Amz-Date"); !strings.HasPrefix(date, m[1]) {
+			t.Errorf("X-Amz-Date %q does not match the credential date %s", date, m[1])
+		}
+		if !strings.Contains(m[2], "host") || !strings.Contains(m[2], "x-amz-date") {
+			t.Errorf("SignedHeaders %q should cover host and x-amz-date", m[2])
+		}
+		if got.Get("X-Scope-OrgID") != "team-a" {
+			t.Errorf("the configured header is missing next to the signature: %v", got)
+		}
+	}
+}
+
+func TestClientHTTPErrorExcerpt(t *testing.T) {
+	body := "<html>\n<body>\x00Bad   gateway" + strings.Repeat(" padding", 100) + "</body></html>"
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusBadGateway)
+		_, _ = io.WriteString(w, body)
+	}))
+	defer srv.Close()
+	c, err := NewClient(ClientConfig{Address: srv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.Query(context.Background(), "up", time.Time{})
+	if !errors.Is(err, ErrQueryFailed) || !strings.Contains(err.Error(), "server error: 502: <html> <body>?Bad gateway padding") {
+		t.Fatalf("got %v, want the start of the body, one line, printable", err)
+	}
+	if len(err.Error()) > 300 || strings.Contains(err.Error(), "credentials") {
+		t.Errorf("the excerpt is not short, or a 502 was blamed on credentials: %q", err)
 	}
 }

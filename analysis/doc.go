@@ -14,6 +14,13 @@
 //  3. Record folds the Evaluation into the gate's GateStatus and returns
 //     the Outcome for the rollout. Due says when the gate is next due.
 //
+// Web gates take another first two steps: RenderWeb renders the URL, header
+// and body templates (RenderURL, RenderHeader, RenderJSON, each escaping for
+// where the value lands) and parses the RFC 9535 JSONPath; EvaluateWeb calls
+// the endpoint through an egress-policy client from WebClients and
+// JudgeWebAnswer picks the number. Their verdicts are listed in web.go.
+// Record is the same for every kind.
+//
 // # Verdicts (EvaluateGate)
 //
 //   - Pass: the query returned a number v with min <= v <= max (inclusive;
@@ -65,6 +72,14 @@
 // warnings are appended to the message and logged through the logr.Logger
 // of the context.
 //
+// # Prometheus access
+//
+// ClientConfig says how to reach a Prometheus-compatible API: bearer token,
+// basic auth, OAuth 2.0 client credentials, TLS (CA, client certificate,
+// server name), extra headers such as X-Scope-OrgID, all done by
+// prometheus/common/config, and AWS SigV4 signing by prometheus/sigv4.
+// ClientConfig.Validate checks it without reaching any server.
+//
 // # Presets
 //
 // Every GatePreset has a query template, a default selector picking the
@@ -86,7 +101,13 @@
 //     picker, scraped through a Service with the service target label; the
 //     picker's metrics carry model_name and target_model_name but no pool
 //     label. The TTFT histogram exists only with the picker's latency
-//     tracking enabled; without it the ttft gate has no data.
+//     tracking enabled; without it the ttft gate has no data. Each
+//     inference-pool query is `(<llm_d_epp_request_* query>) or
+//     (<inference_objective_request_* query>)`: the llm-d router's names
+//     when they exist, the deprecated Inference Extension names otherwise,
+//     never both added up.
+//   - tgi-*: the same selector as vllm-*, over Text Generation Inference's
+//     tgi_request_count, tgi_request_failure and tgi_request_duration.
 //
 // A custom query can use the gate's rendered selector as {{ .Selector }}
 // too.

@@ -82,12 +82,48 @@ func requests(counter string) string {
 	return `sum(increase(` + counter + sel + stepSW + `))`
 }
 
+// firstOf reads the first of several equivalent queries that has a result:
+// `(a) or (b)`. Each query aggregates to one series without labels, so `or`
+// keeps the left one whenever it exists and never adds the two. Exporters
+// that emit a metric under a new and a deprecated name at once are counted
+// once, under the new name; exporters with only one of them work as well.
+// Each alternative is a whole query over one naming, so a ratio never
+// divides one naming's errors by the other's requests.
+func firstOf(queries ...string) string {
+	return "(" + strings.Join(queries, ") or (") + ")"
+}
+
+// Endpoint picker metric families. The llm-d router's endpoint picker
+// exports llm_d_epp_request_* and marks the Gateway API Inference Extension
+// names inference_objective_request_* deprecated (it emits both during the
+// deprecation); older pickers export only inference_objective_*. The presets
+// read llm_d_epp_* when it exists and inference_objective_* otherwise.
+const (
+	eppNew = "llm_d_epp_request"
+	eppOld = "inference_objective_request"
+)
+
+func eppRatio() string {
+	return firstOf(
+		ratio(eppNew+"_error_total", "", eppNew+"_total"),
+		ratio(eppOld+"_error_total", "", eppOld+"_total"))
+}
+
+func eppP99(suffix string) string {
+	return firstOf(p99(eppNew+suffix, ""), p99(eppOld+suffix, ""))
+}
+
+func eppRequests() string {
+	return firstOf(requests(eppNew+"_total"), requests(eppOld+"_total"))
+}
+
 // presetOrder is the order of the GatePreset enum in the CRD.
 var presetOrder = []v1alpha1.GatePreset{
 	"vllm-error-ratio", "vllm-http-error-ratio", "vllm-e2e-latency-p99", "vllm-ttft-p99", "vllm-itl-p99",
 	"envoy-error-ratio", "envoy-latency-p99",
 	"istio-error-ratio", "istio-latency-p99",
 	"inference-pool-error-ratio", "inference-pool-latency-p99", "inference-pool-ttft-p99",
+	"tgi-error-ratio", "tgi-latency-p99",
 }
 
 var presets = map[v1alpha1.GatePreset]preset{
@@ -161,27 +197,47 @@ var presets = map[v1alpha1.GatePreset]preset{
 		description: "99th percentile of the request duration to the canary Service reported by the destination's Istio proxy, in seconds.",
 	},
 	"inference-pool-error-ratio": {
-		query:    ratio("inference_objective_request_error_total", "", "inference_objective_request_total"),
-		requests: requests("inference_objective_request_total"),
+		query:    eppRatio(),
+		requests: eppRequests(),
 		selector: eppSelector,
 		unit:     "ratio",
-		description: "Share of the canary InferencePool's requests that its endpoint picker counted as errors " +
-			"(inference_objective_* metrics, named inference_model_* up to Inference Extension v1.0).",
+		description: "Share of the canary InferencePool's requests that its endpoint picker counted as errors. " +
+			"Reads llm_d_epp_request_error_total / llm_d_epp_request_total (llm-d router) when they exist, " +
+			"else inference_objective_request_error_total / inference_objective_request_total (Gateway API Inference Extension; " +
+			"named inference_model_* up to v1.0).",
 	},
 	"inference-pool-latency-p99": {
-		query:       p99("inference_objective_request_duration_seconds_bucket", ""),
-		requests:    requests("inference_objective_request_total"),
-		selector:    eppSelector,
-		unit:        "seconds",
-		description: "99th percentile of the response latency the canary InferencePool's endpoint picker measured, in seconds.",
-	},
-	"inference-pool-ttft-p99": {
-		query:    p99("inference_objective_request_ttft_seconds_bucket", ""),
-		requests: requests("inference_objective_request_total"),
+		query:    eppP99("_duration_seconds_bucket"),
+		requests: eppRequests(),
 		selector: eppSelector,
 		unit:     "seconds",
-		description: "99th percentile of the time to first token the canary InferencePool's endpoint picker measured, in seconds. " +
+		description: "99th percentile of the response latency the canary InferencePool's endpoint picker measured, in seconds " +
+			"(llm_d_epp_request_duration_seconds, else inference_objective_request_duration_seconds).",
+	},
+	"inference-pool-ttft-p99": {
+		query:    eppP99("_ttft_seconds_bucket"),
+		requests: eppRequests(),
+		selector: eppSelector,
+		unit:     "seconds",
+		description: "99th percentile of the time to first token the canary InferencePool's endpoint picker measured, in seconds " +
+			"(llm_d_epp_request_ttft_seconds, else inference_objective_request_ttft_seconds). " +
 			"The endpoint picker records it only when latency tracking (the latency predictor) is enabled; otherwise the gate has no data.",
+	},
+	"tgi-error-ratio": {
+		query:    ratio("tgi_request_failure", "", "tgi_request_count"),
+		requests: requests("tgi_request_count"),
+		selector: serviceSelector,
+		unit:     "ratio",
+		description: "Share of the canary's Text Generation Inference requests that failed: tgi_request_failure (every error kind, " +
+			"by its err label: validation, generation, overloaded, ...) over tgi_request_count. TGI's exporter names its counters " +
+			"without the _total suffix.",
+	},
+	"tgi-latency-p99": {
+		query:       p99("tgi_request_duration_bucket", ""),
+		requests:    requests("tgi_request_count"),
+		selector:    serviceSelector,
+		unit:        "seconds",
+		description: "99th percentile of the canary's end-to-end request duration measured by Text Generation Inference (tgi_request_duration), in seconds.",
 	},
 }
 

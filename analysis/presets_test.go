@@ -115,7 +115,7 @@ func checkSelectorsEverywhere(t *testing.T, q string, info PresetInfo) {
 	t.Helper()
 	var want [][2]string
 	switch {
-	case strings.HasPrefix(string(info.Name), "vllm-"):
+	case strings.HasPrefix(string(info.Name), "vllm-"), strings.HasPrefix(string(info.Name), "tgi-"):
 		want = [][2]string{{"service", "vllm-gpt4-v2"}, {"namespace", "ai-gateway"}}
 	case strings.HasPrefix(string(info.Name), "envoy-"):
 		want = [][2]string{{"envoy_cluster_name", "kube_ai-gateway_vllm-gpt4-v2_8000"}}
@@ -184,5 +184,36 @@ func TestNamingHelpers(t *testing.T) {
 	got, err := Render(`{{ .CanaryEndpointPicker }}`, Vars{Canary: "pool", CanaryEndpointPicker: "custom-picker"})
 	if err != nil || got != "custom-picker" {
 		t.Errorf("CanaryEndpointPicker override = %q, %v", got, err)
+	}
+}
+
+// The inference-pool presets read the llm-d router's llm_d_epp_* names first
+// and fall back to the deprecated inference_objective_* names, each
+// alternative a whole query over one naming joined by `or`, so that an
+// endpoint picker exporting both is counted once.
+func TestInferencePoolPresetsReadBothNamings(t *testing.T) {
+	v := Vars{Namespace: "ai-gateway", Canary: "pool-v2", Interval: time.Minute, StepWindow: time.Minute}
+	for _, name := range []v1alpha1.GatePreset{"inference-pool-error-ratio", "inference-pool-latency-p99", "inference-pool-ttft-p99"} {
+		r, err := RenderGate(v1alpha1.Gate{Name: "g", Preset: name, Max: f64(1)}, v)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		for _, q := range []string{r.Query, r.RequestsQuery} {
+			expr, err := parser.NewParser(parser.Options{}).ParseExpr(q)
+			if err != nil {
+				t.Fatalf("%s: parse %q: %v", name, q, err)
+			}
+			be, ok := expr.(*parser.BinaryExpr)
+			if !ok || be.Op != parser.LOR {
+				t.Fatalf("%s: %q is not `<llm_d_epp query> or <inference_objective query>`", name, q)
+			}
+			left, right := be.LHS.String(), be.RHS.String()
+			if !strings.Contains(left, "llm_d_epp_request") || strings.Contains(left, "inference_objective") {
+				t.Errorf("%s: left side %q should read only llm_d_epp_request_*", name, left)
+			}
+			if !strings.Contains(right, "inference_objective_request") || strings.Contains(right, "llm_d_epp") {
+				t.Errorf("%s: right side %q should read only inference_objective_request_*", name, right)
+			}
+		}
 	}
 }

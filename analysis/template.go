@@ -1,6 +1,7 @@
 package analysis
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"reflect"
@@ -284,7 +285,13 @@ func Render(tmpl string, v Vars) (string, error) {
 }
 
 func render(tmpl string, data templateData) (string, error) {
-	t, err := template.New("gate").Option("missingkey=error").Funcs(templateFuncs).Parse(tmpl)
+	return execute(tmpl, data, templateFuncs, variableNames)
+}
+
+// execute runs a gate template over data, with missing keys and unknown
+// variables as errors that list the variables (names).
+func execute(tmpl string, data any, funcs template.FuncMap, names []string) (string, error) {
+	t, err := template.New("gate").Option("missingkey=error").Funcs(funcs).Parse(tmpl)
 	if err != nil {
 		return "", fmt.Errorf("template: %w", trimTemplateErr(err))
 	}
@@ -292,11 +299,139 @@ func render(tmpl string, data templateData) (string, error) {
 	if err := t.Execute(&b, data); err != nil {
 		err = trimTemplateErr(err)
 		if m := unknownFieldRE.FindStringSubmatch(err.Error()); m != nil {
-			return "", fmt.Errorf("template: %sunknown variable %s; the variables are %s", m[1], m[2], strings.Join(variableNames, ", "))
+			return "", fmt.Errorf("template: %sunknown variable %s; the variables are %s", m[1], m[2], strings.Join(names, ", "))
 		}
 		return "", fmt.Errorf("template: %w", err)
 	}
 	return b.String(), nil
+}
+
+// The renderers of web gates. They execute over the same variables as
+// PromQL templates (but .Selector, which only PromQL has), each string
+// escaped for where it lands.
+
+// urlString prints percent-encoded: every byte but the unreserved
+// characters of RFC 3986 (letters, digits, "-", ".", "_", "~") becomes %XX,
+// so a value is one path segment or one query value and cannot add a "/",
+// "?", "&", "=" or "#".
+type urlString string
+
+func (s urlString) String() string { return EscapeURLComponent(string(s)) }
+
+// jsonString prints escaped for the inside of a double-quoted JSON string.
+type jsonString string
+
+func (s jsonString) String() string { return EscapeJSONString(string(s)) }
+
+// headerString prints verbatim; the rendered header is checked afterwards.
+type headerString string
+
+func (s headerString) String() string { return string(s) }
+
+// webData is what web gate templates execute on: templateData's variables
+// with strings of type S. Keep it in sync with webVariableNames.
+type webData[S ~string] struct {
+	Namespace, Rollout, Route S
+	Stable, Canary            S
+	StablePort, CanaryPort    int32
+	Weight                    int32
+	Interval, StepWindow      promDuration
+
+	stablePicker, canaryPicker string
+}
+
+var webVariableNames = []string{
+	".Namespace", ".Rollout", ".Route", ".Stable", ".Canary", ".StablePort", ".CanaryPort",
+	".Weight", ".Interval", ".StepWindow", ".StableCluster", ".CanaryCluster",
+	".StableEndpointPicker", ".CanaryEndpointPicker",
+}
+
+func newWebData[S ~string](v Vars) webData[S] {
+	d := newTemplateData(v)
+	return webData[S]{
+		Namespace: S(d.Namespace), Rollout: S(d.Rollout), Route: S(d.Route),
+		Stable: S(d.Stable), Canary: S(d.Canary),
+		StablePort: d.StablePort, CanaryPort: d.CanaryPort, Weight: d.Weight,
+		Interval: d.Interval, StepWindow: d.StepWindow,
+		stablePicker: d.stablePicker, canaryPicker: d.canaryPicker,
+	}
+}
+
+func (d webData[S]) base() templateData {
+	return templateData{Namespace: promString(d.Namespace), Stable: promString(d.Stable), Canary: promString(d.Canary),
+		StablePort: d.StablePort, CanaryPort: d.CanaryPort, stablePicker: d.stablePicker, canaryPicker: d.canaryPicker}
+}
+
+// CanaryCluster is the Kgateway Envoy cluster of the canary Service port.
+func (d webData[S]) CanaryCluster() (S, error) {
+	c, err := d.base().CanaryCluster()
+	return S(c), err
+}
+
+// StableCluster is the Kgateway Envoy cluster of the stable Service port.
+func (d webData[S]) StableCluster() (S, error) {
+	c, err := d.base().StableCluster()
+	return S(c), err
+}
+
+// CanaryEndpointPicker is the canary InferencePool's endpoint-picker Service.
+func (d webData[S]) CanaryEndpointPicker() S { return S(d.base().CanaryEndpointPicker()) }
+
+// StableEndpointPicker is the stable InferencePool's endpoint-picker Service.
+func (d webData[S]) StableEndpointPicker() S { return S(d.base().StableEndpointPicker()) }
+
+// RenderURL executes a URL template over v. String variables are
+// percent-encoded (EscapeURLComponent); numbers and durations print as in
+// Render. An unknown variable is an error.
+func RenderURL(tmpl string, v Vars) (string, error) {
+	return execute(tmpl, newWebData[urlString](v), nil, webVariableNames)
+}
+
+// RenderJSON executes a JSON body template over v. String variables are
+// escaped for the inside of a JSON string (EscapeJSONString): write them
+// between double quotes. An unknown variable is an error.
+func RenderJSON(tmpl string, v Vars) (string, error) {
+	return execute(tmpl, newWebData[jsonString](v), nil, webVariableNames)
+}
+
+// RenderHeader executes a header value template over v. Variables print
+// verbatim: object names cannot hold line breaks, and the caller checks the
+// rendered value. An unknown variable is an error.
+func RenderHeader(tmpl string, v Vars) (string, error) {
+	return execute(tmpl, newWebData[headerString](v), nil, webVariableNames)
+}
+
+// EscapeURLComponent percent-encodes every byte of s but the RFC 3986
+// unreserved characters (A-Z a-z 0-9 - . _ ~). The result is safe as a path
+// segment and as a query name or value.
+func EscapeURLComponent(s string) string {
+	const hex = "0123456789ABCDEF"
+	var b strings.Builder
+	b.Grow(len(s))
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '-', c == '.', c == '_', c == '~':
+			b.WriteByte(c)
+		default:
+			b.WriteByte('%')
+			b.WriteByte(hex[c>>4])
+			b.WriteByte(hex[c&15])
+		}
+	}
+	return b.String()
+}
+
+// EscapeJSONString escapes s for the inside of a double-quoted JSON string:
+// quote, backslash and control characters get their escapes, and invalid
+// UTF-8 becomes U+FFFD, so a JSON parser reads back s (or its valid form).
+func EscapeJSONString(s string) string {
+	var b strings.Builder
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(s) // a string always encodes
+	out := strings.TrimSuffix(b.String(), "\n")
+	return out[1 : len(out)-1]
 }
 
 // unknownFieldRE matches text/template's error for a missing field, after
@@ -426,7 +561,8 @@ func renderGate(g v1alpha1.Gate, v Vars) (RenderedGate, error) {
 	return r, nil
 }
 
-// ValidateGates renders and parses every gate of a, as RenderGate does, and
+// ValidateGates renders and parses every gate of a, as RenderGate (or
+// RenderWeb for a web gate) does, and
 // reports all problems at once, separated by "; ". The controller calls it
 // before any traffic moves.
 func ValidateGates(a *v1alpha1.Analysis, v Vars) error {
@@ -441,6 +577,12 @@ func ValidateGates(a *v1alpha1.Analysis, v Vars) error {
 			continue
 		}
 		seen[g.Name] = true
+		if g.Web != nil {
+			if _, err := RenderWeb(g, v); err != nil {
+				msgs = append(msgs, err.Error())
+			}
+			continue
+		}
 		if _, err := RenderGate(g, v); err != nil {
 			msgs = append(msgs, err.Error())
 		}

@@ -12,6 +12,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/modelrollout/modelrollout/analysis"
+	"github.com/modelrollout/modelrollout/analysis/egress"
 	rolloutsv1 "github.com/modelrollout/modelrollout/api/v1alpha1"
 )
 
@@ -27,7 +28,28 @@ type PrometheusGates struct {
 	DefaultAddress string
 	// Metrics records gate results; optional.
 	Metrics *Metrics
+	// Egress decides which URLs web and prompt gates may call; nil refuses
+	// everything outside the private ranges (egress.New(nil, nil)).
+	Egress *egress.Policy
+	// WebClients reuses one HTTP client per egress policy and CA bundle for
+	// web gates; nil shares a process-wide cache.
+	WebClients *analysis.WebClients
+	// AmbientAWSCredentials lets a rollout's sigv4 sign with the operator's
+	// own AWS credentials (the SDK's default chain: environment, web
+	// identity, instance role) when its auth Secret has no access key. Off,
+	// credentials come only from Secrets in the rollout's namespace.
+	AmbientAWSCredentials bool
 }
+
+// egressPolicy is the policy in force: the configured one, or the strictest.
+func (g *PrometheusGates) egressPolicy() *egress.Policy {
+	if g.Egress != nil {
+		return g.Egress
+	}
+	return defaultEgress
+}
+
+var defaultEgress = egress.MustNew(nil, nil)
 
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get
 
@@ -69,32 +91,73 @@ func (g *PrometheusGates) Validate(ctx context.Context, ro *rolloutsv1.ModelRoll
 	if err := analysis.ValidateGates(ro.Spec.Analysis, gateVars(ro, time.Now())); err != nil {
 		return &problem{Reason: rolloutsv1.ReasonInvalidQuery, Message: truncate(err.Error(), 1024)}, nil
 	}
+	if p, err := g.validateWebAuth(ctx, ro); p != nil || err != nil {
+		return p, err
+	}
+	if !queriesPrometheus(ro.Spec.Analysis) {
+		return nil, nil
+	}
 	_, p, err := g.clientConfig(ctx, ro)
 	return p, err
 }
 
+// queriesPrometheus says whether any gate of a is a PromQL gate. Every
+// kind but web queries Prometheus.
+func queriesPrometheus(a *rolloutsv1.Analysis) bool {
+	if a == nil {
+		return false
+	}
+	for _, gate := range a.Gates {
+		if gate.Web == nil {
+			return true
+		}
+	}
+	return false
+}
+
 // clientConfig builds the Prometheus client settings of the rollout. A
 // problem is one the user must fix (a missing Secret, missing keys, no
-// permission); it is checked again every few seconds, since the operator
-// does not watch Secrets. An error is transient (throttling, a timeout, the
-// API server unavailable).
+// permission, a certificate that does not parse); it is checked again every
+// few seconds, since the operator does not watch Secrets. An error is
+// transient (throttling, a timeout, the API server unavailable).
 func (g *PrometheusGates) clientConfig(ctx context.Context, ro *rolloutsv1.ModelRollout) (analysis.ClientConfig, *problem, error) {
 	cfg := analysis.ClientConfig{Address: g.DefaultAddress}
 	src := ro.Spec.Analysis.Prometheus
 	if src != nil {
 		cfg.Address = src.Address
 		cfg.InsecureSkipVerify = src.InsecureSkipVerify
+		cfg.ServerName = src.ServerName
 		if src.Timeout != "" {
 			if d, err := src.Timeout.Parse(); err == nil {
 				cfg.Timeout = d
 			}
+		}
+		for _, h := range src.Headers {
+			if h.Value != nil {
+				cfg.Headers = append(cfg.Headers, analysis.Header{Name: h.Name, Value: *h.Value})
+			}
+		}
+		if o := src.OAuth2; o != nil {
+			cfg.OAuth2 = &analysis.OAuth2{ClientID: o.ClientID, TokenURL: o.TokenURL, Scopes: o.Scopes, EndpointParams: o.EndpointParams}
+		}
+		if v := src.SigV4; v != nil {
+			cfg.SigV4 = &analysis.SigV4{Region: v.Region, RoleARN: v.RoleARN, Service: v.Service}
 		}
 	}
 	if cfg.Address == "" {
 		return cfg, &problem{Reason: rolloutsv1.ReasonInvalidConfig,
 			Message: "no Prometheus to query: set spec.analysis.prometheus.address, or start the operator with --prometheus-address"}, nil
 	}
-	if src == nil || src.AuthSecretRef == nil {
+	if src == nil {
+		return cfg, nil, nil
+	}
+	if src.AuthSecretRef == nil {
+		if p := g.checkSigV4Credentials(cfg, ""); p != nil {
+			return cfg, p, nil
+		}
+		if err := cfg.Validate(); err != nil {
+			return cfg, &problem{Reason: rolloutsv1.ReasonInvalidConfig, Message: "spec.analysis.prometheus: " + err.Error()}, nil
+		}
 		return cfg, nil, nil
 	}
 	secret := &corev1.Secret{}
@@ -110,19 +173,113 @@ func (g *PrometheusGates) clientConfig(ctx context.Context, ro *rolloutsv1.Model
 		}
 		return cfg, nil, fmt.Errorf("read Prometheus auth Secret %s: %w", key, err)
 	}
-	cfg.BearerToken = strings.TrimSpace(string(secret.Data["token"]))
-	cfg.Username = string(secret.Data["username"])
-	cfg.Password = string(secret.Data["password"])
-	cfg.CA = secret.Data["ca.crt"]
-	if cfg.BearerToken == "" && cfg.Username == "" && cfg.CA == nil {
+	if msg := applyAuthSecret(&cfg, src, secret.Data); msg != "" {
 		return cfg, &problem{Reason: rolloutsv1.ReasonInvalidConfig, Unwatched: true,
-			Message: fmt.Sprintf(`Prometheus auth Secret %s has none of the keys "token", "username" and "password", or "ca.crt"`, key.Name)}, nil
+			Message: fmt.Sprintf("Prometheus auth Secret %s %s", key.Name, msg)}, nil
 	}
-	if cfg.BearerToken != "" && cfg.Username != "" {
+	if p := g.checkSigV4Credentials(cfg, key.Name); p != nil {
+		return cfg, p, nil
+	}
+	if err := cfg.Validate(); err != nil {
 		return cfg, &problem{Reason: rolloutsv1.ReasonInvalidConfig, Unwatched: true,
-			Message: fmt.Sprintf(`Prometheus auth Secret %s has both "token" and "username": keep one`, key.Name)}, nil
+			Message: fmt.Sprintf("Prometheus auth Secret %s: %s", key.Name, err)}, nil
 	}
 	return cfg, nil, nil
+}
+
+// Keys of the Prometheus auth Secret.
+const (
+	secretKeyToken        = "token"
+	secretKeyUsername     = "username"
+	secretKeyPassword     = "password"
+	secretKeyCA           = "ca.crt"
+	secretKeyTLSCert      = "tls.crt"
+	secretKeyTLSKey       = "tls.key"
+	secretKeyClientSecret = "client_secret"
+	secretKeyAccessKey    = "access_key"
+	secretKeySecretKey    = "secret_key"
+)
+
+// applyAuthSecret fills cfg's credentials from the auth Secret's data. It
+// returns what is wrong with the Secret, to follow "Prometheus auth Secret
+// <name> ", or "" when it fits the spec.
+func applyAuthSecret(cfg *analysis.ClientConfig, src *rolloutsv1.PrometheusSource, data map[string][]byte) string {
+	cfg.BearerToken = strings.TrimSpace(string(data[secretKeyToken]))
+	cfg.Username = string(data[secretKeyUsername])
+	cfg.Password = string(data[secretKeyPassword])
+	cfg.CA = data[secretKeyCA]
+	cfg.ClientCert = data[secretKeyTLSCert]
+	cfg.ClientKey = data[secretKeyTLSKey]
+	used := cfg.BearerToken != "" || cfg.Username != "" || cfg.CA != nil || cfg.ClientCert != nil || cfg.ClientKey != nil
+
+	if cfg.BearerToken != "" && cfg.Username != "" {
+		return `has both "token" and "username": keep one`
+	}
+	switch {
+	case cfg.ClientCert != nil && cfg.ClientKey == nil:
+		return `has "tls.crt" but no "tls.key": a client certificate needs its private key`
+	case cfg.ClientCert == nil && cfg.ClientKey != nil:
+		return `has "tls.key" but no "tls.crt": a client key needs its certificate`
+	}
+	for _, h := range src.Headers {
+		if h.SecretKey == "" {
+			continue
+		}
+		v, ok := data[h.SecretKey]
+		if !ok {
+			return fmt.Sprintf("has no key %q for header %s", h.SecretKey, h.Name)
+		}
+		cfg.Headers = append(cfg.Headers, analysis.Header{Name: h.Name, Value: strings.TrimSpace(string(v)), Secret: true})
+		used = true
+	}
+	mode := ""
+	switch {
+	case cfg.OAuth2 != nil:
+		mode = "oauth2"
+		cs := strings.TrimSpace(string(data[secretKeyClientSecret]))
+		if cs == "" {
+			return `has no key "client_secret": spec.analysis.prometheus.oauth2 reads the client secret from it`
+		}
+		cfg.OAuth2.ClientSecret = cs
+		used = true
+	case cfg.SigV4 != nil:
+		mode = "sigv4"
+		cfg.SigV4.AccessKey = strings.TrimSpace(string(data[secretKeyAccessKey]))
+		cfg.SigV4.SecretKey = strings.TrimSpace(string(data[secretKeySecretKey]))
+		switch {
+		case cfg.SigV4.AccessKey != "" && cfg.SigV4.SecretKey == "":
+			return `has "access_key" but no "secret_key": sigv4 needs both`
+		case cfg.SigV4.AccessKey == "" && cfg.SigV4.SecretKey != "":
+			return `has "secret_key" but no "access_key": sigv4 needs both`
+		}
+		used = true
+	}
+	if mode != "" {
+		for _, k := range []string{secretKeyToken, secretKeyUsername} {
+			if len(data[k]) > 0 {
+				return fmt.Sprintf("has %q but spec.analysis.prometheus sets %s: a query carries one Authorization header; remove one", k, mode)
+			}
+		}
+	}
+	if !used {
+		return `has none of the keys "token", "username" and "password", "ca.crt", or "tls.crt" and "tls.key"`
+	}
+	return ""
+}
+
+// checkSigV4Credentials refuses sigv4 without an access key unless the
+// operator allows its own AWS credentials. secret names the auth Secret, if
+// any.
+func (g *PrometheusGates) checkSigV4Credentials(cfg analysis.ClientConfig, secret string) *problem {
+	if cfg.SigV4 == nil || cfg.SigV4.AccessKey != "" || g.AmbientAWSCredentials {
+		return nil
+	}
+	where := "set spec.analysis.prometheus.authSecretRef to a Secret with keys \"access_key\" and \"secret_key\""
+	if secret != "" {
+		where = fmt.Sprintf("add keys \"access_key\" and \"secret_key\" to Prometheus auth Secret %s", secret)
+	}
+	return &problem{Reason: rolloutsv1.ReasonInvalidConfig, Unwatched: secret != "",
+		Message: "sigv4 has no AWS access key: " + where + ", or start the operator with --prometheus-sigv4-ambient-credentials to sign with its own AWS identity"}
 }
 
 // Evaluate runs every gate once, in order, and accounts the results.
@@ -131,16 +288,18 @@ func (g *PrometheusGates) Evaluate(ctx context.Context, ro *rolloutsv1.ModelRoll
 	vars := gateVars(ro, now)
 	round := &gateRound{}
 
-	cfg, p, err := g.clientConfig(ctx, ro)
 	var q analysis.Querier
 	var clientErr error
-	switch {
-	case err != nil:
-		clientErr = err
-	case p != nil:
-		clientErr = fmt.Errorf("%s", p.Message)
-	default:
-		q, clientErr = g.Clients.Get(cfg)
+	if queriesPrometheus(a) {
+		cfg, p, err := g.clientConfig(ctx, ro)
+		switch {
+		case err != nil:
+			clientErr = err
+		case p != nil:
+			clientErr = fmt.Errorf("%s", p.Message)
+		default:
+			q, clientErr = g.Clients.Get(cfg)
+		}
 	}
 
 	prev := map[string]rolloutsv1.GateStatus{}
@@ -149,19 +308,22 @@ func (g *PrometheusGates) Evaluate(ctx context.Context, ro *rolloutsv1.ModelRoll
 	}
 	for _, gate := range a.Gates {
 		var ev analysis.Evaluation
-		rendered, err := analysis.RenderGate(gate, vars)
-		switch {
-		case err != nil:
-			ev = analysis.Evaluation{Verdict: rolloutsv1.VerdictError, Message: err.Error()}
-		case clientErr != nil:
-			ev = analysis.Evaluation{Verdict: rolloutsv1.VerdictError, Message: clientErr.Error()}
-		default:
-			ev = analysis.EvaluateGate(ctx, q, gate, rendered, now)
+		if gate.Web != nil {
+			ev = g.evaluateWeb(ctx, ro, gate, vars)
+		} else {
+			ev = evaluatePromQL(ctx, q, clientErr, gate, vars, now)
 		}
 		gs, outcome := analysis.Record(prev[gate.Name], gate, ev, ro.Status.CanaryWeight, a.InconclusiveLimit, now)
+		gs.DryRun = gate.DryRun
 		round.Gates = append(round.Gates, gs)
 		g.Metrics.observeGate(ro, gs)
 
+		if gate.DryRun {
+			if p := dryRunFailure(gate, gs, outcome, a.InconclusiveLimit); p != nil {
+				round.DryRun = append(round.DryRun, *p)
+			}
+			continue
+		}
 		switch outcome {
 		case analysis.OutcomeFail:
 			if round.Rollback == nil {
@@ -178,6 +340,9 @@ func (g *PrometheusGates) Evaluate(ctx context.Context, ro *rolloutsv1.ModelRoll
 				switch gs.Verdict {
 				case rolloutsv1.VerdictError:
 					reason = rolloutsv1.ReasonPrometheusError
+					if gate.Web != nil {
+						reason = rolloutsv1.ReasonGateError
+					}
 				case rolloutsv1.VerdictFail:
 					reason = rolloutsv1.ReasonGateFailed
 				}
@@ -186,6 +351,32 @@ func (g *PrometheusGates) Evaluate(ctx context.Context, ro *rolloutsv1.ModelRoll
 		}
 	}
 	return round
+}
+
+// dryRunFailure is the rollback a dry-run gate would have caused, reported
+// once when the gate crosses its limit (not again while it stays failed).
+func dryRunFailure(gate rolloutsv1.Gate, gs rolloutsv1.GateStatus, outcome analysis.Outcome, inconclusiveLimit int32) *problem {
+	switch {
+	case outcome == analysis.OutcomeFail && gs.ConsecutiveFailures == failureLimit(gate):
+		return &problem{Reason: rolloutsv1.ReasonGateFailed, Message: gateFailure(gate, gs)}
+	case outcome == analysis.OutcomeInconclusiveLimit && gs.ConsecutiveInconclusive == inconclusiveLimit:
+		return &problem{Reason: rolloutsv1.ReasonInconclusive,
+			Message: fmt.Sprintf("gate %q had no verdict in %d evaluations in a row (inconclusiveLimit %d): %s", gate.Name, gs.ConsecutiveInconclusive, inconclusiveLimit, gs.Message)}
+	}
+	return nil
+}
+
+// evaluatePromQL renders a PromQL gate and queries it through q, or
+// reports why it cannot (a rendering error, or clientErr).
+func evaluatePromQL(ctx context.Context, q analysis.Querier, clientErr error, gate rolloutsv1.Gate, vars analysis.Vars, now time.Time) analysis.Evaluation {
+	rendered, err := analysis.RenderGate(gate, vars)
+	switch {
+	case err != nil:
+		return analysis.Evaluation{Verdict: rolloutsv1.VerdictError, Message: err.Error()}
+	case clientErr != nil:
+		return analysis.Evaluation{Verdict: rolloutsv1.VerdictError, Message: clientErr.Error()}
+	}
+	return analysis.EvaluateGate(ctx, q, gate, rendered, now)
 }
 
 func failureLimit(g rolloutsv1.Gate) int32 {

@@ -152,6 +152,30 @@ var _ = Describe("Gates against a real Prometheus", func() {
 		Eventually(eventReasons(ns, "gpt4")).Should(ContainElement("RolledBack"))
 	})
 
+	It("walks a canary with 20% errors to Succeeded when its error gate is a dry run, and says so", func() {
+		stable := simulator("vllm-gpt4-v1", nil)
+		canary := simulator("vllm-gpt4-v2", func(c *vllmsim.Config) { c.ErrorRate = 0.2 })
+		load(stable, canary)
+		prom := prometheusFor(ns, stable, canary)
+		op := startOperator(withPrometheusGates)
+		DeferCleanup(op.stop)
+
+		ro := gatedRollout(ns, prom.URL(), step(10, "2s"), step(100, "2s"))
+		ro.Spec.Analysis.Gates[0].DryRun = true
+		Expect(k8sClient.Create(suiteCtx, ro)).To(Succeed())
+		Eventually(phaseOf(ns, "gpt4"), 2*time.Minute).Should(Equal(rolloutsv1.PhaseSucceeded))
+		Expect(routeWeights(ns, "model-header-routing", "gpt4")()).To(Equal(map[string]int32{"vllm-gpt4-v1": 0, "vllm-gpt4-v2": 100}))
+		got := getRollout(ns, "gpt4")
+		Expect(got.Status.Rollback).To(BeNil())
+		Expect(got.Status.Gates).To(HaveLen(2))
+		errs := got.Status.Gates[0]
+		Expect(errs.Name).To(Equal("errors"))
+		Expect(errs.DryRun).To(BeTrue())
+		Expect(errs.Verdict).To(Equal(rolloutsv1.VerdictFail), "the dry-run gate is still judged: %s", errs.Message)
+		Eventually(eventReasons(ns, "gpt4")).Should(ContainElement("DryRunGateFailed"))
+		Expect(eventReasons(ns, "gpt4")()).NotTo(ContainElement("RolledBack"))
+	})
+
 	It("rolls back a canary whose P99 latency exceeds the gate", func() {
 		stable := simulator("vllm-gpt4-v1", nil)
 		canary := simulator("vllm-gpt4-v2", func(c *vllmsim.Config) { c.Latency = 800 * time.Millisecond })

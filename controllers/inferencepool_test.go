@@ -6,9 +6,12 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	rolloutsv1 "github.com/modelrollout/modelrollout/api/v1alpha1"
@@ -17,6 +20,12 @@ import (
 // createInferencePool creates an InferencePool of the Inference Extension's
 // v1 API (its real CRD is installed in the suite) selecting pods app=name.
 func createInferencePool(ns, name string) {
+	createPool(ns, name)
+	createPoolPod(ns, name+"-0", name, true)
+}
+
+// createPool creates the InferencePool alone, selecting no pod yet.
+func createPool(ns, name string) {
 	pool := &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": rolloutsv1.InferenceGroup + "/v1",
 		"kind":       "InferencePool",
@@ -28,6 +37,28 @@ func createInferencePool(ns, name string) {
 		},
 	}}
 	Expect(k8sClient.Create(suiteCtx, pool)).To(Succeed())
+}
+
+// createPoolPod creates a pod labelled app=<app>, Running and, when ready,
+// Ready: what a kubelet would report. No scheduler or kubelet runs in this
+// suite (test/workloads runs real ones).
+func createPoolPod(ns, name, app string, ready bool) *corev1.Pod {
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default", Namespace: ns}}
+	Expect(client.IgnoreAlreadyExists(k8sClient.Create(suiteCtx, sa))).To(Succeed())
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{"app": app}},
+		Spec: corev1.PodSpec{NodeName: "gpu-node-0", AutomountServiceAccountToken: ptr.To(false),
+			Containers: []corev1.Container{{Name: "vllm", Image: "vllm/vllm-openai"}}},
+	}
+	Expect(k8sClient.Create(suiteCtx, pod)).To(Succeed())
+	status := corev1.ConditionFalse
+	if ready {
+		status = corev1.ConditionTrue
+	}
+	pod.Status.Phase = corev1.PodRunning
+	pod.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: status, LastTransitionTime: metav1.Now()}}
+	Expect(k8sClient.Status().Update(suiteCtx, pod)).To(Succeed())
+	return pod
 }
 
 // setPoolParentStatus writes the status a gateway would: one parent, with
@@ -157,6 +188,28 @@ var _ = Describe("InferencePool backends", func() {
 		Expect(after.Spec.Rules[0].Matches).To(Equal(before.Spec.Rules[0].Matches))
 		Expect(after.Spec.Rules[0].Timeouts).To(Equal(before.Spec.Rules[0].Timeouts))
 		Expect(after.Spec.ParentRefs).To(Equal(before.Spec.ParentRefs))
+	})
+
+	It("holds while the canary pool selects no ready pod, and moves once one is Ready", func() {
+		createRoute(ns, "inference-pool.yaml")
+		createInferencePool(ns, "llama3-v1")
+		createPool(ns, "llama3-v2")
+		pod := createPoolPod(ns, "llama3-v2-0", "llama3-v2", false)
+		op = startOperator()
+		Expect(k8sClient.Create(suiteCtx, poolRollout(ns))).To(Succeed())
+
+		Eventually(func() string { return conditionReason(ns, "llama3", rolloutsv1.ConditionCanaryAvailable) }).Should(Equal(rolloutsv1.ReasonNoReadyEndpoints))
+		ro := getRollout(ns, "llama3")
+		Expect(ro.Status.Phase).To(Equal(rolloutsv1.PhaseWaiting))
+		Expect(ro.Status.Message).To(Equal("canary InferencePool llama3-v2 selects no ready pods"))
+		Expect(poolRefs(ns)()).To(Equal(map[string]int32{"inference.networking.k8s.io/InferencePool/llama3-v1": 1}))
+
+		pod.Status.Conditions[0].Status = corev1.ConditionTrue
+		Expect(k8sClient.Status().Update(suiteCtx, pod)).To(Succeed())
+		Eventually(poolRefs(ns)).Should(Equal(map[string]int32{
+			"inference.networking.k8s.io/InferencePool/llama3-v1": 90,
+			"inference.networking.k8s.io/InferencePool/llama3-v2": 10,
+		}), "no watch announces the pod; the rollout's own recheck finds it")
 	})
 
 	It("holds while a gateway reports the canary pool's references unresolved, and moves once they resolve", func() {

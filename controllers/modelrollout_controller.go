@@ -35,6 +35,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
+	"github.com/modelrollout/modelrollout/analysis/egress"
 	rolloutsv1 "github.com/modelrollout/modelrollout/api/v1alpha1"
 )
 
@@ -83,7 +84,13 @@ type ModelRolloutReconciler struct {
 	// DefaultGateRoundTimeout when zero.
 	GateRoundTimeout time.Duration
 
+	// Egress decides which URLs webhooks may call; the strictest policy
+	// (egress.New(nil, nil)) when nil.
+	Egress *egress.Policy
+
 	background *backgroundGates
+	hooks      *webhookRunner
+	direct     *directAborts
 
 	writes writeState
 }
@@ -110,6 +117,8 @@ func (r *ModelRolloutReconciler) Reconcile(ctx context.Context, req ctrl.Request
 			if r.background != nil {
 				r.background.forget(req.NamespacedName)
 			}
+			r.hooks.forget(req.NamespacedName)
+			r.direct.forget(req.NamespacedName)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
@@ -130,7 +139,8 @@ func (r *ModelRolloutReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	}
 
 	now := r.now()
-	obs := observation{Now: now, Requests: readRequests(ro)}
+	obs := observation{Now: now, Requests: readRequests(ro), Hooks: r.hooks.results(req.NamespacedName)}
+	r.direct.merge(ro, &obs.Requests)
 	routes, err := r.observeRoutes(ctx, ro)
 	if err != nil {
 		return ctrl.Result{}, err
@@ -163,6 +173,11 @@ func (r *ModelRolloutReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	if ro.Spec.Canary != nil && !abortFirst {
 		if obs.Canary, err = r.observeCanary(ctx, ro); err != nil {
 			return ctrl.Result{}, err
+		}
+		if ro.Spec.CapacityFactor != nil && capacityMatters(ro) {
+			if obs.Capacity, err = r.observeCapacity(ctx, ro); err != nil {
+				return ctrl.Result{}, err
+			}
 		}
 		if ro.Spec.Analysis != nil {
 			if r.Gates == nil {
@@ -211,10 +226,18 @@ func (r *ModelRolloutReconciler) Reconcile(ctx context.Context, req ctrl.Request
 				Reason: rolloutsv1.ReasonApplied, Message: "Every managed rule carries " + describeIntent(d.Routes), ObservedGeneration: ro.Generation})
 		}
 	}
+	previous := ro.Status.Phase
 	if !equality.Semantic.DeepEqual(ro.Status, d.Status) {
 		if err := r.patchStatus(ctx, ro, d.Status); err != nil {
 			return ctrl.Result{}, err
 		}
+	}
+	// The status records the calls and folds the answers: only now may the
+	// answers go and the calls be made.
+	r.hooks.ack(req.NamespacedName, obs.Hooks)
+	r.hooks.start(ro, d.Calls)
+	if previous != d.Status.Phase {
+		r.hooks.notifyTransition(ro, previous, d.Events)
 	}
 	r.Metrics.observe(ro, &d)
 	r.record(ctx, ro, d.Events, d.Status.Phase)
@@ -516,6 +539,10 @@ func (r *ModelRolloutReconciler) SetupWithManager(ctx context.Context, mgr ctrl.
 		workers = DefaultWorkers
 	}
 	b := ctrl.NewControllerManagedBy(mgr)
+	r.hooks = newWebhookRunner(ctx, r.Egress, r.APIReader, mgr.GetLogger().WithName("webhooks"))
+	b = b.WatchesRawSource(source.Channel(r.hooks.notify, &handler.EnqueueRequestForObject{}))
+	r.direct = newDirectAborts(mgr.Elected())
+	b = b.WatchesRawSource(source.Channel(r.direct.queue, directAbortHandler()))
 	if r.Gates != nil {
 		r.background = newBackgroundGates(ctx, r.Gates, r.GateConcurrency, r.GateRoundTimeout)
 		b = b.WatchesRawSource(source.Channel(r.background.notify, &handler.EnqueueRequestForObject{}))

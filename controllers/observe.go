@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -11,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -184,6 +186,14 @@ func (r *ModelRolloutReconciler) observeCanary(ctx context.Context, ro *rollouts
 			return &problem{Reason: rolloutsv1.ReasonBackendNotAccepted, Unwatched: true,
 				Message: fmt.Sprintf("canary InferencePool %s %s", c.Name, why)}, nil
 		}
+		n, err := r.readyPoolPods(ctx, pool)
+		if err != nil && !errors.Is(err, errNoPoolSelector) {
+			return nil, err
+		}
+		if n == 0 {
+			return &problem{Reason: rolloutsv1.ReasonNoReadyEndpoints, Unwatched: true,
+				Message: fmt.Sprintf("canary InferencePool %s selects no ready pods", c.Name)}, nil
+		}
 		return nil, nil
 	}
 
@@ -281,4 +291,118 @@ func readRequests(ro *rolloutsv1.ModelRollout) requests {
 		PromoteReason: strings.TrimSpace(a[rolloutsv1.AnnotationPromoteReason]),
 		RequestedBy:   strings.TrimSpace(a[rolloutsv1.AnnotationRequestedBy]),
 	}
+}
+
+// +kubebuilder:rbac:groups="",resources=pods,verbs=list
+
+// readyPoolPods counts the Ready, not terminating pods an InferencePool
+// selects. It lists them from the API server with the pool's label
+// selector: the operator caches no pods.
+func (r *ModelRolloutReconciler) readyPoolPods(ctx context.Context, pool *unstructured.Unstructured) (int, error) {
+	sel, err := poolSelector(pool)
+	if err != nil {
+		return 0, err
+	}
+	reader := r.APIReader
+	if reader == nil {
+		reader = r.Client
+	}
+	pods := &corev1.PodList{}
+	if err := reader.List(ctx, pods, client.InNamespace(pool.GetNamespace()), client.MatchingLabelsSelector{Selector: sel}); err != nil {
+		return 0, fmt.Errorf("list pods of InferencePool %s/%s: %w", pool.GetNamespace(), pool.GetName(), err)
+	}
+	n := 0
+	for i := range pods.Items {
+		if podReady(&pods.Items[i]) {
+			n++
+		}
+	}
+	return n, nil
+}
+
+// errNoPoolSelector: an InferencePool without a pod selector selects no pod.
+var errNoPoolSelector = errors.New("no pod selector")
+
+// poolSelector reads an InferencePool's pod selector: spec.selector.matchLabels
+// (inference.networking.k8s.io/v1) or spec.selector as a label map
+// (inference.networking.x-k8s.io/v1alpha2).
+func poolSelector(pool *unstructured.Unstructured) (labels.Selector, error) {
+	m, found, _ := unstructured.NestedStringMap(pool.Object, "spec", "selector", "matchLabels")
+	if !found {
+		m, found, _ = unstructured.NestedStringMap(pool.Object, "spec", "selector")
+	}
+	if !found || len(m) == 0 {
+		return nil, fmt.Errorf("InferencePool %s/%s: %w", pool.GetNamespace(), pool.GetName(), errNoPoolSelector)
+	}
+	return labels.SelectorFromSet(m), nil
+}
+
+func podReady(pod *corev1.Pod) bool {
+	if pod.DeletionTimestamp != nil || pod.Status.Phase != corev1.PodRunning {
+		return false
+	}
+	for _, c := range pod.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// observeCapacity counts the ready endpoints of stable and canary for
+// spec.capacityFactor. A backend that cannot be counted (missing, no such
+// port) counts as 0; the canary's own problems are reported by
+// observeCanary.
+func (r *ModelRolloutReconciler) observeCapacity(ctx context.Context, ro *rolloutsv1.ModelRollout) (*capacity, error) {
+	stable, err := r.readyCount(ctx, ro.Namespace, ro.Spec.Stable)
+	if err != nil {
+		return nil, err
+	}
+	canary, err := r.readyCount(ctx, ro.Namespace, *ro.Spec.Canary)
+	if err != nil {
+		return nil, err
+	}
+	return &capacity{ReadyStable: stable, ReadyCanary: canary}, nil
+}
+
+// readyCount counts a backend's ready endpoints: a Service's ready endpoints
+// on its port, or the Ready pods of an InferencePool.
+func (r *ModelRolloutReconciler) readyCount(ctx context.Context, ns string, b rolloutsv1.BackendRef) (int, error) {
+	key := types.NamespacedName{Namespace: ns, Name: b.Name}
+	if b.KindOrDefault() == rolloutsv1.BackendKindInferencePool {
+		pool := &unstructured.Unstructured{}
+		pool.SetGroupVersionKind(inferencePoolGVK(b.Group))
+		if err := r.Get(ctx, key, pool); err != nil {
+			if apierrors.IsNotFound(err) || meta.IsNoMatchError(err) {
+				return 0, nil
+			}
+			return 0, fmt.Errorf("get InferencePool %s: %w", key, err)
+		}
+		n, err := r.readyPoolPods(ctx, pool)
+		if errors.Is(err, errNoPoolSelector) {
+			return 0, nil
+		}
+		return n, err
+	}
+	svc := &corev1.Service{}
+	if err := r.Get(ctx, key, svc); err != nil {
+		if apierrors.IsNotFound(err) {
+			return 0, nil
+		}
+		return 0, fmt.Errorf("get Service %s: %w", key, err)
+	}
+	var port *corev1.ServicePort
+	for i := range svc.Spec.Ports {
+		if b.Port != nil && svc.Spec.Ports[i].Port == *b.Port {
+			port = &svc.Spec.Ports[i]
+		}
+	}
+	if port == nil {
+		return 0, nil
+	}
+	slices := &discoveryv1.EndpointSliceList{}
+	if err := r.List(ctx, slices, client.InNamespace(ns), client.MatchingFields{indexEndpointSliceService: b.Name}); err != nil {
+		return 0, fmt.Errorf("list EndpointSlices of Service %s: %w", key, err)
+	}
+	return readyEndpoints(slices.Items, port), nil
 }

@@ -49,6 +49,10 @@ type gateRound struct {
 	Rollback *problem
 	// Holding names the gates that held the step (no data, Prometheus error).
 	Holding *problem
+	// DryRun lists what dry-run gates would have done: each entry is the
+	// rollback a dry-run gate would have caused in this round, the first
+	// time it crosses its limit.
+	DryRun []problem
 }
 
 // requests are the manual actions read from annotations.
@@ -84,6 +88,9 @@ type observation struct {
 	// Canary is set when the canary backend is missing or has no ready
 	// endpoints.
 	Canary *problem
+	// Capacity holds the ready endpoints of stable and canary when
+	// spec.capacityFactor is set.
+	Capacity *capacity
 	// Analysis is set when a gate cannot be rendered or parsed, or its
 	// Prometheus settings are unusable.
 	Analysis *problem
@@ -103,6 +110,8 @@ type observation struct {
 	// is taken by a route the rollout does not own, the API server
 	// rejected it, or no managed match can take the step's match.
 	HeaderRoute *problem
+	// Hooks are the answers of webhook calls made since the last decision.
+	Hooks []hookResult
 	// Applying is set when the reconciler patches the routes to this
 	// decision's weights right after writing its status. A step whose
 	// weight is about to be written then starts its clock in the same
@@ -157,6 +166,8 @@ type decision struct {
 	// RequeueAfter is when the decision must be revisited even if nothing
 	// changes: a pause ending, a gate evaluation falling due, a deadline.
 	RequeueAfter time.Duration
+	// Calls are the webhook calls to make once the status is written.
+	Calls []hookCall
 }
 
 // alertTokenPrefix marks abort tokens written by the Alertmanager receiver.
@@ -181,6 +192,15 @@ type planner struct {
 	// settling is set while progress runs again on a step this decision
 	// started (see settleStep): it may hold or pause, never advance.
 	settling bool
+	// calls are the webhook calls this decision asks for; hookHold is set
+	// while a blocking webhook holds the rollout (plan_webhooks.go).
+	calls    []hookCall
+	hookHold *problem
+	// capacityWait is set while the canary lacks the ready endpoints the
+	// next step needs; capacityStalled once that wait passed the deadline
+	// before any traffic moved (plan_capacity.go).
+	capacityWait    *problem
+	capacityStalled bool
 }
 
 // plan decides the next status of a rollout.
@@ -195,6 +215,7 @@ func plan(ro *rolloutsv1.ModelRollout, obs observation) decision {
 	p.setConditions()
 	clampStatus(p.st)
 	p.d.Events = foldRolloutStart(p.d.Events)
+	p.d.Calls = p.calls
 	return p.d
 }
 
@@ -267,6 +288,7 @@ func (p *planner) run() {
 	if p.handleRequests() {
 		return
 	}
+	p.foldWebhookResults()
 
 	switch st.Phase {
 	case rolloutsv1.PhaseSucceeded, rolloutsv1.PhaseRolledBack:
@@ -466,6 +488,8 @@ func (p *planner) restart() {
 	st.Rollback = nil
 	st.StepHistory = nil
 	st.Gates = nil
+	st.Webhooks = nil
+	st.Capacity = nil
 	st.Message = "Starting"
 }
 
@@ -574,9 +598,25 @@ func (p *planner) blocked() *problem {
 
 // waitForStart starts the first step once every precondition holds.
 func (p *planner) waitForStart() {
-	if !p.waitOrRollBack() {
-		p.startStep(0)
+	if p.waitOrRollBack() {
+		return
 	}
+	// Before any traffic moves: the PreRollout webhooks, and the
+	// ConfirmPromotion ones when the first step is also the last.
+	if p.webhooksHold(rolloutsv1.WebhookPreRollout) ||
+		(len(p.steps) == 1 && p.webhooksHold(rolloutsv1.WebhookConfirmPromotion)) {
+		if p.st.Phase != rolloutsv1.PhaseRolledBack {
+			p.st.Phase = rolloutsv1.PhaseWaiting
+			p.st.Message = capitalize(p.hookHold.Message)
+		}
+		return
+	}
+	if p.capacityHold(p.steps[0].Weight) {
+		p.st.Phase = rolloutsv1.PhaseWaiting
+		p.st.Message = capitalize(p.capacityWait.Message)
+		return
+	}
+	p.startStep(0)
 }
 
 // waitOrRollBack returns true when a precondition is unmet. It then records
@@ -800,6 +840,9 @@ func (p *planner) progress() {
 
 	if g := p.obs.Gates; g != nil {
 		st.Gates = g.Gates
+		for _, d := range g.DryRun {
+			p.emit(true, "DryRunGateFailed", "Dry run, no action taken: %s", d.Message)
+		}
 		if g.Rollback != nil {
 			p.rollback(g.Rollback.Reason, g.Rollback.Message)
 			return
@@ -906,6 +949,16 @@ func (p *planner) progress() {
 		p.succeedNow()
 		return
 	}
+	if i+1 == len(p.steps)-1 && p.webhooksHold(rolloutsv1.WebhookConfirmPromotion) {
+		st.Message = fmt.Sprintf("Step %s: canary at %d%%, %s", st.Step, st.CanaryWeight, p.hookHold.Message)
+		return
+	}
+	if p.capacityHold(p.steps[i+1].Weight) {
+		if st.Phase != rolloutsv1.PhaseRolledBack {
+			st.Message = fmt.Sprintf("Step %s: canary at %d%%, %s", st.Step, st.CanaryWeight, p.capacityWait.Message)
+		}
+		return
+	}
 	p.startStep(i + 1)
 }
 
@@ -931,6 +984,9 @@ func (p *planner) gateHolds() []string {
 	}
 	var holds []string
 	for _, g := range a.Gates {
+		if g.DryRun {
+			continue
+		}
 		gs, ok := byName[g.Name]
 		switch {
 		case !ok || gs.LastEvaluatedAt == nil || p.st.StepStartedAt == nil || gs.LastEvaluatedAt.Before(p.st.StepStartedAt):
@@ -1055,6 +1111,8 @@ func (p *planner) setConditions() {
 	case st.Phase == rolloutsv1.PhaseIdle || st.Phase == rolloutsv1.PhaseSucceeded:
 	case p.obs.Analysis != nil:
 		stalled = p.obs.Analysis
+	case p.capacityStalled:
+		stalled = &problem{Reason: rolloutsv1.ReasonWaitingForCapacity, Message: msg}
 	case p.deadlineExceeded():
 		stalled = &problem{Reason: rolloutsv1.ReasonProgressDeadlineExceeded,
 			Message: fmt.Sprintf("%s (waiting since %s, past the progress deadline of %s)", msg, st.WaitingSince.UTC().Format(time.RFC3339), p.progressDeadline())}
@@ -1104,6 +1162,7 @@ func (p *planner) setConditions() {
 		set(rolloutsv1.ConditionCanaryAvailable, metav1.ConditionTrue, rolloutsv1.ReasonAvailable, "Canary has ready endpoints")
 	}
 	p.setGatesCondition(set)
+	p.setWebhooksCondition(set)
 }
 
 // setRoutesAppliedCondition says whether the routes carry the decision.

@@ -750,6 +750,43 @@ func TestPlan(t *testing.T) {
 			},
 		},
 		{
+			name: "a failing dry-run gate neither holds nor rolls back, and says what it would have done",
+			ro: func() *rolloutsv1.ModelRollout {
+				ro := withGates(atStep(testRollout(), 0, 31*time.Minute))
+				ro.Spec.Analysis.Gates[0].DryRun = true
+				return ro
+			}(),
+			obs: observation{Gates: &gateRound{
+				Gates:  []rolloutsv1.GateStatus{{Name: "errors", Verdict: rolloutsv1.VerdictFail, Value: "0.2", DryRun: true, LastEvaluatedAt: mt(t0)}},
+				DryRun: []problem{{Reason: rolloutsv1.ReasonGateFailed, Message: `gate "errors" value 0.2 outside <= 0.05`}},
+			}},
+			check: func(t *testing.T, d decision) {
+				expect(t, d.Status.Phase, rolloutsv1.PhaseProgressing)
+				expect(t, *d.Status.CurrentStepIndex, int32(1))
+				expect(t, d.Status.CanaryWeight, int32(50))
+				expect(t, d.Status.Gates[0].Verdict, rolloutsv1.VerdictFail)
+				var reasons []string
+				for _, e := range d.Events {
+					reasons = append(reasons, e.Reason)
+					if e.Reason == "DryRunGateFailed" {
+						expect(t, strings.Contains(e.Message, `gate "errors" value 0.2`), true)
+					}
+				}
+				expect(t, strings.Join(reasons, ","), "DryRunGateFailed,StepStarted")
+			},
+		},
+		{
+			name: "a dry-run gate never evaluated does not hold an elapsed step",
+			ro: func() *rolloutsv1.ModelRollout {
+				ro := withGates(atStep(testRollout(), 0, 31*time.Minute))
+				ro.Spec.Analysis.Gates[0].DryRun = true
+				return ro
+			}(),
+			check: func(t *testing.T, d decision) {
+				expect(t, *d.Status.CurrentStepIndex, int32(1))
+			},
+		},
+		{
 			name: "a promote does not bypass a holding gate",
 			ro: func() *rolloutsv1.ModelRollout {
 				ro := withGates(atStep(testRollout(), 0, time.Minute))

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -47,6 +48,23 @@ func rolloutFrom(edit func(spec map[string]any)) *unstructured.Unstructured {
 
 func gateOf(spec map[string]any) map[string]any {
 	return spec["analysis"].(map[string]any)["gates"].([]any)[0].(map[string]any)
+}
+
+func webSpec() map[string]any {
+	return map[string]any{"url": "http://eval.ml/score?model={{ .Canary }}", "jsonPath": "$.score"}
+}
+
+// webGateOf turns the first gate into a valid web gate and returns it.
+func webGateOf(spec map[string]any) map[string]any {
+	g := gateOf(spec)
+	delete(g, "preset")
+	g["web"] = webSpec()
+	return g
+}
+
+// webOf turns the first gate into a web gate and returns its web field.
+func webOf(spec map[string]any) map[string]any {
+	return webGateOf(spec)["web"].(map[string]any)
 }
 
 var _ = Describe("Admission validation (CEL and schema)", func() {
@@ -118,7 +136,41 @@ var _ = Describe("Admission validation (CEL and schema)", func() {
 		Entry("bad rule name", func(s map[string]any) {
 			s["routes"] = []any{map[string]any{"name": "r", "rules": []any{"Bad_Rule"}}}
 		}, "spec.routes[0].rules[0]"),
-		Entry("gate with preset and query", func(s map[string]any) { gateOf(s)["query"] = "vector(1)" }, "set exactly one of preset or query"),
+		Entry("gate with preset and query", func(s map[string]any) { gateOf(s)["query"] = "vector(1)" }, "set exactly one gate kind: preset, query or web"),
+		Entry("gate with preset and web", func(s map[string]any) { gateOf(s)["web"] = webSpec() }, "set exactly one gate kind: preset, query or web"),
+		Entry("gate of no kind", func(s map[string]any) { delete(gateOf(s), "preset") }, "set exactly one gate kind: preset, query or web"),
+		Entry("web gate with minRequests", func(s map[string]any) { webGateOf(s)["minRequests"] = 10 }, "minRequests, requestsQuery and selector apply only to PromQL gates"),
+		Entry("web gate with selector", func(s map[string]any) { webGateOf(s)["selector"] = `service="a"` }, "apply only to PromQL gates"),
+		Entry("web gate with requestsQuery", func(s map[string]any) { webGateOf(s)["requestsQuery"] = "vector(1)" }, "apply only to PromQL gates"),
+		Entry("web gate without url", func(s map[string]any) { delete(webOf(s), "url") }, "spec.analysis.gates[0].web.url: Required value"),
+		Entry("web gate without jsonPath", func(s map[string]any) { delete(webOf(s), "jsonPath") }, "spec.analysis.gates[0].web.jsonPath: Required value"),
+		Entry("web url without scheme", func(s map[string]any) { webOf(s)["url"] = "eval.ml/score" }, "url must start with http:// or https://"),
+		Entry("web url file scheme", func(s map[string]any) { webOf(s)["url"] = "file:///etc/passwd" }, "url must start with http:// or https://"),
+		Entry("web url too long", func(s map[string]any) { webOf(s)["url"] = "http://h/" + strings.Repeat("a", 2048) }, "Too long"),
+		Entry("web jsonPath without root", func(s map[string]any) { webOf(s)["jsonPath"] = "data.score" }, "jsonPath must start with $"),
+		Entry("web method PUT", func(s map[string]any) { webOf(s)["method"] = "PUT" }, `Unsupported value: "PUT"`),
+		Entry("web body with GET", func(s map[string]any) { webOf(s)["body"] = `{"a": 1}` }, "body is sent only with method: POST"),
+		Entry("web header Host", func(s map[string]any) {
+			webOf(s)["headers"] = []any{map[string]any{"name": "Host", "value": "evil"}}
+		}, "put the host in url"),
+		Entry("web header name with a space", func(s map[string]any) {
+			webOf(s)["headers"] = []any{map[string]any{"name": "X Bad", "value": "v"}}
+		}, "spec.analysis.gates[0].web.headers[0].name"),
+		Entry("web Authorization header and authSecretRef", func(s map[string]any) {
+			w := webOf(s)
+			w["headers"] = []any{map[string]any{"name": "authorization", "value": "Bearer x"}}
+			w["authSecretRef"] = map[string]any{"name": "eval-token"}
+		}, "set the Authorization header or authSecretRef, not both"),
+		Entry("web too many headers", func(s map[string]any) {
+			var hs []any
+			for i := range 17 {
+				hs = append(hs, map[string]any{"name": "X-H" + strconv.Itoa(i), "value": "v"})
+			}
+			webOf(s)["headers"] = hs
+		}, "Too many: 17: must have at most 16 items"),
+		Entry("web timeout too long", func(s map[string]any) { webOf(s)["timeout"] = "5m" }, "timeout must be between 100ms and 60s"),
+		Entry("web timeout too short", func(s map[string]any) { webOf(s)["timeout"] = "1ms" }, "timeout must be between 100ms and 60s"),
+		Entry("web maxResponseBytes too large", func(s map[string]any) { webOf(s)["maxResponseBytes"] = 1 << 30 }, "should be less than or equal to 16777216"),
 		Entry("gate without threshold", func(s map[string]any) { delete(gateOf(s), "max") }, "set min, max or both"),
 		Entry("gate with min above max", func(s map[string]any) { gateOf(s)["min"] = 0.5 }, "min must not be greater than max"),
 		Entry("unknown preset", func(s map[string]any) { gateOf(s)["preset"] = "vllm-error-rate" }, `Unsupported value: "vllm-error-rate"`),
@@ -141,6 +193,22 @@ var _ = Describe("Admission validation (CEL and schema)", func() {
 		Entry("empty alert selector", func(s map[string]any) {
 			s["rollbackOnAlerts"] = map[string]any{"matchLabels": map[string]any{}}
 		}, "should have at least 1 properties"),
+		Entry("webhook with a non-HTTP URL", func(s map[string]any) {
+			s["webhooks"] = []any{map[string]any{"name": "eval", "type": "PreRollout", "url": "ftp://eval.ml/run"}}
+		}, "url must be an http:// or https:// URL"),
+		Entry("webhook of an unknown type", func(s map[string]any) {
+			s["webhooks"] = []any{map[string]any{"name": "eval", "type": "PostRollout", "url": "http://eval.ml/run"}}
+		}, `Unsupported value: "PostRollout"`),
+		Entry("failureLimit on a ConfirmPromotion webhook", func(s map[string]any) {
+			s["webhooks"] = []any{map[string]any{"name": "ok", "type": "ConfirmPromotion", "url": "http://ok.ml/", "failureLimit": 3}}
+		}, "failureLimit applies to PreRollout webhooks only"),
+		Entry("webhook timeout over 10m", func(s map[string]any) {
+			s["webhooks"] = []any{map[string]any{"name": "eval", "type": "PreRollout", "url": "http://eval.ml/", "timeout": "11m"}}
+		}, "timeout must be between 1s and 10m"),
+		Entry("two webhooks of one name", func(s map[string]any) {
+			h := map[string]any{"name": "eval", "type": "PreRollout", "url": "http://eval.ml/"}
+			s["webhooks"] = []any{h, h}
+		}, "Duplicate value"),
 	)
 
 	It("accepts the base rollout and fills in the documented defaults", func() {
@@ -173,6 +241,47 @@ var _ = Describe("Admission validation (CEL and schema)", func() {
 		Expect(steps[0].Weight).To(BeEquivalentTo(0))
 		Expect(steps[0].Match.Headers[0].Type).To(HaveValue(BeEquivalentTo("Exact")))
 		Expect(steps[1].Match.QueryParams[0].Value).To(Equal("canary"))
+	})
+
+	It("accepts a web gate and fills in its defaults", func() {
+		u := rolloutFrom(func(s map[string]any) {
+			w := webOf(s)
+			w["headers"] = []any{map[string]any{"name": "X-Scope-OrgID", "value": "{{ .Namespace }}"}}
+			w["authSecretRef"] = map[string]any{"name": "eval-token"}
+			post := map[string]any{"name": "judge", "min": 0.8, "web": map[string]any{
+				"url": "https://eval.ml/judge", "method": "POST", "body": `{"model": "{{ .Canary }}"}`,
+				"jsonPath": "$.results[?@.name=='accuracy'].value", "timeout": "60s", "maxResponseBytes": 16777216,
+			}}
+			s["analysis"].(map[string]any)["gates"] = append(s["analysis"].(map[string]any)["gates"].([]any), post)
+		})
+		u.SetNamespace(ns)
+		Expect(k8sClient.Create(suiteCtx, u)).To(Succeed())
+		ro := getRollout(ns, "cel")
+		w := ro.Spec.Analysis.Gates[0].Web
+		Expect(w).NotTo(BeNil())
+		Expect(w.Method).To(Equal(rolloutsv1.WebMethodGet))
+		Expect(w.Timeout).To(BeEquivalentTo("10s"))
+		Expect(w.MaxResponseBytes).To(BeEquivalentTo(1 << 20))
+		Expect(ro.Spec.Analysis.Gates[1].Web.Method).To(Equal(rolloutsv1.WebMethodPost))
+	})
+
+	It("accepts sixteen gates of the largest web shape within the CEL cost budget", func() {
+		u := rolloutFrom(func(s map[string]any) {
+			var gates []any
+			for i := range 16 {
+				var hs []any
+				for j := range 16 {
+					hs = append(hs, map[string]any{"name": "X-H" + strconv.Itoa(j) + strings.Repeat("h", 120), "value": strings.Repeat("v", 1024)})
+				}
+				gates = append(gates, map[string]any{"name": "g" + strconv.Itoa(i), "max": 1, "web": map[string]any{
+					"url": "http://h/" + strings.Repeat("u", 2000), "method": "POST", "body": strings.Repeat("b", 8192),
+					"jsonPath": "$" + strings.Repeat("x", 1023), "headers": hs,
+				}})
+			}
+			s["analysis"].(map[string]any)["gates"] = gates
+		})
+		u.SetNamespace(ns)
+		Expect(k8sClient.Create(suiteCtx, u, client.DryRunAll)).To(Succeed())
 	})
 
 	It("accepts an analysis interval of exactly 1s", func() {

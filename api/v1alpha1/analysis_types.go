@@ -41,9 +41,14 @@ type Analysis struct {
 }
 
 // PrometheusSource is a Prometheus-compatible query endpoint.
+//
+// +kubebuilder:validation:XValidation:rule="!(has(self.oauth2) && has(self.sigv4))",message="set at most one of oauth2 and sigv4: a query carries one Authorization header"
+// +kubebuilder:validation:XValidation:rule="!has(self.oauth2) || has(self.authSecretRef)",message="oauth2 needs authSecretRef: the client secret is read from key \"client_secret\" of that Secret"
+// +kubebuilder:validation:XValidation:rule="!has(self.headers) || self.headers.all(h, !has(h.secretKey)) || has(self.authSecretRef)",message="a header with secretKey needs authSecretRef: its value is read from that Secret"
 type PrometheusSource struct {
 	// address is the base URL of the Prometheus HTTP API, e.g.
-	// http://prometheus.monitoring:9090.
+	// http://prometheus.monitoring:9090, or with a path prefix, e.g.
+	// http://mimir-query-frontend.mimir:8080/prometheus.
 	//
 	// +required
 	// +kubebuilder:validation:MinLength=1
@@ -53,10 +58,45 @@ type PrometheusSource struct {
 
 	// authSecretRef names a Secret in the rollout's namespace holding the
 	// credentials: key "token" for a bearer token, or keys "username" and
-	// "password" for basic auth; optional key "ca.crt" holds a PEM CA bundle.
+	// "password" for basic auth; optional key "ca.crt" holds a PEM CA bundle,
+	// and keys "tls.crt" and "tls.key" a TLS client certificate and its key
+	// (a kubernetes.io/tls Secret has them). With oauth2, key
+	// "client_secret" holds the client secret; with sigv4, keys
+	// "access_key" and "secret_key" the AWS access key.
 	//
 	// +optional
 	AuthSecretRef *LocalObjectReference `json:"authSecretRef,omitempty"`
+
+	// headers are added to every query, e.g. X-Scope-OrgID to pick a Mimir,
+	// Cortex or Thanos tenant.
+	//
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=16
+	Headers []PrometheusHeader `json:"headers,omitempty"`
+
+	// oauth2 gets a bearer token from an OAuth 2.0 token endpoint with the
+	// client credentials grant, and renews it before it expires. The client
+	// secret is key "client_secret" of authSecretRef. Not with a "token" or
+	// "username" key in that Secret, nor with sigv4.
+	//
+	// +optional
+	OAuth2 *PrometheusOAuth2 `json:"oauth2,omitempty"`
+
+	// sigv4 signs every query with AWS Signature Version 4, for Amazon
+	// Managed Service for Prometheus. Not with a "token" or "username" key in
+	// authSecretRef, nor with oauth2.
+	//
+	// +optional
+	SigV4 *PrometheusSigV4 `json:"sigv4,omitempty"`
+
+	// serverName is the name the server's TLS certificate is checked against,
+	// when it differs from the address's host (e.g. an address by IP).
+	//
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	ServerName string `json:"serverName,omitempty"`
 
 	// insecureSkipVerify disables TLS certificate verification. For tests only.
 	//
@@ -68,6 +108,97 @@ type PrometheusSource struct {
 	// +optional
 	// +kubebuilder:default="10s"
 	Timeout Duration `json:"timeout,omitempty"`
+}
+
+// PrometheusHeader is an HTTP header sent with every query.
+//
+// +kubebuilder:validation:XValidation:rule="has(self.value) != has(self.secretKey)",message="set exactly one of value and secretKey"
+// +kubebuilder:validation:XValidation:rule="!(self.name.lowerAscii() in ['authorization', 'host', 'content-encoding', 'content-length', 'content-type', 'user-agent', 'connection', 'keep-alive', 'proxy-authenticate', 'proxy-authorization', 'www-authenticate', 'accept-encoding', 'x-amz-date', 'x-amz-security-token', 'x-amz-content-sha256'])",message="this header is set by the HTTP client or an auth mode and cannot be configured: use authSecretRef (token, username and password), oauth2 or sigv4 for authorization"
+type PrometheusHeader struct {
+	// name of the header, e.g. X-Scope-OrgID.
+	//
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=256
+	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9!#$%&'*+.^_|~-]+$`
+	Name string `json:"name"`
+
+	// value of the header, in the clear.
+	//
+	// +optional
+	// +kubebuilder:validation:MaxLength=4096
+	Value *string `json:"value,omitempty"`
+
+	// secretKey is the key of authSecretRef whose value is sent, for a
+	// header that is a credential.
+	//
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[-._a-zA-Z0-9]+$`
+	SecretKey string `json:"secretKey,omitempty"`
+}
+
+// PrometheusOAuth2 is an OAuth 2.0 client credentials grant.
+type PrometheusOAuth2 struct {
+	// clientID identifies the operator to the token endpoint.
+	//
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=512
+	ClientID string `json:"clientID"`
+
+	// tokenURL is the token endpoint, e.g.
+	// https://login.example.com/oauth2/token. It is trusted with the same
+	// ca.crt as the address.
+	//
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:XValidation:rule="isURL(self) && (self.startsWith('http://') || self.startsWith('https://'))",message="tokenURL must be an http:// or https:// URL, e.g. https://login.example.com/oauth2/token"
+	TokenURL string `json:"tokenURL"`
+
+	// scopes requested with the token.
+	//
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:items:MaxLength=256
+	Scopes []string `json:"scopes,omitempty"`
+
+	// endpointParams are extra form parameters of the token request, e.g.
+	// audience or resource.
+	//
+	// +optional
+	// +kubebuilder:validation:MaxProperties=16
+	EndpointParams map[string]string `json:"endpointParams,omitempty"`
+}
+
+// PrometheusSigV4 signs queries with AWS Signature Version 4.
+type PrometheusSigV4 struct {
+	// region of the workspace, e.g. us-east-1.
+	//
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=64
+	// +kubebuilder:validation:Pattern=`^[a-z0-9-]+$`
+	Region string `json:"region"`
+
+	// roleARN is an IAM role assumed (through AWS STS) with the credentials,
+	// e.g. arn:aws:iam::123456789012:role/prometheus-query.
+	//
+	// +optional
+	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:Pattern=`^arn:[^:]+:iam::[0-9]{12}:role/.+$`
+	RoleARN string `json:"roleARN,omitempty"`
+
+	// service is the AWS service name signed for; "aps" (Amazon Managed
+	// Service for Prometheus) when empty.
+	//
+	// +optional
+	// +kubebuilder:validation:MaxLength=64
+	// +kubebuilder:validation:Pattern=`^[a-z0-9-]+$`
+	Service string `json:"service,omitempty"`
 }
 
 // LocalObjectReference names an object in the rollout's namespace.
@@ -82,7 +213,7 @@ type LocalObjectReference struct {
 
 // GatePreset names a built-in query. See the README for each one's PromQL.
 //
-// +kubebuilder:validation:Enum=vllm-error-ratio;vllm-http-error-ratio;vllm-e2e-latency-p99;vllm-ttft-p99;vllm-itl-p99;envoy-error-ratio;envoy-latency-p99;istio-error-ratio;istio-latency-p99;inference-pool-error-ratio;inference-pool-latency-p99;inference-pool-ttft-p99
+// +kubebuilder:validation:Enum=vllm-error-ratio;vllm-http-error-ratio;vllm-e2e-latency-p99;vllm-ttft-p99;vllm-itl-p99;envoy-error-ratio;envoy-latency-p99;istio-error-ratio;istio-latency-p99;inference-pool-error-ratio;inference-pool-latency-p99;inference-pool-ttft-p99;tgi-error-ratio;tgi-latency-p99
 type GatePreset string
 
 // NoDataPolicy says what a gate does when its query returns nothing to judge:
@@ -103,10 +234,11 @@ const (
 
 // Gate is one check of the canary's health.
 //
-// +kubebuilder:validation:XValidation:rule="has(self.preset) != has(self.query)",message="set exactly one of preset or query"
+// +kubebuilder:validation:XValidation:rule="[has(self.preset), has(self.query), has(self.web)].filter(k, k).size() == 1",message="set exactly one gate kind: preset, query or web"
 // +kubebuilder:validation:XValidation:rule="has(self.min) || has(self.max)",message="set min, max or both: a gate without a threshold would always pass"
 // +kubebuilder:validation:XValidation:rule="!has(self.min) || !has(self.max) || self.min <= self.max",message="min must not be greater than max"
 // +kubebuilder:validation:XValidation:rule="!has(self.minRequests) || has(self.preset) || has(self.requestsQuery)",message="minRequests on a custom query needs requestsQuery, the PromQL that counts the canary's requests"
+// +kubebuilder:validation:XValidation:rule="!has(self.web) || (!has(self.minRequests) && !has(self.requestsQuery) && !has(self.selector))",message="minRequests, requestsQuery and selector apply only to PromQL gates (preset or query), not to web gates"
 type Gate struct {
 	// name identifies the gate in status, events and metrics.
 	//
@@ -129,6 +261,13 @@ type Gate struct {
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=4096
 	Query string `json:"query,omitempty"`
+
+	// web is a gate that asks an HTTP endpoint instead of Prometheus: the
+	// number is picked out of its JSON answer with a JSONPath expression.
+	// Calls go through the operator's egress policy.
+	//
+	// +optional
+	Web *WebGate `json:"web,omitempty"`
 
 	// selector replaces a preset's default label matchers that pick the
 	// canary's series, e.g. `service="{{ .Canary }}"`. A template, like query.
@@ -177,6 +316,122 @@ type Gate struct {
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=100
 	FailureLimit int32 `json:"failureLimit,omitempty"`
+
+	// dryRun evaluates the gate, shows its verdicts in status and exports
+	// them as metrics, but never holds a step or rolls back: a failure that
+	// would have rolled back is a DryRunGateFailed Event instead. Use it to
+	// tune a new gate or a noisy threshold on real rollouts.
+	//
+	// +optional
+	DryRun bool `json:"dryRun,omitempty"`
+}
+
+// WebMethod is the HTTP method of a web gate.
+//
+// +kubebuilder:validation:Enum=GET;POST
+type WebMethod string
+
+const (
+	// WebMethodGet sends a GET without a body.
+	WebMethodGet WebMethod = "GET"
+	// WebMethodPost sends a POST with the rendered body.
+	WebMethodPost WebMethod = "POST"
+)
+
+// WebGate is an HTTP(S) request whose JSON answer yields the gate's value.
+//
+// +kubebuilder:validation:XValidation:rule="!has(self.body) || (has(self.method) && self.method == 'POST')",message="body is sent only with method: POST"
+// +kubebuilder:validation:XValidation:rule="!has(self.headers) || !has(self.authSecretRef) || self.headers.all(h, h.name.lowerAscii() != 'authorization')",message="set the Authorization header or authSecretRef, not both"
+type WebGate struct {
+	// url to call, an http:// or https:// URL. A Go text/template over the
+	// gate variables; every string variable is percent-encoded, so it is
+	// safe in a path segment or a query value, e.g.
+	// http://eval.ml:8080/scores?model={{ .Canary }}.
+	//
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:XValidation:rule="self.startsWith('http://') || self.startsWith('https://')",message="url must start with http:// or https://, e.g. http://eval.ml:8080/score?model={{ .Canary }}"
+	URL string `json:"url"`
+
+	// method is GET (default) or POST.
+	//
+	// +optional
+	// +kubebuilder:default=GET
+	Method WebMethod `json:"method,omitempty"`
+
+	// headers are sent with the request. Values are templates over the gate
+	// variables, inserted verbatim; they must not contain line breaks.
+	//
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=16
+	Headers []WebHeader `json:"headers,omitempty"`
+
+	// body is the JSON document sent with a POST (Content-Type
+	// application/json unless a header says otherwise). A template over the
+	// gate variables; every string variable is escaped for the inside of a
+	// JSON string, so write it between double quotes:
+	// {"model": "{{ .Canary }}", "weight": {{ .Weight }}}.
+	//
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=8192
+	Body string `json:"body,omitempty"`
+
+	// jsonPath is an RFC 9535 JSONPath expression that must select exactly
+	// one number (or a string holding one) in the JSON answer, e.g.
+	// $.data.score. Selecting nothing or null is no data; several values or
+	// anything else is an error.
+	//
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=1024
+	// +kubebuilder:validation:XValidation:rule="self.startsWith('$')",message="jsonPath must start with $, the root of the answer, e.g. $.data.score"
+	JSONPath string `json:"jsonPath"`
+
+	// authSecretRef names a Secret in the rollout's namespace holding the
+	// credentials: key "token" for a bearer token, or keys "username" and
+	// "password" for basic auth; optional key "ca.crt" holds a PEM CA bundle
+	// that replaces the system roots for https:// URLs.
+	//
+	// +optional
+	AuthSecretRef *LocalObjectReference `json:"authSecretRef,omitempty"`
+
+	// timeout of the whole request, redirects and answer included.
+	//
+	// +optional
+	// +kubebuilder:default="10s"
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('100ms') && duration(self) <= duration('60s')",message="timeout must be between 100ms and 60s: gates of a rollout run one after another within one round"
+	Timeout Duration `json:"timeout,omitempty"`
+
+	// maxResponseBytes bounds the answer's body; a longer answer is an
+	// error. Default 1 MiB, at most 16 MiB.
+	//
+	// +optional
+	// +kubebuilder:default=1048576
+	// +kubebuilder:validation:Minimum=64
+	// +kubebuilder:validation:Maximum=16777216
+	MaxResponseBytes int64 `json:"maxResponseBytes,omitempty"`
+}
+
+// WebHeader is one HTTP header of a web gate.
+type WebHeader struct {
+	// name of the header, e.g. X-Scope-OrgID.
+	//
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=128
+	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9!#$%&'*+.^_|~-]+$`
+	// +kubebuilder:validation:XValidation:rule="!(self.lowerAscii() in ['host', 'content-length', 'transfer-encoding', 'connection'])",message="Host, Content-Length, Transfer-Encoding and Connection are set by the operator; put the host in url"
+	Name string `json:"name"`
+
+	// value of the header, a template over the gate variables.
+	//
+	// +required
+	// +kubebuilder:validation:MaxLength=1024
+	Value string `json:"value"`
 }
 
 // AlertSelector matches Alertmanager alerts by their labels.
@@ -201,10 +456,14 @@ const (
 	// VerdictFail: the value is outside [min, max].
 	VerdictFail GateVerdict = "Fail"
 	// VerdictNoData: the query returned an empty vector, NaN or an infinity,
-	// or the canary served fewer than minRequests requests.
+	// or the canary served fewer than minRequests requests; for a web gate,
+	// the JSONPath selected nothing, null, NaN or an infinity.
 	VerdictNoData GateVerdict = "NoData"
 	// VerdictError: Prometheus could not be queried, or the query returned
-	// several series or an unexpected type.
+	// several series or an unexpected type; for a web gate, the endpoint
+	// could not be called (or the egress policy refused it), answered with
+	// a non-2xx status, an oversized or non-JSON body, or the JSONPath
+	// selected several values or something other than a number.
 	VerdictError GateVerdict = "Error"
 )
 
@@ -253,6 +512,12 @@ type GateStatus struct {
 	// +optional
 	// +kubebuilder:validation:MaxLength=512
 	Message string `json:"message,omitempty"`
+
+	// dryRun is true for a gate that is only observed: its verdicts never
+	// hold or roll back the rollout.
+	//
+	// +optional
+	DryRun bool `json:"dryRun,omitempty"`
 
 	// history lists recent evaluations, oldest first.
 	//

@@ -38,6 +38,11 @@ const (
 	// ConditionGatesPassing is True when the latest evaluation of every gate
 	// passed; False with the failing or holding gate named otherwise.
 	ConditionGatesPassing = "GatesPassing"
+	// ConditionWebhooksPassing is False while a PreRollout or
+	// ConfirmPromotion webhook blocks the rollout, or after a PreRollout
+	// webhook failed; True once every blocking webhook due so far passed.
+	// Absent for rollouts without blocking webhooks.
+	ConditionWebhooksPassing = "WebhooksPassing"
 )
 
 // Condition reasons.
@@ -110,12 +115,29 @@ const (
 	ReasonGateNoData = "GateNoData"
 	// ReasonPrometheusError: Prometheus could not be queried.
 	ReasonPrometheusError = "PrometheusError"
+	// ReasonGateError: a gate that does not query Prometheus (a web gate)
+	// could not call its endpoint, or could not read a number from the
+	// answer.
+	ReasonGateError = "GateError"
 	// ReasonInvalidQuery: a gate's query does not parse or render.
 	ReasonInvalidQuery = "InvalidQuery"
 	// ReasonInvalidConfig: a referenced Secret or other setting is unusable.
 	ReasonInvalidConfig = "InvalidConfig"
 	// ReasonAwaitingEvaluation: gates have not been evaluated in this step yet.
 	ReasonAwaitingEvaluation = "AwaitingEvaluation"
+
+	// ReasonWebhookPending: a PreRollout or ConfirmPromotion webhook has
+	// not answered 2xx yet.
+	ReasonWebhookPending = "WebhookPending"
+	// ReasonWebhookFailed: a PreRollout webhook failed failureLimit times in
+	// a row.
+	ReasonWebhookFailed = "WebhookFailed"
+	// ReasonWebhooksPassed: every blocking webhook due so far answered 2xx.
+	ReasonWebhooksPassed = "WebhooksPassed"
+
+	// ReasonWaitingForCapacity: the canary has fewer ready endpoints than
+	// the next step's weight needs (spec.capacityFactor).
+	ReasonWaitingForCapacity = "WaitingForCapacity"
 
 	// ReasonAlertFiring: an Alertmanager alert matched the rollout.
 	ReasonAlertFiring = "AlertFiring"

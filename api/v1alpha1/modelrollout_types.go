@@ -108,6 +108,30 @@ type ModelRolloutSpec struct {
 	//
 	// +optional
 	RollbackOnAlerts *AlertSelector `json:"rollbackOnAlerts,omitempty"`
+
+	// capacityFactor turns on capacity-aware steps. Before a step raises the
+	// canary's weight to w, the canary must have at least
+	// ceil(ready stable × w / 100 × capacityFactor) ready endpoints (for an
+	// InferencePool: Ready pods its selector picks). While it has fewer, the
+	// rollout holds at its current weight with reason WaitingForCapacity,
+	// and the hold counts toward progressDeadline. 1 asks for as many ready
+	// canary endpoints per share of traffic as stable has; 0.5 for half as
+	// many. Off when absent.
+	//
+	// +optional
+	// +kubebuilder:validation:XValidation:rule="self > 0.0 && self <= 10.0",message="capacityFactor must be greater than 0 and at most 10, e.g. 1 for as many ready canary endpoints per share of traffic as stable has"
+	CapacityFactor *float64 `json:"capacityFactor,omitempty"`
+
+	// webhooks are called at points of the rollout's life: PreRollout before
+	// any traffic moves (it blocks the start, and rolls back on failure),
+	// ConfirmPromotion before the last step (it holds until it answers
+	// 2xx), OnTransition on every phase change (a notification).
+	//
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=8
+	Webhooks []Webhook `json:"webhooks,omitempty"`
 }
 
 // DeletionPolicy says what deleting a rollout does to the routes.
@@ -423,6 +447,21 @@ type ModelRolloutStatus struct {
 	// +kubebuilder:validation:MaxItems=16
 	Gates []GateStatus `json:"gates,omitempty"`
 
+	// capacity is set while the rollout waits for the canary to have enough
+	// ready endpoints for the next step's weight (spec.capacityFactor).
+	//
+	// +optional
+	Capacity *CapacityStatus `json:"capacity,omitempty"`
+
+	// webhooks records the blocking webhooks (PreRollout, ConfirmPromotion)
+	// of the current attempt of the rollout.
+	//
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=8
+	Webhooks []WebhookStatus `json:"webhooks,omitempty"`
+
 	// lastHandledPromote is the value of the promote annotation that was last
 	// acted on. Likewise for abort and retry.
 	//
@@ -673,4 +712,29 @@ type ModelRolloutList struct {
 
 func init() {
 	SchemeBuilder.Register(&ModelRollout{}, &ModelRolloutList{})
+}
+
+// CapacityStatus is a wait for canary capacity.
+type CapacityStatus struct {
+	// since is when the wait began.
+	//
+	// +required
+	Since metav1.Time `json:"since"`
+
+	// weight is the canary weight waited for.
+	//
+	// +required
+	Weight int32 `json:"weight"`
+
+	// readyStable and readyCanary are the ready endpoints last counted.
+	//
+	// +optional
+	ReadyStable int32 `json:"readyStable"`
+	// +optional
+	ReadyCanary int32 `json:"readyCanary"`
+
+	// required is how many ready canary endpoints the weight needs.
+	//
+	// +required
+	Required int32 `json:"required"`
 }

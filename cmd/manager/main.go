@@ -20,6 +20,7 @@ import (
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/modelrollout/modelrollout/analysis"
+	"github.com/modelrollout/modelrollout/analysis/egress"
 	rolloutsv1 "github.com/modelrollout/modelrollout/api/v1alpha1"
 	"github.com/modelrollout/modelrollout/controllers"
 	"github.com/modelrollout/modelrollout/controllers/alerts"
@@ -28,6 +29,10 @@ import (
 // version is the build's version, stamped at link time by `make image`:
 // -ldflags "-X main.version=$(git describe --tags --always --dirty)".
 var version = "devel"
+
+// sigV4AmbientCredentials lets rollouts' sigv4 sign with the operator's own
+// AWS identity (--prometheus-sigv4-ambient-credentials).
+var sigV4AmbientCredentials bool
 
 func main() {
 	var (
@@ -44,6 +49,8 @@ func main() {
 		gateConcurrency  int
 		gateRoundTimeout time.Duration
 		promAddress      string
+		egressAllow      string
+		egressCluster    string
 		receiver         alerts.Options
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address of the Prometheus metrics endpoint; 0 disables it.")
@@ -59,10 +66,13 @@ func main() {
 	flag.IntVar(&gateConcurrency, "gate-concurrency", controllers.DefaultGateConcurrency, "Number of gate rounds (all gates of one rollout) evaluated at once, off the reconcile workers.")
 	flag.DurationVar(&gateRoundTimeout, "gate-round-timeout", controllers.DefaultGateRoundTimeout, "Bound on one round of a rollout's gates; each query also has its own timeout (spec.analysis.prometheus.timeout).")
 	flag.StringVar(&promAddress, "prometheus-address", "", "Prometheus queried by rollouts that name none in spec.analysis.prometheus, e.g. http://prometheus.monitoring:9090.")
+	flag.BoolVar(&sigV4AmbientCredentials, "prometheus-sigv4-ambient-credentials", false, "Let a rollout's spec.analysis.prometheus.sigv4 without an access key in its auth Secret sign with the operator's own AWS credentials (environment, IRSA web identity, instance role). Off: AWS keys come only from Secrets in the rollout's namespace.")
 	flag.StringVar(&receiver.BindAddress, "alert-receiver-bind-address", "", "Address of the Alertmanager webhook receiver (POST /alerts), e.g. :8443; empty or 0 disables it.")
 	flag.StringVar(&receiver.TokenFile, "alert-receiver-token-file", "", "File holding the bearer token Alertmanager must send; re-read when it changes. Required with the receiver.")
 	flag.StringVar(&receiver.TLSCertFile, "alert-receiver-tls-cert-file", "", "TLS certificate of the receiver; plain HTTP when empty.")
 	flag.StringVar(&receiver.TLSKeyFile, "alert-receiver-tls-key-file", "", "TLS key of the receiver.")
+	flag.StringVar(&egressAllow, "egress-allow", "", "Comma-separated CIDRs, host names and *.domain suffixes that web gates, prompt gates and webhooks may call besides the cluster's networks, e.g. 203.0.113.0/24,eval.example.com. Loopback, link-local (cloud metadata) and off-cluster addresses are refused unless listed.")
+	flag.StringVar(&egressCluster, "egress-cluster-cidrs", strings.Join(egress.DefaultClusterCIDRs, ","), "Comma-separated CIDRs of the cluster's pod and Service networks, which web gates, prompt gates and webhooks may call.")
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -107,8 +117,14 @@ func main() {
 		os.Exit(1)
 	}
 
+	policy, err := egress.New(splitList(egressCluster), splitList(egressAllow))
+	if err != nil {
+		setupLog.Error(err, "Invalid egress flags")
+		os.Exit(1)
+	}
+
 	ctx := ctrl.SetupSignalHandler()
-	if err := setup(ctx, mgr, workers, gateConcurrency, gateRoundTimeout, promAddress, receiver); err != nil {
+	if err := setup(ctx, mgr, workers, gateConcurrency, gateRoundTimeout, promAddress, policy, receiver); err != nil {
 		setupLog.Error(err, "Unable to set up the controller")
 		os.Exit(1)
 	}
@@ -122,22 +138,20 @@ func main() {
 	}
 }
 
-func setup(ctx context.Context, mgr ctrl.Manager, workers, gateConcurrency int, gateRoundTimeout time.Duration, promAddress string, receiver alerts.Options) error {
-	metrics := controllers.DefaultMetrics()
-	if receiver.BindAddress != "" && receiver.BindAddress != "0" {
-		receiver.Client = mgr.GetClient()
-		receiver.Logger = ctrl.Log.WithName("alert-receiver")
-		receiver.AlertsReceived = metrics.AlertsReceived
-		receiver.AlertsMatched = metrics.AlertsMatched
-		r, err := alerts.New(receiver)
-		if err != nil {
-			return err
-		}
-		if err := mgr.Add(r); err != nil {
-			return fmt.Errorf("add the alert receiver: %w", err)
+// splitList splits a comma-separated flag value, dropping empty entries.
+func splitList(s string) []string {
+	var out []string
+	for _, e := range strings.Split(s, ",") {
+		if e = strings.TrimSpace(e); e != "" {
+			out = append(out, e)
 		}
 	}
-	return (&controllers.ModelRolloutReconciler{
+	return out
+}
+
+func setup(ctx context.Context, mgr ctrl.Manager, workers, gateConcurrency int, gateRoundTimeout time.Duration, promAddress string, policy *egress.Policy, receiver alerts.Options) error {
+	metrics := controllers.DefaultMetrics()
+	rec := &controllers.ModelRolloutReconciler{
 		Client:    mgr.GetClient(),
 		APIReader: mgr.GetAPIReader(),
 		Recorder:  mgr.GetEventRecorder("modelrollout-controller"),
@@ -146,10 +160,35 @@ func setup(ctx context.Context, mgr ctrl.Manager, workers, gateConcurrency int, 
 			Clients:        analysis.NewClientCache(256),
 			DefaultAddress: promAddress,
 			Metrics:        metrics,
+			Egress:         policy,
+			// Only when the operator's AWS identity may be lent to every
+			// namespace that can create a rollout.
+			AmbientAWSCredentials: sigV4AmbientCredentials,
 		},
 		Metrics:                 metrics,
+		Egress:                  policy,
 		MaxConcurrentReconciles: workers,
 		GateConcurrency:         gateConcurrency,
 		GateRoundTimeout:        gateRoundTimeout,
-	}).SetupWithManager(ctx, mgr)
+	}
+	if err := rec.SetupWithManager(ctx, mgr); err != nil {
+		return err
+	}
+	if receiver.BindAddress != "" && receiver.BindAddress != "0" {
+		receiver.Client = mgr.GetClient()
+		receiver.Logger = ctrl.Log.WithName("alert-receiver")
+		receiver.AlertsReceived = metrics.AlertsReceived
+		receiver.AlertsMatched = metrics.AlertsMatched
+		// On the leader, an alert's abort starts without waiting for its
+		// annotation's watch event.
+		receiver.Direct = rec.AbortNow
+		r, err := alerts.New(receiver)
+		if err != nil {
+			return err
+		}
+		if err := mgr.Add(r); err != nil {
+			return fmt.Errorf("add the alert receiver: %w", err)
+		}
+	}
+	return nil
 }

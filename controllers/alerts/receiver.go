@@ -85,6 +85,13 @@ type Options struct {
 
 	// Clock times requests for the log; the real clock when nil.
 	Clock clock.PassiveClock
+
+	// Direct, when set, hands each abort to the controller of this process
+	// as well, at the same time as the annotation patch: on the leader the
+	// abort then starts before the patch's watch event comes back. The
+	// annotation still carries it to every other replica and across a
+	// restart. It must not block.
+	Direct func(rollout types.NamespacedName, uid types.UID, token, reason string)
 }
 
 // Receiver is the Alertmanager webhook receiver. It is an http.Handler and a
@@ -101,6 +108,7 @@ type Receiver struct {
 	received        *prometheus.CounterVec
 	matched         prometheus.Counter
 	clock           clock.PassiveClock
+	direct          func(types.NamespacedName, types.UID, string, string)
 
 	mu   sync.Mutex
 	addr net.Addr
@@ -141,6 +149,7 @@ func New(opts Options) (*Receiver, error) {
 		received:        opts.AlertsReceived,
 		matched:         opts.AlertsMatched,
 		clock:           opts.Clock,
+		direct:          opts.Direct,
 	}
 	if r.maxBody == 0 {
 		r.maxBody = DefaultMaxBodyBytes
@@ -413,6 +422,12 @@ func (r *Receiver) handle(ctx context.Context, log logr.Logger, p *Payload) (Sum
 	errs := make([]error, len(targets))
 	sem := make(chan struct{}, patchConcurrency)
 	var wg sync.WaitGroup
+	if r.direct != nil {
+		for i := range targets {
+			t := &targets[i]
+			r.direct(client.ObjectKeyFromObject(t.ro), t.ro.UID, t.token, t.reason)
+		}
+	}
 	for i := range targets {
 		sem <- struct{}{}
 		wg.Go(func() {

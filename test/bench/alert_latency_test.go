@@ -102,7 +102,7 @@ func newStack() (*stack, error) {
 		cancel()
 		return nil, err
 	}
-	rcv, err := alerts.New(alerts.Options{Client: mgr.GetClient(), Token: token, BindAddress: "127.0.0.1:0"})
+	rcv, err := alerts.New(alerts.Options{Client: mgr.GetClient(), Token: token, BindAddress: "127.0.0.1:0", Direct: r.AbortNow})
 	if err != nil {
 		cancel()
 		return nil, err

@@ -85,6 +85,9 @@ func (v *statusView) render(events []Event) {
 	if gates := v.gates(); len(gates) > 0 {
 		v.add("Gates", gates...)
 	}
+	if hooks := v.webhooks(); len(hooks) > 0 {
+		v.add("Webhooks", hooks...)
+	}
 	if issues := v.issues(); len(issues) > 0 {
 		v.add("Issues", issues...)
 	}
@@ -511,6 +514,9 @@ func (v *statusView) gates() []string {
 				detail += "(before this step)"
 			}
 		}
+		if g.DryRun {
+			detail = strings.TrimSpace(detail + " (dry run: never holds or rolls back)")
+		}
 		rest := when
 		if detail != "" {
 			if rest != "" {
@@ -627,6 +633,33 @@ func (v *statusView) overrides() []string {
 		out = out[len(out)-maxOverridesShown:]
 	}
 	return out
+}
+
+// webhooks renders the blocking webhooks of the current attempt: name,
+// type, state, calls and the latest answer.
+func (v *statusView) webhooks() []string {
+	rows := make([][]string, 0, len(v.st.Webhooks))
+	for _, w := range v.st.Webhooks {
+		mark := v.style.paint(colorYellow, v.style.mark(markHold))
+		switch w.State {
+		case rolloutsv1.WebhookPassed:
+			mark = v.style.paint(colorGreen, v.style.mark(markDone))
+		case rolloutsv1.WebhookFailed:
+			mark = v.style.paint(colorRed, v.style.mark(markFail))
+		}
+		detail := fmt.Sprintf("%s, %d call", w.State, w.Calls)
+		if w.Calls != 1 {
+			detail += "s"
+		}
+		if w.LastCallAt != nil {
+			detail += ", last " + age(v.now, w.LastCallAt.Time) + " ago"
+		}
+		if w.Message != "" {
+			detail += ": " + w.Message
+		}
+		rows = append(rows, []string{w.Name, string(w.Type), mark, detail})
+	}
+	return columns(rows, 3)
 }
 
 // events renders the latest events, oldest first.

@@ -277,3 +277,27 @@ func TestStatusDarkLaunchShowsTheHeaderRoute(t *testing.T) {
 	ro.Status.HeaderRoute = nil
 	assertContains(t, render(t, ro, nil, Style{}), nil, "Match    ")
 }
+
+func TestStatusDryRunGate(t *testing.T) {
+	ro := progressing()
+	ro.Spec.Analysis.Gates[0].DryRun = true
+	ro.Status.Gates[0] = rolloutsv1.GateStatus{Name: "errors", Verdict: rolloutsv1.VerdictFail, Value: "0.07", ConsecutiveFailures: 1, DryRun: true,
+		Threshold: "<= 0.05", Message: "0.07 outside <= 0.05", LastEvaluatedAt: ago(20 * time.Second)}
+	out := render(t, ro, nil, Style{})
+	assertContains(t, out, []string{
+		"errors    0.07    ≤ 0.05   ✖   20s ago   Fail: 0.07 outside <= 0.05 (dry run: never holds or rolls back)",
+	})
+}
+
+func TestStatusWebhooks(t *testing.T) {
+	ro := progressing()
+	ro.Status.Webhooks = []rolloutsv1.WebhookStatus{
+		{Name: "eval", Type: rolloutsv1.WebhookPreRollout, State: rolloutsv1.WebhookPassed, Calls: 1, LastCallAt: ago(40 * time.Minute), Message: "HTTP 200: ok"},
+		{Name: "approve", Type: rolloutsv1.WebhookConfirmPromotion, State: rolloutsv1.WebhookPending, Calls: 4, LastCallAt: ago(10 * time.Second), Message: "HTTP 403: not yet"},
+	}
+	out := render(t, ro, nil, Style{})
+	assertContains(t, out, []string{
+		"Webhooks eval      PreRollout         ✔   Passed, 1 call, last 40m ago: HTTP 200: ok",
+		"approve   ConfirmPromotion   …   Pending, 4 calls, last 10s ago: HTTP 403: not yet",
+	})
+}
