@@ -284,6 +284,10 @@ func (r *ModelRolloutReconciler) applyHeaderRoutes(ctx context.Context, ro *roll
 			other := &gatewayv1.HTTPRoute{}
 			err := r.Get(ctx, types.NamespacedName{Namespace: ro.Namespace, Name: name}, other)
 			switch {
+			case err == nil && metav1.IsControlledBy(other, ro):
+				// Ours, with its label removed: restored below.
+				owned = append(owned, other)
+				i = len(owned) - 1
 			case err == nil:
 				prob = &problem{Reason: rolloutsv1.ReasonHeaderRouteConflict, Message: fmt.Sprintf(
 					"HTTPRoute %s exists and is not this rollout's header route (no label %s=%s); it is left alone and requests with %s stay on the weights: rename or delete it",
@@ -293,8 +297,10 @@ func (r *ModelRolloutReconciler) applyHeaderRoutes(ctx context.Context, ro *roll
 				errs = append(errs, fmt.Errorf("get HTTPRoute %s/%s: %w", ro.Namespace, name, err))
 				continue
 			}
+		}
+		if i < 0 {
 			created := w.DeepCopy()
-			err = r.Create(ctx, created, client.FieldOwner(FieldOwner))
+			err := r.Create(ctx, created, client.FieldOwner(FieldOwner))
 			switch {
 			case err == nil:
 				r.writes.wroteHeader(key, name, created.Generation, r.now())

@@ -115,10 +115,11 @@ var _ = Describe("Header-routed steps", func() {
 		// The user's route keeps the canary out of its weights.
 		Expect(routeWeights(ns, "model-header-routing", "gpt4")()).To(Equal(map[string]int32{"vllm-gpt4-v1": 100}))
 
-		By("restoring an edit of the header route")
+		By("restoring an edit of the header route, its label included")
 		edited := ownedRoute(ns, headerRouteOfGPT4)()
 		edited.Spec.Rules[0].Matches[0].Headers[1].Value = "everyone"
 		edited.Spec.Rules[0].BackendRefs[0].Weight = ptr.To[int32](0)
+		delete(edited.Labels, rolloutsv1.LabelHeaderRouteOf) // still the rollout's: its ownerReference says so
 		Expect(k8sClient.Update(suiteCtx, edited, client.FieldOwner("someone"))).To(Succeed())
 		Eventually(func() string {
 			return ownedRoute(ns, headerRouteOfGPT4)().Spec.Rules[0].Matches[0].Headers[1].Value
