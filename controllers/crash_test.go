@@ -21,6 +21,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	rolloutsv1 "github.com/modelrollout/modelrollout/api/v1alpha1"
 )
@@ -252,6 +253,41 @@ type crashState struct {
 	canary string // "" when status.canary must be unset
 	weight int32
 	route  map[string]int32
+	// headerRoute says whether status.headerRoute is set (a step with a
+	// match); the header routes must then be in place, and otherwise gone.
+	headerRoute bool
+}
+
+// headerRoutesAgree checks that the header routes in ns are exactly those
+// status.headerRoute asks for, as desiredHeaderRoutes builds them; with a
+// deleted rollout (ro nil), that none is left.
+func headerRoutesAgree(ns string, ro *rolloutsv1.ModelRollout, route *gatewayv1.HTTPRoute, rules []int) error {
+	list := &gatewayv1.HTTPRouteList{}
+	if err := k8sClient.List(suiteCtx, list, client.InNamespace(ns), client.MatchingLabels{rolloutsv1.LabelHeaderRouteOf: "gpt4"}); err != nil {
+		return err
+	}
+	if ro == nil {
+		if len(list.Items) > 0 {
+			return fmt.Errorf("INVARIANT: the deleted rollout left its header route %s", list.Items[0].Name)
+		}
+		return nil
+	}
+	want, _ := desiredHeaderRoutes(ro, &ro.Status, []managedRoute{{Route: route, Rules: rules}})
+	for _, live := range list.Items {
+		if _, ok := want[live.Name]; !ok {
+			return fmt.Errorf("header route %s left behind (status.headerRoute %v, phase %s step %s)", live.Name, ro.Status.HeaderRoute, ro.Status.Phase, ro.Status.Step)
+		}
+	}
+	for name, w := range want {
+		i := slices.IndexFunc(list.Items, func(r gatewayv1.HTTPRoute) bool { return r.Name == name })
+		if i < 0 {
+			return fmt.Errorf("header route %s missing (status.headerRoute %v)", name, ro.Status.HeaderRoute)
+		}
+		if !headerRouteUpToDate(&list.Items[i], w) {
+			return fmt.Errorf("header route %s differs from what status derives", name)
+		}
+	}
+	return nil
 }
 
 type crashTransition struct {
@@ -297,7 +333,7 @@ func crashCheck(ns string, want crashState, deleted bool) error {
 		if owner, ok := ruleOwners(route)[crashRule]; ok && owner == "gpt4" {
 			return fmt.Errorf("INVARIANT: the deleted rollout still owns rule %s (annotation %q)", crashRule, route.Annotations[rolloutsv1.AnnotationRuleOwners])
 		}
-		return nil
+		return headerRoutesAgree(ns, nil, route, nil)
 	}
 	if err != nil {
 		return err
@@ -335,6 +371,12 @@ func crashCheck(ns string, want crashState, deleted bool) error {
 	idx, problems := managedRules(route, ro.Spec.Routes[0], stable, ro.Name)
 	if len(problems) > 0 {
 		return fmt.Errorf("managed rules do not resolve: %v", problems)
+	}
+	if err := headerRoutesAgree(ns, ro, route, idx); err != nil {
+		return err
+	}
+	if (st.HeaderRoute != nil) != want.headerRoute {
+		return fmt.Errorf("status.headerRoute is %v, want set: %v", st.HeaderRoute, want.headerRoute)
 	}
 	if ops, changes := weightOps(route, idx, intentOf(st)); len(ops) > 0 {
 		return fmt.Errorf("route does not carry intentOf(status) %s: %s", describeIntent(intentOf(st)), describeChanges(changes))
@@ -583,6 +625,40 @@ var _ = Describe("Durable intent: crash injection", func() {
 			before:  rolledBack("1/2"),
 			trigger: annotateWith(rolloutsv1.AnnotationRetry, "crash-retry"),
 			after:   crashState{phase: rolloutsv1.PhaseProgressing, step: "1/2", canary: "vllm-gpt4-v2", weight: 10, route: map[string]int32{crashStable: 90, "vllm-gpt4-v2": 10}},
+		}),
+		Entry("a dark-launch step gives way to 10% (the header route is deleted)", crashTransition{
+			steps:  []rolloutsv1.Step{withPause(darkLaunch(), "1h"), step(10, "1h"), step(100, "1h")},
+			before: crashState{phase: rolloutsv1.PhaseProgressing, step: "1/3", canary: "vllm-gpt4-v2", weight: 0, route: map[string]int32{crashStable: 100}, headerRoute: true},
+			trigger: func(ns string, t crashTransition) {
+				steps := slices.Clone(t.steps)
+				steps[0].Pause = dur("0s")
+				body, err := json.Marshal(map[string]any{"spec": map[string]any{"steps": steps}})
+				Expect(err).NotTo(HaveOccurred())
+				patchRollout(ns, string(body))
+			},
+			after: crashState{phase: rolloutsv1.PhaseProgressing, step: "2/3", canary: "vllm-gpt4-v2", weight: 10, route: map[string]int32{crashStable: 90, "vllm-gpt4-v2": 10}},
+		}),
+		Entry("promote into an A/B step at 20% (the header route is created)", crashTransition{
+			steps:   []rolloutsv1.Step{step(10, ""), withWeight(withPause(darkLaunch(), "1h"), 20), step(100, "1h")},
+			before:  crashState{phase: rolloutsv1.PhasePaused, step: "1/3", canary: "vllm-gpt4-v2", weight: 10, route: map[string]int32{crashStable: 90, "vllm-gpt4-v2": 10}},
+			trigger: annotateWith(rolloutsv1.AnnotationPromote, "crash-promote"),
+			after: crashState{phase: rolloutsv1.PhaseProgressing, step: "2/3", canary: "vllm-gpt4-v2", weight: 20,
+				route: map[string]int32{crashStable: 80, "vllm-gpt4-v2": 20}, headerRoute: true},
+		}),
+		Entry("abort during a dark-launch step (the header route is deleted)", crashTransition{
+			steps:   []rolloutsv1.Step{withPause(darkLaunch(), "1h"), step(100, "1h")},
+			before:  crashState{phase: rolloutsv1.PhaseProgressing, step: "1/2", canary: "vllm-gpt4-v2", weight: 0, route: map[string]int32{crashStable: 100}, headerRoute: true},
+			trigger: annotateWith(rolloutsv1.AnnotationAbort, "crash-abort"),
+			after:   crashState{phase: rolloutsv1.PhaseRolledBack, step: "1/2", canary: "vllm-gpt4-v2", weight: 0, route: map[string]int32{crashStable: 100}},
+		}),
+		Entry("rollout deleted during a dark-launch step: the finalizer deletes the header route", crashTransition{
+			steps:  []rolloutsv1.Step{withPause(darkLaunch(), "1h"), step(100, "1h")},
+			before: crashState{phase: rolloutsv1.PhaseProgressing, step: "1/2", canary: "vllm-gpt4-v2", weight: 0, route: map[string]int32{crashStable: 100}, headerRoute: true},
+			trigger: func(ns string, _ crashTransition) {
+				Expect(k8sClient.Delete(suiteCtx, getRollout(ns, "gpt4"))).To(Succeed())
+			},
+			after:   crashState{route: map[string]int32{crashStable: 100}},
+			deleted: true,
 		}),
 		Entry("rollout deleted at 50%: the finalizer returns the traffic to stable", crashTransition{
 			steps: stepsAt50, before: at50,

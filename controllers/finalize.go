@@ -66,6 +66,12 @@ func (r *ModelRolloutReconciler) finalize(ctx context.Context, ro *rolloutsv1.Mo
 		if err := r.releaseRoutes(ctx, ro); err != nil {
 			return ctrl.Result{}, err
 		}
+		// The garbage collector would delete them too (ownerReference),
+		// but only once the rollout is gone: a deleted rollout sends no
+		// request to its canary by match from now on.
+		if err := r.deleteHeaderRoutes(ctx, ro); err != nil {
+			return ctrl.Result{}, err
+		}
 	}
 	if err := r.patchFinalizers(ctx, ro, func() { controllerutil.RemoveFinalizer(ro, rolloutsv1.FinalizerRoutes) }); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)

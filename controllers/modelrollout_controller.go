@@ -47,6 +47,7 @@ const (
 	indexRoute                = "spec.routes.name"
 	indexBackend              = "spec.backends.name"
 	indexEndpointSliceService = "metadata.labels.service-name"
+	indexHeaderRouteOf        = "metadata.labels.header-route-of"
 )
 
 // GateEvaluator validates a rollout's gates and evaluates them.
@@ -97,7 +98,7 @@ type ModelRolloutReconciler struct {
 // +kubebuilder:rbac:groups=rollouts.modelrollout.io,resources=modelrollouts,verbs=get;list;watch;patch
 // +kubebuilder:rbac:groups=rollouts.modelrollout.io,resources=modelrollouts/status,verbs=get;patch
 // +kubebuilder:rbac:groups=rollouts.modelrollout.io,resources=modelrollouts/finalizers,verbs=update
-// +kubebuilder:rbac:groups=gateway.networking.k8s.io,resources=httproutes,verbs=get;list;watch;patch
+// +kubebuilder:rbac:groups=gateway.networking.k8s.io,resources=httproutes,verbs=get;list;watch;patch;create;delete
 // +kubebuilder:rbac:groups="",resources=services,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=namespaces,verbs=get
 // +kubebuilder:rbac:groups=discovery.k8s.io,resources=endpointslices,verbs=get;list;watch
@@ -153,6 +154,15 @@ func (r *ModelRolloutReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	}
 	obs.Routes, obs.Found, obs.Conflict, obs.OwnsAny = routes.Problem, routes.Found, routes.Conflict, routes.OwnsAny
 	obs.Rejected = r.writes.rejection(req.NamespacedName)
+	if obs.Owned, err = r.observeHeaderRoutes(ctx, ro); err != nil {
+		return ctrl.Result{}, err
+	}
+	if r.writes.headerStale(req.NamespacedName, obs.Owned, now) {
+		// The cache has not caught up with this process's own header
+		// route write; its watch event is on the way.
+		return ctrl.Result{RequeueAfter: cacheLagRetry}, nil
+	}
+	obs.HeaderRoute = r.writes.headerProblem(req.NamespacedName)
 	backoff := r.checkDrift(ctx, ro, &obs)
 
 	// A pending abort is the fast path: it reads nothing more (no canary
@@ -205,6 +215,11 @@ func (r *ModelRolloutReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		if retry, applyErr = r.applyRoutes(ctx, ro, d.Routes, routes.Found); applyErr != nil {
 			return result, applyErr
 		}
+		// The rollback deletes the header routes too, before the status
+		// write, like the weights.
+		if result, applyErr = r.withHeaderRoutes(ctx, ro, &d.Status, routes.Found, obs.Owned, result, nil); applyErr != nil {
+			return result, applyErr
+		}
 		if retry > 0 {
 			result = minRequeue(result, retry)
 		} else {
@@ -239,11 +254,14 @@ func (r *ModelRolloutReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		return result, nil
 	}
 	if backoff > 0 {
-		return minRequeue(result, backoff), nil
+		return r.withHeaderRoutes(ctx, ro, &d.Status, routes.Found, obs.Owned, minRequeue(result, backoff), nil)
 	}
 	retry, err := r.applyRoutes(ctx, ro, d.Routes, routes.Found)
 	if retry > 0 {
 		result = minRequeue(result, retry)
+	}
+	if result, err = r.withHeaderRoutes(ctx, ro, &d.Status, routes.Found, obs.Owned, result, err); err != nil {
+		return result, err
 	}
 	if err == nil && retry == 0 && clockAhead {
 		// The status started the step's clock ahead of this patch; if the
@@ -256,6 +274,17 @@ func (r *ModelRolloutReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		}
 	}
 	return result, err
+}
+
+// withHeaderRoutes applies the header routes after the weights, and folds
+// its retry and error into the reconcile's.
+func (r *ModelRolloutReconciler) withHeaderRoutes(ctx context.Context, ro *rolloutsv1.ModelRollout, st *rolloutsv1.ModelRolloutStatus,
+	found []managedRoute, owned []*gatewayv1.HTTPRoute, result ctrl.Result, err error) (ctrl.Result, error) {
+	retry, herr := r.applyHeaderRoutes(ctx, ro, st, found, owned)
+	if retry > 0 {
+		result = minRequeue(result, retry)
+	}
+	return result, errors.Join(err, herr)
 }
 
 // startsClock says whether the decision starts a step's clock the status
@@ -502,6 +531,14 @@ func (r *ModelRolloutReconciler) SetupWithManager(ctx context.Context, mgr ctrl.
 	if err := idx.IndexField(ctx, &rolloutsv1.ModelRollout{}, indexGateTemplate, gateTemplateKeys); err != nil {
 		return fmt.Errorf("index ModelRollouts by gate template: %w", err)
 	}
+	if err := idx.IndexField(ctx, &gatewayv1.HTTPRoute{}, indexHeaderRouteOf, func(o client.Object) []string {
+		if owner := o.GetLabels()[rolloutsv1.LabelHeaderRouteOf]; owner != "" {
+			return []string{owner}
+		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("index HTTPRoutes by the rollout whose header route they are: %w", err)
+	}
 
 	workers := r.MaxConcurrentReconciles
 	if workers <= 0 {
@@ -521,7 +558,9 @@ func (r *ModelRolloutReconciler) SetupWithManager(ctx context.Context, mgr ctrl.
 			builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
 		// Annotations too: a rollout that waits on a rule another rollout
 		// owns starts when the owner releases it.
-		Watches(&gatewayv1.HTTPRoute{}, handler.EnqueueRequestsFromMapFunc(r.mapBy(mgr.GetClient(), indexRoute, func(o client.Object) string { return o.GetName() })),
+		// A header route maps to the rollout that owns it (its label), so
+		// that an edit or a deletion of it is corrected.
+		Watches(&gatewayv1.HTTPRoute{}, handler.EnqueueRequestsFromMapFunc(withHeaderRouteOwner(r.mapBy(mgr.GetClient(), indexRoute, func(o client.Object) string { return o.GetName() }))),
 			builder.WithPredicates(notInInitialList, predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
 		Watches(&corev1.Service{}, handler.EnqueueRequestsFromMapFunc(r.mapBy(mgr.GetClient(), indexBackend, func(o client.Object) string { return o.GetName() })),
 			builder.WithPredicates(notInInitialList, predicate.GenerationChangedPredicate{})).
@@ -537,6 +576,18 @@ func (r *ModelRolloutReconciler) SetupWithManager(ctx context.Context, mgr ctrl.
 		WithOptions(controller.Options{MaxConcurrentReconciles: workers, UsePriorityQueue: ptr.To(true)}).
 		Named("modelrollout").
 		Complete(r)
+}
+
+// withHeaderRouteOwner adds, for a header route, the rollout named in its
+// rollouts.modelrollout.io/header-route-of label.
+func withHeaderRouteOwner(next handler.MapFunc) handler.MapFunc {
+	return func(ctx context.Context, o client.Object) []reconcile.Request {
+		reqs := next(ctx, o)
+		if owner := o.GetLabels()[rolloutsv1.LabelHeaderRouteOf]; owner != "" {
+			reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: owner}})
+		}
+		return reqs
+	}
 }
 
 // notInInitialList drops the initial list of the watched routes, Services

@@ -9,6 +9,8 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+
 	rolloutsv1 "github.com/modelrollout/modelrollout/api/v1alpha1"
 )
 
@@ -101,6 +103,13 @@ type observation struct {
 	Contended *problem
 	// Requests holds the manual actions.
 	Requests requests
+	// Owned holds the HTTPRoutes this rollout created for header-routed
+	// steps (label rollouts.modelrollout.io/header-route-of), as cached.
+	Owned []*gatewayv1.HTTPRoute
+	// HeaderRoute is set when a header route cannot be written: its name
+	// is taken by a route the rollout does not own, the API server
+	// rejected it, or no managed match can take the step's match.
+	HeaderRoute *problem
 	// Hooks are the answers of webhook calls made since the last decision.
 	Hooks []hookResult
 	// Applying is set when the reconciler patches the routes to this
@@ -201,6 +210,7 @@ func plan(ro *rolloutsv1.ModelRollout, obs observation) decision {
 	p.st = &p.d.Status
 	p.st.ObservedGeneration = ro.Generation
 	p.run()
+	p.settleHeaderRoute()
 	p.d.Routes = intentOf(p.st)
 	p.setConditions()
 	clampStatus(p.st)
@@ -574,6 +584,10 @@ func (p *planner) blocked() *problem {
 		return p.obs.Conflict
 	case p.obs.Rejected != nil:
 		return p.obs.Rejected
+	case p.obs.HeaderRoute != nil && p.currentMatch() != nil:
+		// The step's match cannot be routed: like a rejected weight, it
+		// holds the step and counts toward the progress deadline.
+		return p.obs.HeaderRoute
 	case p.obs.Analysis != nil:
 		return p.obs.Analysis
 	case p.obs.Canary != nil:
@@ -633,7 +647,7 @@ func (p *planner) waitOrRollBack() bool {
 func (p *planner) rollBackUnavailableCanary() bool {
 	st := p.st
 	c := p.obs.Canary
-	if c == nil || st.CurrentStepIndex == nil || st.CanaryWeight == 0 {
+	if c == nil || st.CurrentStepIndex == nil || !canaryServes(st) {
 		st.CanaryUnavailableSince = nil
 		return false
 	}
@@ -707,7 +721,11 @@ func (p *planner) startStep(i int) {
 		st.StepHistory = st.StepHistory[len(st.StepHistory)-20:]
 	}
 	st.Message = fmt.Sprintf("Step %s: setting canary weight to %d%%", st.Step, step.Weight)
-	p.emit(false, "StepStarted", "Step %s: canary %s at %d%%", st.Step, p.ro.Spec.Canary.Name, step.Weight)
+	if step.Match != nil {
+		p.emit(false, "StepStarted", "Step %s: canary %s at %d%%, and every request with %s", st.Step, p.ro.Spec.Canary.Name, step.Weight, describeMatch(*step.Match))
+	} else {
+		p.emit(false, "StepStarted", "Step %s: canary %s at %d%%", st.Step, p.ro.Spec.Canary.Name, step.Weight)
+	}
 	if p.startClockOnceRoutesCarry() {
 		p.settleStep()
 	}
@@ -737,7 +755,7 @@ func (p *planner) settleStep() {
 // serves. It returns whether the clock runs.
 func (p *planner) startClockOnceRoutesCarry() bool {
 	st := p.st
-	carries := p.obs.carries(intentOf(st))
+	carries := p.obs.carries(intentOf(st)) && p.headerCarried()
 	if st.StepStartedAt != nil {
 		if carries || p.startedClock {
 			return true
@@ -750,7 +768,7 @@ func (p *planner) startClockOnceRoutesCarry() bool {
 	}
 	from := p.obs.Now
 	if !carries {
-		if !p.willCarry(intentOf(st)) {
+		if !p.willCarry(intentOf(st)) || !p.headerWillCarry() {
 			return false
 		}
 		// The route patch follows this status write: start the clock
@@ -844,6 +862,11 @@ func (p *planner) progress() {
 		return
 	}
 	if p.waitOrRollBack() {
+		if st.Phase != rolloutsv1.PhaseRolledBack && p.obs.HeaderRoute != nil && p.currentMatch() != nil {
+			// The step's header route is not in place: the step's
+			// pause is not being served.
+			st.StepStartedAt = nil
+		}
 		return
 	}
 
@@ -872,7 +895,7 @@ func (p *planner) progress() {
 			p.requeue(next)
 		}
 	}
-	if spec.Canary.KindOrDefault() == rolloutsv1.BackendKindInferencePool && st.CanaryWeight > 0 {
+	if spec.Canary.KindOrDefault() == rolloutsv1.BackendKindInferencePool && canaryServes(st) {
 		// No watch announces that a pool went away or was refused by a
 		// gateway: look again while the pool has traffic.
 		p.requeue(poolRecheck)
@@ -891,7 +914,7 @@ func (p *planner) progress() {
 			p.emit(false, "Paused", "Rollout paused at step %s", st.Step)
 		}
 		st.Phase = rolloutsv1.PhasePaused
-		st.Message = fmt.Sprintf("Paused at step %s (canary at %d%%)", st.Step, st.CanaryWeight)
+		st.Message = fmt.Sprintf("Paused at step %s (%s)", st.Step, p.canaryShare())
 		return
 	}
 
@@ -901,7 +924,7 @@ func (p *planner) progress() {
 			p.emit(false, "AwaitingPromote", "Step %s holds until promoted", st.Step)
 		}
 		st.Phase = rolloutsv1.PhasePaused
-		st.Message = fmt.Sprintf("Step %s: canary at %d%%, waiting for promote", st.Step, st.CanaryWeight)
+		st.Message = fmt.Sprintf("Step %s: %s, waiting for promote", st.Step, p.canaryShare())
 		return
 	}
 	if st.Phase == rolloutsv1.PhasePaused {
@@ -910,13 +933,13 @@ func (p *planner) progress() {
 	st.Phase = rolloutsv1.PhaseProgressing
 
 	if remaining := st.StepStartedAt.Add(pause).Sub(p.obs.Now); remaining > 0 && !st.Promoted {
-		st.Message = fmt.Sprintf("Step %s: canary at %d%%, next step at %s", st.Step, st.CanaryWeight, st.StepStartedAt.Add(pause).UTC().Format("15:04:05Z"))
+		st.Message = fmt.Sprintf("Step %s: %s, next step at %s", st.Step, p.canaryShare(), st.StepStartedAt.Add(pause).UTC().Format("15:04:05Z"))
 		p.requeue(remaining)
 		return
 	}
 
 	if hold := p.gatesHold(); hold != "" {
-		st.Message = fmt.Sprintf("Step %s: canary at %d%%, %s", st.Step, st.CanaryWeight, hold)
+		st.Message = fmt.Sprintf("Step %s: %s, %s", st.Step, p.canaryShare(), hold)
 		return
 	}
 
@@ -1025,7 +1048,7 @@ func gatesDue(ro *rolloutsv1.ModelRollout, now time.Time) bool {
 	// A step whose clock has not started is written in status but not yet
 	// carried by the routes: whatever the canary served so far was not
 	// this step's traffic (at the first step, not this rollout's at all).
-	if st.CurrentStepIndex == nil || st.CanaryWeight == 0 || st.StepStartedAt == nil {
+	if st.CurrentStepIndex == nil || !canaryServes(st) || st.StepStartedAt == nil {
 		return false
 	}
 	if !slices.ContainsFunc(ro.Spec.Analysis.Gates, rolloutsv1.Gate.RunsAtSteps) {
@@ -1125,12 +1148,13 @@ func (p *planner) setConditions() {
 	}
 
 	if st.Phase == rolloutsv1.PhaseIdle {
-		for _, t := range []string{rolloutsv1.ConditionRoutesResolved, rolloutsv1.ConditionRoutesApplied, rolloutsv1.ConditionCanaryAvailable, rolloutsv1.ConditionGatesPassing} {
+		for _, t := range []string{rolloutsv1.ConditionRoutesResolved, rolloutsv1.ConditionRoutesApplied, rolloutsv1.ConditionCanaryAvailable, rolloutsv1.ConditionGatesPassing, rolloutsv1.ConditionHeaderRouted} {
 			meta.RemoveStatusCondition(&st.Conditions, t)
 		}
 		return
 	}
 	p.setRoutesAppliedCondition(set)
+	p.setHeaderRouteCondition(set)
 	if r := p.obs.Routes; r != nil {
 		set(rolloutsv1.ConditionRoutesResolved, metav1.ConditionFalse, r.Reason, r.Message)
 	} else {
@@ -1198,5 +1222,99 @@ func (p *planner) setGatesCondition(set func(string, metav1.ConditionStatus, str
 		set(rolloutsv1.ConditionGatesPassing, metav1.ConditionTrue, rolloutsv1.ReasonGatesPassed, "The latest evaluation of every gate passed")
 	case meta.FindStatusCondition(st.Conditions, rolloutsv1.ConditionGatesPassing) == nil:
 		set(rolloutsv1.ConditionGatesPassing, metav1.ConditionUnknown, rolloutsv1.ReasonAwaitingEvaluation, "Gates are evaluated once the canary has traffic")
+	}
+}
+
+// currentMatch is the match of the step in force, if any.
+func (p *planner) currentMatch() *rolloutsv1.StepMatch {
+	st := p.st
+	if st.CurrentStepIndex == nil || len(p.steps) == 0 {
+		return nil
+	}
+	i := min(int(*st.CurrentStepIndex), len(p.steps)-1)
+	return p.steps[i].Match
+}
+
+// canaryShare describes what reaches the canary in the current step, e.g.
+// "canary at 0% and every request with header x-ab-test-group=canary".
+func (p *planner) canaryShare() string {
+	share := fmt.Sprintf("canary at %d%%", p.st.CanaryWeight)
+	if m := p.currentMatch(); m != nil {
+		share += " and every request with " + describeMatch(*m)
+	}
+	return share
+}
+
+// canaryServes says whether the canary receives traffic: a weight, or a
+// header route of the current step.
+func canaryServes(st *rolloutsv1.ModelRolloutStatus) bool {
+	return st.CanaryWeight > 0 || st.HeaderRoute != nil
+}
+
+// settleHeaderRoute sets status.headerRoute from the decision: the current
+// step's match while the step runs (Progressing, Paused, or Waiting with a
+// step in force), nothing otherwise, so that the owned routes go away when a
+// step without a match starts, on rollback, on success and when the canary
+// is removed. The routes are derived from it (desiredHeaderRoutes), never
+// from memory.
+func (p *planner) settleHeaderRoute() {
+	st := p.st
+	before := st.HeaderRoute
+	st.HeaderRoute = nil
+	switch st.Phase {
+	case rolloutsv1.PhaseWaiting, rolloutsv1.PhaseProgressing, rolloutsv1.PhasePaused:
+		if m := p.currentMatch(); m != nil && st.Canary != nil && st.Revision != "" && st.Revision == p.ro.Spec.Revision() {
+			st.HeaderRoute = &rolloutsv1.HeaderRouteStatus{Routes: headerRouteNames(p.ro), Match: *m.DeepCopy()}
+		}
+	}
+	switch {
+	case before != nil && st.HeaderRoute == nil:
+		p.emit(false, "HeaderRouteRemoved", "Requests with %s no longer go to the canary by match: HTTPRoute %s removed", describeMatch(before.Match), strings.Join(before.Routes, ", "))
+	case before != nil && describeMatch(before.Match) != describeMatch(st.HeaderRoute.Match):
+		p.emit(false, "HeaderRouteChanged", "Requests with %s go to the canary (was %s)", describeMatch(st.HeaderRoute.Match), describeMatch(before.Match))
+	}
+}
+
+// headerCarried says whether the owned header routes of the current step
+// exist (or none is needed). Their content is kept right by the reconciler
+// (applyHeaderRoutes); the step's clock only needs them to exist.
+func (p *planner) headerCarried() bool {
+	if p.currentMatch() == nil {
+		return true
+	}
+	if p.obs.HeaderRoute != nil {
+		return false
+	}
+	for _, m := range p.obs.Found {
+		name := headerRouteName(p.ro.Name, m.Route.Name)
+		if !slices.ContainsFunc(p.obs.Owned, func(r *gatewayv1.HTTPRoute) bool { return r.Name == name }) {
+			return false
+		}
+	}
+	return true
+}
+
+// headerWillCarry says whether the header routes exist, or will once the
+// writes that follow this decision's status write land.
+func (p *planner) headerWillCarry() bool {
+	return p.headerCarried() || (p.obs.Applying && p.obs.Conflict == nil && p.obs.HeaderRoute == nil)
+}
+
+// setHeaderRouteCondition says whether the header routes of a
+// header-routed step are in place; absent when the step has no match.
+func (p *planner) setHeaderRouteCondition(set func(string, metav1.ConditionStatus, string, string)) {
+	st := p.st
+	hr := st.HeaderRoute
+	switch {
+	case hr == nil:
+		meta.RemoveStatusCondition(&st.Conditions, rolloutsv1.ConditionHeaderRouted)
+	case p.obs.HeaderRoute != nil:
+		set(rolloutsv1.ConditionHeaderRouted, metav1.ConditionFalse, p.obs.HeaderRoute.Reason, p.obs.HeaderRoute.Message)
+	case p.headerWillCarry():
+		set(rolloutsv1.ConditionHeaderRouted, metav1.ConditionTrue, rolloutsv1.ReasonApplied,
+			fmt.Sprintf("HTTPRoute %s sends every request with %s to the canary", strings.Join(hr.Routes, ", "), describeMatch(hr.Match)))
+	default:
+		set(rolloutsv1.ConditionHeaderRouted, metav1.ConditionFalse, rolloutsv1.ReasonPending,
+			fmt.Sprintf("Writing HTTPRoute %s for requests with %s", strings.Join(hr.Routes, ", "), describeMatch(hr.Match)))
 	}
 }

@@ -64,7 +64,7 @@ func (p *planner) capacityHold(w int32) bool {
 	deadline := p.progressDeadline()
 	if waited >= deadline {
 		msg = fmt.Sprintf("%s for %s, past the progress deadline of %s", msg, waited.Round(time.Second), deadline)
-		if st.CurrentStepIndex != nil && st.CanaryWeight > 0 {
+		if st.CurrentStepIndex != nil && canaryServes(st) {
 			st.Capacity = nil
 			p.rollback(rolloutsv1.ReasonProgressDeadlineExceeded, capitalize(msg))
 			return true

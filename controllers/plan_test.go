@@ -878,3 +878,228 @@ func expect[T comparable](t *testing.T, got, want T) {
 		t.Fatalf("got %v, want %v", got, want)
 	}
 }
+
+// headerRollout is a rollout whose first step is a dark launch: weight 0,
+// and every request with x-ab-test-group: canary to the canary.
+func headerRollout() *rolloutsv1.ModelRollout {
+	ro := testRollout()
+	ro.Spec.Steps = []rolloutsv1.Step{
+		{Weight: 0, Pause: dur("10m"), Match: &rolloutsv1.StepMatch{Headers: []gatewayv1.HTTPHeaderMatch{{Name: "x-ab-test-group", Value: "canary"}}}},
+		{Weight: 10, Pause: dur("30m")},
+		{Weight: 100, Pause: dur("1h")},
+	}
+	return ro
+}
+
+// withHeaderRoute gives a status at a match step its header route.
+func withHeaderRoute(ro *rolloutsv1.ModelRollout) *rolloutsv1.ModelRollout {
+	ro.Status.HeaderRoute = &rolloutsv1.HeaderRouteStatus{Routes: headerRouteNames(ro), Match: *ro.Spec.Steps[*ro.Status.CurrentStepIndex].Match.DeepCopy()}
+	return ro
+}
+
+// ownedAt is the header route of route-i (see routesAt), as cached.
+func ownedAt(i int) []*gatewayv1.HTTPRoute {
+	r := &gatewayv1.HTTPRoute{}
+	r.Name = headerRouteName("gpt4", fmt.Sprintf("route-%d", i))
+	r.Namespace = "ai"
+	return []*gatewayv1.HTTPRoute{r}
+}
+
+func TestPlanHeaderRoutedSteps(t *testing.T) {
+	tests := []struct {
+		name  string
+		ro    *rolloutsv1.ModelRollout
+		obs   observation
+		check func(t *testing.T, d decision)
+	}{
+		{
+			name: "a dark-launch step starts: weight 0 in the user's route, the header route in status",
+			ro:   headerRollout(),
+			obs:  observation{Found: routesAt(0), Applying: true},
+			check: func(t *testing.T, d decision) {
+				st := d.Status
+				expect(t, st.Phase, rolloutsv1.PhaseProgressing)
+				expect(t, *st.CurrentStepIndex, int32(0))
+				expect(t, st.CanaryWeight, int32(0))
+				expect(t, d.Routes.Canary != nil && d.Routes.CanaryWeight == 0, true)
+				expect(t, st.HeaderRoute != nil, true)
+				expect(t, strings.Join(st.HeaderRoute.Routes, ","), "model-header-routing-gpt4-match")
+				expect(t, describeMatch(st.HeaderRoute.Match), "header x-ab-test-group=canary")
+				expect(t, d.Events[0].Reason, "StepStarted")
+				expect(t, strings.HasPrefix(d.Events[0].Message, "Step 1/3: canary vllm-gpt4-v2 at 0%, and every request with header x-ab-test-group=canary"), true)
+				// The route patch and the header route follow this status
+				// write: the clock starts once they have landed.
+				expect(t, st.StepStartedAt.Time, t0.Add(time.Second))
+				expect(t, condStatus(st, "HeaderRouted"), "True/Applied")
+				expect(t, st.Message, "Step 1/3: canary at 0% and every request with header x-ab-test-group=canary, next step at 12:10:01Z")
+			},
+		},
+		{
+			name: "the clock of a match step waits for the header route when nothing is being written",
+			ro:   headerRollout(),
+			obs:  observation{Found: routesAt(0)},
+			check: func(t *testing.T, d decision) {
+				expect(t, d.Status.HeaderRoute != nil, true)
+				expect(t, d.Status.StepStartedAt == nil, true)
+				expect(t, condStatus(d.Status, "HeaderRouted"), "False/Pending")
+			},
+		},
+		{
+			name: "a header route whose name is taken holds the step's clock with a condition",
+			ro:   headerRollout(),
+			obs: observation{Found: routesAt(0), Applying: true, HeaderRoute: &problem{Reason: rolloutsv1.ReasonHeaderRouteConflict,
+				Message: "HTTPRoute route-0-gpt4-match exists and is not this rollout's header route"}},
+			check: func(t *testing.T, d decision) {
+				expect(t, d.Status.StepStartedAt == nil, true)
+				expect(t, condStatus(d.Status, "HeaderRouted"), "False/HeaderRouteConflict")
+			},
+		},
+		{
+			name: "a header route that cannot be written holds a running match step, and rolls it back past the progress deadline",
+			ro: func() *rolloutsv1.ModelRollout {
+				ro := withHeaderRoute(atStep(headerRollout(), 0, 0))
+				ro.Status.StepStartedAt = nil
+				ro.Status.WaitingSince = mt(t0.Add(-11 * time.Minute))
+				return ro
+			}(),
+			obs: observation{Found: routesAt(0), Applying: true, HeaderRoute: &problem{Reason: rolloutsv1.ReasonHeaderRouteConflict,
+				Message: "HTTPRoute route-0-gpt4-match exists and is not this rollout's header route"}},
+			check: func(t *testing.T, d decision) {
+				expect(t, d.Status.Phase, rolloutsv1.PhaseRolledBack)
+				expect(t, d.Status.Rollback.Reason, rolloutsv1.ReasonProgressDeadlineExceeded)
+				expect(t, strings.Contains(d.Status.Rollback.Message, "is not this rollout's header route"), true)
+				expect(t, d.Status.HeaderRoute == nil, true)
+			},
+		},
+		{
+			name: "a header route that can no longer be written stops the step's clock and waits",
+			ro:   withHeaderRoute(atStep(headerRollout(), 0, 5*time.Minute)),
+			obs: observation{Found: routesAt(0), Applying: true, HeaderRoute: &problem{Reason: rolloutsv1.ReasonPatchRejected,
+				Message: "the API server rejected the header route: denied"}},
+			check: func(t *testing.T, d decision) {
+				expect(t, d.Status.Phase, rolloutsv1.PhaseProgressing)
+				expect(t, d.Status.StepStartedAt == nil, true)
+				expect(t, d.Status.WaitingSince.Time, t0)
+				expect(t, d.Status.Message, "the API server rejected the header route: denied")
+				expect(t, condStatus(d.Status, "HeaderRouted"), "False/PatchRejected")
+			},
+		},
+		{
+			name: "a header route problem left from a match step does not hold a step without a match",
+			ro:   atStep(headerRollout(), 1, time.Minute),
+			obs: observation{Found: routesAt(10), Applying: true, HeaderRoute: &problem{Reason: rolloutsv1.ReasonHeaderRouteConflict,
+				Message: "HTTPRoute route-0-gpt4-match exists and is not this rollout's header route"}},
+			check: func(t *testing.T, d decision) {
+				expect(t, d.Status.Phase, rolloutsv1.PhaseProgressing)
+				expect(t, d.Status.WaitingSince == nil, true)
+				expect(t, condStatus(d.Status, "HeaderRouted"), "absent")
+			},
+		},
+		{
+			name: "a running match step with its header route in place bakes",
+			ro:   withHeaderRoute(atStep(headerRollout(), 0, 5*time.Minute)),
+			obs:  observation{Found: routesAt(0), Owned: ownedAt(0), Applying: true},
+			check: func(t *testing.T, d decision) {
+				st := d.Status
+				expect(t, *st.CurrentStepIndex, int32(0))
+				expect(t, st.StepStartedAt.Time, t0.Add(-5*time.Minute))
+				expect(t, st.HeaderRoute != nil, true)
+				expect(t, d.RequeueAfter, 5*time.Minute)
+				expect(t, len(d.Events), 0)
+				expect(t, condStatus(st, "HeaderRouted"), "True/Applied")
+			},
+		},
+		{
+			name: "a header route deleted by hand mid-step restarts the step's pause once it is back",
+			ro:   withHeaderRoute(atStep(headerRollout(), 0, 5*time.Minute)),
+			obs:  observation{Found: routesAt(0)},
+			check: func(t *testing.T, d decision) {
+				expect(t, d.Status.HeaderRoute != nil, true) // still wanted: the reconciler recreates it
+				expect(t, d.Status.StepStartedAt == nil, true)
+			},
+		},
+		{
+			name: "the next step without a match ends the header route",
+			ro:   withHeaderRoute(atStep(headerRollout(), 0, 11*time.Minute)),
+			obs:  observation{Found: routesAt(0), Owned: ownedAt(0), Applying: true},
+			check: func(t *testing.T, d decision) {
+				st := d.Status
+				expect(t, *st.CurrentStepIndex, int32(1))
+				expect(t, st.CanaryWeight, int32(10))
+				expect(t, st.HeaderRoute == nil, true)
+				expect(t, hasEvent(d, "HeaderRouteRemoved"), true)
+				expect(t, condStatus(st, "HeaderRouted"), "absent")
+				want, _ := desiredHeaderRoutes(headerRollout(), &st, routesAt(0))
+				expect(t, len(want), 0)
+			},
+		},
+		{
+			name: "an abort with a header route present ends it with the rollback",
+			ro:   withHeaderRoute(atStep(headerRollout(), 0, time.Minute)),
+			obs:  observation{Found: routesAt(0), Owned: ownedAt(0), Requests: requests{Abort: "now"}},
+			check: func(t *testing.T, d decision) {
+				st := d.Status
+				expect(t, st.Phase, rolloutsv1.PhaseRolledBack)
+				expect(t, st.HeaderRoute == nil, true)
+				expect(t, hasEvent(d, "HeaderRouteRemoved"), true)
+				expect(t, condStatus(st, "HeaderRouted"), "absent")
+			},
+		},
+		{
+			name: "a gate failure at a dark-launch step rolls back and ends the header route",
+			ro: func() *rolloutsv1.ModelRollout {
+				return withGates(withHeaderRoute(atStep(headerRollout(), 0, 2*time.Minute)))
+			}(),
+			obs: observation{Found: routesAt(0), Owned: ownedAt(0), Gates: &gateRound{
+				Gates:    []rolloutsv1.GateStatus{{Name: "errors", Verdict: rolloutsv1.VerdictFail, LastEvaluatedAt: mt(t0)}},
+				Rollback: &problem{Reason: rolloutsv1.ReasonGateFailed, Message: `gate "errors" failed`},
+			}},
+			check: func(t *testing.T, d decision) {
+				expect(t, d.Status.Phase, rolloutsv1.PhaseRolledBack)
+				expect(t, d.Status.HeaderRoute == nil, true)
+			},
+		},
+		{
+			name: "removing the canary during a match step ends the header route",
+			ro: func() *rolloutsv1.ModelRollout {
+				ro := withHeaderRoute(atStep(headerRollout(), 0, time.Minute))
+				ro.Status.Stable = ro.Spec.Stable.DeepCopy()
+				ro.Spec.Canary = nil
+				return ro
+			}(),
+			obs: observation{Found: routesAt(0), Owned: ownedAt(0)},
+			check: func(t *testing.T, d decision) {
+				expect(t, d.Status.HeaderRoute == nil, true)
+			},
+		},
+		{
+			name: "a match on the last step ends with success",
+			ro: func() *rolloutsv1.ModelRollout {
+				ro := headerRollout()
+				ro.Spec.Steps[2].Match = ro.Spec.Steps[0].Match.DeepCopy()
+				return withHeaderRoute(atStep(ro, 2, 2*time.Hour))
+			}(),
+			obs: observation{Found: routesAt(100), Owned: ownedAt(0), Applying: true},
+			check: func(t *testing.T, d decision) {
+				expect(t, d.Status.Phase, rolloutsv1.PhaseSucceeded)
+				expect(t, d.Status.HeaderRoute == nil, true)
+			},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.obs.Now.IsZero() {
+				tc.obs.Now = t0
+			}
+			d := plan(tc.ro, tc.obs)
+			tc.check(t, d)
+		})
+	}
+}
+
+func TestGatesDueAtADarkLaunchStep(t *testing.T) {
+	ro := withGates(withHeaderRoute(atStep(headerRollout(), 0, 5*time.Minute)))
+	expect(t, gatesDue(ro, t0), true)
+	ro.Status.HeaderRoute = nil
+	expect(t, gatesDue(ro, t0), false) // weight 0 and no header route: nothing to judge
+}

@@ -327,3 +327,91 @@ func applyOps(t *testing.T, doc []byte, ops []patchOp) []byte {
 	}
 	return out
 }
+
+func TestHeaderRouteFor(t *testing.T) {
+	user, _ := loadRoute(t, "header-routing.yaml")
+	user.Spec.Hostnames = []gatewayv1.Hostname{"llm.example.com"}
+	user.Labels["app.kubernetes.io/instance"] = "ai-gateway" // Argo CD's tracking label
+	user.Annotations["argocd.argoproj.io/tracking-id"] = "ai:gateway.networking.k8s.io/HTTPRoute:ai/model-header-routing"
+	// A filter on the gpt4 rule, and a rule without matches that also
+	// references the stable backend.
+	user.Spec.Rules[0].Filters = []gatewayv1.HTTPRouteFilter{{Type: gatewayv1.HTTPRouteFilterRequestHeaderModifier,
+		RequestHeaderModifier: &gatewayv1.HTTPHeaderFilter{Set: []gatewayv1.HTTPHeader{{Name: "x-served-by", Value: "gateway"}}}}}
+	user.Spec.Rules[3].Matches = nil
+	ro := testRollout()
+	ro.UID = "uid-1"
+	hr := &rolloutsv1.HeaderRouteStatus{Match: rolloutsv1.StepMatch{
+		Headers:     []gatewayv1.HTTPHeaderMatch{{Name: "x-ab-test-group", Value: "canary"}},
+		QueryParams: []gatewayv1.HTTPQueryParamMatch{{Name: "variant", Value: "b"}},
+	}}
+	got, skipped := headerRouteFor(ro, hr, canaryRef, managedRoute{Route: user, Rules: []int{0, 3}})
+	if got == nil || len(skipped) != 0 {
+		t.Fatalf("got %v, skipped %v", got, skipped)
+	}
+	expect(t, got.Name, "model-header-routing-gpt4-match")
+	expect(t, got.Namespace, "ai")
+	expect(t, len(got.Labels), 2)
+	expect(t, got.Labels[rolloutsv1.LabelHeaderRouteOf], "gpt4")
+	expect(t, len(got.Annotations), 0)
+	expect(t, len(got.OwnerReferences), 1)
+	or := got.OwnerReferences[0]
+	expect(t, or.Kind+"/"+or.Name+"/"+string(or.UID), "ModelRollout/gpt4/uid-1")
+	expect(t, *or.Controller, true)
+	if !reflect.DeepEqual(got.Spec.ParentRefs, user.Spec.ParentRefs) || !reflect.DeepEqual(got.Spec.Hostnames, user.Spec.Hostnames) {
+		t.Fatalf("parentRefs %v hostnames %v", got.Spec.ParentRefs, got.Spec.Hostnames)
+	}
+	expect(t, len(got.Spec.Rules), 2)
+	gpt4 := got.Spec.Rules[0]
+	expect(t, string(*gpt4.Name), "gpt4")
+	if !reflect.DeepEqual(gpt4.Timeouts, user.Spec.Rules[0].Timeouts) || !reflect.DeepEqual(gpt4.Filters, user.Spec.Rules[0].Filters) {
+		t.Fatalf("timeouts %v filters %v", gpt4.Timeouts, gpt4.Filters)
+	}
+	expect(t, len(gpt4.Matches), 1)
+	m := gpt4.Matches[0]
+	expect(t, *m.Path.Value, "/v1/chat/completions")
+	expect(t, len(m.Headers), 2)
+	expect(t, string(m.Headers[0].Name)+"="+m.Headers[0].Value, "x-model-id=gpt-4")
+	expect(t, string(m.Headers[1].Name)+"="+m.Headers[1].Value, "x-ab-test-group=canary")
+	expect(t, *m.Headers[1].Type, gatewayv1.HeaderMatchExact)
+	expect(t, len(m.QueryParams), 1)
+	expect(t, *m.QueryParams[0].Type, gatewayv1.QueryParamMatchExact)
+	expect(t, len(gpt4.BackendRefs), 1)
+	b := gpt4.BackendRefs[0]
+	expect(t, string(b.Name), "vllm-gpt4-v2")
+	expect(t, int32(*b.Port), int32(8000))
+	expect(t, *b.Weight, int32(1))
+	expect(t, string(*b.Kind), "Service")
+	// A rule without matches matches every path: the header route's rule
+	// is PathPrefix "/" with the step's match.
+	health := got.Spec.Rules[1]
+	expect(t, *health.Matches[0].Path.Value, "/")
+	expect(t, len(health.Matches[0].Headers), 1)
+	// The user's route is not changed.
+	expect(t, len(user.Spec.Rules[0].Matches[0].Headers), 1)
+	expect(t, len(user.Spec.Rules[0].BackendRefs), 1)
+}
+
+func TestHeaderRouteForLeavesOutMatchesThatTestTheSameHeader(t *testing.T) {
+	user, _ := loadRoute(t, "header-routing.yaml")
+	ro := testRollout()
+	// The gpt4 rule tests x-model-id: a step matching on X-Model-Id (names
+	// are case-insensitive) cannot narrow it.
+	hr := &rolloutsv1.HeaderRouteStatus{Match: rolloutsv1.StepMatch{Headers: []gatewayv1.HTTPHeaderMatch{{Name: "X-Model-Id", Value: "gpt-4-canary"}}}}
+	got, skipped := headerRouteFor(ro, hr, canaryRef, managedRoute{Route: user, Rules: []int{0}})
+	if got != nil {
+		t.Fatalf("got a route %v", got.Spec)
+	}
+	expect(t, strings.Join(skipped, ";"), `rule "gpt4" match 0 of HTTPRoute model-header-routing`)
+	ro.Status.HeaderRoute = hr
+	ro.Status.Canary = canaryRef.DeepCopy()
+	want, p := desiredHeaderRoutes(ro, &ro.Status, []managedRoute{{Route: user, Rules: []int{0}}})
+	expect(t, len(want), 0)
+	expect(t, p.Reason, rolloutsv1.ReasonNoMatchForHeaderRoute)
+}
+
+func TestHeaderRouteName(t *testing.T) {
+	expect(t, headerRouteName("gpt4", "model-header-routing"), "model-header-routing-gpt4-match")
+	long := headerRouteName(strings.Repeat("a", 200), strings.Repeat("b", 200))
+	expect(t, len(long) <= 253, true)
+	expect(t, long != headerRouteName(strings.Repeat("a", 200), strings.Repeat("b", 199)+"c"), true)
+}

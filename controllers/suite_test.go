@@ -112,6 +112,10 @@ var _ = BeforeSuite(func() {
 		CRDDirectoryPaths:     []string{filepath.Join("..", "config", "crd", "bases"), gw, pools},
 		ErrorIfCRDPathMissing: true,
 	}
+	// Every spec creates its Services in a namespace of its own and none is
+	// deleted: the crash-injection table alone creates 19 per transition.
+	// envtest's default range (a /24) runs out before the suite ends.
+	testEnv.ControlPlane.GetAPIServer().Configure().Set("service-cluster-ip-range", "10.96.0.0/16")
 	cfg, err = testEnv.Start()
 	Expect(err).NotTo(HaveOccurred())
 	k8sClient, err = client.New(cfg, client.Options{Scheme: scheme})

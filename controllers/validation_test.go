@@ -104,9 +104,24 @@ var _ = Describe("Admission validation (CEL and schema)", func() {
 		Entry("last weight not 100", func(s map[string]any) {
 			s["steps"] = []any{map[string]any{"weight": 10}, map[string]any{"weight": 50}}
 		}, "the last step must have weight 100"),
-		Entry("weight 0", func(s map[string]any) {
+		Entry("weight 0 without a match", func(s map[string]any) {
 			s["steps"] = []any{map[string]any{"weight": 0}, map[string]any{"weight": 100}}
-		}, "should be greater than or equal to 1"),
+		}, "weight 0 is allowed only on a step with a match"),
+		Entry("step without weight or match", func(s map[string]any) {
+			s["steps"] = []any{map[string]any{"pause": "1m"}, map[string]any{"weight": 100}}
+		}, "weight 0 is allowed only on a step with a match"),
+		Entry("negative weight", func(s map[string]any) {
+			s["steps"] = []any{map[string]any{"weight": -1}, map[string]any{"weight": 100}}
+		}, "should be greater than or equal to 0"),
+		Entry("empty match", func(s map[string]any) {
+			s["steps"] = []any{map[string]any{"weight": 0, "match": map[string]any{}}, map[string]any{"weight": 100}}
+		}, "match needs at least one header or query parameter"),
+		Entry("match header without value", func(s map[string]any) {
+			s["steps"] = []any{map[string]any{"weight": 0, "match": map[string]any{"headers": []any{map[string]any{"name": "x-ab-test-group"}}}}, map[string]any{"weight": 100}}
+		}, "spec.steps[0].match.headers[0].value: Required value"),
+		Entry("match header with a bad name", func(s map[string]any) {
+			s["steps"] = []any{map[string]any{"weight": 0, "match": map[string]any{"headers": []any{map[string]any{"name": "x ab", "value": "canary"}}}}, map[string]any{"weight": 100}}
+		}, "spec.steps[0].match.headers[0].name"),
 		Entry("weight over 100", func(s map[string]any) {
 			s["steps"] = []any{map[string]any{"weight": 10}, map[string]any{"weight": 150}}
 		}, "should be less than or equal to 100"),
@@ -267,6 +282,22 @@ var _ = Describe("Admission validation (CEL and schema)", func() {
 		Expect(ro.Spec.DeletionPolicy).To(Equal(rolloutsv1.DeletionReturnToStable))
 		Expect(*ro.Spec.CanaryUnavailableGrace).To(BeEquivalentTo("30s"))
 		Expect(ro.Spec.AllowStableSwing).To(BeFalse())
+	})
+
+	It("accepts a dark-launch step: weight 0 with a match, defaulting the match type", func() {
+		u := rolloutFrom(func(s map[string]any) {
+			s["steps"] = []any{
+				map[string]any{"match": map[string]any{"headers": []any{map[string]any{"name": "x-ab-test-group", "value": "canary"}}}, "pause": "1m"},
+				map[string]any{"weight": 10, "match": map[string]any{"queryParams": []any{map[string]any{"name": "ab", "value": "canary"}}}},
+				map[string]any{"weight": 100},
+			}
+		})
+		u.SetNamespace(ns)
+		Expect(k8sClient.Create(suiteCtx, u)).To(Succeed())
+		steps := getRollout(ns, "cel").Spec.Steps
+		Expect(steps[0].Weight).To(BeEquivalentTo(0))
+		Expect(steps[0].Match.Headers[0].Type).To(HaveValue(BeEquivalentTo("Exact")))
+		Expect(steps[1].Match.QueryParams[0].Value).To(Equal("canary"))
 	})
 
 	It("accepts a web gate and fills in its defaults", func() {

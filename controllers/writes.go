@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/log"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	rolloutsv1 "github.com/modelrollout/modelrollout/api/v1alpha1"
 )
@@ -46,6 +48,89 @@ type writeState struct {
 	// write: deciding from it would redo the decision, and its write would
 	// only meet a conflict.
 	statusFrom map[types.NamespacedName]string
+	// header holds, per rollout, why its header routes could not be
+	// written last time, and how many times in a row.
+	header map[types.NamespacedName]*rejection
+	// headerWritten is, per rollout, the generation of each header route
+	// after this process created or restored it, and when. A cache that
+	// lacks it, or holds an older generation, predates the write.
+	headerWritten map[types.NamespacedName]map[string]headerWrite
+}
+
+type headerWrite struct {
+	generation int64
+	at         time.Time
+}
+
+// headerLagMax bounds how long a reconcile waits for the cache to show a
+// header route this process wrote: one deleted by someone else right after
+// the write never shows up.
+const headerLagMax = 10 * time.Second
+
+// wroteHeader records the generation a header route write produced.
+func (w *writeState) wroteHeader(key types.NamespacedName, name string, generation int64, now time.Time) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.headerWritten == nil {
+		w.headerWritten = map[types.NamespacedName]map[string]headerWrite{}
+	}
+	if w.headerWritten[key] == nil {
+		w.headerWritten[key] = map[string]headerWrite{}
+	}
+	w.headerWritten[key][name] = headerWrite{generation: generation, at: now}
+}
+
+// headerStale says whether the cached header routes predate this process's
+// last write of one of them. Entries the cache has caught up with, or older
+// than headerLagMax, are forgotten.
+func (w *writeState) headerStale(key types.NamespacedName, owned []*gatewayv1.HTTPRoute, now time.Time) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	stale := false
+	for name, hw := range w.headerWritten[key] {
+		i := slices.IndexFunc(owned, func(o *gatewayv1.HTTPRoute) bool { return o.Name == name })
+		switch {
+		case now.Sub(hw.at) > headerLagMax, i >= 0 && owned[i].Generation >= hw.generation:
+			delete(w.headerWritten[key], name)
+		default:
+			stale = true
+		}
+	}
+	return stale
+}
+
+// setHeaderProblem records the outcome of writing a rollout's header routes:
+// a problem, kept for the next decision, and when to try again (with
+// backoff); or nil, which forgets a past problem.
+func (w *writeState) setHeaderProblem(key types.NamespacedName, p *problem) time.Duration {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if p == nil {
+		delete(w.header, key)
+		return 0
+	}
+	if w.header == nil {
+		w.header = map[types.NamespacedName]*rejection{}
+	}
+	r := w.header[key]
+	if r == nil {
+		r = &rejection{}
+		w.header[key] = r
+	}
+	r.reason, r.message = p.Reason, p.Message
+	r.attempts++
+	return backoffDelay(r.attempts, rejectRetryMin, rejectRetryMax)
+}
+
+// headerProblem is the problem of the last write of a rollout's header
+// routes, if any.
+func (w *writeState) headerProblem(key types.NamespacedName) *problem {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if r := w.header[key]; r != nil {
+		return &problem{Reason: r.reason, Message: r.message}
+	}
+	return nil
 }
 
 // wroteStatus records that a status write replaced resourceVersion from
@@ -100,6 +185,7 @@ func (w *writeState) stale(route types.UID, generation int64) bool {
 }
 
 type rejection struct {
+	reason   string
 	message  string
 	attempts int
 }
@@ -164,6 +250,8 @@ func (w *writeState) forget(key types.NamespacedName) {
 	delete(w.rejected, key)
 	delete(w.fights, key)
 	delete(w.statusFrom, key)
+	delete(w.header, key)
+	delete(w.headerWritten, key)
 }
 
 // inFight says whether a drift episode is open.

@@ -27,6 +27,14 @@ const (
 	// another field manager keeps changing the weights back (Contended), or
 	// when another rollout manages a rule (RouteConflict).
 	ConditionRoutesApplied = "RoutesApplied"
+	// ConditionHeaderRouted is present while the current step has a match:
+	// True when the HTTPRoutes the rollout owns for it (status.headerRoute)
+	// are in place; False while they are being written (Pending), when a
+	// route of that name exists that the rollout does not own
+	// (HeaderRouteConflict), when the API server rejects one
+	// (PatchRejected), or when no managed match can take the step's match
+	// (NoMatchForHeaderRoute).
+	ConditionHeaderRouted = "HeaderRouted"
 	// ConditionGatesPassing is True when the latest evaluation of every gate
 	// passed; False with the failing or holding gate named otherwise.
 	ConditionGatesPassing = "GatesPassing"
@@ -79,6 +87,13 @@ const (
 	ReasonCanaryHoldsAllTraffic = "CanaryHoldsAllTraffic"
 	// ReasonRetiring: a removed canary's traffic is being returned to stable.
 	ReasonRetiring = "Retiring"
+	// ReasonHeaderRouteConflict: the name of a header route is taken by an
+	// HTTPRoute the rollout does not own; it is left alone.
+	ReasonHeaderRouteConflict = "HeaderRouteConflict"
+	// ReasonNoMatchForHeaderRoute: every match of a managed rule already
+	// tests a header or query parameter of the step's match, so none can
+	// take it; those requests stay on the weights.
+	ReasonNoMatchForHeaderRoute = "NoMatchForHeaderRoute"
 	// ReasonResolved: all routes and rules resolved.
 	ReasonResolved = "Resolved"
 	// ReasonBackendNotFound: the canary Service or InferencePool does not exist.

@@ -2,6 +2,7 @@ package v1alpha1
 
 import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 )
 
 // Defaulting strategy: scalar and list defaults are declared in the CRD with
@@ -167,6 +168,13 @@ const AnnotationRuleOwners = "rollouts.modelrollout.io/rule-owners"
 // from the rollout's current decision means its write has not landed yet.
 const AnnotationAppliedWeights = "rollouts.modelrollout.io/applied-weights"
 
+// LabelHeaderRouteOf, on an HTTPRoute the rollout created for a
+// header-routed step, names the rollout. The route also has an
+// ownerReference (controller) to the rollout, so that it is garbage
+// collected with it and tools such as Argo CD show it as its child. It has
+// no other label of the user's route: see config/argocd.
+const LabelHeaderRouteOf = "rollouts.modelrollout.io/header-route-of"
+
 // RouteTarget names one HTTPRoute and, optionally, the rules of it to manage.
 type RouteTarget struct {
 	// name of the HTTPRoute, in the rollout's namespace.
@@ -250,12 +258,16 @@ type BackendRef struct {
 }
 
 // Step is one stage of the schedule.
+//
+// +kubebuilder:validation:XValidation:rule="self.weight > 0 || has(self.match)",message="weight 0 is allowed only on a step with a match (a dark launch that sends only matching requests to the canary): set weight to at least 1, or add match.headers or match.queryParams"
 type Step struct {
 	// weight is the canary's share of traffic in percent during this step; the
-	// stable backend gets 100 - weight.
+	// stable backend gets 100 - weight. It may be 0 only on a step with a
+	// match: a dark launch, where only the matching requests reach the canary.
 	//
-	// +required
-	// +kubebuilder:validation:Minimum=1
+	// +optional
+	// +kubebuilder:default=0
+	// +kubebuilder:validation:Minimum=0
 	// +kubebuilder:validation:Maximum=100
 	Weight int32 `json:"weight"`
 
@@ -264,6 +276,40 @@ type Step struct {
 	//
 	// +optional
 	Pause *Duration `json:"pause,omitempty"`
+
+	// match sends the requests that match it to the canary during this step,
+	// whatever the weight: a dark launch (weight 0) or an A/B step. The
+	// rollout creates an HTTPRoute of its own for it (see
+	// status.headerRoute), never a rule in the user's route; the other
+	// requests stay on the step's weight.
+	//
+	// +optional
+	Match *StepMatch `json:"match,omitempty"`
+}
+
+// StepMatch is the extra condition a request must meet to reach the canary
+// during a header-routed step. It is ANDed with each match of every managed
+// rule, so it narrows what those rules already route, and never widens it.
+//
+// +kubebuilder:validation:XValidation:rule="(has(self.headers) && size(self.headers) > 0) || (has(self.queryParams) && size(self.queryParams) > 0)",message="match needs at least one header or query parameter, e.g. headers: [{name: x-ab-test-group, value: canary}]"
+type StepMatch struct {
+	// headers the request must carry, in Gateway API HTTPHeaderMatch syntax
+	// (type Exact, the default, or RegularExpression). All must match.
+	//
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=8
+	Headers []gatewayv1.HTTPHeaderMatch `json:"headers,omitempty"`
+
+	// queryParams the request must carry, in Gateway API HTTPQueryParamMatch
+	// syntax. All must match.
+	//
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=8
+	QueryParams []gatewayv1.HTTPQueryParamMatch `json:"queryParams,omitempty"`
 }
 
 // Duration is a Gateway API style duration: one to four groups of up to five
@@ -333,6 +379,15 @@ type ModelRolloutStatus struct {
 	//
 	// +optional
 	CanaryWeight int32 `json:"canaryWeight"`
+
+	// headerRoute is set while the current step has a match: the HTTPRoutes
+	// the rollout owns that send the matching requests to the canary, and
+	// the match. The routes are created when such a step starts and deleted
+	// when a step without a match follows, on rollback, on success and when
+	// the rollout is deleted.
+	//
+	// +optional
+	HeaderRoute *HeaderRouteStatus `json:"headerRoute,omitempty"`
 
 	// stepStartedAt is when the current step's weight was set. The pause of the
 	// step counts from here, so a restarted controller keeps the remaining time.
@@ -460,6 +515,24 @@ type ModelRolloutStatus struct {
 	// +listMapKey=type
 	// +kubebuilder:validation:MaxItems=16
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// HeaderRouteStatus names the HTTPRoutes a header-routed step uses.
+type HeaderRouteStatus struct {
+	// routes are the names of the HTTPRoutes the rollout owns for this
+	// step, one per route in spec.routes, in the rollout's namespace.
+	//
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:items:MaxLength=253
+	Routes []string `json:"routes,omitempty"`
+
+	// match is the step's match that those routes add to every managed
+	// rule's matches.
+	//
+	// +required
+	Match StepMatch `json:"match"`
 }
 
 // RollbackStatus says why the canary was taken out of traffic.

@@ -573,8 +573,10 @@ func TestRecipe(t *testing.T) {
 
 	t.Run("owned header route", func(t *testing.T) {
 		ro := h.rollout()
-		// What issue 11 item 1 specifies (the test writes it; the operator
-		// does not create it yet): the rollout's child, same parentRefs,
+		// The shape of the header route the operator creates for a step
+		// with a match (controllers/headerroute.go; the controllers suite's
+		// "Header-routed steps" checks the operator's own, here the test
+		// writes one so that no operator runs): the rollout's child, same parentRefs,
 		// the managed rule's matches plus a header, same filters and
 		// timeouts, the canary as the only backend, and no Argo CD tracking
 		// annotation or label.

@@ -209,12 +209,22 @@ func newChatRequest(ctx context.Context, base, modelID string, maxTokens int, st
 // it. A streamed response is read to its end and is OK only when it ends
 // with "data: [DONE]".
 func Chat(ctx context.Context, c *http.Client, base, modelID string, maxTokens int, stream bool) Result {
+	return chatWith(ctx, c, base, modelID, maxTokens, stream, nil)
+}
+
+// chatWith is Chat with extra request headers (e.g. x-ab-test-group).
+func chatWith(ctx context.Context, c *http.Client, base, modelID string, maxTokens int, stream bool, header http.Header) Result {
 	res := Result{Stream: stream}
 	req, err := newChatRequest(ctx, base, modelID, maxTokens, stream)
 	if err != nil {
 		res.Err = err
 		res.Backend = NoResponse
 		return res
+	}
+	for name, values := range header {
+		for _, v := range values {
+			req.Header.Add(name, v)
+		}
 	}
 	resp, err := c.Do(req)
 	if err != nil {
@@ -406,6 +416,12 @@ func (l *Load) Window(d time.Duration) Tally {
 // with the given concurrency and returns who served them. It stops early
 // when ctx ends.
 func RunBatch(ctx context.Context, base string, n, concurrency, streamEvery int) (Tally, error) {
+	return RunBatchWithHeader(ctx, base, n, concurrency, streamEvery, nil)
+}
+
+// RunBatchWithHeader is RunBatch with extra headers on every request, e.g.
+// x-ab-test-group: canary to reach a header-routed canary.
+func RunBatchWithHeader(ctx context.Context, base string, n, concurrency, streamEvery int, header http.Header) (Tally, error) {
 	if err := checkLoopbackURL(base); err != nil {
 		return nil, err
 	}
@@ -428,7 +444,7 @@ func RunBatch(ctx context.Context, base string, n, concurrency, streamEvery int)
 					return
 				}
 				stream := streamEvery > 0 && i%int64(streamEvery) == 0
-				r := Chat(ctx, client, base, ModelID, 16, stream)
+				r := chatWith(ctx, client, base, ModelID, 16, stream, header)
 				mu.Lock()
 				c := out[r.Backend]
 				if r.OK {

@@ -40,7 +40,10 @@
 // the longest PathPrefix (RegularExpression paths rank below both), then a
 // method match, then more header matches, then more query param matches, then
 // the oldest route, then "{namespace}/{name}" alphabetically, then rule order.
-// No match answers 404.
+// TestPrecedenceFollowsTheSpecList reads that list from the gateway-api
+// module and checks every criterion, and their order, against it; the header
+// route of a header-routed ModelRollout step relies on it. No match answers
+// 404.
 //
 // # Backends and status codes
 //

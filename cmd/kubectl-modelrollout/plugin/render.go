@@ -9,6 +9,7 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	rolloutsv1 "github.com/modelrollout/modelrollout/api/v1alpha1"
 )
@@ -67,6 +68,10 @@ func (v *statusView) add(label string, lines ...string) {
 func (v *statusView) render(events []Event) {
 	v.lines = append(v.lines, v.header())
 	v.add("Traffic", v.traffic())
+	if hr := v.st.HeaderRoute; hr != nil {
+		v.add("Match", fmt.Sprintf("every request with %s -> canary %s   via HTTPRoute %s",
+			matchText(hr.Match), canaryName(v.ro), strings.Join(hr.Routes, ", ")))
+	}
 	if steps := v.timeline(); len(steps) > 0 {
 		v.add("Steps", steps...)
 	}
@@ -316,6 +321,25 @@ func (v *statusView) traffic() string {
 	return strings.Join(parts, "   ")
 }
 
+// matchText renders a step's match, e.g. "header x-ab-test-group=canary"
+// (~= for a regular expression).
+func matchText(m rolloutsv1.StepMatch) string {
+	var parts []string
+	op := func(regex bool) string {
+		if regex {
+			return "~="
+		}
+		return "="
+	}
+	for _, h := range m.Headers {
+		parts = append(parts, fmt.Sprintf("header %s%s%s", h.Name, op(h.Type != nil && *h.Type == gatewayv1.HeaderMatchRegularExpression), h.Value))
+	}
+	for _, q := range m.QueryParams {
+		parts = append(parts, fmt.Sprintf("query %s%s%s", q.Name, op(q.Type != nil && *q.Type == gatewayv1.QueryParamMatchRegularExpression), q.Value))
+	}
+	return strings.Join(parts, ", ")
+}
+
 // pauseText is a step's configured pause: "30m", or "manual" when it waits
 // for a promote.
 func pauseText(s rolloutsv1.Step) string {
@@ -343,6 +367,9 @@ func (v *statusView) timeline() []string {
 			took = short(rec.EndedAt.Sub(rec.StartedAt.Time))
 		}
 		weight := fmt.Sprintf("%d%%", s.Weight)
+		if s.Match != nil {
+			weight += "+match"
+		}
 		var item string
 		switch {
 		case !started || i > cur:

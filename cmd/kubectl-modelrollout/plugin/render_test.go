@@ -7,6 +7,7 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	rolloutsv1 "github.com/modelrollout/modelrollout/api/v1alpha1"
 )
@@ -260,6 +261,21 @@ func TestStatusOverridesAndPendingOverrides(t *testing.T) {
 		`Override 30m ago   SkipGates at step 1/5 by alice: "flapping gate" (canary weight 10 -> 25 (step 2/5))`,
 		"skip of the gates requested 3s ago, not handled by the controller yet",
 	}, "zed")
+}
+
+func TestStatusDarkLaunchShowsTheHeaderRoute(t *testing.T) {
+	ro := awaitingPromoteFixture()
+	ro.Spec.Steps[2].Weight = 0
+	ro.Spec.Steps[2].Match = &rolloutsv1.StepMatch{Headers: []gatewayv1.HTTPHeaderMatch{{Name: "x-ab-test-group", Value: "canary"}}}
+	ro.Status.CanaryWeight = 0
+	ro.Status.HeaderRoute = &rolloutsv1.HeaderRouteStatus{Routes: []string{"model-header-routing-gpt4-match"}, Match: *ro.Spec.Steps[2].Match}
+	out := render(t, ro, nil, Style{})
+	assertContains(t, out, []string{
+		"Match    every request with header x-ab-test-group=canary -> canary vllm-gpt4-v2   via HTTPRoute model-header-routing-gpt4-match",
+		"▶ 0%+match manual (waiting for promote)",
+	})
+	ro.Status.HeaderRoute = nil
+	assertContains(t, render(t, ro, nil, Style{}), nil, "Match    ")
 }
 
 func TestStatusDryRunGate(t *testing.T) {
