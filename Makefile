@@ -54,12 +54,16 @@ verify: manifests generate ## Fail when generated files drift from the sources, 
 control-plane: ## Build kube-apiserver and etcd from the Go module proxy (cached in bin/).
 	@K8S_VERSION=$(K8S_VERSION) bash test/scripts/control-plane.sh >/dev/null
 
+.PHONY: workload-plane
+workload-plane: control-plane ## Build kube-controller-manager and kwok for the workloads suite (cached in bin/).
+	@K8S_VERSION=$(K8S_VERSION) bash test/scripts/workload-plane.sh >/dev/null
+
 .PHONY: test-deps
 test-deps: control-plane ## Install everything the tests need (control plane, Prometheus, Alertmanager).
 	@bash test/scripts/install-deps.sh
 
 .PHONY: test
-test: test-deps verify ## Run all tests: unit, integration on a real API server and Prometheus, and e2e.
+test: test-deps workload-plane verify ## Run all tests: unit, integration on a real API server and Prometheus, and e2e.
 	go test -count=1 $(GOTEST_FLAGS) -timeout 45m ./...
 
 .PHONY: test-e2e
