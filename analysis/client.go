@@ -102,6 +102,10 @@ type ClientConfig struct {
 	// Timeout bounds every query (a context deadline); 0 means
 	// DefaultQueryTimeout. A shorter deadline on the caller's context wins.
 	Timeout time.Duration
+	// DialContext, when set, opens every connection (queries and OAuth2
+	// token requests), e.g. egress.Policy.DialContext. It is not part of the
+	// ClientCache key: one process uses one.
+	DialContext config.DialContextFunc `json:"-"`
 }
 
 // Header is an HTTP header sent with every query.
@@ -281,7 +285,11 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	if err := hc.Validate(); err != nil {
 		return nil, fmt.Errorf("prometheus HTTP configuration: %w", err)
 	}
-	rt, err := config.NewRoundTripperFromConfig(hc, "modelrollout-analysis")
+	var opts []config.HTTPClientOption
+	if cfg.DialContext != nil {
+		opts = append(opts, config.WithDialContextFunc(cfg.DialContext))
+	}
+	rt, err := config.NewRoundTripperFromConfig(hc, "modelrollout-analysis", opts...)
 	if err != nil {
 		return nil, fmt.Errorf("prometheus HTTP configuration: %w", err)
 	}

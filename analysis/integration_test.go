@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/modelrollout/modelrollout/analysis"
+	"github.com/modelrollout/modelrollout/analysis/egress"
 	"github.com/modelrollout/modelrollout/api/v1alpha1"
 	"github.com/modelrollout/modelrollout/test/authproxy"
 	"github.com/modelrollout/modelrollout/test/promharness"
@@ -547,5 +548,41 @@ func TestTGIPresetsAgainstRealPrometheus(t *testing.T) {
 		}).WithContext(ctx).WithTimeout(90*time.Second).WithPolling(250*time.Millisecond).Should(Succeed(), "query %s", r.Query)
 		g.Expect(ev.Verdict).To(Equal(tt.verdict), "%s %s: %s", tt.canary, tt.gate.Name, ev.Message)
 		g.Expect(*ev.Value).To(BeNumerically("~", tt.value, 1e-9), "%s %s, query %s", tt.canary, tt.gate.Name, r.Query)
+	}
+}
+
+// TestEgressPolicyOnPrometheus queries a real Prometheus on loopback
+// through the egress policy (--egress-prometheus): refused without an
+// allowlist entry, answered with one.
+func TestEgressPolicyOnPrometheus(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a Prometheus server; skipped with -short")
+	}
+	if err := promharness.Available(); err != nil {
+		t.Skipf("skipping the real-Prometheus test: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	prom, err := promharness.StartPrometheus(ctx, promharness.PrometheusOptions{ScrapeInterval: time.Second})
+	if err != nil {
+		t.Fatalf("start Prometheus: %v", err)
+	}
+	t.Cleanup(func() { _ = prom.Close() })
+
+	strict, err := analysis.NewClient(analysis.ClientConfig{Address: prom.URL(), DialContext: egress.MustNew(nil, nil).DialContext})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = strict.Query(ctx, "vector(1)", time.Time{})
+	if !errors.Is(err, egress.ErrRefused) || !errors.Is(err, analysis.ErrQueryFailed) {
+		t.Fatalf("a loopback Prometheus was queried without an allowlist entry: %v", err)
+	}
+	allowed, err := analysis.NewClient(analysis.ClientConfig{Address: prom.URL(), DialContext: egress.MustNew(nil, []string{"127.0.0.0/8"}).DialContext})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := allowed.Query(ctx, "vector(1)", time.Time{})
+	if err != nil || s.Value != 1 {
+		t.Fatalf("allowlisted Prometheus: %+v, %v", s, err)
 	}
 }

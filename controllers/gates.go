@@ -42,6 +42,9 @@ type PrometheusGates struct {
 	// identity, instance role) when its auth Secret has no access key. Off,
 	// credentials come only from Secrets in the rollout's namespace.
 	AmbientAWSCredentials bool
+	// EgressPrometheus sends the Prometheus queries (and OAuth2 token
+	// requests) of rollouts through the egress policy too.
+	EgressPrometheus bool
 	// Templates reads the GateTemplates and ClusterGateTemplates that gates
 	// reference: the manager's cached client. Secrets when nil.
 	Templates client.Reader
@@ -153,6 +156,9 @@ func isPromQL(gate rolloutsv1.Gate) bool {
 // transient (throttling, a timeout, the API server unavailable).
 func (g *PrometheusGates) clientConfig(ctx context.Context, ro *rolloutsv1.ModelRollout) (analysis.ClientConfig, *problem, error) {
 	cfg := analysis.ClientConfig{Address: g.DefaultAddress}
+	if g.EgressPrometheus {
+		cfg.DialContext = g.egressPolicy().DialContext
+	}
 	src := ro.Spec.Analysis.Prometheus
 	if src != nil {
 		cfg.Address = src.Address

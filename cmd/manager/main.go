@@ -34,6 +34,10 @@ var version = "devel"
 // AWS identity (--prometheus-sigv4-ambient-credentials).
 var sigV4AmbientCredentials bool
 
+// egressPrometheus sends Prometheus queries through the egress policy
+// (--egress-prometheus).
+var egressPrometheus bool
+
 func main() {
 	var (
 		metricsAddr      string
@@ -72,6 +76,7 @@ func main() {
 	flag.StringVar(&receiver.TLSCertFile, "alert-receiver-tls-cert-file", "", "TLS certificate of the receiver; plain HTTP when empty.")
 	flag.StringVar(&receiver.TLSKeyFile, "alert-receiver-tls-key-file", "", "TLS key of the receiver.")
 	flag.StringVar(&egressAllow, "egress-allow", "", "Comma-separated CIDRs, host names and *.domain suffixes that web gates, prompt gates and webhooks may call besides the cluster's networks, e.g. 203.0.113.0/24,eval.example.com. Loopback, link-local (cloud metadata) and off-cluster addresses are refused unless listed.")
+	flag.BoolVar(&egressPrometheus, "egress-prometheus", false, "Send the Prometheus queries of rollouts (and their OAuth2 token requests) through the egress policy too. Off by default, so that an off-cluster Prometheus keeps working without an --egress-allow entry; turn it on where users who can create rollouts must not choose where the operator connects.")
 	flag.StringVar(&egressCluster, "egress-cluster-cidrs", strings.Join(egress.DefaultClusterCIDRs, ","), "Comma-separated CIDRs of the cluster's pod and Service networks, which web gates, prompt gates and webhooks may call.")
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine)
@@ -165,6 +170,7 @@ func setup(ctx context.Context, mgr ctrl.Manager, workers, gateConcurrency int, 
 			// Only when the operator's AWS identity may be lent to every
 			// namespace that can create a rollout.
 			AmbientAWSCredentials: sigV4AmbientCredentials,
+			EgressPrometheus:      egressPrometheus,
 		},
 		Metrics:                 metrics,
 		Egress:                  policy,
