@@ -218,6 +218,7 @@ func TestWebGateAccounting(t *testing.T) {
 
 	ro := newRollout("ai", step(10, "1h"), step(100, "1h"))
 	ro.Status.CanaryWeight = 10
+	ro.Status.CurrentStepIndex = ptr.To[int32](0) // at a step: gates that run at every step are due
 	ro.Spec.Analysis = &rolloutsv1.Analysis{InconclusiveLimit: 2, Gates: []rolloutsv1.Gate{{
 		Name: "quality", GateSpec: rolloutsv1.GateSpec{Min: ptr.To(0.8), NoData: rolloutsv1.NoDataFail, FailureLimit: 2,
 			Web: &rolloutsv1.WebGate{URL: srv.URL + "/", JSONPath: "$.score"}},
