@@ -361,6 +361,17 @@ type ModelRolloutStatus struct {
 	// +kubebuilder:validation:MaxItems=8
 	Retiring []BackendRef `json:"retiring,omitempty"`
 
+	// removing lists backends whose backendRefs the finish of a rollout
+	// removes from the managed rules: the old stable, once spec.stable names
+	// the canary that holds all traffic after success. Nothing else of the
+	// rules changes. The rollout goes Idle once no managed rule references
+	// them. See "Finishing a rollout" in the README.
+	//
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=8
+	Removing []BackendRef `json:"removing,omitempty"`
+
 	// currentStepIndex is the zero-based index into spec.steps of the step in
 	// force. Absent before the first step has started.
 	//

@@ -599,6 +599,13 @@ func (in *ModelRolloutStatus) DeepCopyInto(out *ModelRolloutStatus) {
 			(*in)[i].DeepCopyInto(&(*out)[i])
 		}
 	}
+	if in.Removing != nil {
+		in, out := &in.Removing, &out.Removing
+		*out = make([]BackendRef, len(*in))
+		for i := range *in {
+			(*in)[i].DeepCopyInto(&(*out)[i])
+		}
+	}
 	if in.CurrentStepIndex != nil {
 		in, out := &in.CurrentStepIndex, &out.CurrentStepIndex
 		*out = new(int32)
