@@ -110,6 +110,9 @@ type observation struct {
 	// is taken by a route the rollout does not own, the API server
 	// rejected it, or no managed match can take the step's match.
 	HeaderRoute *problem
+	// Handoff holds the results of the workload actions of status.workloads
+	// that the reconciler carried out for this decision (handoff.go).
+	Handoff []handoffResult
 	// Hooks are the answers of webhook calls made since the last decision.
 	Hooks []hookResult
 	// Applying is set when the reconciler patches the routes to this
@@ -231,6 +234,7 @@ func plan(ro *rolloutsv1.ModelRollout, obs observation) decision {
 	p.st.ObservedGeneration = ro.Generation
 	p.run()
 	p.settleHeaderRoute()
+	p.handoff()
 	p.d.Routes = intentOf(p.st)
 	p.setConditions()
 	clampStatus(p.st)
