@@ -6,7 +6,13 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
 
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
@@ -112,5 +118,52 @@ var _ = Describe("Finishing a rollout", func() {
 		Eventually(phaseOf(ns, "gpt4")).Should(Equal(rolloutsv1.PhaseIdle))
 		Expect(routeWeights(ns, "model-header-routing", "gpt4")()).To(Equal(map[string]int32{"vllm-gpt4-v2": 100}))
 		Eventually(countReasons(ns, "gpt4", "Finished")).Should(Equal(1))
+	})
+})
+
+var _ = Describe("Workload handoff without its opt-in RBAC", func() {
+	var ns string
+	var op *operator
+	BeforeEach(func() { ns = newNamespace() })
+	AfterEach(func() {
+		if op != nil {
+			op.stop()
+			op = nil
+		}
+	})
+
+	It("reports WorkloadHandoff=False with the fix, one Warning, and stays Succeeded", func() {
+		createRoute(ns, "header-routing.yaml")
+		createBackend(ns, "vllm-gpt4-v2", true)
+		labels := map[string]string{"app": "vllm-gpt4-v1"}
+		Expect(k8sClient.Create(suiteCtx, &appsv1.Deployment{
+			ObjectMeta: metav1.ObjectMeta{Name: "vllm-gpt4-v1", Namespace: ns},
+			Spec: appsv1.DeploymentSpec{Replicas: ptr.To[int32](3), Selector: &metav1.LabelSelector{MatchLabels: labels},
+				Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels},
+					Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "vllm", Image: "vllm/vllm-openai:v0.11.0"}}}}},
+		})).To(Succeed())
+		// The operator runs under the generated role only (operatorIdentity).
+		op = startOperator()
+		ro := newRollout(ns, step(100, "1s"))
+		ro.Spec.Stable.WorkloadRef = &rolloutsv1.WorkloadRef{Name: "vllm-gpt4-v1"}
+		ro.Spec.Canary.WorkloadRef = &rolloutsv1.WorkloadRef{Name: "vllm-gpt4-v2"}
+		ro.Spec.ScaleDownDelay = dur("1s")
+		Expect(k8sClient.Create(suiteCtx, ro)).To(Succeed())
+		Eventually(phaseOf(ns, "gpt4")).Should(Equal(rolloutsv1.PhaseSucceeded))
+
+		Eventually(conditionOf(ns, "gpt4", rolloutsv1.ConditionWorkloadHandoff)).Should(And(Not(BeNil()),
+			HaveField("Reason", rolloutsv1.ReasonWorkloadHandoffForbidden),
+			HaveField("Message", And(ContainSubstring("ScaleDown of Deployment.apps/vllm-gpt4-v1 (old stable vllm-gpt4-v1 after success) not done"),
+				ContainSubstring("config/rbac/workload-handoff"), ContainSubstring("workloadHandoff.enabled=true")))))
+		got := getRollout(ns, "gpt4")
+		Expect(got.Status.Phase).To(Equal(rolloutsv1.PhaseSucceeded))
+		Expect(meta.IsStatusConditionTrue(got.Status.Conditions, rolloutsv1.ConditionReady)).To(BeTrue())
+		Expect(got.Status.Workloads).To(HaveLen(1), "kept, to be tried again")
+		Consistently(countReasons(ns, "gpt4", rolloutsv1.ReasonWorkloadHandoffForbidden), 2*time.Second).Should(Equal(1))
+
+		d := &appsv1.Deployment{}
+		Expect(k8sClient.Get(suiteCtx, types.NamespacedName{Namespace: ns, Name: "vllm-gpt4-v1"}, d)).To(Succeed())
+		Expect(*d.Spec.Replicas).To(Equal(int32(3)))
+		Expect(d.Annotations).NotTo(HaveKey(rolloutsv1.AnnotationReplicasBeforeScaleDown))
 	})
 })
