@@ -25,6 +25,7 @@ import (
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
@@ -184,7 +185,9 @@ func start(t *testing.T) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{Scheme: scheme, Metrics: metricsserver.Options{BindAddress: "0"}})
+	// Each test starts its own operator in this process.
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{Scheme: scheme, Metrics: metricsserver.Options{BindAddress: "0"},
+		Controller: config.Controller{SkipNameValidation: ptr.To(true)}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -779,7 +782,8 @@ func TestReadmeStatesTheTestedPaths(t *testing.T) {
 	}
 	readme := string(raw)
 	for _, s := range []string{"- " + recipeJQPath, readmePointer, "RespectIgnoreDifferences=true",
-		"group: gateway.networking.k8s.io", "kind: HTTPRoute", "name: " + routeName, narrowJQPath} {
+		"group: gateway.networking.k8s.io", "kind: HTTPRoute", "name: " + routeName, narrowJQPath,
+		"- /spec/replicas", "kind: Deployment", "group: apps"} {
 		if !strings.Contains(readme, s) {
 			t.Errorf("config/argocd/README.md does not state %q", s)
 		}
