@@ -28,6 +28,7 @@ manifests: ## Generate the CRD and RBAC manifests from the API types and markers
 	$(CONTROLLER_GEN) rbac:roleName=manager-role crd:allowDangerousTypes=true paths="./api/..." paths="./controllers/..." output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
 	cp config/crd/bases/*.yaml charts/modelrollout/crds/
 	cp config/rbac/role.yaml charts/modelrollout/files/manager-role.yaml
+	cp config/rbac/workload-handoff/role.yaml charts/modelrollout/files/workload-handoff-role.yaml
 
 .PHONY: generate
 generate: ## Generate deepcopy code for the API types.

@@ -597,6 +597,14 @@ var _ = Describe("Durable intent: crash injection", func() {
 			trigger: func(ns string, _ crashTransition) { patchRollout(ns, `{"spec":{"canary":null}}`) },
 			after:   crashState{phase: rolloutsv1.PhaseIdle, route: map[string]int32{crashStable: 100, "vllm-gpt4-v2": 0}},
 		}),
+		Entry("finish after success: stable names the canary, the old stable's backendRef is removed", crashTransition{
+			steps:  []rolloutsv1.Step{step(100, "0s")},
+			before: crashState{phase: rolloutsv1.PhaseSucceeded, step: "1/1", canary: "vllm-gpt4-v2", weight: 100, route: map[string]int32{crashStable: 0, "vllm-gpt4-v2": 100}},
+			trigger: func(ns string, _ crashTransition) {
+				patchRollout(ns, `{"spec":{"stable":{"name":"vllm-gpt4-v2","port":8000},"canary":null}}`)
+			},
+			after: crashState{phase: rolloutsv1.PhaseIdle, route: map[string]int32{"vllm-gpt4-v2": 100}},
+		}),
 		Entry("rollback by the abort annotation at 50%", crashTransition{
 			steps: stepsAt50, before: at50,
 			trigger: annotateWith(rolloutsv1.AnnotationAbort, "crash-abort"),

@@ -333,7 +333,9 @@ var _ = Describe("Rollout lifecycle edges", func() {
 			Consistently(routeWeights(ns, "model-header-routing", "gpt4")).Should(Equal(map[string]int32{"vllm-gpt4-v1": 0, "vllm-gpt4-v2": 100}))
 
 			mergePatchRollout(ns, "gpt4", map[string]any{"spec": map[string]any{"stable": map[string]any{"name": "vllm-gpt4-v2"}}})
-			Eventually(routeWeights(ns, "model-header-routing", "gpt4")).Should(Equal(map[string]int32{"vllm-gpt4-v1": 0, "vllm-gpt4-v2": 50, "vllm-gpt4-v3": 50}))
+			// Naming the canary as stable finishes the rollout (the old
+			// stable's backendRef goes) and starts the next one.
+			Eventually(routeWeights(ns, "model-header-routing", "gpt4")).Should(Equal(map[string]int32{"vllm-gpt4-v2": 50, "vllm-gpt4-v3": 50}))
 			Expect(conditionOf(ns, "gpt4", rolloutsv1.ConditionStalled)()).To(BeNil())
 		})
 
@@ -350,7 +352,7 @@ var _ = Describe("Rollout lifecycle edges", func() {
 			// Finishing the documented way: stable names the canary.
 			mergePatchRollout(ns, "gpt4", map[string]any{"spec": map[string]any{"stable": map[string]any{"name": "vllm-gpt4-v2"}}})
 			Eventually(phaseOf(ns, "gpt4")).Should(Equal(rolloutsv1.PhaseIdle))
-			Expect(routeWeights(ns, "model-header-routing", "gpt4")()).To(Equal(map[string]int32{"vllm-gpt4-v1": 0, "vllm-gpt4-v2": 100}))
+			Expect(routeWeights(ns, "model-header-routing", "gpt4")()).To(Equal(map[string]int32{"vllm-gpt4-v2": 100}))
 		})
 	})
 

@@ -205,6 +205,9 @@ func (r *ModelRolloutReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	// rollout owns a rule, a drift correction waits for its backoff, or the
 	// abort fast path writes them first.
 	obs.Applying = !abortFirst && obs.Conflict == nil && backoff == 0
+	if len(ro.Status.Workloads) > 0 && !abortFirst {
+		obs.Handoff = r.runHandoffs(ctx, ro, now)
+	}
 	d := plan(ro, obs)
 	result := ctrl.Result{RequeueAfter: d.RequeueAfter}
 	clockAhead := !obs.carries(d.Routes) && startsClock(&ro.Status, &d.Status)

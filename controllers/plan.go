@@ -110,6 +110,9 @@ type observation struct {
 	// is taken by a route the rollout does not own, the API server
 	// rejected it, or no managed match can take the step's match.
 	HeaderRoute *problem
+	// Handoff holds the results of the workload actions of status.workloads
+	// that the reconciler carried out for this decision (handoff.go).
+	Handoff []handoffResult
 	// Hooks are the answers of webhook calls made since the last decision.
 	Hooks []hookResult
 	// Applying is set when the reconciler patches the routes to this
@@ -143,6 +146,24 @@ func (o *observation) retired(b rolloutsv1.BackendRef) bool {
 				if refMatches(ref.BackendObjectReference, m.Route.Namespace, b) && refWeight(ref) != 0 {
 					return false
 				}
+			}
+		}
+	}
+	return true
+}
+
+// removed says whether no managed rule of a found route references the
+// backend any more, or only a rule that has no other backendRef (which the
+// finish never empties).
+func (o *observation) removed(b rolloutsv1.BackendRef) bool {
+	for _, m := range o.Found {
+		for _, i := range m.Rules {
+			refs := m.Route.Spec.Rules[i].BackendRefs
+			match := func(ref gatewayv1.HTTPBackendRef) bool {
+				return refMatches(ref.BackendObjectReference, m.Route.Namespace, b)
+			}
+			if slices.ContainsFunc(refs, match) && slices.ContainsFunc(refs, func(ref gatewayv1.HTTPBackendRef) bool { return !match(ref) }) {
+				return false
 			}
 		}
 	}
@@ -184,6 +205,8 @@ type planner struct {
 	// acts on, or ignores with a Warning event (see overrides.go).
 	override *pendingOverride
 
+	// finished is set when this decision finished a rollout (see finish).
+	finished bool
 	// held is set while the rollout refuses to move traffic off a canary
 	// that holds all of it (see holdSwing).
 	held *problem
@@ -211,6 +234,7 @@ func plan(ro *rolloutsv1.ModelRollout, obs observation) decision {
 	p.st.ObservedGeneration = ro.Generation
 	p.run()
 	p.settleHeaderRoute()
+	p.handoff()
 	p.d.Routes = intentOf(p.st)
 	p.setConditions()
 	clampStatus(p.st)
@@ -333,6 +357,42 @@ func (p *planner) settleRetiring() {
 	if len(p.st.Retiring) == 0 {
 		p.st.Retiring = nil
 	}
+	p.st.Removing = slices.DeleteFunc(p.st.Removing, func(b rolloutsv1.BackendRef) bool {
+		return p.obs.removed(b) || sameRef(b, spec.Stable) || (spec.Canary != nil && sameRef(b, *spec.Canary))
+	})
+	if len(p.st.Removing) == 0 {
+		p.st.Removing = nil
+	}
+}
+
+// finishing says whether spec.stable now names the canary that holds all
+// traffic (after success, or while a 100% step bakes) while status still names the old stable: the
+// finish of a rollout, which removes the old stable's backendRef from the
+// managed rules (see "Finishing a rollout" in the README).
+func (p *planner) finishing() bool {
+	st := p.st
+	spec := &p.ro.Spec
+	return p.started() && st.Stable != nil && st.CanaryWeight == 100 &&
+		sameRef(*st.Canary, spec.Stable) && !sameRef(*st.Stable, spec.Stable) &&
+		(spec.Canary == nil || !sameRef(*st.Stable, *spec.Canary))
+}
+
+// finish records the old stable for removal from the managed rules, with
+// one Event.
+func (p *planner) finish() {
+	st := p.st
+	old := *st.Stable
+	if slices.ContainsFunc(st.Removing, func(b rolloutsv1.BackendRef) bool { return sameRef(b, old) }) || p.obs.removed(old) {
+		p.finished = true
+		p.emit(false, "Finished", "Rollout finished: %s is the stable backend", p.ro.Spec.Stable.String())
+		return
+	}
+	p.finished = true
+	st.Removing = append(st.Removing, old)
+	if n := len(st.Removing); n > 8 {
+		st.Removing = st.Removing[n-8:]
+	}
+	p.emit(false, "Finished", "Rollout finished: %s is the stable backend; removing the backendRef of %s from the managed rules", p.ro.Spec.Stable.String(), old.String())
 }
 
 // noCanary handles a rollout without spec.canary: a canary that had traffic
@@ -340,6 +400,9 @@ func (p *planner) settleRetiring() {
 func (p *planner) noCanary() {
 	st := p.st
 	spec := &p.ro.Spec
+	if p.finishing() {
+		p.finish()
+	}
 	if p.started() {
 		if p.holdSwing() {
 			return
@@ -360,6 +423,14 @@ func (p *planner) noCanary() {
 		p.clearRollout()
 		st.Phase = rolloutsv1.PhaseWaiting
 		st.Message = fmt.Sprintf("No canary declared: returning the traffic of %s to stable %s before going Idle", backendList(st.Retiring), spec.Stable.String())
+		return
+	}
+	if len(st.Removing) > 0 {
+		stable := spec.Stable
+		st.Stable = &stable
+		p.clearRollout()
+		st.Phase = rolloutsv1.PhaseWaiting
+		st.Message = fmt.Sprintf("Finishing: removing the backendRef of %s from the managed rules, with all traffic on %s", backendList(st.Removing), spec.Stable.String())
 		return
 	}
 	p.idle()
@@ -418,7 +489,9 @@ func (p *planner) ignoreRequests(why string) {
 
 func (p *planner) idle() {
 	st := p.st
-	if st.Phase != rolloutsv1.PhaseIdle && st.Phase != "" {
+	if p.finished || len(p.ro.Status.Removing) > 0 {
+		// The finish announced itself (Finished); its end is quiet.
+	} else if st.Phase != rolloutsv1.PhaseIdle && st.Phase != "" {
 		// A rollout created without a canary has nothing to announce: its
 		// status says Idle. One that leaves a rollout behind does.
 		p.emit(false, "Idle", "No canary declared; routes are left as they are")
@@ -427,6 +500,7 @@ func (p *planner) idle() {
 	st.Phase = rolloutsv1.PhaseIdle
 	st.Stable = nil
 	st.Retiring = nil
+	st.Removing = nil
 	st.Message = "No canary declared"
 }
 
@@ -453,6 +527,9 @@ func (p *planner) clearRollout() {
 func (p *planner) startRevision() {
 	st := p.st
 	spec := &p.ro.Spec
+	if p.finishing() {
+		p.finish()
+	}
 	if p.started() {
 		if old := *st.Canary; !sameRef(old, spec.Stable) && !sameRef(old, *spec.Canary) {
 			if st.CanaryWeight > 0 {
@@ -1201,6 +1278,9 @@ func describeIntent(w weights) string {
 	}
 	for _, b := range w.Retire {
 		parts = append(parts, fmt.Sprintf("%s=0", b.String()))
+	}
+	for _, b := range w.Remove {
+		parts = append(parts, fmt.Sprintf("%s removed", b.String()))
 	}
 	return strings.Join(parts, ", ")
 }

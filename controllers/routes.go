@@ -43,11 +43,16 @@ type weights struct {
 	HoldStable bool
 	// Retire lists backends held at weight 0.
 	Retire []rolloutsv1.BackendRef
+	// Remove lists backends whose backendRefs are removed from the managed
+	// rules (the old stable, at the finish of a rollout). A backendRef is
+	// removed only from a rule that keeps another one, so that no rule is
+	// ever left without a backend.
+	Remove []rolloutsv1.BackendRef
 }
 
 // holds says whether the weights name anything to hold.
 func (w weights) holds() bool {
-	return w.Canary != nil || w.HoldStable || len(w.Retire) > 0
+	return w.Canary != nil || w.HoldStable || len(w.Retire) > 0 || len(w.Remove) > 0
 }
 
 // intentOf is what the routes must carry for a status: stable and canary
@@ -58,13 +63,13 @@ func intentOf(st *rolloutsv1.ModelRolloutStatus) weights {
 	if st.Stable == nil {
 		return weights{}
 	}
-	w := weights{Stable: *st.Stable, Retire: st.Retiring}
+	w := weights{Stable: *st.Stable, Retire: st.Retiring, Remove: st.Removing}
 	started := st.CurrentStepIndex != nil || st.Phase == rolloutsv1.PhaseSucceeded || st.Phase == rolloutsv1.PhaseRolledBack
 	if st.Canary != nil && started {
 		c := *st.Canary
 		w.Canary = &c
 		w.CanaryWeight = st.CanaryWeight
-	} else if len(st.Retiring) > 0 {
+	} else if len(st.Retiring) > 0 || len(st.Removing) > 0 {
 		w.HoldStable = true
 	}
 	return w
@@ -185,8 +190,13 @@ func weightOps(route *gatewayv1.HTTPRoute, rules []int, w weights) ([]patchOp, [
 	for _, i := range rules {
 		rule := route.Spec.Rules[i]
 		hasCanary := false
+		var remove []int
 		for j, ref := range rule.BackendRefs {
 			switch {
+			case slices.ContainsFunc(w.Remove, func(b rolloutsv1.BackendRef) bool {
+				return refMatches(ref.BackendObjectReference, route.Namespace, b)
+			}):
+				remove = append(remove, j)
 			case slices.ContainsFunc(w.Retire, func(b rolloutsv1.BackendRef) bool {
 				return refMatches(ref.BackendObjectReference, route.Namespace, b)
 			}):
@@ -206,6 +216,16 @@ func weightOps(route *gatewayv1.HTTPRoute, rules []int, w weights) ([]patchOp, [
 		if !hasCanary && w.Canary != nil && w.CanaryWeight > 0 {
 			ops = append(ops, patchOp{Op: "add", Path: fmt.Sprintf("/spec/rules/%d/backendRefs/-", i), Value: newBackendRef(*w.Canary, w.CanaryWeight)})
 			changes = append(changes, fmt.Sprintf("%s %s added at %d", ruleLabel(route, i), w.Canary.Name, w.CanaryWeight))
+		}
+		if len(remove) > 0 && len(remove) < len(rule.BackendRefs) {
+			// After the weight operations, which name positions before the
+			// removal; from the last position down, so each index still
+			// names the backendRef it was computed for.
+			for k := len(remove) - 1; k >= 0; k-- {
+				j := remove[k]
+				ops = append(ops, patchOp{Op: "remove", Path: fmt.Sprintf("/spec/rules/%d/backendRefs/%d", i, j)})
+				changes = append(changes, fmt.Sprintf("%s %s removed", ruleLabel(route, i), rule.BackendRefs[j].Name))
+			}
 		}
 	}
 	return ops, changes

@@ -95,6 +95,15 @@ var _ = Describe("Admission validation (CEL and schema)", func() {
 			Expect(err).To(HaveOccurred())
 			Expect(err.Error()).To(ContainSubstring(message))
 		},
+		Entry("workloadRef kind not a kind name", func(s map[string]any) {
+			s["stable"].(map[string]any)["workloadRef"] = map[string]any{"kind": "deployments", "name": "vllm-gpt4-v1"}
+		}, "spec.stable.workloadRef.kind"),
+		Entry("workloadRef without a name", func(s map[string]any) {
+			s["canary"].(map[string]any)["workloadRef"] = map[string]any{"kind": "Deployment"}
+		}, "spec.canary.workloadRef.name: Required value"),
+		Entry("scaleDownDelay not a duration", func(s map[string]any) {
+			s["scaleDownDelay"] = "ten minutes"
+		}, "must be a duration such as 30s, 5m or 1h30m"),
 		Entry("decreasing weights", func(s map[string]any) {
 			s["steps"] = []any{map[string]any{"weight": 50}, map[string]any{"weight": 25}, map[string]any{"weight": 100}}
 		}, "step weights must be strictly increasing"),
@@ -282,6 +291,17 @@ var _ = Describe("Admission validation (CEL and schema)", func() {
 		Expect(ro.Spec.DeletionPolicy).To(Equal(rolloutsv1.DeletionReturnToStable))
 		Expect(*ro.Spec.CanaryUnavailableGrace).To(BeEquivalentTo("30s"))
 		Expect(ro.Spec.AllowStableSwing).To(BeFalse())
+	})
+
+	It("accepts a workloadRef with only a name, defaulting it to an apps Deployment, and a default scaleDownDelay", func() {
+		u := rolloutFrom(func(s map[string]any) {
+			s["stable"].(map[string]any)["workloadRef"] = map[string]any{"name": "vllm-gpt4-v1"}
+		})
+		u.SetNamespace(ns)
+		Expect(k8sClient.Create(suiteCtx, u)).To(Succeed())
+		ro := getRollout(ns, "cel")
+		Expect(*ro.Spec.Stable.WorkloadRef).To(Equal(rolloutsv1.WorkloadRef{Group: "apps", Kind: "Deployment", Name: "vllm-gpt4-v1"}))
+		Expect(*ro.Spec.ScaleDownDelay).To(BeEquivalentTo("10m"))
 	})
 
 	It("accepts a dark-launch step: weight 0 with a match, defaulting the match type", func() {

@@ -43,6 +43,12 @@ const (
 	// webhook failed; True once every blocking webhook due so far passed.
 	// Absent for rollouts without blocking webhooks.
 	ConditionWebhooksPassing = "WebhooksPassing"
+	// ConditionWorkloadHandoff is present while a workload handoff
+	// (status.workloads) cannot be done: False with reason
+	// WorkloadHandoffForbidden (the operator lacks the opt-in RBAC),
+	// WorkloadNotFound or WorkloadHandoffFailed. The rollout goes on
+	// meanwhile and tries again.
+	ConditionWorkloadHandoff = "WorkloadHandoff"
 )
 
 // Condition reasons.
@@ -85,6 +91,16 @@ const (
 	// 100% of traffic and spec.stable still names the old stable, so a new
 	// or removed canary moves nothing until spec.stable is updated.
 	ReasonCanaryHoldsAllTraffic = "CanaryHoldsAllTraffic"
+	// ReasonWorkloadHandoffForbidden: the operator may not read or scale a
+	// workload of status.workloads (apply config/rbac/workload-handoff or
+	// set the chart value workloadHandoff.enabled).
+	ReasonWorkloadHandoffForbidden = "WorkloadHandoffForbidden"
+	// ReasonWorkloadNotFound: a workload of status.workloads does not exist,
+	// or its kind is not served.
+	ReasonWorkloadNotFound = "WorkloadNotFound"
+	// ReasonWorkloadHandoffFailed: reading or scaling a workload failed
+	// otherwise.
+	ReasonWorkloadHandoffFailed = "WorkloadHandoffFailed"
 	// ReasonRetiring: a removed canary's traffic is being returned to stable.
 	ReasonRetiring = "Retiring"
 	// ReasonHeaderRouteConflict: the name of a header route is taken by an

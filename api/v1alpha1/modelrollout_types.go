@@ -122,6 +122,15 @@ type ModelRolloutSpec struct {
 	// +kubebuilder:validation:XValidation:rule="self > 0.0 && self <= 10.0",message="capacityFactor must be greater than 0 and at most 10, e.g. 1 for as many ready canary endpoints per share of traffic as stable has"
 	CapacityFactor *float64 `json:"capacityFactor,omitempty"`
 
+	// scaleDownDelay is how long after success the old stable's workload,
+	// and after a rollback the failed canary's, keeps its replicas before
+	// it is scaled to zero. Used only with a workloadRef on stable or
+	// canary.
+	//
+	// +optional
+	// +kubebuilder:default="10m"
+	ScaleDownDelay *Duration `json:"scaleDownDelay,omitempty"`
+
 	// webhooks are called at points of the rollout's life: PreRollout before
 	// any traffic moves (it blocks the start, and rolls back on failure),
 	// ConfirmPromotion before the last step (it holds until it answers
@@ -255,6 +264,90 @@ type BackendRef struct {
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=65535
 	Port *int32 `json:"port,omitempty"`
+
+	// workloadRef names the workload that serves this backend (a
+	// Deployment, or anything with a scale subresource), in the rollout's
+	// namespace. With it, the rollout hands the workload off: spec.scaleDownDelay
+	// after success the old stable's workload is scaled to zero, and after a
+	// rollback the failed canary's; its replicas before are kept in the
+	// annotation rollouts.modelrollout.io/replicas-before-scale-down, and a
+	// retry restores them. It needs the opt-in RBAC of
+	// config/rbac/workload-handoff (chart value workloadHandoff.enabled).
+	// It is no part of the backend's identity: adding it does not start a
+	// new rollout.
+	//
+	// +optional
+	WorkloadRef *WorkloadRef `json:"workloadRef,omitempty"`
+}
+
+// WorkloadRef names a workload with a scale subresource.
+type WorkloadRef struct {
+	// group of the workload's kind, e.g. apps.
+	//
+	// +optional
+	// +kubebuilder:default=apps
+	// +kubebuilder:validation:MaxLength=253
+	Group string `json:"group,omitempty"`
+
+	// kind of the workload, e.g. Deployment, StatefulSet, or a custom kind
+	// with a scale subresource.
+	//
+	// +optional
+	// +kubebuilder:default=Deployment
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[A-Z][A-Za-z0-9]*$`
+	Kind string `json:"kind,omitempty"`
+
+	// name of the workload, in the rollout's namespace.
+	//
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	Name string `json:"name"`
+}
+
+// AnnotationReplicasBeforeScaleDown, on a workload the rollout scaled to
+// zero, records its replicas before, so that a retry restores them.
+const AnnotationReplicasBeforeScaleDown = "rollouts.modelrollout.io/replicas-before-scale-down"
+
+// WorkloadActionType is what the rollout does to a workload.
+//
+// +kubebuilder:validation:Enum=ScaleDown;Restore
+type WorkloadActionType string
+
+const (
+	// WorkloadScaleDown scales the workload to zero, after recording its
+	// replicas in AnnotationReplicasBeforeScaleDown.
+	WorkloadScaleDown WorkloadActionType = "ScaleDown"
+	// WorkloadRestore scales the workload back to the replicas recorded in
+	// AnnotationReplicasBeforeScaleDown and removes the annotation.
+	WorkloadRestore WorkloadActionType = "Restore"
+)
+
+// WorkloadAction is a pending change of a workload's replicas.
+type WorkloadAction struct {
+	// workloadRef names the workload.
+	//
+	// +required
+	WorkloadRef WorkloadRef `json:"workloadRef"`
+
+	// action is ScaleDown or Restore.
+	//
+	// +required
+	Action WorkloadActionType `json:"action"`
+
+	// at is when the action falls due.
+	//
+	// +required
+	At metav1.Time `json:"at"`
+
+	// why the action was scheduled, e.g. "old stable after success".
+	//
+	// +optional
+	// +kubebuilder:validation:MaxLength=256
+	Why string `json:"why,omitempty"`
 }
 
 // Step is one stage of the schedule.
@@ -360,6 +453,30 @@ type ModelRolloutStatus struct {
 	// +listType=atomic
 	// +kubebuilder:validation:MaxItems=8
 	Retiring []BackendRef `json:"retiring,omitempty"`
+
+	// removing lists backends whose backendRefs the finish of a rollout
+	// removes from the managed rules: the old stable, once spec.stable names
+	// the canary that holds all traffic after success. Nothing else of the
+	// rules changes. The rollout goes Idle once no managed rule references
+	// them. See "Finishing a rollout" in the README.
+	//
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=8
+	Removing []BackendRef `json:"removing,omitempty"`
+
+	// workloads lists the pending workload handoffs (see
+	// spec.stable.workloadRef): the old stable's scale-down after success,
+	// the failed canary's after a rollback, the canary's restore on a
+	// retry. An action leaves the list once done. They outlive the rollout
+	// that scheduled them: a finish does not cancel the old stable's
+	// scale-down. An action on the workload of spec.stable, or of a canary
+	// that is not rolled back, is dropped.
+	//
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=8
+	Workloads []WorkloadAction `json:"workloads,omitempty"`
 
 	// currentStepIndex is the zero-based index into spec.steps of the step in
 	// force. Absent before the first step has started.

@@ -25,6 +25,7 @@ import (
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
@@ -32,6 +33,7 @@ import (
 
 	rolloutsv1 "github.com/modelrollout/modelrollout/api/v1alpha1"
 	"github.com/modelrollout/modelrollout/controllers"
+	"github.com/modelrollout/modelrollout/internal/finish"
 )
 
 // The recipe's settings, as config/argocd/README.md writes them
@@ -183,7 +185,9 @@ func start(t *testing.T) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{Scheme: scheme, Metrics: metricsserver.Options{BindAddress: "0"}})
+	// Each test starts its own operator in this process.
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{Scheme: scheme, Metrics: metricsserver.Options{BindAddress: "0"},
+		Controller: config.Controller{SkipNameValidation: ptr.To(true)}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -658,34 +662,77 @@ func TestRecipe(t *testing.T) {
 		r["backendRefs"] = []any{refs[1], refs[0]}
 		expectOutOfSync(t, "finished, backendRefs reordered", recipe(routeName).compare(t, swapped, live))
 
-		// Finished in Git with the old stable removed: a real difference.
-		removed := deepCopy(t, git)
-		rr := rule(t, removed, "gpt4")
-		rr["backendRefs"] = []any{map[string]any{"name": canary, "port": float64(8000), "weight": float64(100)}}
-		expectOutOfSync(t, "finished, old stable removed", recipe(routeName).compare(t, removed, live))
+		// The Git change of the finish, computed from the Git route by the
+		// same code as `kubectl modelrollout finish --print`: the old
+		// stable's backendRef removed from the managed rule, the canary at
+		// 100. Before the operator finishes, it is a real difference.
+		removed, _ := finish.Route(git, []rolloutsv1.RuleName{"gpt4"},
+			rolloutsv1.BackendRef{Name: stable, Port: ptr.To[int32](8000)}, rolloutsv1.BackendRef{Name: canary, Port: ptr.To[int32](8000)})
+		if n := len(backendRefs(t, removed, "gpt4")); n != 1 {
+			t.Fatalf("the Git change keeps %d backendRefs in the managed rule, want 1", n)
+		}
+		expectOutOfSync(t, "finished in Git, old stable removed, before the operator's finish", recipe(routeName).compare(t, removed, live))
 
-		// The ModelRollout from Git (stable v2, no canary): Idle, the
-		// operator leaves the route alone.
+		// The ModelRollout from Git (stable v2, no canary): the operator
+		// removes the old stable's backendRef from the managed rules of
+		// every route, and goes Idle.
 		ro = h.rollout()
 		ro.Spec.Stable = *ro.Spec.Canary
 		ro.Spec.Canary = nil
 		h.must(h.c.Update(h.ctx, ro))
 		h.waitFor("Idle", h.phase(rolloutsv1.PhaseIdle))
-
-		// With RespectIgnoreDifferences the sync applies the live rules:
-		// the stale backendRef stays (README point 3).
-		target := recipe(routeName).syncTarget(t, removed, h.live(routeName))
-		if n := len(backendRefs(t, target, "gpt4")); n != 2 {
-			t.Errorf("RespectIgnoreDifferences sync target has %d backendRefs, want the live 2", n)
+		for _, r := range []string{routeName, unlistedRoute, movedRoute} {
+			h.waitFor(r+" without the old stable", h.weightsAre(r, "gpt4", map[string]int64{canary: 100}))
 		}
-		// Without it (or applied by hand), Git's rule is applied as written.
-		h.apply(removed)
 		after := h.live(routeName)
-		if got := weights(after, "gpt4"); !maps.Equal(got, map[string]int64{canary: 100}) {
-			t.Errorf("after the finish sync: %v", got)
+		if annotation(after, rolloutsv1.AnnotationRuleOwners) != "" || annotation(after, rolloutsv1.AnnotationAppliedWeights) != "" {
+			t.Errorf("the operator's annotations stay after the finish: %v", after["metadata"])
 		}
-		expectSynced(t, "finished and synced", recipe(routeName).compare(t, removed, after))
-		expectSynced(t, "finished and synced, no ignore", normalizer(nil).compare(t, removed, after))
+
+		// The route as the operator leaves it is what Git holds: in sync
+		// with the recipe, and without any ignore.
+		expectSynced(t, "finished by the operator, Git change committed", recipe(routeName).compare(t, removed, after))
+		expectSynced(t, "finished by the operator, Git change committed, no ignore", normalizer(nil).compare(t, removed, after))
+		// Also for the route whose canary was not listed in Git (the
+		// operator had appended it) and the one with a rule before the
+		// managed one.
+		for name, m := range map[string]map[string]any{unlistedRoute: unlisted, movedRoute: moved} {
+			gitAfter, _ := finish.Route(m, []rolloutsv1.RuleName{"gpt4"},
+				rolloutsv1.BackendRef{Name: stable, Port: ptr.To[int32](8000)}, rolloutsv1.BackendRef{Name: canary, Port: ptr.To[int32](8000)})
+			if name == unlistedRoute {
+				// Git listed only the stable: the finish names the canary.
+				backendRefs(t, gitAfter, "gpt4")[0].(map[string]any)["name"] = canary
+				backendRefs(t, gitAfter, "gpt4")[0].(map[string]any)["weight"] = float64(100)
+			}
+			expectSynced(t, name+" finished by the operator", recipe(name).compare(t, gitAfter, h.live(name)))
+		}
+		// Keeping the old stable in Git (the pre-finish habit) is now the
+		// difference: the finish's Git change removes it.
+		expectOutOfSync(t, "finished, Git still lists the old stable at 0", recipe(routeName).compare(t, keep, after))
+
+		// No fight: a RespectIgnoreDifferences sync (selfHeal) applies
+		// exactly the live rules, the operator writes nothing back, and
+		// the route stays in sync.
+		target := recipe(routeName).syncTarget(t, removed, after)
+		if got, want := string(toJSON(t, target["spec"].(map[string]any)["rules"])), string(toJSON(t, after["spec"].(map[string]any)["rules"])); got != want {
+			t.Errorf("the sync target's rules are not the live rules:\n got %s\nwant %s", got, want)
+		}
+		h.apply(target)
+		synced := h.live(routeName)
+		if got := weights(synced, "gpt4"); !maps.Equal(got, map[string]int64{canary: 100}) {
+			t.Errorf("after the sync: %v", got)
+		}
+		expectSynced(t, "finished and synced", recipe(routeName).compare(t, removed, synced))
+		// A sync without the option (or kubectl apply) writes Git as is:
+		// the same route.
+		h.apply(removed)
+		if got := weights(h.live(routeName), "gpt4"); !maps.Equal(got, map[string]int64{canary: 100}) {
+			t.Errorf("after the plain sync: %v", got)
+		}
+		expectSynced(t, "finished and synced, no ignore", normalizer(nil).compare(t, removed, h.live(routeName)))
+		if p := h.rollout().Status.Phase; p != rolloutsv1.PhaseIdle {
+			t.Errorf("the rollout is %s after the syncs, want Idle", p)
+		}
 	})
 }
 
@@ -735,7 +782,8 @@ func TestReadmeStatesTheTestedPaths(t *testing.T) {
 	}
 	readme := string(raw)
 	for _, s := range []string{"- " + recipeJQPath, readmePointer, "RespectIgnoreDifferences=true",
-		"group: gateway.networking.k8s.io", "kind: HTTPRoute", "name: " + routeName, narrowJQPath} {
+		"group: gateway.networking.k8s.io", "kind: HTTPRoute", "name: " + routeName, narrowJQPath,
+		"- /spec/replicas", "kind: Deployment", "group: apps"} {
 		if !strings.Contains(readme, s) {
 			t.Errorf("config/argocd/README.md does not state %q", s)
 		}

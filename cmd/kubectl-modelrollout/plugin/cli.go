@@ -192,7 +192,9 @@ func (a *App) rootCommand(g *globalFlags) *cobra.Command {
 
 Actions (promote, pause, resume, abort, retry) write annotations on the
 ModelRollout, never its spec, so they do not fight Argo CD or Flux, which own
-the spec. The controller acts on each request once and records it in status.`,
+the spec. The controller acts on each request once and records it in status.
+finish is the exception: it changes spec.stable and spec.canary, so under
+GitOps use finish --print and commit its output instead.`,
 		Annotations:   map[string]string{cobra.CommandDisplayNameAnnotation: "kubectl modelrollout"},
 		SilenceErrors: true,
 		SilenceUsage:  true,
@@ -210,7 +212,7 @@ the spec. The controller acts on each request once and records it in status.`,
 	pf.BoolVar(&g.ascii, "ascii", false, "use ASCII marks instead of ✔ ▶ · ✖ …")
 
 	root.AddCommand(a.getCommand(g), a.statusCommand(g), a.promoteCommand(g), a.pauseCommand(g),
-		a.resumeCommand(g), a.abortCommand(g), a.retryCommand(g), a.versionCommand())
+		a.resumeCommand(g), a.abortCommand(g), a.retryCommand(g), a.finishCommand(g), a.versionCommand())
 	// The completion command writes to the output set before it is made.
 	root.SetOut(a.Out)
 	root.SetErr(a.ErrOut)
@@ -419,6 +421,34 @@ Writes the annotation ` + rolloutsv1.AnnotationRetry + `=<RFC 3339 time>.`,
 		}),
 	}
 	addWaitFlags(cmd, &o)
+	return cmd
+}
+
+func (a *App) finishCommand(g *globalFlags) *cobra.Command {
+	o := FinishOptions{}
+	cmd := &cobra.Command{
+		Use:   "finish NAME [--print]",
+		Short: "Make a Succeeded rollout's canary the stable backend",
+		Long: `Finish a Succeeded rollout (its canary holds 100% of traffic): set
+spec.stable to the canary and remove spec.canary. The operator then removes
+the old stable's backendRef from the managed rules of every route (nothing
+else of the routes changes) and the rollout goes Idle, ready for the next
+canary.
+
+finish changes the rollout's spec: where Git holds the rollout (Argo CD,
+Flux), a sync would undo it. There, use --print: nothing is changed, and the
+rollout and its routes are printed as Git should hold them after the finish;
+commit that, as one change.`,
+		Example: `  kubectl modelrollout finish gpt4 -n ai-gateway --wait
+  kubectl modelrollout finish gpt4 -n ai-gateway --print > finish.yaml`,
+		Args:              oneName,
+		ValidArgsFunction: a.completeNames(g),
+		RunE: a.run(g, func(ctx context.Context, p *Plugin, args []string) error {
+			return p.Finish(ctx, args[0], o)
+		}),
+	}
+	cmd.Flags().BoolVar(&o.Print, "print", false, "print the Git change (the rollout and its routes after the finish) instead of applying it")
+	addWaitFlags(cmd, &o.ActionOptions)
 	return cmd
 }
 

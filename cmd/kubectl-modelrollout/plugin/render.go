@@ -97,6 +97,16 @@ func (v *statusView) render(events []Event) {
 	if pending := v.pending(); len(pending) > 0 {
 		v.add("Pending", pending...)
 	}
+	if len(v.st.Removing) > 0 {
+		names := make([]string, 0, len(v.st.Removing))
+		for _, b := range v.st.Removing {
+			names = append(names, backendName(b))
+		}
+		v.add("Finish", "removing the backendRef of "+strings.Join(names, ", ")+" from the managed rules")
+	}
+	if hand := v.handoffs(); len(hand) > 0 {
+		v.add("Handoff", hand...)
+	}
 	if v.st.ObservedGeneration != 0 && v.st.ObservedGeneration < v.ro.Generation {
 		v.add("Note", fmt.Sprintf("the controller has not acted on the latest spec yet (generation %d; status is for generation %d)",
 			v.ro.Generation, v.st.ObservedGeneration))
@@ -662,6 +672,28 @@ func (v *statusView) webhooks() []string {
 	return columns(rows, 3)
 }
 
+// handoffs renders the pending workload actions (status.workloads).
+func (v *statusView) handoffs() []string {
+	out := make([]string, 0, len(v.st.Workloads))
+	for _, a := range v.st.Workloads {
+		w := a.WorkloadRef.Kind + "/" + a.WorkloadRef.Name
+		what := "scale " + w + " to 0"
+		if a.Action == rolloutsv1.WorkloadRestore {
+			what = "restore the replicas of " + w
+		}
+		when := "now"
+		if a.At.After(v.now) {
+			when = "in " + age(a.At.Time, v.now)
+		}
+		line := fmt.Sprintf("%s %s", what, when)
+		if a.Why != "" {
+			line += " (" + a.Why + ")"
+		}
+		out = append(out, line)
+	}
+	return out
+}
+
 // events renders the latest events, oldest first.
 func (v *statusView) events(events []Event) []string {
 	evs := append([]Event(nil), events...)
@@ -703,7 +735,7 @@ func (v *statusView) next() string {
 	case rolloutsv1.PhaseRolledBack:
 		return "fix the canary and change spec.canary in Git, or retry from step 1: " + cmd("retry")
 	case rolloutsv1.PhaseSucceeded:
-		return fmt.Sprintf("make %s the stable in Git (spec.stable) and remove spec.canary, or set the next canary", canaryName(ro))
+		return fmt.Sprintf("make %s the stable: %s   (under GitOps, commit the output of %s --print)", canaryName(ro), cmd("finish"), cmd("finish"))
 	}
 	return ""
 }

@@ -128,8 +128,15 @@ func TestStatusSucceeded(t *testing.T) {
 		"Rollout gpt4: Succeeded, canary vllm-gpt4-v2 at 100%   (succeeded 55m ago)",
 		"Traffic  stable vllm-gpt4-v1 0%   canary vllm-gpt4-v2 100%",
 		"✔ 10% 31m   ✔ 25% 31m   ✔ 50% 1h1m   ✔ 75% 1h1m   ✔ 100% 1h1m",
-		"Next     make vllm-gpt4-v2 the stable in Git",
-	}, "▶", "·", "Issues", "Message")
+		"Next     make vllm-gpt4-v2 the stable: kubectl modelrollout finish gpt4 -n ai-gateway   (under GitOps, commit the output of kubectl modelrollout finish gpt4 -n ai-gateway --print)",
+	}, "▶", "·", "Issues", "Message", "Handoff")
+
+	ro := succeeded()
+	ro.Status.Workloads = []rolloutsv1.WorkloadAction{{WorkloadRef: rolloutsv1.WorkloadRef{Group: "apps", Kind: "Deployment", Name: "vllm-gpt4-v1"},
+		Action: rolloutsv1.WorkloadScaleDown, At: metav1.NewTime(now.Add(8 * time.Minute)), Why: "old stable vllm-gpt4-v1 after success"}}
+	assertContains(t, render(t, ro, nil, Style{}), []string{
+		"Handoff  scale Deployment/vllm-gpt4-v1 to 0 in 8m (old stable vllm-gpt4-v1 after success)",
+	})
 }
 
 func TestStatusRolledBack(t *testing.T) {
