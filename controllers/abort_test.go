@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -148,14 +149,35 @@ func (g *hangingGates) Evaluate(ctx context.Context, ro *rolloutsv1.ModelRollout
 // writeLog records the kinds the operator writes, in order.
 type writeLog struct {
 	client.Client
+	// ns, when set, limits the log to writes in that namespace: the
+	// operator of a spec also reconciles the rollouts earlier specs left.
+	ns  string
 	mu  sync.Mutex
 	log []string
+	// patches holds each write's patch, for failure messages.
+	patches []string
 }
 
-func (w *writeLog) add(s string) {
+func (w *writeLog) add(obj client.Object, s string) { w.addPatch(obj, s, "") }
+
+func (w *writeLog) addPatch(obj client.Object, s, patch string) {
+	if w.ns != "" && obj.GetNamespace() != w.ns {
+		return
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.log = append(w.log, s)
+	w.patches = append(w.patches, s+" "+patch)
+}
+
+// since describes the writes from entry i on, with their patches.
+func (w *writeLog) since(i int) string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if i > len(w.patches) {
+		return ""
+	}
+	return strings.Join(w.patches[i:], "\n")
 }
 
 func (w *writeLog) entries() []string {
@@ -175,7 +197,7 @@ func writeKind(o client.Object) string {
 }
 
 func (w *writeLog) Patch(ctx context.Context, obj client.Object, patch client.Patch, opts ...client.PatchOption) error {
-	w.add(writeKind(obj))
+	w.add(obj, writeKind(obj))
 	return w.Client.Patch(ctx, obj, patch, opts...)
 }
 
@@ -189,7 +211,8 @@ type statusLog struct {
 }
 
 func (s *statusLog) Patch(ctx context.Context, obj client.Object, patch client.Patch, opts ...client.SubResourcePatchOption) error {
-	s.w.add(writeKind(obj) + "/status")
+	data, _ := patch.Data(obj)
+	s.w.addPatch(obj, writeKind(obj)+"/status", string(data))
 	return s.SubResourceWriter.Patch(ctx, obj, patch, opts...)
 }
 
@@ -214,7 +237,7 @@ var _ = Describe("Abort fast path", func() {
 		gates := &hangingGates{}
 		var writes *writeLog
 		op = startOperator(func(r *ModelRolloutReconciler, _ ctrl.Manager) {
-			writes = &writeLog{Client: r.Client}
+			writes = &writeLog{Client: r.Client, ns: ns}
 			r.Client = writes
 			r.Gates = gates
 		})
@@ -230,7 +253,9 @@ var _ = Describe("Abort fast path", func() {
 		Eventually(phaseOf(ns, "gpt4")).Should(Equal(rolloutsv1.PhaseRolledBack))
 		Expect(routeWeights(ns, "model-header-routing", "gpt4")()).To(Equal(map[string]int32{"vllm-gpt4-v1": 100, "vllm-gpt4-v2": 0}))
 		Consistently(func() []string { return writes.entries()[before:] }).Should(Equal([]string{"HTTPRoute", "ModelRollout/status"}),
-			"routes first, then the status that records the token; nothing more")
+			func() string {
+				return "routes first, then the status that records the token; nothing more:\n" + writes.since(before)
+			})
 		Expect(getRollout(ns, "gpt4").Status.LastHandledAbort).To(Equal("now"))
 		Expect(getRollout(ns, "gpt4").Status.Rollback.Message).To(Equal("bad answers"))
 	})
