@@ -67,26 +67,6 @@ func headerRouteNames(ro *rolloutsv1.ModelRollout) []string {
 	return names
 }
 
-// describeMatch renders a step's match, e.g.
-// "header x-ab-test-group=canary, query variant~=b.*" (~= for a regular
-// expression).
-func describeMatch(m rolloutsv1.StepMatch) string {
-	var parts []string
-	op := func(regex bool) string {
-		if regex {
-			return "~="
-		}
-		return "="
-	}
-	for _, h := range m.Headers {
-		parts = append(parts, fmt.Sprintf("header %s%s%s", h.Name, op(h.Type != nil && *h.Type == gatewayv1.HeaderMatchRegularExpression), h.Value))
-	}
-	for _, q := range m.QueryParams {
-		parts = append(parts, fmt.Sprintf("query %s%s%s", q.Name, op(q.Type != nil && *q.Type == gatewayv1.QueryParamMatchRegularExpression), q.Value))
-	}
-	return strings.Join(parts, ", ")
-}
-
 // headerRouteFor builds the header route for one user route, with every
 // default the API server would fill in written out, so that a stored route
 // compares equal to it. It returns nil when no managed match can take the
@@ -215,7 +195,7 @@ func desiredHeaderRoutes(ro *rolloutsv1.ModelRollout, st *rolloutsv1.ModelRollou
 	if len(none) > 0 {
 		return want, &problem{Reason: rolloutsv1.ReasonNoMatchForHeaderRoute, Message: fmt.Sprintf(
 			"every managed match of HTTPRoute %s already tests a header or query parameter of the step's match (%s), so no header route can take it and those requests stay on the weights; use a header name the route does not test",
-			strings.Join(none, ", "), describeMatch(hr.Match))}
+			strings.Join(none, ", "), hr.Match.String())}
 	}
 	return want, nil
 }
@@ -291,7 +271,7 @@ func (r *ModelRolloutReconciler) applyHeaderRoutes(ctx context.Context, ro *roll
 			case err == nil:
 				prob = &problem{Reason: rolloutsv1.ReasonHeaderRouteConflict, Message: fmt.Sprintf(
 					"HTTPRoute %s exists and is not this rollout's header route (no label %s=%s); it is left alone and requests with %s stay on the weights: rename or delete it",
-					name, rolloutsv1.LabelHeaderRouteOf, ro.Name, describeMatch(st.HeaderRoute.Match))}
+					name, rolloutsv1.LabelHeaderRouteOf, ro.Name, st.HeaderRoute.Match.String())}
 				continue
 			case !apierrors.IsNotFound(err):
 				errs = append(errs, fmt.Errorf("get HTTPRoute %s/%s: %w", ro.Namespace, name, err))
@@ -304,7 +284,7 @@ func (r *ModelRolloutReconciler) applyHeaderRoutes(ctx context.Context, ro *roll
 			switch {
 			case err == nil:
 				r.writes.wroteHeader(key, name, created.Generation, r.now())
-				logger.Info("Created header route", "route", name, "match", describeMatch(st.HeaderRoute.Match))
+				logger.Info("Created header route", "route", name, "match", st.HeaderRoute.Match.String())
 			case apierrors.IsAlreadyExists(err):
 				// The cache has not seen it yet: decide again once it has.
 				retry = cacheLagRetry
@@ -342,7 +322,7 @@ func (r *ModelRolloutReconciler) applyHeaderRoutes(ctx context.Context, ro *roll
 			r.writes.wroteHeader(key, name, patched.Generation, r.now())
 			logger.Info("Restored header route", "route", name)
 			r.event(ro, event{Warning: true, Reason: "HeaderRouteRestored", Message: fmt.Sprintf(
-				"HTTPRoute %s, the header route of this rollout, differed from what the managed rules and the step's match make it (an edit of it, or of them); rewritten to send every request with %s to the canary", name, describeMatch(st.HeaderRoute.Match))})
+				"HTTPRoute %s, the header route of this rollout, differed from what the managed rules and the step's match make it (an edit of it, or of them); rewritten to send every request with %s to the canary", name, st.HeaderRoute.Match.String())})
 		case apierrors.IsNotFound(err):
 			// Deleted meanwhile: its delete event brings the rollout back.
 		case patchRejected(err):

@@ -799,7 +799,7 @@ func (p *planner) startStep(i int) {
 	}
 	st.Message = fmt.Sprintf("Step %s: setting canary weight to %d%%", st.Step, step.Weight)
 	if step.Match != nil {
-		p.emit(false, "StepStarted", "Step %s: canary %s at %d%%, and every request with %s", st.Step, p.ro.Spec.Canary.Name, step.Weight, describeMatch(*step.Match))
+		p.emit(false, "StepStarted", "Step %s: canary %s at %d%%, and every request with %s", st.Step, p.ro.Spec.Canary.Name, step.Weight, step.Match.String())
 	} else {
 		p.emit(false, "StepStarted", "Step %s: canary %s at %d%%", st.Step, p.ro.Spec.Canary.Name, step.Weight)
 	}
@@ -1320,7 +1320,7 @@ func (p *planner) currentMatch() *rolloutsv1.StepMatch {
 func (p *planner) canaryShare() string {
 	share := fmt.Sprintf("canary at %d%%", p.st.CanaryWeight)
 	if m := p.currentMatch(); m != nil {
-		share += " and every request with " + describeMatch(*m)
+		share += " and every request with " + m.String()
 	}
 	return share
 }
@@ -1349,9 +1349,9 @@ func (p *planner) settleHeaderRoute() {
 	}
 	switch {
 	case before != nil && st.HeaderRoute == nil:
-		p.emit(false, "HeaderRouteRemoved", "Requests with %s no longer go to the canary by match: HTTPRoute %s removed", describeMatch(before.Match), strings.Join(before.Routes, ", "))
-	case before != nil && describeMatch(before.Match) != describeMatch(st.HeaderRoute.Match):
-		p.emit(false, "HeaderRouteChanged", "Requests with %s go to the canary (was %s)", describeMatch(st.HeaderRoute.Match), describeMatch(before.Match))
+		p.emit(false, "HeaderRouteRemoved", "Requests with %s no longer go to the canary by match: HTTPRoute %s removed", before.Match.String(), strings.Join(before.Routes, ", "))
+	case before != nil && before.Match.String() != st.HeaderRoute.Match.String():
+		p.emit(false, "HeaderRouteChanged", "Requests with %s go to the canary (was %s)", st.HeaderRoute.Match.String(), before.Match.String())
 	}
 }
 
@@ -1392,9 +1392,9 @@ func (p *planner) setHeaderRouteCondition(set func(string, metav1.ConditionStatu
 		set(rolloutsv1.ConditionHeaderRouted, metav1.ConditionFalse, p.obs.HeaderRoute.Reason, p.obs.HeaderRoute.Message)
 	case p.headerWillCarry():
 		set(rolloutsv1.ConditionHeaderRouted, metav1.ConditionTrue, rolloutsv1.ReasonApplied,
-			fmt.Sprintf("HTTPRoute %s sends every request with %s to the canary", strings.Join(hr.Routes, ", "), describeMatch(hr.Match)))
+			fmt.Sprintf("HTTPRoute %s sends every request with %s to the canary", strings.Join(hr.Routes, ", "), hr.Match.String()))
 	default:
 		set(rolloutsv1.ConditionHeaderRouted, metav1.ConditionFalse, rolloutsv1.ReasonPending,
-			fmt.Sprintf("Writing HTTPRoute %s for requests with %s", strings.Join(hr.Routes, ", "), describeMatch(hr.Match)))
+			fmt.Sprintf("Writing HTTPRoute %s for requests with %s", strings.Join(hr.Routes, ", "), hr.Match.String()))
 	}
 }

@@ -924,7 +924,7 @@ func TestPlanHeaderRoutedSteps(t *testing.T) {
 				expect(t, d.Routes.Canary != nil && d.Routes.CanaryWeight == 0, true)
 				expect(t, st.HeaderRoute != nil, true)
 				expect(t, strings.Join(st.HeaderRoute.Routes, ","), "model-header-routing-gpt4-match")
-				expect(t, describeMatch(st.HeaderRoute.Match), "header x-ab-test-group=canary")
+				expect(t, st.HeaderRoute.Match.String(), "header x-ab-test-group=canary")
 				expect(t, d.Events[0].Reason, "StepStarted")
 				expect(t, strings.HasPrefix(d.Events[0].Message, "Step 1/3: canary vllm-gpt4-v2 at 0%, and every request with header x-ab-test-group=canary"), true)
 				// The route patch and the header route follow this status

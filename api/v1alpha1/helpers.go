@@ -3,8 +3,11 @@ package v1alpha1
 import (
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
+
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 )
 
 // Parse returns the duration. The CRD schema guarantees the syntax of stored
@@ -105,4 +108,24 @@ func (g Gate) RunsAtSteps() bool {
 		return *g.EveryStep
 	}
 	return g.Prompt == nil
+}
+
+// String renders a step's match for messages, e.g.
+// "header x-ab-test-group=canary, query variant~=b.*" (~= for a regular
+// expression).
+func (m StepMatch) String() string {
+	var parts []string
+	op := func(regex bool) string {
+		if regex {
+			return "~="
+		}
+		return "="
+	}
+	for _, h := range m.Headers {
+		parts = append(parts, fmt.Sprintf("header %s%s%s", h.Name, op(h.Type != nil && *h.Type == gatewayv1.HeaderMatchRegularExpression), h.Value))
+	}
+	for _, q := range m.QueryParams {
+		parts = append(parts, fmt.Sprintf("query %s%s%s", q.Name, op(q.Type != nil && *q.Type == gatewayv1.QueryParamMatchRegularExpression), q.Value))
+	}
+	return strings.Join(parts, ", ")
 }

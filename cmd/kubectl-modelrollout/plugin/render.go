@@ -9,7 +9,6 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	rolloutsv1 "github.com/modelrollout/modelrollout/api/v1alpha1"
 )
@@ -70,7 +69,7 @@ func (v *statusView) render(events []Event) {
 	v.add("Traffic", v.traffic())
 	if hr := v.st.HeaderRoute; hr != nil {
 		v.add("Match", fmt.Sprintf("every request with %s -> canary %s   via HTTPRoute %s",
-			matchText(hr.Match), canaryName(v.ro), strings.Join(hr.Routes, ", ")))
+			hr.Match.String(), canaryName(v.ro), strings.Join(hr.Routes, ", ")))
 	}
 	if steps := v.timeline(); len(steps) > 0 {
 		v.add("Steps", steps...)
@@ -329,25 +328,6 @@ func (v *statusView) traffic() string {
 		parts = append(parts, label+" "+strings.Join(routes, ", "))
 	}
 	return strings.Join(parts, "   ")
-}
-
-// matchText renders a step's match, e.g. "header x-ab-test-group=canary"
-// (~= for a regular expression).
-func matchText(m rolloutsv1.StepMatch) string {
-	var parts []string
-	op := func(regex bool) string {
-		if regex {
-			return "~="
-		}
-		return "="
-	}
-	for _, h := range m.Headers {
-		parts = append(parts, fmt.Sprintf("header %s%s%s", h.Name, op(h.Type != nil && *h.Type == gatewayv1.HeaderMatchRegularExpression), h.Value))
-	}
-	for _, q := range m.QueryParams {
-		parts = append(parts, fmt.Sprintf("query %s%s%s", q.Name, op(q.Type != nil && *q.Type == gatewayv1.QueryParamMatchRegularExpression), q.Value))
-	}
-	return strings.Join(parts, ", ")
 }
 
 // pauseText is a step's configured pause: "30m", or "manual" when it waits
