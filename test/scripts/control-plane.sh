@@ -11,46 +11,16 @@ root="$(cd "$(dirname "$0")/../.." && pwd)"
 out="${CONTROL_PLANE_DIR:-$root/bin/control-plane/$K8S_VERSION}"
 work="$root/bin/control-plane/build"
 
+# shellcheck source=k8s-build.sh
+. "$root/test/scripts/k8s-build.sh"
+
 log() { echo "control-plane: $*" >&2; }
 
 mkdir -p "$out"
 
 if [ ! -x "$out/kube-apiserver" ]; then
   log "building kube-apiserver $K8S_VERSION (about 10 minutes on a cold cache)"
-  mod="$work/apiserver-$K8S_VERSION"
-  rm -rf "$mod" && mkdir -p "$mod"
-  (
-    cd "$mod"
-    k8sdir="$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
-    staging_version="v0${K8S_VERSION#v1}"
-    {
-      echo "module controlplanebuild"
-      echo
-      echo "go 1.26.0"
-      echo
-      echo "require k8s.io/kubernetes $K8S_VERSION"
-      echo
-      echo "replace ("
-      # Every staging module k8s.io/kubernetes replaces with a local folder is
-      # published on its own under the matching v0.x version.
-      sed -n 's#^[[:space:]]*\(k8s.io/[a-z0-9-]*\) => ./staging/.*#\1#p' "$k8sdir/go.mod" |
-        sort -u | while read -r m; do echo "	$m => $m $staging_version"; done
-      echo ")"
-    } > go.mod
-    cat > tools.go <<'GO'
-//go:build tools
-
-package tools
-
-import _ "k8s.io/kubernetes/cmd/kube-apiserver"
-GO
-    GOFLAGS=-mod=mod go mod tidy >&2
-    minor="${K8S_VERSION#v1.}"; minor="${minor%%.*}"
-    CGO_ENABLED=0 go build -trimpath \
-      -ldflags "-s -w -X k8s.io/component-base/version.gitVersion=$K8S_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor" \
-      -o "$out/kube-apiserver.tmp" k8s.io/kubernetes/cmd/kube-apiserver
-    mv "$out/kube-apiserver.tmp" "$out/kube-apiserver"
-  )
+  build_k8s_command kube-apiserver "$work/apiserver-$K8S_VERSION" "$out"
 fi
 
 if [ ! -x "$out/etcd" ]; then

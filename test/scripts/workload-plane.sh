@@ -14,44 +14,16 @@ root="$(cd "$(dirname "$0")/../.." && pwd)"
 out="${CONTROL_PLANE_DIR:-$root/bin/control-plane/$K8S_VERSION}"
 work="$root/bin/control-plane/build"
 
+# shellcheck source=k8s-build.sh
+. "$root/test/scripts/k8s-build.sh"
+
 log() { echo "workload-plane: $*" >&2; }
 
 mkdir -p "$out"
 
 if [ ! -x "$out/kube-controller-manager" ]; then
   log "building kube-controller-manager $K8S_VERSION (about 8 minutes after kube-apiserver)"
-  mod="$work/controller-manager-$K8S_VERSION"
-  rm -rf "$mod" && mkdir -p "$mod"
-  (
-    cd "$mod"
-    k8sdir="$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
-    staging_version="v0${K8S_VERSION#v1}"
-    {
-      echo "module controllermanagerbuild"
-      echo
-      echo "go 1.26.0"
-      echo
-      echo "require k8s.io/kubernetes $K8S_VERSION"
-      echo
-      echo "replace ("
-      sed -n 's#^[[:space:]]*\(k8s.io/[a-z0-9-]*\) => ./staging/.*#\1#p' "$k8sdir/go.mod" |
-        sort -u | while read -r m; do echo "	$m => $m $staging_version"; done
-      echo ")"
-    } > go.mod
-    cat > tools.go <<'GO'
-//go:build tools
-
-package tools
-
-import _ "k8s.io/kubernetes/cmd/kube-controller-manager"
-GO
-    GOFLAGS=-mod=mod go mod tidy >&2
-    minor="${K8S_VERSION#v1.}"; minor="${minor%%.*}"
-    CGO_ENABLED=0 go build -trimpath \
-      -ldflags "-s -w -X k8s.io/component-base/version.gitVersion=$K8S_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor" \
-      -o "$out/kube-controller-manager.tmp" k8s.io/kubernetes/cmd/kube-controller-manager
-    mv "$out/kube-controller-manager.tmp" "$out/kube-controller-manager"
-  )
+  build_k8s_command kube-controller-manager "$work/controller-manager-$K8S_VERSION" "$out"
 fi
 
 if [ ! -x "$out/kwok" ] || [ ! -f "$out/kwok-stages.yaml" ]; then
