@@ -43,14 +43,17 @@
 // # Load
 //
 // StartLoad sends OpenAI chat completions with x-model-id: gpt-4 through
-// the gateway (some streamed), always bounded in count and time, counting
-// responses by the x-backend header; RunBatch sends an exact number.
+// the gateway (some streamed, some with x-ab-test-group: canary), always
+// bounded in count and time, counting responses by the x-backend header,
+// and those with the header apart; RunBatch sends an exact number.
 // Traffic is only ever sent to loopback addresses.
 //
 // # The story (RunStory)
 //
-// With load running, it applies rollout-gpt4-v2.yaml (v1 -> v2, 10/25/50/75/100
-// with 10s pauses and the gates vllm-error-ratio, vllm-e2e-latency-p99 and
+// With load running, it applies rollout-gpt4-v2.yaml (v1 -> v2, a dark
+// launch at weight 0 that sends the requests with x-ab-test-group: canary to
+// v2 through the rollout's own header route, then 10/25/50/75/100, all with
+// 10s pauses and the gates vllm-error-ratio, vllm-e2e-latency-p99 and
 // envoy-error-ratio) until Succeeded, then rollout-gpt4-v3.yaml (the same
 // rollout edited as in Git: stable v2, canary v3) until a gate or the
 // HighErrorRate alert rolls it back, then rollout-gpt4-v4.yaml (stable v2,

@@ -49,6 +49,13 @@ type LoadOptions struct {
 	StreamEvery int
 	// MaxTokens is the max_tokens of each request; 16 when 0.
 	MaxTokens int
+	// Header, when set, goes on every HeaderEvery-th request (every
+	// request when HeaderEvery is 0 or 1): the eval harness or internal
+	// users that a header-routed step sends to the canary, e.g.
+	// x-ab-test-group: canary. Their responses are also counted apart
+	// (Tagged, TaggedWindow).
+	Header      http.Header
+	HeaderEvery int
 }
 
 func (o LoadOptions) withDefaults() LoadOptions {
@@ -270,6 +277,10 @@ type Load struct {
 	mu      sync.Mutex
 	total   Tally
 	buckets map[int64]Tally // per second of completion, the last few minutes
+	// tagged and taggedBuckets count the requests that carried
+	// opts.Header, likewise.
+	tagged        Tally
+	taggedBuckets map[int64]Tally
 }
 
 // StartLoad starts sending requests in the background. It stops by itself at
@@ -280,7 +291,8 @@ func StartLoad(ctx context.Context, opts LoadOptions) (*Load, error) {
 		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, opts.MaxDuration)
-	l := &Load{opts: opts, cancel: cancel, done: make(chan struct{}), total: Tally{}, buckets: map[int64]Tally{}}
+	l := &Load{opts: opts, cancel: cancel, done: make(chan struct{}), total: Tally{}, buckets: map[int64]Tally{},
+		tagged: Tally{}, taggedBuckets: map[int64]Tally{}}
 	go l.run(ctx)
 	return l, nil
 }
@@ -341,11 +353,15 @@ func (l *Load) run(ctx context.Context) {
 					return
 				}
 				stream := l.opts.StreamEvery > 0 && n%int64(l.opts.StreamEvery) == 0
-				res := Chat(ctx, client, l.opts.URL, l.opts.ModelID, l.opts.MaxTokens, stream)
+				var header http.Header
+				if len(l.opts.Header) > 0 && (l.opts.HeaderEvery <= 1 || n%int64(l.opts.HeaderEvery) == 0) {
+					header = l.opts.Header
+				}
+				res := chatWith(ctx, client, l.opts.URL, l.opts.ModelID, l.opts.MaxTokens, stream, header)
 				if ctx.Err() != nil && res.Err != nil {
 					return // cut by Stop or MaxDuration: not a response
 				}
-				l.record(res)
+				l.record(res, header != nil)
 			}
 		}()
 	}
@@ -354,21 +370,15 @@ func (l *Load) run(ctx context.Context) {
 	pacer.Wait()
 }
 
-func (l *Load) record(r Result) {
+func (l *Load) record(r Result, tagged bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	sec := time.Now().Unix()
-	b := l.buckets[sec]
-	if b == nil {
-		b = Tally{}
-		l.buckets[sec] = b
-		for k := range l.buckets {
-			if k < sec-600 {
-				delete(l.buckets, k)
-			}
-		}
+	tallies := []Tally{l.total, bucket(l.buckets, sec)}
+	if tagged {
+		tallies = append(tallies, l.tagged, bucket(l.taggedBuckets, sec))
 	}
-	for _, t := range []Tally{l.total, b} {
+	for _, t := range tallies {
 		c := t[r.Backend]
 		if r.OK {
 			c.OK++
@@ -377,6 +387,22 @@ func (l *Load) record(r Result) {
 		}
 		t[r.Backend] = c
 	}
+}
+
+// bucket returns the tally of second sec, made on first use; it drops the
+// buckets older than ten minutes.
+func bucket(buckets map[int64]Tally, sec int64) Tally {
+	b := buckets[sec]
+	if b == nil {
+		b = Tally{}
+		buckets[sec] = b
+		for k := range buckets {
+			if k < sec-600 {
+				delete(buckets, k)
+			}
+		}
+	}
+	return b
 }
 
 // Stop stops the load and waits for the requests in flight to end.
@@ -402,9 +428,46 @@ func (l *Load) Total() Tally {
 func (l *Load) Window(d time.Duration) Tally {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	return window(l.buckets, d)
+}
+
+// Tagged returns the counts since the start of the requests that carried
+// LoadOptions.Header.
+func (l *Load) Tagged() Tally {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := Tally{}
+	out.Add(l.tagged)
+	return out
+}
+
+// TaggedWindow is Window for the requests that carried LoadOptions.Header.
+func (l *Load) TaggedWindow(d time.Duration) Tally {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return window(l.taggedBuckets, d)
+}
+
+// Between returns the counts of the responses completed in the whole
+// seconds strictly between from and to (the ten minutes before now at
+// most), all of them and those that carried LoadOptions.Header.
+func (l *Load) Between(from, to time.Time) (all, tagged Tally) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	all, tagged = Tally{}, Tally{}
+	for sec, t := range l.buckets {
+		if sec > from.Unix() && sec < to.Unix() {
+			all.Add(t)
+			tagged.Add(l.taggedBuckets[sec])
+		}
+	}
+	return all, tagged
+}
+
+func window(buckets map[int64]Tally, d time.Duration) Tally {
 	out := Tally{}
 	from := time.Now().Add(-d).Unix()
-	for sec, t := range l.buckets {
+	for sec, t := range buckets {
 		if sec > from {
 			out.Add(t)
 		}

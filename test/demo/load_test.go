@@ -2,6 +2,7 @@ package demo
 
 import (
 	"context"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -123,5 +124,36 @@ func TestRenderRolloutLikeKubectl(t *testing.T) {
 	}
 	if got := stepsLine(ro); !strings.HasPrefix(got, "▶ 10% 10s") || !strings.Contains(got, "· 100% promote") {
 		t.Errorf("steps line %q", got)
+	}
+}
+
+func TestLoadTagsEveryNthRequestWithTheHeader(t *testing.T) {
+	s := startSim(t, "good", 0)
+	l, err := StartLoad(t.Context(), LoadOptions{URL: s.URL(), Concurrency: 4, MaxRequests: 30, MaxDuration: time.Minute,
+		Header: http.Header{ABTestHeader: []string{ABTestCanary}}, HeaderEvery: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-l.Done():
+	case <-time.After(30 * time.Second):
+		l.Stop()
+		t.Fatal("the load did not stop after MaxRequests")
+	}
+	if n := l.Total().Total(); n != 30 {
+		t.Fatalf("sent %d requests, want 30", n)
+	}
+	if got := l.Tagged()["good"].OK; got != 10 {
+		t.Fatalf("tagged: %v, want 10 of 30 (every third request)", l.Tagged())
+	}
+	if got := l.TaggedWindow(time.Minute).Total(); got != 10 {
+		t.Fatalf("tagged in the last minute: %d, want 10", got)
+	}
+	all, tagged := l.Between(time.Now().Add(-time.Minute), time.Now().Add(time.Second))
+	if all.Total() != 30 || tagged.Total() != 10 {
+		t.Fatalf("between a minute ago and now: %d responses, %d tagged; want 30 and 10", all.Total(), tagged.Total())
+	}
+	if all, _ := l.Between(time.Now().Add(time.Second), time.Now().Add(time.Minute)); all.Total() != 0 {
+		t.Fatalf("%d responses counted in the future", all.Total())
 	}
 }

@@ -13,9 +13,11 @@ import (
 
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 	"sigs.k8s.io/yaml"
@@ -132,6 +134,36 @@ func (s *Stack) ResetSimulators() error {
 	for name, sim := range s.Sims {
 		if err := sim.SetConfig(s.simConfigs[name]); err != nil {
 			return fmt.Errorf("reset %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// SetEndpoints rewrites the endpoints of a simulator's EndpointSlice: one
+// endpoint per entry of ready, with that readiness, as a Deployment's pods
+// would give. The gateway dials the simulator for the slice as long as one
+// endpoint is ready (test/gateway/doc.go); the addresses only count.
+func (s *Stack) SetEndpoints(ctx context.Context, service string, ready ...bool) error {
+	es := &discoveryv1.EndpointSlice{}
+	if err := s.Client.Get(ctx, types.NamespacedName{Namespace: Namespace, Name: service + "-loopback"}, es); err != nil {
+		return err
+	}
+	es.Endpoints = nil
+	for i, r := range ready {
+		es.Endpoints = append(es.Endpoints, discoveryv1.Endpoint{
+			Addresses:  []string{fmt.Sprintf("192.0.2.%d", 10+i)},
+			Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(r), Serving: ptr.To(r), Terminating: ptr.To(false)},
+		})
+	}
+	return s.Client.Update(ctx, es)
+}
+
+// ResetEndpoints gives every simulator's EndpointSlice its one ready
+// endpoint back.
+func (s *Stack) ResetEndpoints(ctx context.Context) error {
+	for _, sim := range simulators {
+		if err := s.SetEndpoints(ctx, sim.service, true); err != nil {
+			return fmt.Errorf("reset the endpoints of %s: %w", sim.service, err)
 		}
 	}
 	return nil

@@ -76,7 +76,11 @@ func stepsLine(ro *rolloutsv1.ModelRollout) string {
 		if st.Pause != nil {
 			pause = string(*st.Pause)
 		}
-		parts = append(parts, fmt.Sprintf("%s %d%% %s", mark, st.Weight, pause))
+		weight := fmt.Sprintf("%d%%", st.Weight)
+		if st.Match != nil {
+			weight += " +" + st.Match.String()
+		}
+		parts = append(parts, fmt.Sprintf("%s %s %s", mark, weight, pause))
 	}
 	return strings.Join(parts, "   ")
 }

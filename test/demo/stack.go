@@ -34,6 +34,14 @@ import (
 	"github.com/modelrollout/modelrollout/test/vllmsim"
 )
 
+// The header of the good rollout's dark-launch step (the seed's A/B
+// routing): requests that carry ABTestHeader: ABTestCanary reach the
+// canary while it has no weight.
+const (
+	ABTestHeader = "x-ab-test-group"
+	ABTestCanary = "canary"
+)
+
 // Names of the demo's objects, as in the user story.
 const (
 	Namespace    = "ai-gateway"

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -25,10 +26,13 @@ type StoryOptions struct {
 	// Keep keeps the stack running after the summary until ctx ends.
 	Keep bool
 	// Rate and Concurrency of the load through the gateway (25 rps and 16
-	// when 0); every StreamEvery-th request is streamed (4 when 0).
+	// when 0); every StreamEvery-th request is streamed (4 when 0), and
+	// every HeaderEvery-th carries ABTestHeader: ABTestCanary (5 when 0):
+	// the traffic a header-routed step sends to the canary.
 	Rate        float64
 	Concurrency int
 	StreamEvery int
+	HeaderEvery int
 	// LoadDuration bounds the load (30 minutes when 0): it stops by itself.
 	LoadDuration time.Duration
 	// Timeout bounds each rollout (5 minutes when 0).
@@ -54,6 +58,10 @@ type RolloutResult struct {
 	Rollback *rolloutsv1.RollbackStatus
 	// Traffic is what the load generator saw during the rollout.
 	Traffic Tally
+	// Tagged is the part of Traffic that carried ABTestHeader.
+	Tagged Tally
+	// Schedule is the rollout's steps, as applied.
+	Schedule []rolloutsv1.Step
 	// Weights are the gpt-4 rule's weights at the end.
 	Weights map[string]int32
 }
@@ -81,6 +89,9 @@ func (o StoryOptions) withDefaults() StoryOptions {
 	if o.StreamEvery <= 0 {
 		o.StreamEvery = 4
 	}
+	if o.HeaderEvery <= 0 {
+		o.HeaderEvery = 5
+	}
 	if o.LoadDuration <= 0 {
 		o.LoadDuration = 30 * time.Minute
 	}
@@ -105,14 +116,15 @@ func RunStory(ctx context.Context, s *Stack, o StoryOptions) error {
 	st.load, err = StartLoad(context.Background(), LoadOptions{
 		URL: s.GatewayURL, Rate: o.Rate, Concurrency: o.Concurrency, StreamEvery: o.StreamEvery,
 		MaxDuration: o.LoadDuration, MaxRequests: int(o.Rate*o.LoadDuration.Seconds()) + 1,
+		Header: http.Header{ABTestHeader: []string{ABTestCanary}}, HeaderEvery: o.HeaderEvery,
 	})
 	if err != nil {
 		return err
 	}
 	defer st.load.Stop()
 
-	st.printf("Stack up in %s. Load: %.0f requests/s of gpt-4 chat completions through the gateway (1 in %d streamed).\n",
-		shortDuration(s.Timings[len(s.Timings)-1].Took), o.Rate, o.StreamEvery)
+	st.printf("Stack up in %s. Load: %.0f requests/s of gpt-4 chat completions through the gateway (1 in %d streamed, 1 in %d with %s: %s).\n",
+		shortDuration(s.Timings[len(s.Timings)-1].Took), o.Rate, o.StreamEvery, o.HeaderEvery, ABTestHeader, ABTestCanary)
 	st.printf("Watch along in another terminal:  KUBECONFIG=%s kubectl get modelrollouts -w\n\n", s.Kubeconfig)
 
 	// Let the stable version serve for a moment, so that Prometheus has a
@@ -178,6 +190,7 @@ func (st *story) rollout(ctx context.Context, title, file string, want rolloutsv
 			ro.Spec.Steps[i].Pause = ptr.To(apiDuration(st.o.StepPause))
 		}
 	}
+	res.Schedule = ro.Spec.EffectiveSteps()
 	st.s.LocalPromptGates(ro)
 	rev := ro.Spec.Revision()
 	res.Revision = rev
@@ -186,7 +199,7 @@ func (st *story) rollout(ctx context.Context, title, file string, want rolloutsv
 		st.logf("=== %s: %s", title, strings.ReplaceAll(rev, "Service/", ""))
 		st.logf("kubectl apply -f %s", filepath.Join(TestdataDir, file))
 	}
-	before := st.load.Total()
+	before, taggedBefore := st.load.Total(), st.load.Tagged()
 	applied := time.Now()
 	if err := ApplyRollout(ctx, st.s.Client, ro); err != nil {
 		return res, err
@@ -198,6 +211,7 @@ func (st *story) rollout(ctx context.Context, title, file string, want rolloutsv
 	defer tick.Stop()
 	var last view
 	var lastRow, lastWeights, lastGates string
+	lastHeader := headerRouteLine(&rolloutsv1.ModelRollout{}) // "none" is news only after a header route
 	var lastTraffic time.Time
 	seenEvents := map[string]bool{}
 	headerDone := false
@@ -225,8 +239,13 @@ func (st *story) rollout(ctx context.Context, title, file string, want rolloutsv
 					st.logf("    route    rule gpt4: %s", w)
 					lastWeights = w
 				}
+				if h := headerRouteLine(v.ro); v.current && h != lastHeader {
+					st.logf("    header   %s", h)
+					lastHeader = h
+				}
 				if time.Since(lastTraffic) >= 5*time.Second {
 					st.logf("    traffic  last 5s at the gateway: %s", splitLine(st.load.Window(5*time.Second)))
+					st.logf("             of which with %s: %s: %s", ABTestHeader, ABTestCanary, splitLine(st.load.TaggedWindow(5*time.Second)))
 					lastTraffic = time.Now()
 				}
 				st.printEvents(ctx, ro.Name, applied, seenEvents)
@@ -253,14 +272,8 @@ func (st *story) rollout(ctx context.Context, title, file string, want rolloutsv
 	res.Steps = last.ro.Status.StepHistory
 	res.Rollback = last.ro.Status.Rollback
 	res.Weights = last.weights
-	after := st.load.Total()
-	res.Traffic = Tally{}
-	for k, c := range after {
-		b := before[k]
-		if d := (BackendCount{OK: c.OK - b.OK, Failed: c.Failed - b.Failed}); d.Total() > 0 {
-			res.Traffic[k] = d
-		}
-	}
+	res.Traffic = since(st.load.Total(), before)
+	res.Tagged = since(st.load.Tagged(), taggedBefore)
 	if st.o.Plain {
 		st.printEvents(ctx, ro.Name, applied, seenEvents)
 	}
@@ -273,6 +286,29 @@ func (st *story) rollout(ctx context.Context, title, file string, want rolloutsv
 		return res, fmt.Errorf("%s ended %s, expected %s", title, res.Phase, want)
 	}
 	return res, nil
+}
+
+// since is after − before, without the backends that served nothing in
+// between.
+func since(after, before Tally) Tally {
+	out := Tally{}
+	for k, c := range after {
+		b := before[k]
+		if d := (BackendCount{OK: c.OK - b.OK, Failed: c.Failed - b.Failed}); d.Total() > 0 {
+			out[k] = d
+		}
+	}
+	return out
+}
+
+// headerRouteLine says which requests the rollout's header route sends to
+// the canary, or that there is none.
+func headerRouteLine(ro *rolloutsv1.ModelRollout) string {
+	hr := ro.Status.HeaderRoute
+	if hr == nil || ro.Spec.Canary == nil {
+		return "none: every request follows the weights"
+	}
+	return fmt.Sprintf("requests with %s go to %s (HTTPRoute %s, owned by the rollout)", hr.Match.String(), ro.Spec.Canary.Name, strings.Join(hr.Routes, ", "))
 }
 
 // apiDuration renders d the way the CRD takes durations: whole seconds, or
@@ -364,9 +400,15 @@ func (st *story) redraw(ctx context.Context, title, rev string, v view, applied 
 		fmt.Fprintf(&b, "Steps    %s\n", stepsLine(v.ro))
 	}
 	fmt.Fprintf(&b, "Route    %s rule %s: %s\n", RouteName, RuleName, weightsLine(v.weights))
+	if v.current && v.ro.Status.HeaderRoute != nil {
+		fmt.Fprintf(&b, "Header   %s\n", headerRouteLine(v.ro))
+	}
 	fmt.Fprintf(&b, "Message  %s\n\n", truncateText(v.ro.Status.Message, 120))
 	fmt.Fprintf(&b, "Traffic at the gateway, last 5 s (%d responses):\n", v.window.Total())
 	splitBars(&b, v.window, 40)
+	tagged := st.load.TaggedWindow(5 * time.Second)
+	fmt.Fprintf(&b, "  of which with %s: %s (%d responses):\n", ABTestHeader, ABTestCanary, tagged.Total())
+	splitBars(&b, tagged, 40)
 	fmt.Fprintln(&b)
 	if v.current && len(v.ro.Status.Gates) > 0 {
 		interval := ""
@@ -411,12 +453,16 @@ func (st *story) summary(ctx context.Context) {
 		fmt.Fprintf(out, "%-34s %-11s %s\n", r.Title, r.Phase, shortDuration(r.Took))
 		fmt.Fprintf(out, "    %s\n", r.Revision)
 		var steps []string
-		for _, s := range r.Steps {
+		for i, s := range r.Steps {
 			d := "…"
 			if s.EndedAt != nil {
 				d = shortDuration(s.EndedAt.Sub(s.StartedAt.Time))
 			}
-			steps = append(steps, fmt.Sprintf("%d%% %s", s.Weight, d))
+			weight := fmt.Sprintf("%d%%", s.Weight)
+			if i < len(r.Schedule) && r.Schedule[i].Match != nil {
+				weight += " +" + r.Schedule[i].Match.String()
+			}
+			steps = append(steps, fmt.Sprintf("%s %s", weight, d))
 		}
 		if len(steps) > 0 {
 			fmt.Fprintf(out, "    steps: %s\n", strings.Join(steps, ", "))
@@ -433,6 +479,7 @@ func (st *story) summary(ctx context.Context) {
 			}
 		}
 		fmt.Fprintf(out, "    traffic: %s\n", r.Traffic)
+		fmt.Fprintf(out, "    of which with %s: %s: %s\n", ABTestHeader, ABTestCanary, r.Tagged)
 		fmt.Fprintf(out, "    route rule gpt4 after: %s\n", weightsLine(r.Weights))
 	}
 	if msg := st.untouched(ctx); msg != "" {

@@ -63,11 +63,12 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 }, NodeTimeout(10*time.Minute))
 
 var _ = BeforeEach(func(ctx SpecContext) {
-	By("resetting the stack: no rollout, the route as in Git, healthy simulators, no alert, no recent trouble in Prometheus")
+	By("resetting the stack: no rollout, the route as in Git, healthy simulators with one ready endpoint each, no alert, no recent trouble in Prometheus")
 	Expect(stack.DeleteRollouts(ctx)).To(Succeed())
 	Eventually(ctx, stack.RolloutsGone).Should(BeTrue())
 	Expect(stack.ResetRoute(ctx)).To(Succeed())
 	Expect(stack.ResetSimulators()).To(Succeed())
+	Expect(stack.ResetEndpoints(ctx)).To(Succeed())
 	expectWeights(ctx, map[string]int32{demo.Stable: 1})
 	// A slow or failing request of an earlier spec still inside the gates'
 	// or the alert's windows (e.g. the 45s stream) would fail this spec's

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"net/http"
 	"os/exec"
 	"strings"
 	"time"
@@ -148,12 +149,14 @@ func expectRestOfRouteUntouched(ctx context.Context) {
 }
 
 // startLoad sends gpt-4 requests through the gateway for the rest of the
-// spec, bounded in count and time.
+// spec, bounded in count and time, as the demo does: 1 in 4 streamed, 1 in
+// 5 with x-ab-test-group: canary.
 func startLoad(ctx context.Context) *demo.Load {
 	GinkgoHelper()
 	l, err := demo.StartLoad(ctx, demo.LoadOptions{
 		URL: stack.GatewayURL, Rate: 25, Concurrency: 16, StreamEvery: 4,
 		MaxRequests: 25 * 600, MaxDuration: 10 * time.Minute,
+		Header: http.Header{demo.ABTestHeader: []string{demo.ABTestCanary}}, HeaderEvery: 5,
 	})
 	Expect(err).NotTo(HaveOccurred())
 	DeferCleanup(l.Stop)

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -18,12 +19,12 @@ var _ = Describe("The demo's story", func() {
 		load := startLoad(ctx)
 		Eventually(ctx, func() int { return load.Total()[demo.Stable].OK }).Should(BeNumerically(">=", 20), "the stable serves the load")
 
-		By("rollout 1: vllm-gpt4-v1 -> vllm-gpt4-v2, 10/25/50/75/100 with 10s pauses and three gates")
+		By("rollout 1: vllm-gpt4-v1 -> vllm-gpt4-v2, a dark launch on x-ab-test-group: canary, then 10/25/50/75/100, with 10s pauses and three gates")
 		good := manifestRollout(demo.GoodRolloutFile)
 		apply(ctx, good)
 		// Each step bakes 10s and needs an evaluation of every gate at its
 		// weight; the whole schedule takes about a minute.
-		ro := expectState(ctx, demo.RolloutName, rolloutsv1.PhaseSucceeded, "5/5", 100)
+		ro := expectState(ctx, demo.RolloutName, rolloutsv1.PhaseSucceeded, "6/6", 100)
 
 		By("its status records every step, each held at least for its pause, and every gate passing")
 		var weights []int32
@@ -32,7 +33,25 @@ var _ = Describe("The demo's story", func() {
 			Expect(s.EndedAt).NotTo(BeNil(), "step %d%% ended", s.Weight)
 			Expect(s.EndedAt.Sub(s.StartedAt.Time)).To(BeNumerically(">=", 10*time.Second-time.Second/10), "step %d%% baked for its pause", s.Weight)
 		}
-		Expect(weights).To(Equal([]int32{10, 25, 50, 75, 100}))
+		Expect(weights).To(Equal([]int32{0, 10, 25, 50, 75, 100}))
+
+		By("during the dark launch, every request with x-ab-test-group: canary reached v2 and every other one v1")
+		// The whole seconds inside the step, with a margin for the gateway
+		// to see the header route come and the weights change.
+		dark := ro.Status.StepHistory[0]
+		all, tagged := load.Between(dark.StartedAt.Add(2*time.Second), dark.EndedAt.Add(-time.Second))
+		untagged := demo.Tally{}
+		for backend, c := range all {
+			untagged[backend] = demo.BackendCount{OK: c.OK - tagged[backend].OK, Failed: c.Failed - tagged[backend].Failed}
+			if untagged[backend].Total() == 0 {
+				delete(untagged, backend)
+			}
+		}
+		AddReportEntry("dark launch at weight 0", fmt.Sprintf("with the header: %s; without: %s", tagged, untagged))
+		Expect(tagged.Backends()).To(Equal([]string{demo.GoodCanary}), "with the header: %s", tagged)
+		Expect(tagged[demo.GoodCanary].OK).To(BeNumerically(">=", 10), "with the header: %s", tagged)
+		Expect(untagged.Backends()).To(Equal([]string{demo.Stable}), "without the header: %s", untagged)
+		Expect(ro.Status.HeaderRoute).To(BeNil(), "the header route ended with its step")
 		Expect(ro.Status.Gates).To(HaveLen(3))
 		for _, g := range ro.Status.Gates {
 			Expect(g.Verdict).To(Equal(rolloutsv1.VerdictPass), "gate %s: %s", g.Name, g.Message)
