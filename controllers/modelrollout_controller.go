@@ -83,6 +83,16 @@ type ModelRolloutReconciler struct {
 	// GateRoundTimeout bounds one round of a rollout's gates;
 	// DefaultGateRoundTimeout when zero.
 	GateRoundTimeout time.Duration
+	// ColdStandby turns off the controller's warm-up (controller-runtime's
+	// EnableWarmup): a replica that does not lead then starts the
+	// controller's watches only once it leads. By default a standby starts
+	// them at once, so that after a failover its work queue already holds
+	// every rollout and its informers are synced: the new leader starts its
+	// workers right after it wins the Lease, instead of first listing the
+	// informers no index asked for (Services, gate templates) and replaying
+	// every cached rollout, route, Service and EndpointSlice through the
+	// event handlers (about 2 s at 11,000 rollouts on two cores).
+	ColdStandby bool
 
 	// Egress decides which URLs webhooks may call; the strictest policy
 	// (egress.New(nil, nil)) when nil.
@@ -576,7 +586,7 @@ func (r *ModelRolloutReconciler) SetupWithManager(ctx context.Context, mgr ctrl.
 			builder.WithPredicates(notInInitialList, predicate.GenerationChangedPredicate{})).
 		Watches(&rolloutsv1.ClusterGateTemplate{}, handler.EnqueueRequestsFromMapFunc(r.mapBy(mgr.GetClient(), indexGateTemplate, templateKey(rolloutsv1.GateTemplateKindCluster))),
 			builder.WithPredicates(notInInitialList, predicate.GenerationChangedPredicate{})).
-		WithOptions(controller.Options{MaxConcurrentReconciles: workers, UsePriorityQueue: ptr.To(true)}).
+		WithOptions(controller.Options{MaxConcurrentReconciles: workers, UsePriorityQueue: ptr.To(true), EnableWarmup: ptr.To(!r.ColdStandby)}).
 		Named("modelrollout").
 		Complete(r)
 }

@@ -49,6 +49,7 @@ func main() {
 		leaseDuration    time.Duration
 		renewDeadline    time.Duration
 		retryPeriod      time.Duration
+		warmStandby      bool
 		workers          int
 		gateConcurrency  int
 		gateRoundTimeout time.Duration
@@ -65,6 +66,7 @@ func main() {
 	flag.DurationVar(&leaseDuration, "leader-elect-lease-duration", 15*time.Second, "How long a leader's Lease holds after its last renewal. After a leader is killed, another replica takes over within this plus one retry period.")
 	flag.DurationVar(&renewDeadline, "leader-elect-renew-deadline", 10*time.Second, "How long the leader keeps trying to renew its Lease before it gives up leadership and exits; less than the lease duration.")
 	flag.DurationVar(&retryPeriod, "leader-elect-retry-period", 500*time.Millisecond, "How often replicas try to acquire or renew the Lease (the leader renews it this often).")
+	flag.BoolVar(&warmStandby, "leader-elect-warm-standby", true, "Let a replica that does not lead start the controller's watches and fill its work queue, so that it reconciles at once when it takes over; false starts them only once it leads (less memory and API traffic on a standby, a slower failover).")
 	flag.StringVar(&watchNamespaces, "watch-namespaces", "", "Comma-separated namespaces to watch; all when empty.")
 	flag.IntVar(&workers, "max-concurrent-reconciles", controllers.DefaultWorkers, "Number of rollouts reconciled at once.")
 	flag.IntVar(&gateConcurrency, "gate-concurrency", controllers.DefaultGateConcurrency, "Number of gate rounds (all gates of one rollout) evaluated at once, off the reconcile workers.")
@@ -129,7 +131,7 @@ func main() {
 	}
 
 	ctx := ctrl.SetupSignalHandler()
-	if err := setup(ctx, mgr, workers, gateConcurrency, gateRoundTimeout, promAddress, policy, receiver); err != nil {
+	if err := setup(ctx, mgr, workers, gateConcurrency, gateRoundTimeout, !warmStandby, promAddress, policy, receiver); err != nil {
 		setupLog.Error(err, "Unable to set up the controller")
 		os.Exit(1)
 	}
@@ -154,7 +156,7 @@ func splitList(s string) []string {
 	return out
 }
 
-func setup(ctx context.Context, mgr ctrl.Manager, workers, gateConcurrency int, gateRoundTimeout time.Duration, promAddress string, policy *egress.Policy, receiver alerts.Options) error {
+func setup(ctx context.Context, mgr ctrl.Manager, workers, gateConcurrency int, gateRoundTimeout time.Duration, coldStandby bool, promAddress string, policy *egress.Policy, receiver alerts.Options) error {
 	metrics := controllers.DefaultMetrics()
 	rec := &controllers.ModelRolloutReconciler{
 		Client:    mgr.GetClient(),
@@ -177,6 +179,7 @@ func setup(ctx context.Context, mgr ctrl.Manager, workers, gateConcurrency int, 
 		MaxConcurrentReconciles: workers,
 		GateConcurrency:         gateConcurrency,
 		GateRoundTimeout:        gateRoundTimeout,
+		ColdStandby:             coldStandby,
 	}
 	if err := rec.SetupWithManager(ctx, mgr); err != nil {
 		return err

@@ -53,6 +53,13 @@ type Report struct {
 	LeaseDuration                             time.Duration
 	FailoverRan                               bool
 	FailoverLeads, FailoverFirst, FailoverAll time.Duration
+	// FailoverStandbyReady is how long the standby took, from its start,
+	// to run its leader elector and go idle; the leader is killed then.
+	FailoverStandbyReady time.Duration
+	// FailoverAcquired (lease acquired, after the kill) and FailoverWorkers
+	// (workers started, after the lease was acquired) are read from the
+	// standby's log; zero when it lacks the lines.
+	FailoverAcquired, FailoverWorkers time.Duration
 
 	WatchErrors []string
 
@@ -174,13 +181,26 @@ func (r *Report) Rows() []Row {
 	}
 	if r.FailoverRan {
 		rows = append(rows, Row{"leader failover after kill -9", "every rollout resumed ≤ lease duration + 2 s; lease flags exposed",
-			fmt.Sprintf("standby leads after %s; first of %d rollouts resumed after %s, all after %s; %s; %s",
-				secs(r.FailoverLeads), o.FailoverRollouts, secs(r.FailoverFirst), secs(r.FailoverAll), lease,
+			fmt.Sprintf("standby leads after %s; first of %d rollouts resumed after %s, all after %s%s; %s; %s",
+				secs(r.FailoverLeads), o.FailoverRollouts, secs(r.FailoverFirst), secs(r.FailoverAll), failoverStages(r), lease,
 				verdict(r.FailoverAll <= r.LeaseDuration+2*time.Second && r.LeaseFlags))})
 	} else {
 		rows = append(rows, Row{"leader failover after kill -9", "every rollout resumed ≤ lease duration + 2 s; lease flags exposed", "skipped (-failover=false)"})
 	}
 	return rows
+}
+
+// failoverStages renders the failover's stages from the standby's log and
+// how long the standby took to be ready before the kill.
+func failoverStages(r *Report) string {
+	s := fmt.Sprintf(" (standby ready %s after its start, then the kill", secs(r.FailoverStandbyReady))
+	if r.FailoverAcquired != 0 {
+		s += fmt.Sprintf("; its log: lease acquired %s after the kill", secs(r.FailoverAcquired))
+		if r.FailoverWorkers != 0 {
+			s += fmt.Sprintf(", workers started %s after that", secs(r.FailoverWorkers))
+		}
+	}
+	return s + ")"
 }
 
 // Table renders the rows as a Markdown table.

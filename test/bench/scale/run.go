@@ -166,6 +166,10 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 	if o.Workers > 0 {
 		extra = append(extra, fmt.Sprintf("--max-concurrent-reconciles=%d", o.Workers))
 	}
+	if flags["zap-time-encoding"] {
+		// Sub-second times in the logs, which time the failover's stages.
+		extra = append(extra, "--zap-time-encoding=rfc3339nano")
+	}
 	rep.LeaseFlags = flags["leader-elect-lease-duration"] && flags["leader-elect-renew-deadline"] && flags["leader-elect-retry-period"]
 	rep.LeaseDuration = 15 * time.Second // controller-runtime's default
 	if rep.LeaseFlags {
@@ -596,17 +600,14 @@ func failoverPhase(ctx context.Context, api *apiServer, bin string, extra []stri
 	if err != nil {
 		return nil, err
 	}
-	// The standby is ready once it serves metrics (its caches start
-	// before it leads).
-	if err := poll(ctx, 2*time.Minute, 100*time.Millisecond, "the standby manager to serve metrics", func() (bool, error) {
-		if standby.exited() {
-			return false, standby.exitError()
-		}
-		_, err := scrape(ctx, standby.metricsAddr)
-		return err == nil, nil
-	}); err != nil {
+	standbyStart := time.Now()
+	// Serving metrics is not ready: the metrics server starts before the
+	// caches sync, and the leader elector after. Kill the leader only once
+	// the standby is a candidate that has seen the Lease, and idle.
+	if err := standbyReady(ctx, standby, 5*time.Minute); err != nil {
 		return standby, err
 	}
+	rep.FailoverStandbyReady = time.Since(standbyStart)
 	if ok, _ := isLeader(ctx, standby); ok {
 		return standby, errors.New("the standby leads before the leader was killed")
 	}
@@ -652,6 +653,16 @@ func failoverPhase(ctx context.Context, api *apiServer, bin string, extra []stri
 	slices.Sort(all)
 	rep.FailoverRan = true
 	rep.FailoverLeads, rep.FailoverFirst, rep.FailoverAll = leads, all[0], all[len(all)-1]
+	// The standby's own log times the stages without the polling above.
+	if ts, err := logTimes(standby.logPath, logLeaseAcquired, logWorkersStarted); err == nil {
+		acquired, workers := ts[logLeaseAcquired], ts[logWorkersStarted]
+		if !acquired.IsZero() {
+			rep.FailoverAcquired = acquired.Sub(killed)
+			if !workers.IsZero() {
+				rep.FailoverWorkers = workers.Sub(acquired)
+			}
+		}
+	}
 	return standby, nil
 }
 
