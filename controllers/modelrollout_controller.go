@@ -150,7 +150,10 @@ func (r *ModelRolloutReconciler) Reconcile(ctx context.Context, req ctrl.Request
 
 	now := r.now()
 	obs := observation{Now: now, Requests: readRequests(ro), Hooks: r.hooks.results(req.NamespacedName)}
-	r.direct.merge(ro, &obs.Requests)
+	direct := r.direct.merge(ro, &obs.Requests)
+	// The receiver patches the abort's annotation once the routes are sent
+	// (below), or once this reconcile ends without sending them.
+	defer r.direct.release(direct)
 	routes, err := r.observeRoutes(ctx, ro)
 	if err != nil {
 		return ctrl.Result{}, err
@@ -233,6 +236,7 @@ func (r *ModelRolloutReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		if result, applyErr = r.withHeaderRoutes(ctx, ro, &d.Status, routes.Found, obs.Owned, result, nil); applyErr != nil {
 			return result, applyErr
 		}
+		r.direct.release(direct)
 		if retry > 0 {
 			result = minRequeue(result, retry)
 		} else {

@@ -2,7 +2,10 @@
 // canary out of traffic as soon as Alertmanager reports a firing alert for it:
 // the receiver writes the abort annotation on the ModelRollout, and the
 // controller, which watches annotation changes, rolls the rollout back with
-// reason AlertFiring on its next reconcile.
+// reason AlertFiring on its next reconcile. On the leader the receiver also
+// hands the abort to the controller in memory first (Options.Direct), and
+// patches the annotation once the controller has sent the route patches,
+// so that the routes go back to stable in about one API round trip.
 //
 // # Endpoint
 //

@@ -87,12 +87,23 @@ type Options struct {
 	Clock clock.PassiveClock
 
 	// Direct, when set, hands each abort to the controller of this process
-	// as well, at the same time as the annotation patch: on the leader the
-	// abort then starts before the patch's watch event comes back. The
-	// annotation still carries it to every other replica and across a
-	// restart. It must not block.
-	Direct func(rollout types.NamespacedName, uid types.UID, token, reason string)
+	// before the annotation patch: on the leader the abort then starts
+	// before the patch's watch event comes back. It returns a channel that
+	// is closed once the controller has sent the rollout's route patches,
+	// or nil when it will not act (a replica that does not lead): the
+	// annotation patch waits for it, at most DirectWait, so that it does
+	// not compete with the route patches at the API server. The annotation
+	// still carries the abort to every other replica and across a restart,
+	// and the receiver answers only once it landed. Direct must not block.
+	Direct func(rollout types.NamespacedName, uid types.UID, token, reason string) <-chan struct{}
+	// DirectWait bounds how long an annotation patch waits for Direct's
+	// channel; DefaultDirectWait when zero.
+	DirectWait time.Duration
 }
+
+// DefaultDirectWait bounds how long an abort's annotation patch waits for
+// the leader's controller to send the route patches first.
+const DefaultDirectWait = 2 * time.Second
 
 // Receiver is the Alertmanager webhook receiver. It is an http.Handler and a
 // manager.Runnable; see the package documentation.
@@ -108,7 +119,8 @@ type Receiver struct {
 	received        *prometheus.CounterVec
 	matched         prometheus.Counter
 	clock           clock.PassiveClock
-	direct          func(types.NamespacedName, types.UID, string, string)
+	direct          func(types.NamespacedName, types.UID, string, string) <-chan struct{}
+	directWait      time.Duration
 
 	mu   sync.Mutex
 	addr net.Addr
@@ -150,6 +162,10 @@ func New(opts Options) (*Receiver, error) {
 		matched:         opts.AlertsMatched,
 		clock:           opts.Clock,
 		direct:          opts.Direct,
+		directWait:      opts.DirectWait,
+	}
+	if r.directWait <= 0 {
+		r.directWait = DefaultDirectWait
 	}
 	if r.maxBody == 0 {
 		r.maxBody = DefaultMaxBodyBytes
@@ -420,17 +436,21 @@ func (r *Receiver) handle(ctx context.Context, log logr.Logger, p *Payload) (Sum
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), patchTimeout)
 	defer cancel()
 	errs := make([]error, len(targets))
-	sem := make(chan struct{}, patchConcurrency)
-	var wg sync.WaitGroup
+	// The leader's controller gets every abort first; each annotation
+	// patch goes once that rollout's route patches are sent.
+	routesSent := make([]<-chan struct{}, len(targets))
 	if r.direct != nil {
 		for i := range targets {
 			t := &targets[i]
-			r.direct(client.ObjectKeyFromObject(t.ro), t.ro.UID, t.token, t.reason)
+			routesSent[i] = r.direct(client.ObjectKeyFromObject(t.ro), t.ro.UID, t.token, t.reason)
 		}
 	}
+	sem := make(chan struct{}, patchConcurrency)
+	var wg sync.WaitGroup
 	for i := range targets {
-		sem <- struct{}{}
 		wg.Go(func() {
+			r.awaitRoutes(pctx, routesSent[i])
+			sem <- struct{}{}
 			defer func() { <-sem }()
 			errs[i] = r.patch(pctx, log, &targets[i])
 		})
@@ -453,6 +473,21 @@ func (r *Receiver) handle(ctx context.Context, log logr.Logger, p *Payload) (Sum
 		return sum, fmt.Errorf("%d of %d abort patches failed: %w", len(failed), len(targets), errors.Join(failed...))
 	}
 	return sum, nil
+}
+
+// awaitRoutes waits until sent is closed, at most directWait; a nil sent
+// does not wait.
+func (r *Receiver) awaitRoutes(ctx context.Context, sent <-chan struct{}) {
+	if sent == nil {
+		return
+	}
+	t := time.NewTimer(r.directWait)
+	defer t.Stop()
+	select {
+	case <-sent:
+	case <-t.C:
+	case <-ctx.Done():
+	}
 }
 
 // patch writes the abort annotations of one target with a JSON merge patch,

@@ -7,12 +7,15 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
@@ -427,4 +430,70 @@ func counterValue(t *testing.T, c prometheus.Counter) float64 {
 		t.Fatal(err)
 	}
 	return m.GetCounter().GetValue()
+}
+
+// The annotation patch waits for Direct's channel: the route patches of the
+// leader's controller go to the API server first, alone.
+func TestAnnotationPatchWaitsForDirectRoutes(t *testing.T) {
+	var patchedAt atomic.Int64
+	newClient := func() client.Client {
+		return fakeClient(&interceptor.Funcs{Patch: func(ctx context.Context, c client.WithWatch, obj client.Object, p client.Patch, opts ...client.PatchOption) error {
+			patchedAt.Store(time.Now().UnixNano())
+			return c.Patch(ctx, obj, p, opts...)
+		}}, rollout("prod", "chat", rolloutsv1.PhaseProgressing, nil))
+	}
+	a := firing("fp1", map[string]string{"alertname": "HighErrorRate", "modelrollout": "chat", "namespace": "prod"})
+
+	t.Run("after the routes", func(t *testing.T) {
+		patchedAt.Store(0)
+		sent := make(chan struct{})
+		var handed atomic.Int32
+		var closedAt atomic.Int64
+		r := newTestReceiver(t, newClient(), func(o *Options) {
+			o.Direct = func(key types.NamespacedName, _ types.UID, token, _ string) <-chan struct{} {
+				if key != (types.NamespacedName{Namespace: "prod", Name: "chat"}) || token != AbortToken(&a) {
+					t.Errorf("handed over %v %q", key, token)
+				}
+				handed.Add(1)
+				go func() {
+					time.Sleep(200 * time.Millisecond) // the controller's route patch, in flight
+					closedAt.Store(time.Now().UnixNano())
+					close(sent)
+				}()
+				return sent
+			}
+		})
+		if s := postPayload(t, r, payload(a)); s.Patched != 1 || handed.Load() != 1 {
+			t.Fatalf("summary %+v, handed over %d times", s, handed.Load())
+		}
+		if at, closed := patchedAt.Load(), closedAt.Load(); closed == 0 || at < closed {
+			t.Errorf("the annotation was patched before the controller had sent the routes")
+		}
+	})
+
+	t.Run("bounded", func(t *testing.T) {
+		patchedAt.Store(0)
+		r := newTestReceiver(t, newClient(), func(o *Options) {
+			o.DirectWait = 100 * time.Millisecond
+			o.Direct = func(types.NamespacedName, types.UID, string, string) <-chan struct{} { return make(chan struct{}) }
+		})
+		start := time.Now()
+		if s := postPayload(t, r, payload(a)); s.Patched != 1 {
+			t.Fatalf("summary %+v: a controller that never sends the routes must not keep the annotation back", s)
+		}
+		if waited := time.Unix(0, patchedAt.Load()).Sub(start); waited < 100*time.Millisecond {
+			t.Errorf("patched after %s, before DirectWait", waited)
+		}
+	})
+
+	t.Run("not the leader", func(t *testing.T) {
+		patchedAt.Store(0)
+		r := newTestReceiver(t, newClient(), func(o *Options) {
+			o.DirectWait = time.Hour
+			o.Direct = func(types.NamespacedName, types.UID, string, string) <-chan struct{} { return nil }
+		})
+		if s := postPayload(t, r, payload(a)); s.Patched != 1 {
+			t.Fatalf("summary %+v", s)
+		}
+	})
 }

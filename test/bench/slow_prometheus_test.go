@@ -153,13 +153,21 @@ func (s *stack) abortEach(b *testing.B, ns string, n int) []time.Duration {
 		req, err := http.NewRequest(http.MethodPost, s.receiver, bytes.NewReader(body))
 		must(b, err)
 		req.Header.Set("Authorization", "Bearer "+token)
+		// The route is timed from the POST, whether or not the receiver
+		// has answered yet: its answer waits for the annotation patch,
+		// which is not on the route's path.
 		start := time.Now()
-		resp, err := http.DefaultClient.Do(req)
-		must(b, err)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			b.Fatalf("receiver answered %s", resp.Status)
-		}
+		answered := make(chan error, 1)
+		go func() {
+			resp, err := http.DefaultClient.Do(req)
+			if err == nil {
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					err = fmt.Errorf("receiver answered %s", resp.Status)
+				}
+			}
+			answered <- err
+		}()
 		want := fmt.Sprintf("r%d", i)
 		for name := range patched {
 			if name == want {
@@ -167,6 +175,8 @@ func (s *stack) abortEach(b *testing.B, ns string, n int) []time.Duration {
 			}
 		}
 		lat = append(lat, time.Since(start))
+		// One alert at a time: the next waits for this one's answer.
+		must(b, <-answered)
 	}
 	return lat
 }
