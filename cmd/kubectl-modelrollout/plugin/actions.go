@@ -9,9 +9,7 @@ import (
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	rolloutsv1 "github.com/modelrollout/modelrollout/api/v1alpha1"
 )
@@ -92,7 +90,7 @@ func (p *Plugin) apply(ctx context.Context, name string, req request) (*rollouts
 		if err != nil {
 			return nil, err
 		}
-		err = p.Client.Patch(ctx, ro, client.RawPatch(types.MergePatchType, data))
+		err = p.Client.MergePatch(ctx, ro, data)
 		if apierrors.IsConflict(err) && attempt < 5 {
 			continue
 		}

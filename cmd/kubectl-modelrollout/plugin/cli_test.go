@@ -75,7 +75,7 @@ func (h *harness) runCtx(ctx context.Context, args ...string) int {
 			if ns == "" {
 				ns = "default"
 			}
-			return &Cluster{Client: h.c, Namespace: ns, Host: "https://fake", User: h.user}, nil
+			return &Cluster{Client: crClient{h.c}, Namespace: ns, Host: "https://fake", User: h.user}, nil
 		},
 	}
 	return app.Run(ctx, args)

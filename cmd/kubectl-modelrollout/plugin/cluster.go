@@ -21,7 +21,6 @@ import (
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	rolloutsv1 "github.com/modelrollout/modelrollout/api/v1alpha1"
 )
@@ -49,7 +48,7 @@ func NewKubeFlags() KubeFlags {
 
 // Cluster is a connection to one API server.
 type Cluster struct {
-	Client client.WithWatch
+	Client Client
 	// Namespace is -n, else the kubeconfig context's namespace, else "default".
 	Namespace string
 	// Host is the API server's URL, for error messages.
@@ -103,7 +102,7 @@ func Connect(f KubeFlags) (*Cluster, error) {
 		}
 	}
 	cfg.UserAgent = "kubectl-modelrollout/" + version()
-	c, err := client.NewWithWatch(cfg, client.Options{Scheme: Scheme})
+	c, err := newRESTClient(cfg)
 	if err != nil {
 		return nil, &Error{Code: 1, Msg: fmt.Sprintf("cannot create a client for %s: %v", cfg.Host, err)}
 	}

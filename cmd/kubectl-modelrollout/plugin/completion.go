@@ -46,7 +46,7 @@ func (a *App) completeNames(g *globalFlags) cobra.CompletionFunc {
 			return nil, cobra.ShellCompDirectiveNoFileComp
 		}
 		list := &rolloutsv1.ModelRolloutList{}
-		if err := p.Client.List(ctx, list, p.listOpts(false, "")...); err != nil {
+		if err := p.Client.List(ctx, list, p.listOpts(false, "")); err != nil {
 			cobra.CompDebugln(p.apiError(err, p.Namespace, "").Error(), true)
 			return nil, cobra.ShellCompDirectiveNoFileComp
 		}
@@ -88,7 +88,7 @@ func (a *App) registerFlagCompletions(root *cobra.Command, g *globalFlags) {
 			return nil, cobra.ShellCompDirectiveNoFileComp
 		}
 		list := &corev1.NamespaceList{}
-		if err := p.Client.List(ctx, list); err != nil {
+		if err := p.Client.List(ctx, list, ListOptions{}); err != nil {
 			cobra.CompDebugln(err.Error(), true)
 			return nil, cobra.ShellCompDirectiveNoFileComp
 		}

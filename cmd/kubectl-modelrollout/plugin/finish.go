@@ -10,7 +10,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
 	rolloutsv1 "github.com/modelrollout/modelrollout/api/v1alpha1"
@@ -61,7 +60,7 @@ func (p *Plugin) Finish(ctx context.Context, name string, o FinishOptions) error
 		if err != nil {
 			return err
 		}
-		err = p.Client.Patch(ctx, ro, client.RawPatch(types.MergePatchType, data))
+		err = p.Client.MergePatch(ctx, ro, data)
 		if apierrors.IsConflict(err) && attempt < 5 {
 			continue
 		}
@@ -138,8 +137,7 @@ func (p *Plugin) printFinish(ctx context.Context, name string) error {
 	docs := []string{header + string(out)}
 	for _, t := range ro.Spec.Routes {
 		u := &unstructured.Unstructured{}
-		u.SetAPIVersion("gateway.networking.k8s.io/v1")
-		u.SetKind("HTTPRoute")
+		u.SetGroupVersionKind(httpRouteGVK)
 		if err := p.Client.Get(ctx, types.NamespacedName{Namespace: ro.Namespace, Name: t.Name}, u); err != nil {
 			return p.apiError(err, ro.Namespace, t.Name)
 		}

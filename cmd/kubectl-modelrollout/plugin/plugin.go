@@ -14,13 +14,11 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/printers"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	rolloutsv1 "github.com/modelrollout/modelrollout/api/v1alpha1"
 )
@@ -28,7 +26,7 @@ import (
 // Plugin runs the verbs against one cluster. Everything it needs from the
 // outside is here, so tests drive it with a fake client and a fixed clock.
 type Plugin struct {
-	Client client.WithWatch
+	Client Client
 	// Namespace is where named rollouts are looked up.
 	Namespace string
 	// Out receives results; ErrOut warnings and notes.
@@ -113,7 +111,7 @@ func (p *Plugin) Get(ctx context.Context, o GetOptions) error {
 		rv = ro.ResourceVersion
 	} else {
 		list := &rolloutsv1.ModelRolloutList{}
-		if err := p.Client.List(ctx, list, p.listOpts(o.AllNamespaces, "")...); err != nil {
+		if err := p.Client.List(ctx, list, p.listOpts(o.AllNamespaces, "")); err != nil {
 			return p.apiError(err, p.Namespace, "")
 		}
 		ros = list.Items
@@ -200,13 +198,13 @@ func (p *Plugin) printObjects(ctx context.Context, o GetOptions, printer printer
 	})
 }
 
-func (p *Plugin) listOpts(allNamespaces bool, name string) []client.ListOption {
-	var opts []client.ListOption
+func (p *Plugin) listOpts(allNamespaces bool, name string) ListOptions {
+	var opts ListOptions
 	if !allNamespaces {
-		opts = append(opts, client.InNamespace(p.Namespace))
+		opts.Namespace = p.Namespace
 	}
 	if name != "" {
-		opts = append(opts, client.MatchingFieldsSelector{Selector: fields.OneTermEqualSelector("metadata.name", name)})
+		opts.FieldSelector = fields.OneTermEqualSelector("metadata.name", name)
 	}
 	return opts
 }
@@ -216,8 +214,9 @@ func (p *Plugin) listOpts(allNamespaces bool, name string) []client.ListOption {
 // server closes is resumed, and relisted when its version has expired.
 func (p *Plugin) watchRollouts(ctx context.Context, allNamespaces bool, name, rv string, fn func(watch.EventType, *rolloutsv1.ModelRollout) error) error {
 	for {
-		opts := append(p.listOpts(allNamespaces, name), &client.ListOptions{Raw: &metav1.ListOptions{ResourceVersion: rv, AllowWatchBookmarks: true}})
-		w, err := p.Client.Watch(ctx, &rolloutsv1.ModelRolloutList{}, opts...)
+		opts := p.listOpts(allNamespaces, name)
+		opts.ResourceVersion, opts.AllowWatchBookmarks = rv, true
+		w, err := p.Client.Watch(ctx, &rolloutsv1.ModelRolloutList{}, opts)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -243,7 +242,7 @@ func (p *Plugin) watchRollouts(ctx context.Context, allNamespaces bool, name, rv
 			// The version is too old to resume from: list again and
 			// report the objects as they are now.
 			list := &rolloutsv1.ModelRolloutList{}
-			if err := p.Client.List(ctx, list, p.listOpts(allNamespaces, name)...); err != nil {
+			if err := p.Client.List(ctx, list, p.listOpts(allNamespaces, name)); err != nil {
 				if ctx.Err() != nil {
 					return nil
 				}
@@ -328,11 +327,10 @@ func (p *Plugin) Events(ctx context.Context, ro *rolloutsv1.ModelRollout) ([]Eve
 
 // listEvents lists the events of the rollout's namespace, selected by the
 // object's name on the server when it supports that field.
-func (p *Plugin) listEvents(ctx context.Context, list client.ObjectList, ro *rolloutsv1.ModelRollout, nameField string) error {
-	err := p.Client.List(ctx, list, client.InNamespace(ro.Namespace),
-		client.MatchingFieldsSelector{Selector: fields.OneTermEqualSelector(nameField, ro.Name)})
+func (p *Plugin) listEvents(ctx context.Context, list ObjectList, ro *rolloutsv1.ModelRollout, nameField string) error {
+	err := p.Client.List(ctx, list, ListOptions{Namespace: ro.Namespace, FieldSelector: fields.OneTermEqualSelector(nameField, ro.Name)})
 	if apierrors.IsBadRequest(err) {
-		err = p.Client.List(ctx, list, client.InNamespace(ro.Namespace))
+		err = p.Client.List(ctx, list, ListOptions{Namespace: ro.Namespace})
 	}
 	return err
 }
@@ -487,15 +485,14 @@ func (p *Plugin) watchStatus(ctx context.Context, ro *rolloutsv1.ModelRollout, e
 // It gives up quietly when events cannot be watched: the view then follows
 // the rollout alone.
 func (p *Plugin) watchEvents(ctx context.Context, ro *rolloutsv1.ModelRollout, changed chan<- struct{}) {
-	sel := client.MatchingFieldsSelector{Selector: fields.OneTermEqualSelector("regarding.name", ro.Name)}
+	sel := fields.OneTermEqualSelector("regarding.name", ro.Name)
 	list := &eventsv1.EventList{}
-	if err := p.Client.List(ctx, list, client.InNamespace(ro.Namespace), sel, client.Limit(1)); err != nil {
+	if err := p.Client.List(ctx, list, ListOptions{Namespace: ro.Namespace, FieldSelector: sel, Limit: 1}); err != nil {
 		return
 	}
 	rv := list.ResourceVersion
 	for ctx.Err() == nil {
-		w, err := p.Client.Watch(ctx, &eventsv1.EventList{}, client.InNamespace(ro.Namespace), sel,
-			&client.ListOptions{Raw: &metav1.ListOptions{ResourceVersion: rv}})
+		w, err := p.Client.Watch(ctx, &eventsv1.EventList{}, ListOptions{Namespace: ro.Namespace, FieldSelector: sel, ResourceVersion: rv})
 		if err != nil {
 			return
 		}
