@@ -2,6 +2,7 @@ package plugin
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -207,7 +208,7 @@ func (c *restClient) Get(ctx context.Context, key types.NamespacedName, obj Obje
 	if _, ok := obj.(runtime.Unstructured); ok {
 		obj.GetObjectKind().SetGroupVersionKind(gvk)
 	}
-	return notServed(err, gvk)
+	return c.notServed(ctx, rc, err, gvk, res)
 }
 
 func (c *restClient) List(ctx context.Context, list ObjectList, opts ListOptions) error {
@@ -219,7 +220,7 @@ func (c *restClient) List(ctx context.Context, list ObjectList, opts ListOptions
 	lo.Limit = opts.Limit
 	err = rc.Get().NamespaceIfScoped(opts.Namespace, res.namespaced).Resource(res.resource).
 		VersionedParams(lo, c.params).Do(ctx).Into(list)
-	return notServed(err, gvk)
+	return c.notServed(ctx, rc, err, gvk, res)
 }
 
 func (c *restClient) Watch(ctx context.Context, list ObjectList, opts ListOptions) (watch.Interface, error) {
@@ -231,7 +232,7 @@ func (c *restClient) Watch(ctx context.Context, list ObjectList, opts ListOption
 	lo.Watch = true
 	w, err := rc.Get().NamespaceIfScoped(opts.Namespace, res.namespaced).Resource(res.resource).
 		VersionedParams(lo, c.params).Watch(ctx)
-	return w, notServed(err, gvk)
+	return w, c.notServed(ctx, rc, err, gvk, res)
 }
 
 func (c *restClient) MergePatch(ctx context.Context, obj Object, patch []byte) error {
@@ -241,7 +242,7 @@ func (c *restClient) MergePatch(ctx context.Context, obj Object, patch []byte) e
 	}
 	err = rc.Patch(types.MergePatchType).NamespaceIfScoped(obj.GetNamespace(), res.namespaced).Resource(res.resource).
 		Name(obj.GetName()).VersionedParams(&metav1.PatchOptions{}, c.params).Body(patch).Do(ctx).Into(obj)
-	return notServed(err, gvk)
+	return c.notServed(ctx, rc, err, gvk, res)
 }
 
 func (c *restClient) Create(ctx context.Context, obj Object) error {
@@ -251,7 +252,7 @@ func (c *restClient) Create(ctx context.Context, obj Object) error {
 	}
 	err = rc.Post().NamespaceIfScoped(obj.GetNamespace(), res.namespaced).Resource(res.resource).
 		Body(obj).VersionedParams(&metav1.CreateOptions{}, c.params).Do(ctx).Into(obj)
-	return notServed(err, gvk)
+	return c.notServed(ctx, rc, err, gvk, res)
 }
 
 // listOptions are the query parameters of a List or Watch, without Limit.
@@ -263,21 +264,70 @@ func (o ListOptions) listOptions() *metav1.ListOptions {
 	return lo
 }
 
-// notServed turns the API server's answer to a path it does not serve (a
-// NotFound naming no object) into a meta.NoKindMatchError, which is what
-// discovery reported for a kind the server does not serve.
-func notServed(err error, gvk schema.GroupVersionKind) error {
-	if err == nil || !apierrors.IsNotFound(err) {
-		return err
-	}
-	var status apierrors.APIStatus
-	if !errors.As(err, &status) {
-		return err
-	}
-	if d := status.Status().Details; d != nil && (d.Name != "" || d.Kind != "") {
+// notServed makes the errors of a kind the API server does not serve (no
+// CRD) a meta.NoKindMatchError, which is what discovery reported for it
+// before any request. Without discovery the server answers such a request
+// with a 404 that names no object, or a plain-text "404 page not found"
+// (for a group it does not know), or, to a user who may not make it, with
+// Forbidden; only then is discovery asked whether it serves the kind.
+func (c *restClient) notServed(ctx context.Context, rc rest.Interface, err error, gvk schema.GroupVersionKind, res apiResource) error {
+	switch {
+	case err == nil:
+		return nil
+	case apierrors.IsNotFound(err) && pathNotFound(err):
+	case apierrors.IsForbidden(err) && !c.served(ctx, rc, gvk, res):
+	default:
 		return err
 	}
 	return &meta.NoKindMatchError{GroupKind: gvk.GroupKind(), SearchedVersions: []string{gvk.Version}}
+}
+
+// pathNotFound is true for a NotFound that is not about an object: a
+// Status naming no object, or an answer that is not a Status at all (the
+// API server's "404 page not found" for an unknown group); the API server
+// answers a missing object with a Status that names it.
+func pathNotFound(err error) bool {
+	var status apierrors.APIStatus
+	if !errors.As(err, &status) {
+		return false
+	}
+	d := status.Status().Details
+	if d == nil || (d.Name == "" && d.Kind == "") {
+		return true
+	}
+	for _, cause := range d.Causes {
+		if cause.Type == metav1.CauseTypeUnexpectedServerResponse {
+			return true
+		}
+	}
+	return false
+}
+
+// served asks discovery whether the API server serves the kind's resource.
+// It is true unless discovery answers that it does not: a request that
+// fails, or is refused, leaves the error that made it ask as it was.
+func (c *restClient) served(ctx context.Context, rc rest.Interface, gvk schema.GroupVersionKind, res apiResource) bool {
+	path := "/apis/" + gvk.Group + "/" + gvk.Version
+	if gvk.Group == "" {
+		path = "/api/" + gvk.Version
+	}
+	body, err := rc.Get().AbsPath(path).SetHeader("Accept", "application/json").Do(ctx).Raw()
+	if apierrors.IsNotFound(err) {
+		return false
+	}
+	if err != nil {
+		return true
+	}
+	var list metav1.APIResourceList
+	if json.Unmarshal(body, &list) != nil {
+		return true
+	}
+	for _, r := range list.APIResources {
+		if r.Name == res.resource {
+			return true
+		}
+	}
+	return false
 }
 
 // zeroingSerializer decodes into a zeroed object, so that a response read

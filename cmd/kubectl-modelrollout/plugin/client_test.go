@@ -149,6 +149,84 @@ func TestRESTClientGetAndErrors(t *testing.T) {
 	}
 }
 
+// TestRESTClientNotServed covers the API server's answers when the CRD is
+// not installed: plain text for a group it does not know, and Forbidden
+// before that to a user who may not make the request, when discovery is
+// asked whether the kind is served.
+func TestRESTClientNotServed(t *testing.T) {
+	f, c := newFakeAPI(t)
+	ctx := context.Background()
+	p := &Plugin{Host: "https://api.example:6443"}
+	notServedMsg := "the ModelRollout API (rollouts.modelrollout.io/v1alpha1) is not served by https://api.example:6443: install the CRDs from config/crd/bases first"
+	pageNotFound := func(w http.ResponseWriter) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.WriteHeader(404)
+		_, _ = io.WriteString(w, "404 page not found\n")
+	}
+	// The group is unknown: every path under it is a plain 404.
+	f.mu.Lock()
+	f.handler = func(w http.ResponseWriter, r *http.Request) { pageNotFound(w) }
+	f.mu.Unlock()
+	key := types.NamespacedName{Namespace: "ai-gateway", Name: "gpt4"}
+	err := c.Get(ctx, key, &rolloutsv1.ModelRollout{})
+	if !meta.IsNoMatchError(err) {
+		t.Fatalf("get of a kind not served: %T %v", err, err)
+	}
+	if got := p.apiError(err, "ai-gateway", "gpt4").Error(); got != notServedMsg {
+		t.Errorf("message %q", got)
+	}
+	if err := c.MergePatch(ctx, fixture(), []byte("{}")); !meta.IsNoMatchError(err) {
+		t.Errorf("patch of a kind not served: %T %v", err, err)
+	}
+
+	forbidden := statusBody(403, metav1.StatusReasonForbidden,
+		`modelrollouts.rollouts.modelrollout.io is forbidden: User "nobody" cannot list resource "modelrollouts" in API group "rollouts.modelrollout.io" in the namespace "default"`,
+		&metav1.StatusDetails{Group: "rollouts.modelrollout.io", Kind: "modelrollouts"})
+	for _, tt := range []struct {
+		name      string
+		discovery func(w http.ResponseWriter)
+		noMatch   bool
+	}{
+		{"group not served", pageNotFound, true},
+		{"resource not in the group", func(w http.ResponseWriter) {
+			w.Header().Set("Content-Type", "application/json")
+			_ = json.NewEncoder(w).Encode(metav1.APIResourceList{GroupVersion: "rollouts.modelrollout.io/v1alpha1",
+				APIResources: []metav1.APIResource{{Name: "otherthings", Namespaced: true, Kind: "OtherThing"}}})
+		}, true},
+		{"served", func(w http.ResponseWriter) {
+			w.Header().Set("Content-Type", "application/json")
+			_ = json.NewEncoder(w).Encode(metav1.APIResourceList{GroupVersion: "rollouts.modelrollout.io/v1alpha1",
+				APIResources: []metav1.APIResource{{Name: "modelrollouts", Namespaced: true, Kind: "ModelRollout"}}})
+		}, false},
+		{"discovery refused", func(w http.ResponseWriter) {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(403)
+			_ = json.NewEncoder(w).Encode(statusBody(403, metav1.StatusReasonForbidden, "forbidden", nil))
+		}, false},
+	} {
+		f.mu.Lock()
+		f.calls = nil
+		f.handler = func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/apis/rollouts.modelrollout.io/v1alpha1" {
+				tt.discovery(w)
+				return
+			}
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(403)
+			_ = json.NewEncoder(w).Encode(forbidden)
+		}
+		f.mu.Unlock()
+		err := c.List(ctx, &rolloutsv1.ModelRolloutList{}, ListOptions{Namespace: "default"})
+		f.expect(t, "GET", "/apis/rollouts.modelrollout.io/v1alpha1", "")
+		switch {
+		case tt.noMatch && !meta.IsNoMatchError(err):
+			t.Errorf("%s: %T %v, want a NoMatch error", tt.name, err, err)
+		case !tt.noMatch && (!apierrors.IsForbidden(err) || err.Error() != forbidden.Message):
+			t.Errorf("%s: %T %v, want the Forbidden as it was", tt.name, err, err)
+		}
+	}
+}
+
 func TestRESTClientList(t *testing.T) {
 	f, c := newFakeAPI(t)
 	ctx := context.Background()
