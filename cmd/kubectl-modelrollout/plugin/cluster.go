@@ -119,8 +119,8 @@ func Connect(f KubeFlags) (*Cluster, error) {
 }
 
 // checkImpersonation asks the API server who the flags make us, so that
-// impersonation refused by RBAC is reported as such: through discovery it
-// would surface as a bare "unknown" error. Other failures are left to the
+// impersonation refused by RBAC is reported as such, not as whatever the
+// command's first request makes of it. Other failures are left to the
 // command, which reports them in its own terms.
 func checkImpersonation(cfg *rest.Config, cl *Cluster) error {
 	rc := rest.CopyConfig(cfg)
