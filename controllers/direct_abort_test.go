@@ -43,25 +43,11 @@ var _ = Describe("Alert aborts handed over in memory on the leader", func() {
 		Eventually(routeWeights(ns, "model-header-routing", "gpt4")).Should(Equal(map[string]int32{"vllm-gpt4-v1": 90, "vllm-gpt4-v2": 10}))
 		Eventually(func() rolloutsv1.Phase { return getRollout(ns, "gpt4").Status.Phase }).Should(Equal(rolloutsv1.PhaseProgressing))
 
-		payload := fmt.Sprintf(`{"version":"4","status":"firing","receiver":"modelrollout","alerts":[{"status":"firing",`+
-			`"labels":{"alertname":"HighErrorRate","modelrollout":"gpt4","namespace":%q},`+
-			`"startsAt":%q,"fingerprint":"direct-abort"}]}`, ns, time.Now().UTC().Format(time.RFC3339))
 		var code int
-		Eventually(func() bool {
-			if receiver.Addr() == nil {
-				return false
-			}
-			req, _ := http.NewRequest(http.MethodPost, "http://"+receiver.Addr().String()+alerts.Path, strings.NewReader(payload))
-			req.Header.Set("Authorization", "Bearer "+token)
-			req.Header.Set("Content-Type", "application/json")
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				return false
-			}
-			resp.Body.Close()
-			code = resp.StatusCode
-			return true
-		}).Should(BeTrue())
+		Eventually(func() int {
+			code = postFiringAlert(receiver, token, ns, "direct-abort")
+			return code
+		}).ShouldNot(BeZero())
 		Expect(code).To(Equal(http.StatusInternalServerError), "the failed patch is reported, so that Alertmanager sends the alert again")
 
 		Eventually(routeWeights(ns, "model-header-routing", "gpt4")).Should(Equal(map[string]int32{"vllm-gpt4-v1": 100, "vllm-gpt4-v2": 0}))
@@ -97,23 +83,7 @@ var _ = Describe("Alert aborts handed over in memory on the leader, in order", f
 		Eventually(func() *metav1.Time { return getRollout(ns, "gpt4").Status.StepStartedAt }).ShouldNot(BeNil())
 		before := len(order.entries())
 
-		payload := fmt.Sprintf(`{"version":"4","status":"firing","receiver":"modelrollout","alerts":[{"status":"firing",`+
-			`"labels":{"alertname":"HighErrorRate","modelrollout":"gpt4","namespace":%q},`+
-			`"startsAt":%q,"fingerprint":"direct-order"}]}`, ns, time.Now().UTC().Format(time.RFC3339))
-		Eventually(func() int {
-			if receiver.Addr() == nil {
-				return 0
-			}
-			req, _ := http.NewRequest(http.MethodPost, "http://"+receiver.Addr().String()+alerts.Path, strings.NewReader(payload))
-			req.Header.Set("Authorization", "Bearer "+token)
-			req.Header.Set("Content-Type", "application/json")
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				return 0
-			}
-			resp.Body.Close()
-			return resp.StatusCode
-		}).Should(Equal(http.StatusOK))
+		Eventually(func() int { return postFiringAlert(receiver, token, ns, "direct-order") }).Should(Equal(http.StatusOK))
 
 		Eventually(phaseOf(ns, "gpt4")).Should(Equal(rolloutsv1.PhaseRolledBack))
 		Expect(getRollout(ns, "gpt4").Annotations).To(HaveKey(rolloutsv1.AnnotationAbort), "the annotation landed too")
@@ -124,6 +94,27 @@ var _ = Describe("Alert aborts handed over in memory on the leader, in order", f
 			"the route patch lands before the annotation patch starts: %v", got)
 	})
 })
+
+// postFiringAlert posts a firing HighErrorRate alert for rollout gpt4 of ns
+// to the receiver and returns the answer's status code, or 0 while the
+// receiver does not listen or cannot be reached.
+func postFiringAlert(receiver *alerts.Receiver, token, ns, fingerprint string) int {
+	if receiver.Addr() == nil {
+		return 0
+	}
+	payload := fmt.Sprintf(`{"version":"4","status":"firing","receiver":"modelrollout","alerts":[{"status":"firing",`+
+		`"labels":{"alertname":"HighErrorRate","modelrollout":"gpt4","namespace":%q},`+
+		`"startsAt":%q,"fingerprint":%q}]}`, ns, time.Now().UTC().Format(time.RFC3339), fingerprint)
+	req, _ := http.NewRequest(http.MethodPost, "http://"+receiver.Addr().String()+alerts.Path, strings.NewReader(payload))
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
 
 // orderLog records, in order, when patches of one namespace start and end.
 type orderLog struct {
