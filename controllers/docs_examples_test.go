@@ -19,7 +19,7 @@ import (
 var yamlBlock = regexp.MustCompile("(?ms)^```yaml\n(.*?)^```")
 
 var _ = Describe("The examples in the README and docs/", func() {
-	It("are accepted by the API server, every complete ModelRollout, GateTemplate and ClusterGateTemplate", func() {
+	It("are accepted by the API server, every GateTemplate, ClusterGateTemplate and ModelRollout with a spec.stable", func() {
 		files := []string{filepath.Join("..", "README.md")}
 		Expect(filepath.WalkDir(filepath.Join("..", "docs"), func(p string, e fs.DirEntry, err error) error {
 			if err == nil && !e.IsDir() && strings.HasSuffix(p, ".md") {
@@ -38,6 +38,9 @@ var _ = Describe("The examples in the README and docs/", func() {
 					}
 					obj := &unstructured.Unstructured{}
 					Expect(yaml.Unmarshal([]byte(d), &obj.Object)).To(Succeed(), "%s:\n%s", f, d)
+					if _, whole, _ := unstructured.NestedMap(obj.Object, "spec", "stable"); obj.GetKind() == "ModelRollout" && !whole {
+						continue // an excerpt: the fields a section is about
+					}
 					if obj.GetKind() != "ClusterGateTemplate" {
 						obj.SetNamespace("default")
 					}
@@ -47,9 +50,9 @@ var _ = Describe("The examples in the README and docs/", func() {
 			}
 		}
 		// The README's quick start, the rollout of "What you write" and
-		// the gate template example at least.
+		// the gate template example's template at least.
 		Expect(checked).To(HaveKey("README.md"))
 		Expect(checked).To(HaveKey("rollout.md"))
-		Expect(checked["gates.md"]).To(BeNumerically(">=", 2))
+		Expect(checked).To(HaveKey("gates.md"))
 	})
 })
