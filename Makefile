@@ -5,6 +5,7 @@ SHELL := /usr/bin/env bash -o pipefail
 
 K8S_VERSION ?= v1.37.2
 CONTROLLER_GEN ?= go tool controller-gen
+CRD_REF_DOCS ?= go tool crd-ref-docs
 # One test binary at a time: the suites start their own API servers,
 # Prometheus and load, and must not starve each other on a 2-core machine.
 GOTEST_FLAGS ?= -p 1
@@ -31,8 +32,9 @@ manifests: ## Generate the CRD and RBAC manifests from the API types and markers
 	cp config/rbac/workload-handoff/role.yaml charts/modelrollout/files/workload-handoff-role.yaml
 
 .PHONY: generate
-generate: ## Generate deepcopy code for the API types.
+generate: ## Generate deepcopy code and the API reference (docs/reference/api.md) from the API types.
 	$(CONTROLLER_GEN) object paths="./api/..."
+	$(CRD_REF_DOCS) --log-level=ERROR --source-path=./api --config=docs/reference/crd-ref-docs.yaml --renderer=markdown --output-path=docs/reference/api.md
 
 .PHONY: fmt
 fmt: ## Run gofmt on the code.
@@ -49,7 +51,7 @@ lint: vet ## Check formatting and run go vet.
 .PHONY: verify
 verify: manifests generate ## Fail when generated files drift from the sources, or code is unformatted.
 	@$(MAKE) --no-print-directory lint
-	@if [ -n "$$(git status --porcelain -- config api charts)" ]; then echo "generated files are out of date; run 'make manifests generate' and commit:"; git status --porcelain -- config api charts; git --no-pager diff -- config api charts | head -50; exit 1; fi
+	@if [ -n "$$(git status --porcelain -- config api charts docs/reference/api.md)" ]; then echo "generated files are out of date; run 'make manifests generate' and commit:"; git status --porcelain -- config api charts docs/reference/api.md; git --no-pager diff -- config api charts docs/reference/api.md | head -50; exit 1; fi
 
 .PHONY: control-plane
 control-plane: ## Build kube-apiserver and etcd from the Go module proxy (cached in bin/).

@@ -581,7 +581,7 @@ func FuzzWebJSONPath(f *testing.F) {
 	})
 }
 
-// The README's example renders, and its path picks the accuracy.
+// The web gates guide's example (docs/guides/web-gates.md) renders, and its path picks the accuracy.
 func TestReadmeWebExample(t *testing.T) {
 	g := v1alpha1.Gate{Name: "quality", GateSpec: v1alpha1.GateSpec{Min: ptr.To(0.85), NoData: v1alpha1.NoDataFail, FailureLimit: 2, Web: &v1alpha1.WebGate{
 		URL:      "https://eval.ml-platform:8443/v1/scores?model={{ .Canary }}&ns={{ .Namespace }}",

@@ -173,12 +173,12 @@ var _ = Describe("Gate template admission (CEL and schema)", func() {
 	})
 })
 
-var _ = Describe("The README's gate template example", func() {
+var _ = Describe("The docs' gate template example", func() {
 	It("is accepted by the API server and renders the query the team's gate asks for", func() {
-		raw, err := os.ReadFile(filepath.Join("..", "README.md"))
+		raw, err := os.ReadFile(filepath.Join("..", "docs", "concepts", "gates.md"))
 		Expect(err).NotTo(HaveOccurred())
-		_, section, found := strings.Cut(string(raw), "### Gate templates\n")
-		Expect(found).To(BeTrue(), "README.md has no Gate templates section")
+		_, section, found := strings.Cut(string(raw), "\n## Gate templates\n")
+		Expect(found).To(BeTrue(), "docs/concepts/gates.md has no Gate templates section")
 		_, block, found := strings.Cut(section, "```yaml\n")
 		Expect(found).To(BeTrue())
 		block, _, _ = strings.Cut(block, "```")

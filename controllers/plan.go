@@ -368,7 +368,7 @@ func (p *planner) settleRetiring() {
 // finishing says whether spec.stable now names the canary that holds all
 // traffic (after success, or while a 100% step bakes) while status still names the old stable: the
 // finish of a rollout, which removes the old stable's backendRef from the
-// managed rules (see "Finishing a rollout" in the README).
+// managed rules (see docs/guides/finishing.md).
 func (p *planner) finishing() bool {
 	st := p.st
 	spec := &p.ro.Spec

@@ -211,7 +211,7 @@ type LocalObjectReference struct {
 	Name string `json:"name"`
 }
 
-// GatePreset names a built-in query. See the README for each one's PromQL.
+// GatePreset names a built-in query. See docs/reference/presets.md for each one's PromQL.
 //
 // +kubebuilder:validation:Enum=vllm-error-ratio;vllm-http-error-ratio;vllm-e2e-latency-p99;vllm-ttft-p99;vllm-itl-p99;envoy-error-ratio;envoy-latency-p99;istio-error-ratio;istio-latency-p99;inference-pool-error-ratio;inference-pool-latency-p99;inference-pool-ttft-p99;tgi-error-ratio;tgi-latency-p99
 type GatePreset string
@@ -329,7 +329,7 @@ type GateSpec struct {
 
 	// prompt sends a small set of prompts to the canary and judges the
 	// answers; the gate's value is the fraction of prompts that passed. See
-	// the README's "Prompt gates".
+	// docs/guides/prompt-gates.md.
 	//
 	// +optional
 	Prompt *PromptGate `json:"prompt,omitempty"`

@@ -458,7 +458,7 @@ type ModelRolloutStatus struct {
 	// removes from the managed rules: the old stable, once spec.stable names
 	// the canary that holds all traffic after success. Nothing else of the
 	// rules changes. The rollout goes Idle once no managed rule references
-	// them. See "Finishing a rollout" in the README.
+	// them. See docs/guides/finishing.md.
 	//
 	// +optional
 	// +listType=atomic

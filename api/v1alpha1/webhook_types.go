@@ -24,7 +24,7 @@ const (
 )
 
 // Webhook is an HTTP call at a point of the rollout's life. The operator
-// POSTs a JSON document (see the README) and reads only the status code.
+// POSTs a JSON document (see docs/guides/webhooks.md) and reads only the status code.
 //
 // +kubebuilder:validation:XValidation:rule="!has(self.failureLimit) || self.type == 'PreRollout'",message="failureLimit applies to PreRollout webhooks only: ConfirmPromotion holds until it answers 2xx, OnTransition is not retried past its attempts"
 type Webhook struct {

@@ -326,9 +326,9 @@ func TestNotesAlertmanagerSnippet(t *testing.T) {
 // alertURL finds the receiver URLs a document gives.
 var alertURL = regexp.MustCompile(`https?://[a-z0-9.-]+\.svc:[0-9]+/alerts`)
 
-// TestDocsMatchTheInstalls checks that the README and the receiver's package
+// TestDocsMatchTheInstalls checks that the alerts guide and the receiver's package
 // documentation give the URL, port, token file and Secret that the chart
-// (release modelrollout, as the README installs it) and config/default
+// (release modelrollout, as the install guide installs it) and config/default
 // really create, and no other.
 func TestDocsMatchTheInstalls(t *testing.T) {
 	chart := decode(t, run(t, helm(t), "template", "modelrollout", chartDir(t), "--namespace", releaseNamespace))
@@ -345,7 +345,7 @@ func TestDocsMatchTheInstalls(t *testing.T) {
 		if strings.HasPrefix(a, "--alert-receiver-") {
 			flags = append(flags, a)
 			if !contains(hc.Args, a) {
-				t.Errorf("the chart's manager lacks %s, which config/default has: the README describes both as one", a)
+				t.Errorf("the chart's manager lacks %s, which config/default has: the docs describe both as one", a)
 			}
 		}
 	}
@@ -354,13 +354,13 @@ func TestDocsMatchTheInstalls(t *testing.T) {
 	}
 	credentials := fmt.Sprintf("credentials_file: /etc/alertmanager/secrets/%s/%s", helmEP.tokenSecret, helmEP.tokenKey)
 
-	readme := string(readFile(t, filepath.Join(repoRoot(t), "README.md")))
+	guide := string(readFile(t, filepath.Join(repoRoot(t), "docs", "guides", "alerts.md")))
 	doc := string(readFile(t, filepath.Join(repoRoot(t), "controllers", "alerts", "doc.go")))
 	for _, d := range []struct {
 		name, text string
 		want       []string
 	}{
-		{"README.md", readme, append([]string{helmEP.url, kustEP.url, credentials, "Secret `" + helmEP.tokenSecret + "`"}, quoted(flags)...)},
+		{"docs/guides/alerts.md", guide, append([]string{helmEP.url, kustEP.url, credentials, "Secret `" + helmEP.tokenSecret + "`"}, quoted(flags)...)},
 		{"controllers/alerts/doc.go", doc, []string{helmEP.url, kustEP.url, credentials, helmEP.tokenSecret,
 			strings.TrimPrefix(flags[1], "--alert-receiver-token-file=")}},
 	} {
