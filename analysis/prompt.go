@@ -390,7 +390,7 @@ func sendPrompt(ctx context.Context, c *http.Client, t PromptTarget, p PromptChe
 	defer cancel()
 	hreq, err := http.NewRequestWithContext(pctx, http.MethodPost, t.URL, bytes.NewReader(body))
 	if err != nil {
-		return false, "build request: " + err.Error(), nil
+		return false, "build request: " + sc.String(err.Error()), nil
 	}
 	hreq.Header.Set("Content-Type", "application/json")
 	hreq.Header.Set("Accept", "application/json")

@@ -219,7 +219,7 @@ func EvaluateWeb(parent context.Context, c HTTPDoer, g v1alpha1.Gate, r WebReque
 	}
 	req, err := http.NewRequestWithContext(ctx, r.Method, r.URL, body)
 	if err != nil {
-		return webError("build request: %v", err)
+		return webError("build request: %s", redact.New().String(err.Error()))
 	}
 	req.Header = r.Header.Clone()
 	switch {
