@@ -22,6 +22,8 @@ import (
 	"github.com/prometheus/common/config"
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/sigv4"
+
+	"github.com/modelrollout/modelrollout/internal/redact"
 )
 
 // DefaultQueryTimeout bounds a query when ClientConfig.Timeout is zero. It
@@ -145,6 +147,8 @@ type Client struct {
 	api     promv1.API
 	raw     api.Client
 	timeout time.Duration
+	// scrub removes the client's credentials from the errors it returns.
+	scrub *redact.Scrubber
 }
 
 var _ Querier = (*Client)(nil)
@@ -320,7 +324,29 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	if timeout == 0 {
 		timeout = DefaultQueryTimeout
 	}
-	return &Client{api: promv1.NewAPI(raw), raw: raw, timeout: timeout}, nil
+	return &Client{api: promv1.NewAPI(raw), raw: raw, timeout: timeout, scrub: cfg.scrubber()}, nil
+}
+
+// scrubber knows every credential cfg sends: errors and answers quoted in
+// messages are scrubbed of them.
+func (cfg ClientConfig) scrubber() *redact.Scrubber {
+	sc := redact.New(cfg.BearerToken)
+	sc.AddBasic(cfg.Username, cfg.Password)
+	sc.AddURL(cfg.Address)
+	for _, h := range cfg.Headers {
+		if h.Secret {
+			sc.Add(h.Value)
+		}
+	}
+	if o := cfg.OAuth2; o != nil {
+		sc.Add(o.ClientSecret)
+		sc.AddBasic(o.ClientID, o.ClientSecret)
+		sc.AddURL(o.TokenURL)
+	}
+	if v := cfg.SigV4; v != nil {
+		sc.Add(v.SecretKey)
+	}
+	return sc
 }
 
 // Query runs an instant query at the given time (now when at is zero),
@@ -335,6 +361,16 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 // Warnings returned by Prometheus are appended to Reason and logged through
 // the logr.Logger of ctx, if any.
 func (c *Client) Query(ctx context.Context, query string, at time.Time) (Sample, error) {
+	s, err := c.query(ctx, query, at)
+	if err != nil {
+		// Transport errors quote the address; HTTP errors the answer.
+		return s, c.scrub.Error(err)
+	}
+	s.Reason = c.scrub.String(s.Reason)
+	return s, nil
+}
+
+func (c *Client) query(ctx context.Context, query string, at time.Time) (Sample, error) {
 	qctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	v, warnings, infos, err := c.api.Query(qctx, query, at)
@@ -354,7 +390,7 @@ func (c *Client) Query(ctx context.Context, query string, at time.Time) (Sample,
 			// A plain HTTP error (not the API's JSON): say what the server
 			// or the gateway in front of it answered, briefly.
 			var extra string
-			if d := excerpt(apiErr.Detail, 200); d != "" {
+			if d := excerpt(c.scrub.String(apiErr.Detail), 200); d != "" {
 				extra = ": " + d
 			}
 			if strings.HasSuffix(apiErr.Msg, " 401") || strings.HasSuffix(apiErr.Msg, " 403") {
@@ -367,10 +403,10 @@ func (c *Client) Query(ctx context.Context, query string, at time.Time) (Sample,
 	}
 	log := logr.FromContextOrDiscard(ctx)
 	if len(warnings) > 0 {
-		log.Info("Prometheus returned warnings", "query", query, "warnings", []string(warnings))
+		log.Info("Prometheus returned warnings", "query", query, "warnings", c.scrub.String(strings.Join(warnings, "; ")))
 	}
 	if len(infos) > 0 {
-		log.V(1).Info("Prometheus returned infos", "query", query, "infos", []string(infos))
+		log.V(1).Info("Prometheus returned infos", "query", query, "infos", c.scrub.String(strings.Join(infos, "; ")))
 	}
 	s, err := Classify(v)
 	if err != nil {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/modelrollout/modelrollout/analysis/egress"
 	"github.com/modelrollout/modelrollout/api/v1alpha1"
+	"github.com/modelrollout/modelrollout/internal/redact"
 )
 
 // Prompt gates send a few prompts straight to a backend (OpenAI chat or
@@ -315,6 +316,10 @@ func RunPrompts(ctx context.Context, c *http.Client, t PromptTarget, prompts []P
 		why      string
 		refused  error
 	}
+	// Prompts carry no credentials of their own, but the URL may (its
+	// userinfo is sent as basic auth): answers are scrubbed of it.
+	sc := redact.New()
+	sc.AddURL(t.URL)
 	results := make([]outcome, len(prompts))
 	slots := make(chan struct{}, concurrency)
 	var wg sync.WaitGroup
@@ -331,7 +336,7 @@ func RunPrompts(ctx context.Context, c *http.Client, t PromptTarget, prompts []P
 		go func() {
 			defer wg.Done()
 			defer func() { <-slots }()
-			ok, why, refused := sendPrompt(ctx, c, t, prompts[i], timeout)
+			ok, why, refused := sendPrompt(ctx, c, t, prompts[i], timeout, sc)
 			results[i] = outcome{sent: true, ok: ok, why: why, refused: refused}
 		}()
 	}
@@ -343,7 +348,7 @@ func RunPrompts(ctx context.Context, c *http.Client, t PromptTarget, prompts []P
 			run.Sent++
 		}
 		if r.refused != nil && run.Refused == nil {
-			run.Refused = r.refused
+			run.Refused = sc.Error(r.refused)
 		}
 		if r.ok {
 			run.Passed++
@@ -367,7 +372,7 @@ type openAIAnswer struct {
 
 // sendPrompt sends one prompt and judges its answer. refused is set when
 // the egress policy refused the call.
-func sendPrompt(ctx context.Context, c *http.Client, t PromptTarget, p PromptCheck, overall time.Duration) (ok bool, why string, refused error) {
+func sendPrompt(ctx context.Context, c *http.Client, t PromptTarget, p PromptCheck, overall time.Duration, sc *redact.Scrubber) (ok bool, why string, refused error) {
 	req := map[string]any{"max_tokens": p.MaxTokens, "temperature": 0, "stream": false}
 	if t.Model != "" {
 		req["model"] = t.Model
@@ -385,7 +390,7 @@ func sendPrompt(ctx context.Context, c *http.Client, t PromptTarget, p PromptChe
 	defer cancel()
 	hreq, err := http.NewRequestWithContext(pctx, http.MethodPost, t.URL, bytes.NewReader(body))
 	if err != nil {
-		return false, "build request: " + err.Error(), nil
+		return false, "build request: " + sc.String(err.Error()), nil
 	}
 	hreq.Header.Set("Content-Type", "application/json")
 	hreq.Header.Set("Accept", "application/json")
@@ -393,7 +398,7 @@ func sendPrompt(ctx context.Context, c *http.Client, t PromptTarget, p PromptChe
 	start := time.Now()
 	resp, err := c.Do(hreq)
 	if err != nil {
-		return false, transportFailure(ctx, pctx, err, p.MaxLatency, overall), refusal(err)
+		return false, transportFailure(ctx, pctx, sc.Error(err), p.MaxLatency, overall), refusal(err)
 	}
 	defer resp.Body.Close()
 	raw, err := egress.ReadCapped(resp.Body, MaxAnswerBytes)
@@ -402,15 +407,15 @@ func sendPrompt(ctx context.Context, c *http.Client, t PromptTarget, p PromptChe
 	case errors.Is(err, egress.ErrTooLarge):
 		return false, fmt.Sprintf("answer larger than %d KiB", MaxAnswerBytes>>10), nil
 	case err != nil:
-		return false, transportFailure(ctx, pctx, err, p.MaxLatency, overall), nil
+		return false, transportFailure(ctx, pctx, sc.Error(err), p.MaxLatency, overall), nil
 	case resp.StatusCode != http.StatusOK:
-		return false, fmt.Sprintf("HTTP %d: %q", resp.StatusCode, egress.Excerpt(raw, excerptRunes)), nil
+		return false, fmt.Sprintf("HTTP %d: %q", resp.StatusCode, egress.Excerpt(sc.Bytes(raw), excerptRunes)), nil
 	case took > p.MaxLatency:
 		return false, fmt.Sprintf("answered in %s, over maxLatency %s", took.Round(time.Millisecond), p.MaxLatency), nil
 	}
 	var a openAIAnswer
 	if err := json.Unmarshal(raw, &a); err != nil || len(a.Choices) == 0 {
-		return false, fmt.Sprintf("not an OpenAI %s response: %q", apiName(t.API), egress.Excerpt(raw, excerptRunes)), nil
+		return false, fmt.Sprintf("not an OpenAI %s response: %q", apiName(t.API), egress.Excerpt(sc.Bytes(raw), excerptRunes)), nil
 	}
 	var content *string
 	if ch := a.Choices[0]; ch.Message != nil && ch.Message.Content != nil {
@@ -419,9 +424,18 @@ func sendPrompt(ctx context.Context, c *http.Client, t PromptTarget, p PromptChe
 		content = ch.Text
 	}
 	if content == nil {
-		return false, fmt.Sprintf("the first choice has no content: %q", egress.Excerpt(raw, excerptRunes)), nil
+		return false, fmt.Sprintf("the first choice has no content: %q", egress.Excerpt(sc.Bytes(raw), excerptRunes)), nil
 	}
 	ok, why = p.Expect.Check(*content)
+	if !ok {
+		// The expectation is judged on the answer as it came; the
+		// excerpt of it in why is not, so the content is scrubbed and
+		// checked again for the message only.
+		_, why = p.Expect.Check(sc.String(*content))
+		if why == "" {
+			why = "answer does not meet the expectation"
+		}
+	}
 	return ok, why, nil
 }
 

@@ -40,6 +40,7 @@ import (
 
 	"github.com/modelrollout/modelrollout/analysis/egress"
 	"github.com/modelrollout/modelrollout/api/v1alpha1"
+	"github.com/modelrollout/modelrollout/internal/redact"
 )
 
 // Defaults and bounds of web gates; the CRD defaults match.
@@ -218,7 +219,7 @@ func EvaluateWeb(parent context.Context, c HTTPDoer, g v1alpha1.Gate, r WebReque
 	}
 	req, err := http.NewRequestWithContext(ctx, r.Method, r.URL, body)
 	if err != nil {
-		return webError("build request: %v", err)
+		return webError("build request: %s", redact.New().String(err.Error()))
 	}
 	req.Header = r.Header.Clone()
 	switch {
@@ -228,32 +229,43 @@ func EvaluateWeb(parent context.Context, c HTTPDoer, g v1alpha1.Gate, r WebReque
 		req.SetBasicAuth(auth.Username, auth.Password)
 	}
 
+	// Whatever comes back is scrubbed of what was sent.
+	sc := redact.New(auth.BearerToken)
+	sc.AddBasic(auth.Username, auth.Password)
+	sc.AddURL(r.URL)
+
 	resp, err := c.Do(req)
 	if err != nil {
-		return webError("%s %s: %s", r.Method, redactURL(req.URL), callError(parent, ctx, err, r.Timeout))
+		return webError("%s %s: %s", r.Method, redactURL(req.URL), sc.String(callError(parent, ctx, err, r.Timeout)))
 	}
 	defer resp.Body.Close()
 	b, err := egress.ReadCapped(resp.Body, r.MaxBytes)
 	switch {
 	case errors.Is(err, egress.ErrTooLarge):
-		return webError("%s %s: %v", r.Method, redactURL(req.URL), err)
+		return webError("%s %s: %v", r.Method, redactURL(req.URL), sc.Error(err))
 	case err != nil:
-		return webError("%s %s: read the answer: %s", r.Method, redactURL(req.URL), callError(parent, ctx, err, r.Timeout))
+		return webError("%s %s: read the answer: %s", r.Method, redactURL(req.URL), sc.String(callError(parent, ctx, err, r.Timeout)))
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		msg := fmt.Sprintf("%s %s: HTTP %d", r.Method, redactURL(req.URL), resp.StatusCode)
-		if ex := egress.Excerpt(b, webExcerpt); ex != "" {
+		if ex := egress.Excerpt(sc.Bytes(b), webExcerpt); ex != "" {
 			msg += ": " + ex
 		}
 		return webError("%s", msg)
 	}
-	return JudgeWebAnswer(g, r.Path, b)
+	return judgeWebAnswer(g, r.Path, b, sc)
 }
 
 // JudgeWebAnswer selects the gate's number from a 2xx answer's body and
 // compares it with min and max.
 func JudgeWebAnswer(g v1alpha1.Gate, path *jsonpath.Path, body []byte) Evaluation {
-	v, noData, err := SelectNumber(path, body)
+	return judgeWebAnswer(g, path, body, nil)
+}
+
+// judgeWebAnswer is JudgeWebAnswer with the excerpts of its messages
+// scrubbed by sc.
+func judgeWebAnswer(g v1alpha1.Gate, path *jsonpath.Path, body []byte, sc *redact.Scrubber) Evaluation {
+	v, noData, err := selectNumber(path, body, sc)
 	switch {
 	case err != nil:
 		return Evaluation{Verdict: v1alpha1.VerdictError, Message: err.Error()}
@@ -275,14 +287,18 @@ func JudgeWebAnswer(g v1alpha1.Gate, path *jsonpath.Path, body []byte) Evaluatio
 // returns the number, or a reason for no data (nothing selected, null,
 // NaN, ±Inf), or an error (not JSON, several values, not a number).
 func SelectNumber(path *jsonpath.Path, body []byte) (v float64, noData string, err error) {
+	return selectNumber(path, body, nil)
+}
+
+func selectNumber(path *jsonpath.Path, body []byte, sc *redact.Scrubber) (v float64, noData string, err error) {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.UseNumber()
 	var doc any
 	if err := dec.Decode(&doc); err != nil {
-		return 0, "", fmt.Errorf("the answer is not JSON (%s): %s", jsonErr(err), egress.Excerpt(body, webExcerpt))
+		return 0, "", fmt.Errorf("the answer is not JSON (%s): %s", jsonErr(err), egress.Excerpt(sc.Bytes(body), webExcerpt))
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return 0, "", fmt.Errorf("the answer is not one JSON value: %s", egress.Excerpt(body, webExcerpt))
+		return 0, "", fmt.Errorf("the answer is not one JSON value: %s", egress.Excerpt(sc.Bytes(body), webExcerpt))
 	}
 	nodes := path.Select(doc)
 	switch len(nodes) {
@@ -306,11 +322,11 @@ func SelectNumber(path *jsonpath.Path, body []byte) (v float64, noData string, e
 	f, perr := strconv.ParseFloat(s, 64)
 	switch {
 	case perr == nil && (math.IsNaN(f) || math.IsInf(f, 0)):
-		return 0, fmt.Sprintf("jsonPath %s selected %s", truncate(path.String(), 128), strconv.Quote(truncate(s, 32))), nil
+		return 0, fmt.Sprintf("jsonPath %s selected %s", truncate(path.String(), 128), strconv.Quote(truncate(sc.String(s), 32))), nil
 	case errors.Is(perr, strconv.ErrRange):
-		return 0, "", fmt.Errorf("jsonPath %s selected %s, beyond the range of a float64", truncate(path.String(), 128), truncate(s, 32))
+		return 0, "", fmt.Errorf("jsonPath %s selected %s, beyond the range of a float64", truncate(path.String(), 128), truncate(sc.String(s), 32))
 	case perr != nil:
-		return 0, "", fmt.Errorf("jsonPath %s selected the string %s, not a number", truncate(path.String(), 128), strconv.Quote(egress.Excerpt([]byte(s), 32)))
+		return 0, "", fmt.Errorf("jsonPath %s selected the string %s, not a number", truncate(path.String(), 128), strconv.Quote(egress.Excerpt(sc.Bytes([]byte(s)), 32)))
 	}
 	return f, "", nil
 }
@@ -367,15 +383,10 @@ func callError(parent, ctx context.Context, err error, timeout time.Duration) st
 	return err.Error()
 }
 
-// redactURL prints u without its query, which may carry tokens.
+// redactURL prints u without its userinfo and query, which may carry
+// tokens.
 func redactURL(u *url.URL) string {
-	c := *u
-	c.User = nil
-	if c.RawQuery != "" {
-		c.RawQuery = "…"
-	}
-	c.Fragment = ""
-	return truncate(c.String(), 200)
+	return truncate(redact.URL(u.String()), 200)
 }
 
 // WebClients hands out one HTTP client per (egress policy, CA bundle), so

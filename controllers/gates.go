@@ -9,8 +9,6 @@ import (
 	"sync"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -197,18 +195,13 @@ func (g *PrometheusGates) clientConfig(ctx context.Context, ro *rolloutsv1.Model
 		}
 		return cfg, nil, nil
 	}
-	secret := &corev1.Secret{}
 	key := types.NamespacedName{Namespace: ro.Namespace, Name: src.AuthSecretRef.Name}
-	if err := g.Secrets.Get(ctx, key, secret); err != nil {
-		switch {
-		case apierrors.IsNotFound(err):
-			return cfg, &problem{Reason: rolloutsv1.ReasonInvalidConfig, Unwatched: true,
-				Message: fmt.Sprintf("Prometheus auth Secret %s not found in namespace %s", key.Name, key.Namespace)}, nil
-		case apierrors.IsForbidden(err) || apierrors.IsUnauthorized(err):
-			return cfg, &problem{Reason: rolloutsv1.ReasonInvalidConfig, Unwatched: true,
-				Message: fmt.Sprintf("read Prometheus auth Secret %s: %s", key.Name, apiMessage(err))}, nil
-		}
-		return cfg, nil, fmt.Errorf("read Prometheus auth Secret %s: %w", key, err)
+	secret, refused, err := readAuthSecret(ctx, g.Secrets, key.Namespace, key.Name, "Prometheus auth Secret")
+	switch {
+	case err != nil:
+		return cfg, nil, err
+	case refused != "":
+		return cfg, &problem{Reason: rolloutsv1.ReasonInvalidConfig, Unwatched: true, Message: refused}, nil
 	}
 	if msg := applyAuthSecret(&cfg, src, secret.Data); msg != "" {
 		return cfg, &problem{Reason: rolloutsv1.ReasonInvalidConfig, Unwatched: true,

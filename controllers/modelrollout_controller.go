@@ -383,6 +383,7 @@ func (r *ModelRolloutReconciler) now() time.Time {
 // from a stale copy is rejected and made again.
 func (r *ModelRolloutReconciler) patchStatus(ctx context.Context, ro *rolloutsv1.ModelRollout, status rolloutsv1.ModelRolloutStatus) error {
 	base := ro.DeepCopy()
+	clampStatus(&status)
 	ro.Status = status
 	patch := client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{})
 	if err := r.Status().Patch(ctx, ro, patch, client.FieldOwner(FieldOwner)); err != nil {

@@ -21,10 +21,18 @@ const (
 	maxMeasureMessage   = 256
 	maxOverrideReason   = 512
 	maxRequestedBy      = 256
+	maxWorkloadWhy      = 256
+	maxWebhookName      = 63
+	maxWebhookMessage   = 256
+	maxGateTemplate     = 300
 )
 
 // clampStatus cuts every string of the status to its CRD bound, without
-// splitting a UTF-8 sequence.
+// splitting a UTF-8 sequence. patchStatus calls it before every write, so
+// no name in spec, however long, can make the API server refuse a status
+// (a rollback included). Strings copied from spec fields with the same
+// bound need no cut; they are cut anyway where a message is built around
+// them. TestClampStatusCoversTheCRD checks every bounded string.
 func clampStatus(st *rolloutsv1.ModelRolloutStatus) {
 	st.Message = truncate(st.Message, maxMessage)
 	st.Revision = truncate(st.Revision, maxRevision)
@@ -56,9 +64,18 @@ func clampStatus(st *rolloutsv1.ModelRolloutStatus) {
 		g.Value = truncate(g.Value, maxGateValue)
 		g.Threshold = truncate(g.Threshold, maxGateThreshold)
 		g.Message = truncate(g.Message, maxGateMessage)
+		g.StableValue = truncate(g.StableValue, maxGateValue)
+		g.Template = truncate(g.Template, maxGateTemplate)
 		for j := range g.History {
 			g.History[j].Value = truncate(g.History[j].Value, maxGateValue)
 			g.History[j].Message = truncate(g.History[j].Message, maxMeasureMessage)
 		}
+	}
+	for i := range st.Workloads {
+		st.Workloads[i].Why = truncate(st.Workloads[i].Why, maxWorkloadWhy)
+	}
+	for i := range st.Webhooks {
+		st.Webhooks[i].Name = truncate(st.Webhooks[i].Name, maxWebhookName)
+		st.Webhooks[i].Message = truncate(st.Webhooks[i].Message, maxWebhookMessage)
 	}
 }

@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"strings"
 
-	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/modelrollout/modelrollout/analysis"
@@ -76,16 +74,13 @@ func (g *PrometheusGates) webAuth(ctx context.Context, ro *rolloutsv1.ModelRollo
 		return &problem{Reason: rolloutsv1.ReasonInvalidConfig, Unwatched: true,
 			Message: fmt.Sprintf("gate %q: ", gate.Name) + fmt.Sprintf(format, args...)}
 	}
-	secret := &corev1.Secret{}
 	key := types.NamespacedName{Namespace: ro.Namespace, Name: ref.Name}
-	if err := g.Secrets.Get(ctx, key, secret); err != nil {
-		switch {
-		case apierrors.IsNotFound(err):
-			return auth, nil, invalid("web auth Secret %s not found in namespace %s", key.Name, key.Namespace), nil
-		case apierrors.IsForbidden(err) || apierrors.IsUnauthorized(err):
-			return auth, nil, invalid("read web auth Secret %s: %s", key.Name, apiMessage(err)), nil
-		}
-		return auth, nil, nil, fmt.Errorf("read web auth Secret %s: %w", key, err)
+	secret, refused, err := readAuthSecret(ctx, g.Secrets, key.Namespace, key.Name, "web auth Secret")
+	switch {
+	case err != nil:
+		return auth, nil, nil, err
+	case refused != "":
+		return auth, nil, invalid("%s", refused), nil
 	}
 	auth.BearerToken = strings.TrimSpace(string(secret.Data["token"]))
 	auth.Username = string(secret.Data["username"])

@@ -13,14 +13,13 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	crevent "sigs.k8s.io/controller-runtime/pkg/event"
 
 	"github.com/modelrollout/modelrollout/analysis/egress"
 	rolloutsv1 "github.com/modelrollout/modelrollout/api/v1alpha1"
+	"github.com/modelrollout/modelrollout/internal/redact"
 )
 
 // Webhook calls run off the reconcile workers, like gate rounds. A blocking
@@ -286,8 +285,11 @@ func (w *webhookRunner) post(namespace string, h rolloutsv1.Webhook, payload Web
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "modelrollout-webhook")
+	// Whatever comes back is scrubbed of what was sent.
+	sc := redact.New()
+	sc.AddURL(h.URL)
 	if h.AuthSecretRef != nil {
-		if err := w.authorize(ctx, namespace, h.AuthSecretRef.Name, req, &opts); err != nil {
+		if err := w.authorize(ctx, namespace, h.AuthSecretRef.Name, req, &opts, sc); err != nil {
 			return 0, "", err
 		}
 	}
@@ -298,28 +300,28 @@ func (w *webhookRunner) post(namespace string, h rolloutsv1.Webhook, payload Web
 	defer hc.CloseIdleConnections()
 	resp, err := hc.Do(req)
 	if err != nil {
-		return 0, "", fmt.Errorf("POST %s: %s", redactURL(h.URL), errorText(err))
+		return 0, "", fmt.Errorf("POST %s: %s", redactURL(h.URL), errorText(sc.Error(err)))
 	}
 	defer resp.Body.Close()
 	b, _ := egress.ReadCapped(resp.Body, webhookMaxBody)
 	msg := fmt.Sprintf("HTTP %d", resp.StatusCode)
-	if ex := egress.Excerpt(b, webhookExcerpt); ex != "" {
+	if ex := egress.Excerpt(sc.Bytes(b), webhookExcerpt); ex != "" {
 		msg += ": " + ex
 	}
 	return resp.StatusCode, msg, nil
 }
 
 // authorize adds the credentials of the rollout's Secret.
-func (w *webhookRunner) authorize(ctx context.Context, namespace, name string, req *http.Request, opts *egress.Options) error {
+func (w *webhookRunner) authorize(ctx context.Context, namespace, name string, req *http.Request, opts *egress.Options, sc *redact.Scrubber) error {
 	if w.secrets == nil {
 		return errors.New("no Secret reader configured")
 	}
-	secret := &corev1.Secret{}
-	if err := w.secrets.Get(ctx, types.NamespacedName{Namespace: namespace, Name: name}, secret); err != nil {
-		if apierrors.IsNotFound(err) {
-			return fmt.Errorf("webhook auth Secret %s not found in namespace %s", name, namespace)
-		}
-		return fmt.Errorf("read webhook auth Secret %s: %s", name, apiMessage(err))
+	secret, refused, err := readAuthSecret(ctx, w.secrets, namespace, name, "webhook auth Secret")
+	switch {
+	case err != nil:
+		return err
+	case refused != "":
+		return fmt.Errorf("%s: %s", rolloutsv1.ReasonInvalidConfig, refused)
 	}
 	token := strings.TrimSpace(string(secret.Data["token"]))
 	user, pass := string(secret.Data["username"]), string(secret.Data["password"])
@@ -328,8 +330,10 @@ func (w *webhookRunner) authorize(ctx context.Context, namespace, name string, r
 		return fmt.Errorf(`webhook auth Secret %s has both "token" and "username": keep one`, name)
 	case token != "":
 		req.Header.Set("Authorization", "Bearer "+token)
+		sc.Add(token)
 	case user != "":
 		req.SetBasicAuth(user, pass)
+		sc.AddBasic(user, pass)
 	}
 	if ca := secret.Data["ca.crt"]; len(ca) > 0 {
 		opts.TLS = &egress.TLSOptions{CAPEM: ca}
@@ -338,17 +342,7 @@ func (w *webhookRunner) authorize(ctx context.Context, namespace, name string, r
 }
 
 // redactURL drops the query and user info of a URL for messages.
-func redactURL(raw string) string {
-	if i := strings.IndexAny(raw, "?#"); i >= 0 {
-		raw = raw[:i]
-	}
-	if i := strings.Index(raw, "@"); i >= 0 {
-		if j := strings.Index(raw, "://"); j >= 0 && j < i {
-			raw = raw[:j+3] + raw[i+1:]
-		}
-	}
-	return raw
-}
+func redactURL(raw string) string { return redact.URL(raw) }
 
 // errorText is a short account of a transport error.
 func errorText(err error) string {

@@ -26,6 +26,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 
 	rolloutsv1 "github.com/modelrollout/modelrollout/api/v1alpha1"
+	"github.com/modelrollout/modelrollout/internal/redact"
 )
 
 // Path is the only path the receiver serves.
@@ -348,8 +349,12 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		writeJSON(w, http.StatusBadRequest, errorBody{err.Error()})
 		return
 	}
-	nlog := r.log.WithValues("groupKey", truncateUTF8(p.GroupKey, 256), "receiver", truncateUTF8(p.Receiver, 128))
-	sum, err := r.handle(req.Context(), nlog, p)
+	// The receiver's own token never leaves it: not in a rollout's abort
+	// reason, not in the log, even when an alert's labels carry it or a
+	// URL's credentials.
+	sc := redact.New(want)
+	nlog := r.log.WithValues("groupKey", sc.String(truncateUTF8(p.GroupKey, 256)), "receiver", sc.String(truncateUTF8(p.Receiver, 128)))
+	sum, err := r.handle(req.Context(), nlog, p, sc)
 	took := r.clock.Since(start)
 	if err != nil {
 		nlog.Error(err, "Notification not fully handled; Alertmanager will retry", "took", took.String())
@@ -369,7 +374,7 @@ type target struct {
 }
 
 // handle matches the firing alerts and patches the rollouts to abort.
-func (r *Receiver) handle(ctx context.Context, log logr.Logger, p *Payload) (Summary, error) {
+func (r *Receiver) handle(ctx context.Context, log logr.Logger, p *Payload, sc *redact.Scrubber) (Summary, error) {
 	sum := Summary{Alerts: len(p.Alerts)}
 	var firing []*Alert
 	for i := range p.Alerts {
@@ -395,18 +400,19 @@ func (r *Receiver) handle(ctx context.Context, log logr.Logger, p *Payload) (Sum
 	var targets []target
 	for _, a := range firing {
 		matched := ix.match(a.Labels)
+		labels := scrubLabels(sc, a.Labels)
 		if len(matched) == 0 {
-			log.V(1).Info("Firing alert matches no rollout", "alert", a.Labels["alertname"], "labels", a.Labels)
+			log.V(1).Info("Firing alert matches no rollout", "alert", labels["alertname"], "labels", labels)
 			continue
 		}
 		sum.Matched++
 		if r.matched != nil {
 			r.matched.Inc()
 		}
-		token, reason := AbortToken(a), AbortReason(a)
+		token, reason := AbortToken(a), truncateUTF8(sc.String(AbortReason(a)), MaxReasonBytes)
 		for _, ro := range matched {
 			rlog := log.WithValues("rollout", types.NamespacedName{Namespace: ro.Namespace, Name: ro.Name}.String(),
-				"phase", ro.Status.Phase, "alert", a.Labels["alertname"], "labels", a.Labels, "token", token)
+				"phase", ro.Status.Phase, "alert", labels["alertname"], "labels", labels, "token", token)
 			if seen[ro] {
 				rlog.Info("Firing alert matches a rollout already handled for an earlier alert of this notification")
 				continue
@@ -532,6 +538,15 @@ func (r *Receiver) countReceived(status string) {
 	if c, err := r.received.GetMetricWithLabelValues(status); err == nil {
 		c.Inc()
 	}
+}
+
+// scrubLabels returns the labels with their values scrubbed by sc.
+func scrubLabels(sc *redact.Scrubber, labels map[string]string) map[string]string {
+	out := make(map[string]string, len(labels))
+	for k, v := range labels {
+		out[sc.String(k)] = sc.String(v)
+	}
+	return out
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
