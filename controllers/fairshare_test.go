@@ -2,11 +2,17 @@ package controllers
 
 import (
 	"context"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	rolloutsv1 "github.com/modelrollout/modelrollout/api/v1alpha1"
 )
 
 // acquireAsync asks for a slot in the background; the channel yields the
@@ -141,5 +147,76 @@ func TestFairShareDefaults(t *testing.T) {
 	f = newFairShare("test", 4, 10, nil)
 	if f.perNS != 4 {
 		t.Fatalf("perNS %d, want it capped at the pool's 4", f.perNS)
+	}
+}
+
+// blockingGates is a GateEvaluator whose rounds wait until released and
+// record which rollouts they judged.
+type blockingGates struct {
+	mu      sync.Mutex
+	started []string
+	release chan struct{}
+}
+
+func (b *blockingGates) Validate(context.Context, *rolloutsv1.ModelRollout) (*problem, error) {
+	return nil, nil
+}
+
+func (b *blockingGates) Evaluate(ctx context.Context, ro *rolloutsv1.ModelRollout, _ time.Time) *gateRound {
+	b.mu.Lock()
+	b.started = append(b.started, ro.Namespace+"/"+ro.Name)
+	b.mu.Unlock()
+	select {
+	case <-b.release:
+	case <-ctx.Done():
+	}
+	return &gateRound{}
+}
+
+func (b *blockingGates) judged() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]string(nil), b.started...)
+}
+
+func TestGateRoundsFairShare(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	gates := &blockingGates{release: make(chan struct{})}
+	defer close(gates.release)
+	r := &ModelRolloutReconciler{GateConcurrency: 2, Shares: FairShares{GateConcurrencyPerNamespace: 1}}
+	r.background = newBackgroundGates(ctx, gates, r.GateConcurrency, time.Hour)
+	r.shareSlots()
+	rollout := func(ns, name string) *rolloutsv1.ModelRollout {
+		return &rolloutsv1.ModelRollout{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
+	}
+	now := time.Now()
+	r.background.take(ctx, rollout("a", "one"), now)
+	r.background.take(ctx, rollout("a", "two"), now)
+	waitFor(t, "a's second round to wait", func() bool { return r.background.slots.waiting("a") == 1 })
+	// The pool has room for two rounds, but a holds its one: b's round runs.
+	r.background.take(ctx, rollout("b", "one"), now)
+	waitFor(t, "b's round to run", func() bool { return slices.Contains(gates.judged(), "b/one") })
+	if got := gates.judged(); len(got) != 2 {
+		t.Fatalf("rounds started: %v, want a's first and b's", got)
+	}
+}
+
+func TestPromptGatesFairShare(t *testing.T) {
+	g := &PrometheusGates{PromptConcurrency: 4, PromptConcurrencyPerNamespace: 1}
+	release, ok := g.promptSlot(context.Background(), "a")
+	if !ok {
+		t.Fatal("a's first prompt gate got no slot")
+	}
+	defer release()
+	ctx, cancel := context.WithCancel(context.Background())
+	second := acquireAsync(ctx, g.promptShares, "a")
+	waitFor(t, "a's second prompt gate to wait", func() bool { return g.promptShares.waiting("a") == 1 })
+	if _, ok := g.promptSlot(context.Background(), "b"); !ok {
+		t.Fatal("b's prompt gate got no slot while a waits")
+	}
+	cancel()
+	if r := <-second; r != nil {
+		t.Fatal("a's second prompt gate got a slot beyond its share")
 	}
 }
