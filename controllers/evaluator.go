@@ -65,7 +65,7 @@ type roundResult struct {
 type backgroundGates struct {
 	gates        GateEvaluator
 	roundTimeout time.Duration
-	slots        chan struct{}
+	slots        *fairShare
 	notify       chan crevent.TypedGenericEvent[client.Object]
 	base         context.Context
 
@@ -84,7 +84,7 @@ func newBackgroundGates(ctx context.Context, gates GateEvaluator, concurrency in
 	return &backgroundGates{
 		gates:        gates,
 		roundTimeout: roundTimeout,
-		slots:        make(chan struct{}, concurrency),
+		slots:        newFairShare(poolGates, concurrency, DefaultGateConcurrencyPerNamespace, nil),
 		notify:       make(chan crevent.TypedGenericEvent[client.Object], 1024),
 		base:         ctx,
 		inflight:     map[types.NamespacedName]roundKey{},
@@ -112,15 +112,14 @@ func (b *backgroundGates) take(ctx context.Context, ro *rolloutsv1.ModelRollout,
 	snapshot := ro.DeepCopy()
 	logger := log.FromContext(ctx)
 	go func() {
-		select {
-		case b.slots <- struct{}{}:
-		case <-b.base.Done():
+		release, ok := b.slots.acquire(b.base, key.Namespace)
+		if !ok {
 			return
 		}
 		rctx, cancel := context.WithTimeout(b.base, b.roundTimeout)
 		round := b.gates.Evaluate(rctx, snapshot, now)
 		cancel()
-		<-b.slots
+		release()
 		b.mu.Lock()
 		current, running := b.inflight[key]
 		if current == want {

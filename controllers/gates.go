@@ -46,6 +46,19 @@ type PrometheusGates struct {
 	// Templates reads the GateTemplates and ClusterGateTemplates that gates
 	// reference: the manager's cached client. Secrets when nil.
 	Templates client.Reader
+	// PromptConcurrency bounds the prompt gate evaluations running at once,
+	// PromptConcurrencyPerNamespace those of one namespace; the defaults
+	// (DefaultPromptConcurrency, DefaultPromptConcurrencyPerNamespace) when
+	// zero.
+	PromptConcurrency             int
+	PromptConcurrencyPerNamespace int
+	// QueryTenancy is "namespace" to confine the PromQL a rollout writes
+	// itself to the series of its namespace (--query-tenancy); "" or
+	// "none" runs queries as written.
+	QueryTenancy string
+
+	promptSharesOnce sync.Once
+	promptShares     *fairShare
 
 	// promptClient is the egress policy's client for prompt gates, built
 	// on first use.
@@ -119,6 +132,9 @@ func (g *PrometheusGates) Validate(ctx context.Context, ro *rolloutsv1.ModelRoll
 	}
 	if err := analysis.ValidateGates(a, gateVars(ro, time.Now())); err != nil {
 		return &problem{Reason: rolloutsv1.ReasonInvalidQuery, Message: truncate(err.Error(), 1024)}, nil
+	}
+	if p := g.validateTenancy(ro, resolved, gateVars(ro, time.Now())); p != nil {
+		return p, nil
 	}
 	if p, err := g.validateWebAuth(ctx, ro, a); p != nil || err != nil {
 		return p, err
@@ -356,6 +372,7 @@ func (g *PrometheusGates) Evaluate(ctx context.Context, ro *rolloutsv1.ModelRoll
 	}
 	for i, gate := range ra.Gates {
 		var ev analysis.Evaluation
+		var sent, tenancy string
 		var rg resolvedGate
 		if resolveErr == nil {
 			rg = resolved[i]
@@ -376,11 +393,12 @@ func (g *PrometheusGates) Evaluate(ctx context.Context, ro *rolloutsv1.ModelRoll
 		case gate.Prompt != nil:
 			ev = g.evaluatePrompt(ctx, ro, gate)
 		default:
-			ev = evaluatePromQL(ctx, q, clientErr, gate, vars, now)
+			ev, sent, tenancy = g.evaluateTenantPromQL(ctx, q, clientErr, ro, resolvedGate{Gate: gate, Template: rg.Template}, vars, now)
 		}
 		gs, outcome := analysis.Record(prev[gate.Name], gate, ev, ro.Status.CanaryWeight, a.InconclusiveLimit, now)
 		gs.DryRun = gate.DryRun
 		gs.Template, gs.TemplateGeneration = rg.Template, rg.Generation
+		gs.Query, gs.Tenancy = sent, tenancy
 		round.Gates = append(round.Gates, gs)
 		g.Metrics.observeGate(ro, gate, gs)
 

@@ -32,6 +32,10 @@ type Metrics struct {
 	// for a step with a pause.
 	StepStarted *prometheus.GaugeVec
 	StepDue     *prometheus.GaugeVec
+	// QueueDepth is the number of calls of a namespace waiting for a slot
+	// of a shared pool (pool="webhook", "gate" or "prompt"); a namespace
+	// with none waiting has no series.
+	QueueDepth *prometheus.GaugeVec
 
 	mu sync.Mutex
 	// gates lists, per rollout, the gate names that have series, so that
@@ -90,9 +94,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "modelrollout_step_due_timestamp_seconds",
 			Help: "Unix time the current step's pause ends, while the rollout is Progressing or Paused; absent for a step that waits for a promote.",
 		}, []string{"namespace", "name"}),
+		QueueDepth: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "modelrollout_queue_depth",
+			Help: "Calls of a namespace waiting for a slot of a shared pool: webhook calls, gate rounds or prompt gate evaluations (pool label). Absent while none waits.",
+		}, []string{"pool", "namespace"}),
 	}
 	reg.MustRegister(m.Phase, m.CanaryWeight, m.Step, m.GateValue, m.GateEvaluations, m.Rollbacks, m.StepTransitions, m.AlertsReceived, m.AlertsMatched,
 		m.GateThreshold, m.StepStarted, m.StepDue)
+	reg.MustRegister(m.QueueDepth)
 	return m
 }
 
@@ -101,6 +110,14 @@ func DefaultMetrics() *Metrics { return NewMetrics(metrics.Registry) }
 
 var allPhases = []rolloutsv1.Phase{rolloutsv1.PhaseIdle, rolloutsv1.PhaseWaiting, rolloutsv1.PhaseProgressing,
 	rolloutsv1.PhasePaused, rolloutsv1.PhaseSucceeded, rolloutsv1.PhaseRolledBack}
+
+// queueDepth is the queue-depth gauge, nil without metrics.
+func (m *Metrics) queueDepth() *prometheus.GaugeVec {
+	if m == nil {
+		return nil
+	}
+	return m.QueueDepth
+}
 
 // observe records a rollout's status and the transitions of a decision.
 func (m *Metrics) observe(ro *rolloutsv1.ModelRollout, d *decision) {

@@ -83,6 +83,8 @@ type ModelRolloutReconciler struct {
 	// GateRoundTimeout bounds one round of a rollout's gates;
 	// DefaultGateRoundTimeout when zero.
 	GateRoundTimeout time.Duration
+	// Shares caps each namespace's share of the webhook and gate pools.
+	Shares FairShares
 	// ColdStandby turns off the controller's warm-up (controller-runtime's
 	// EnableWarmup): a replica that does not lead then starts the
 	// controller's watches only once it leads. By default a standby starts
@@ -571,6 +573,7 @@ func (r *ModelRolloutReconciler) SetupWithManager(ctx context.Context, mgr ctrl.
 		r.background = newBackgroundGates(ctx, r.Gates, r.GateConcurrency, r.GateRoundTimeout)
 		b = b.WatchesRawSource(source.Channel(r.background.notify, &handler.EnqueueRequestForObject{}))
 	}
+	r.shareSlots()
 	return b.
 		Watches(&rolloutsv1.ModelRollout{}, abortFirstHandler(),
 			builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).

@@ -161,6 +161,11 @@ func (g *PrometheusGates) evaluatePrompt(ctx context.Context, ro *rolloutsv1.Mod
 	if err != nil {
 		return fail("prompt client: " + err.Error())
 	}
+	release, ok := g.promptSlot(ctx, ro.Namespace)
+	if !ok {
+		return fail("no prompt gate slot free before the gate round's timeout (--prompt-concurrency)")
+	}
+	defer release()
 	pg := gate.Prompt
 	timeout := analysis.DefaultPromptTimeout
 	if pg.Timeout != "" {

@@ -82,7 +82,7 @@ type webhookRunner struct {
 	secrets client.Reader
 	base    context.Context
 	notify  chan crevent.TypedGenericEvent[client.Object]
-	slots   chan struct{}
+	slots   *fairShare
 	log     logr.Logger
 
 	mu       sync.Mutex
@@ -99,7 +99,7 @@ func newWebhookRunner(ctx context.Context, policy *egress.Policy, secrets client
 		secrets:  secrets,
 		base:     ctx,
 		notify:   make(chan crevent.TypedGenericEvent[client.Object], 256),
-		slots:    make(chan struct{}, webhookConcurrency),
+		slots:    newFairShare(poolWebhooks, webhookConcurrency, DefaultWebhookConcurrencyPerNamespace, nil),
 		log:      log,
 		inflight: map[hookKey]bool{},
 		done:     map[types.NamespacedName][]hookResult{},
@@ -184,13 +184,12 @@ func (w *webhookRunner) start(ro *rolloutsv1.ModelRollout, calls []hookCall) {
 
 func (w *webhookRunner) callBlocking(ro *rolloutsv1.ModelRollout, c hookCall) hookResult {
 	res := hookResult{Name: c.Webhook.Name, Revision: c.Revision, Call: c.Call}
-	select {
-	case w.slots <- struct{}{}:
-		defer func() { <-w.slots }()
-	case <-w.base.Done():
+	release, ok := w.slots.acquire(w.base, ro.Namespace)
+	if !ok {
 		res.Message, res.At = "operator stopping", time.Now()
 		return res
 	}
+	defer release()
 	payload := payloadOf(ro, c.Webhook)
 	payload.Reason = rolloutsv1.ReasonWebhookPending
 	payload.Call = c.Call
@@ -225,12 +224,11 @@ func (w *webhookRunner) notifyTransition(ro *rolloutsv1.ModelRollout, previous r
 			payload.Reason, payload.Message = evs[n-1].Reason, evs[n-1].Message
 		}
 		go func() {
-			select {
-			case w.slots <- struct{}{}:
-				defer func() { <-w.slots }()
-			case <-w.base.Done():
+			release, ok := w.slots.acquire(w.base, snapshot.Namespace)
+			if !ok {
 				return
 			}
+			defer release()
 			var err error
 			var code int
 			var msg string

@@ -765,6 +765,22 @@ type GateStatus struct {
 	// +kubebuilder:validation:Minimum=0
 	TemplateGeneration int64 `json:"templateGeneration,omitempty"`
 
+	// tenancy says how the operator's --query-tenancy applied to the
+	// latest evaluation: enforced: namespace="<namespace>" (the query read
+	// only the rollout's namespace), exempt: preset, or exempt: cluster
+	// template. Empty when query tenancy is off or the gate is not PromQL.
+	//
+	// +optional
+	// +kubebuilder:validation:MaxLength=128
+	Tenancy string `json:"tenancy,omitempty"`
+
+	// query is the PromQL of the latest evaluation exactly as it was sent to
+	// Prometheus, when query tenancy added the namespace matcher to it.
+	//
+	// +optional
+	// +kubebuilder:validation:MaxLength=8192
+	Query string `json:"query,omitempty"`
+
 	// dryRun is true for a gate that is only observed: its verdicts never
 	// hold or roll back the rollout.
 	//

@@ -38,6 +38,16 @@ var sigV4AmbientCredentials bool
 // (--egress-prometheus).
 var egressPrometheus bool
 
+// tenancy holds the multi-tenancy flags: the fair shares of the pools and
+// the query tenancy.
+var tenancy tenancyOptions
+
+type tenancyOptions struct {
+	shares                                controllers.FairShares
+	promptConcurrency, promptPerNamespace int
+	queryTenancy                          string
+}
+
 func main() {
 	var (
 		metricsAddr      string
@@ -57,6 +67,9 @@ func main() {
 		egressAllow      string
 		egressCluster    string
 		receiver         alerts.Options
+		shares           controllers.FairShares
+		promptShares     [2]int
+		queryTenancy     string
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address of the Prometheus metrics endpoint; 0 disables it.")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz probes.")
@@ -70,6 +83,12 @@ func main() {
 	flag.StringVar(&watchNamespaces, "watch-namespaces", "", "Comma-separated namespaces to watch; all when empty.")
 	flag.IntVar(&workers, "max-concurrent-reconciles", controllers.DefaultWorkers, "Number of rollouts reconciled at once.")
 	flag.IntVar(&gateConcurrency, "gate-concurrency", controllers.DefaultGateConcurrency, "Number of gate rounds (all gates of one rollout) evaluated at once, off the reconcile workers.")
+	flag.IntVar(&shares.GateConcurrencyPerNamespace, "gate-concurrency-per-namespace", controllers.DefaultGateConcurrencyPerNamespace, "Most gate rounds of one namespace's rollouts evaluated at once; the namespaces with rounds waiting take turns for the free slots.")
+	flag.IntVar(&shares.WebhookConcurrency, "webhook-concurrency", controllers.DefaultWebhookConcurrency, "Number of webhook calls in flight at once.")
+	flag.IntVar(&shares.WebhookConcurrencyPerNamespace, "webhook-concurrency-per-namespace", controllers.DefaultWebhookConcurrencyPerNamespace, "Most webhook calls in flight at once for one namespace's rollouts; the namespaces with calls waiting take turns for the free slots.")
+	flag.IntVar(&promptShares[0], "prompt-concurrency", controllers.DefaultPromptConcurrency, "Number of prompt gate evaluations running at once (each sends up to its gate's concurrency of prompts).")
+	flag.IntVar(&promptShares[1], "prompt-concurrency-per-namespace", controllers.DefaultPromptConcurrencyPerNamespace, "Most prompt gate evaluations running at once for one namespace's rollouts.")
+	flag.StringVar(&queryTenancy, "query-tenancy", analysis.QueryTenancyNone, `"namespace" adds namespace="<rollout's namespace>" to every series selector of the PromQL a rollout writes itself (inline gates, GateTemplates) and refuses queries that select another namespace; presets and ClusterGateTemplates are exempt. "none" runs queries as written.`)
 	flag.DurationVar(&gateRoundTimeout, "gate-round-timeout", controllers.DefaultGateRoundTimeout, "Bound on one round of a rollout's gates; each query also has its own timeout (spec.analysis.prometheus.timeout).")
 	flag.StringVar(&promAddress, "prometheus-address", "", "Prometheus queried by rollouts that name none in spec.analysis.prometheus, e.g. http://prometheus.monitoring:9090.")
 	flag.BoolVar(&sigV4AmbientCredentials, "prometheus-sigv4-ambient-credentials", false, "Let a rollout's spec.analysis.prometheus.sigv4 without an access key in its auth Secret sign with the operator's own AWS credentials (environment, IRSA web identity, instance role). Off: AWS keys come only from Secrets in the rollout's namespace.")
@@ -130,6 +149,14 @@ func main() {
 		os.Exit(1)
 	}
 
+	switch queryTenancy {
+	case analysis.QueryTenancyNone, analysis.QueryTenancyNamespace:
+	default:
+		setupLog.Error(fmt.Errorf("--query-tenancy=%q: want none or namespace", queryTenancy), "Invalid flags")
+		os.Exit(1)
+	}
+	tenancy = tenancyOptions{shares: shares, promptConcurrency: promptShares[0], promptPerNamespace: promptShares[1], queryTenancy: queryTenancy}
+
 	ctx := ctrl.SetupSignalHandler()
 	if err := setup(ctx, mgr, workers, gateConcurrency, gateRoundTimeout, !warmStandby, promAddress, policy, receiver); err != nil {
 		setupLog.Error(err, "Unable to set up the controller")
@@ -173,7 +200,12 @@ func setup(ctx context.Context, mgr ctrl.Manager, workers, gateConcurrency int, 
 			// namespace that can create a rollout.
 			AmbientAWSCredentials: sigV4AmbientCredentials,
 			EgressPrometheus:      egressPrometheus,
+
+			PromptConcurrency:             tenancy.promptConcurrency,
+			PromptConcurrencyPerNamespace: tenancy.promptPerNamespace,
+			QueryTenancy:                  tenancy.queryTenancy,
 		},
+		Shares:                  tenancy.shares,
 		Metrics:                 metrics,
 		Egress:                  policy,
 		MaxConcurrentReconciles: workers,

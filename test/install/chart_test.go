@@ -42,6 +42,7 @@ var allToggles = []string{
 	"--set", "prometheusRule.canaryAlerts[0].canaryService=vllm-gpt4-v2",
 	"--set", "prometheusRule.canaryAlerts[0].labels.model=gpt-4",
 	"--set", "grafanaDashboard.enabled=true",
+	"--set", "tenancy.queryTenancy=namespace",
 }
 
 func toTyped(t *testing.T, u *unstructured.Unstructured, into any) {
@@ -219,6 +220,10 @@ func TestChartToggles(t *testing.T) {
 		"--prometheus-address=http://prometheus-operated.monitoring:9090",
 		"--alert-receiver-tls-cert-file=/etc/modelrollout/alert-receiver-tls/tls.crt",
 		"--alert-receiver-tls-key-file=/etc/modelrollout/alert-receiver-tls/tls.key",
+		"--query-tenancy=namespace",
+		"--webhook-concurrency-per-namespace=8",
+		"--gate-concurrency-per-namespace=8",
+		"--prompt-concurrency-per-namespace=8",
 	} {
 		if !strings.Contains(args, want) {
 			t.Errorf("args %q lack %s", args, want)

@@ -516,7 +516,26 @@ func (v *statusView) gates() []string {
 		}
 		rows = append(rows, []string{g.Name, value, v.threshold(g, gs), mark, rest})
 	}
-	return columns(rows, 3)
+	return append(columns(rows, 3), v.gateQueries(a)...)
+}
+
+// gateQueries shows, under --query-tenancy, how it applied to each gate and
+// the query exactly as it was sent.
+func (v *statusView) gateQueries(a *rolloutsv1.Analysis) []string {
+	var lines []string
+	for _, g := range a.Gates {
+		for _, gs := range v.st.Gates {
+			if gs.Name != g.Name || gs.Tenancy == "" {
+				continue
+			}
+			l := g.Name + " query tenancy " + gs.Tenancy
+			if gs.Query != "" {
+				l += ", sent: " + gs.Query
+			}
+			lines = append(lines, v.style.paint(colorDim, l))
+		}
+	}
+	return lines
 }
 
 // conditionOK says whether a condition is in its normal state.

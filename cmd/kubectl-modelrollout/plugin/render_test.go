@@ -308,3 +308,15 @@ func TestStatusWebhooks(t *testing.T) {
 		"approve   ConfirmPromotion   …   Pending, 4 calls, last 10s ago: HTTP 403: not yet",
 	})
 }
+
+func TestStatusQueryTenancy(t *testing.T) {
+	ro := progressing()
+	ro.Status.Gates[0].Tenancy = `enforced: namespace="ai"`
+	ro.Status.Gates[0].Query = `sum(rate(errors_total{namespace="ai"}[1m]))`
+	ro.Status.Gates[1].Tenancy = "exempt: preset"
+	out := render(t, ro, nil, Style{})
+	assertContains(t, out, []string{
+		`errors query tenancy enforced: namespace="ai", sent: sum(rate(errors_total{namespace="ai"}[1m]))`,
+		ro.Status.Gates[1].Name + " query tenancy exempt: preset",
+	})
+}
