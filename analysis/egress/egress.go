@@ -170,6 +170,13 @@ func (p *Policy) SetAPIServer(addrs []netip.Addr, endpoints []netip.AddrPort) {
 	p.apiServer.Store(s)
 }
 
+// SetDialGuard installs a last check on every address the policy allowed,
+// run before connecting; nil removes it. For tests, which use it to keep
+// every connection on loopback even where a check they test is missing.
+func (p *Policy) SetDialGuard(guard func(netip.AddrPort) error) {
+	p.dialGuard = guard
+}
+
 // HostAllowed says whether the allowlist names the host, so that any
 // address it resolves to may be dialled, but for the cloud metadata
 // addresses and the API server.
@@ -213,17 +220,17 @@ func (p *Policy) check(addr netip.Addr, port uint16, hasPort, hostAllowed bool) 
 	if hostAllowed {
 		return nil
 	}
-	for _, pfx := range p.cidrs {
-		if pfx.Contains(bare) {
-			return nil
+	// An IPv6 spelling of a loopback or link-local IPv4 address is that
+	// address, whatever range of IPv6 the allowlist opens.
+	if wrapped && !p.listed(v4) {
+		if k := specialKind(v4); k != "" {
+			return fmt.Errorf("%w: %s is %s (%s in an IPv6 spelling); an operator admin can allow it with --egress-allow", ErrRefused, addr, k, v4)
 		}
+	}
+	if p.listed(bare) {
+		return nil
 	}
 	kind := specialKind(bare)
-	if kind == "" && wrapped {
-		if k := specialKind(v4); k != "" {
-			kind = k + " (" + v4.String() + " in an IPv6 spelling)"
-		}
-	}
 	if kind == "" {
 		for _, pfx := range p.cluster {
 			if pfx.Contains(bare) {
@@ -233,6 +240,16 @@ func (p *Policy) check(addr netip.Addr, port uint16, hasPort, hostAllowed bool) 
 		kind = "outside the cluster's networks"
 	}
 	return fmt.Errorf("%w: %s is %s; an operator admin can allow it with --egress-allow", ErrRefused, addr, kind)
+}
+
+// listed says whether an allowlist CIDR covers addr.
+func (p *Policy) listed(addr netip.Addr) bool {
+	for _, pfx := range p.cidrs {
+		if pfx.Contains(addr) {
+			return true
+		}
+	}
+	return false
 }
 
 // never says what a never-address is ("" for any other address): cloud
