@@ -13,6 +13,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 
 	"github.com/modelrollout/modelrollout/analysis"
+	"github.com/modelrollout/modelrollout/analysis/egress"
 	rolloutsv1 "github.com/modelrollout/modelrollout/api/v1alpha1"
 	"github.com/modelrollout/modelrollout/test/promharness"
 	"github.com/modelrollout/modelrollout/test/vllmsim"
@@ -87,8 +88,13 @@ func prometheusFor(ns string, sims ...*vllmsim.Server) *promharness.Prometheus {
 	return p
 }
 
+// loopbackEgress lets the operator under test reach the test's Prometheus
+// and servers on loopback, as --egress-allow=127.0.0.0/8 would: Prometheus
+// queries go through the egress policy by default.
+var loopbackEgress = egress.MustNew(nil, []string{"127.0.0.0/8"})
+
 func withPrometheusGates(r *ModelRolloutReconciler, mgr ctrl.Manager) {
-	r.Gates = &PrometheusGates{Secrets: mgr.GetAPIReader(), Clients: analysis.NewClientCache(16)}
+	r.Gates = &PrometheusGates{Secrets: mgr.GetAPIReader(), Clients: analysis.NewClientCache(16), Egress: loopbackEgress}
 }
 
 // gatedRollout is the rollout of the user story with its two gates, on

@@ -42,6 +42,7 @@ var allToggles = []string{
 	"--set", "prometheusRule.canaryAlerts[0].canaryService=vllm-gpt4-v2",
 	"--set", "prometheusRule.canaryAlerts[0].labels.model=gpt-4",
 	"--set", "grafanaDashboard.enabled=true",
+	"--set", "prometheus.maxResponseBytes=16777216",
 }
 
 func toTyped(t *testing.T, u *unstructured.Unstructured, into any) {
@@ -136,12 +137,14 @@ func TestChartDefaults(t *testing.T) {
 		t.Errorf("image %q", c.Image)
 	}
 	args := strings.Join(c.Args, " ")
-	for _, want := range []string{"--leader-election-namespace=" + releaseNamespace, "--zap-log-level=info", "--zap-encoder=json", "--max-concurrent-reconciles=16"} {
+	for _, want := range []string{"--leader-election-namespace=" + releaseNamespace, "--zap-log-level=info", "--zap-encoder=json", "--max-concurrent-reconciles=16",
+		// Prometheus goes through the egress policy by default.
+		"--egress-prometheus=true"} {
 		if !strings.Contains(args, want) {
 			t.Errorf("args %q lack %s", args, want)
 		}
 	}
-	for _, absent := range []string{"--watch-namespaces", "--prometheus-address", "--alert-receiver-tls"} {
+	for _, absent := range []string{"--watch-namespaces", "--prometheus-address", "--alert-receiver-tls", "--prometheus-max-response-bytes"} {
 		if strings.Contains(args, absent) {
 			t.Errorf("default args %q contain %s", args, absent)
 		}
@@ -219,6 +222,7 @@ func TestChartToggles(t *testing.T) {
 		"--prometheus-address=http://prometheus-operated.monitoring:9090",
 		"--alert-receiver-tls-cert-file=/etc/modelrollout/alert-receiver-tls/tls.crt",
 		"--alert-receiver-tls-key-file=/etc/modelrollout/alert-receiver-tls/tls.key",
+		"--prometheus-max-response-bytes=16777216",
 	} {
 		if !strings.Contains(args, want) {
 			t.Errorf("args %q lack %s", args, want)
@@ -248,6 +252,25 @@ func TestChartToggles(t *testing.T) {
 	}
 	if !reflect.DeepEqual(bound, map[string]bool{"ai-gateway": true, "ml-team": true}) {
 		t.Errorf("ClusterRole bound in %v", bound)
+	}
+	// The egress policy still learns where the API server is: the kubernetes
+	// Service and EndpointSlice in default, and nothing else there.
+	apiRead := false
+	for _, o := range find(objs, "Role") {
+		r := &rbacv1.Role{}
+		toTyped(t, o, r)
+		if r.Namespace != "default" {
+			continue
+		}
+		apiRead = grants(r.Rules, "", "services", "get") && grants(r.Rules, "discovery.k8s.io", "endpointslices", "get")
+		for _, rule := range r.Rules {
+			if !reflect.DeepEqual(rule.ResourceNames, []string{"kubernetes"}) || !reflect.DeepEqual(rule.Verbs, []string{"get"}) {
+				t.Errorf("Role %s in default grants more than get on the kubernetes objects: %+v", r.Name, rule)
+			}
+		}
+	}
+	if !apiRead {
+		t.Error("no Role lets the operator read the kubernetes Service and EndpointSlice in default")
 	}
 	if len(find(objs, "PodDisruptionBudget")) != 1 {
 		t.Error("no PodDisruptionBudget with 2 replicas")
