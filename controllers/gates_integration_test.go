@@ -135,7 +135,7 @@ var _ = Describe("Gates against a real Prometheus", func() {
 		DeferCleanup(op.stop)
 
 		Expect(k8sClient.Create(suiteCtx, gatedRollout(ns, prom.URL(), step(10, "1s"), step(100, "1s")))).To(Succeed())
-		Eventually(func() string { return conditionReason(ns, "gpt4", rolloutsv1.ConditionGatesPassing) }, time.Minute).Should(Equal(rolloutsv1.ReasonGateError))
+		Eventually(func() string { return conditionReason(ns, "gpt4", rolloutsv1.ConditionGatesPassing) }, time.Minute).Should(Equal(rolloutsv1.ReasonPrometheusError))
 		got := getRollout(ns, "gpt4")
 		Expect(got.Status.Gates).NotTo(BeEmpty())
 		for _, g := range got.Status.Gates {
