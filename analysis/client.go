@@ -1,6 +1,7 @@
 package analysis
 
 import (
+	"compress/gzip"
 	"container/list"
 	"context"
 	"crypto/sha256"
@@ -9,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net/http"
 	"net/url"
@@ -23,12 +25,17 @@ import (
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/sigv4"
 
+	"github.com/modelrollout/modelrollout/analysis/egress"
 	"github.com/modelrollout/modelrollout/internal/redact"
 )
 
 // DefaultQueryTimeout bounds a query when ClientConfig.Timeout is zero. It
 // matches the CRD default of analysis.prometheus.timeout.
 const DefaultQueryTimeout = 10 * time.Second
+
+// DefaultMaxResponseBytes bounds a Prometheus answer when
+// ClientConfig.MaxResponseBytes is zero: 8 MiB, decompressed.
+const DefaultMaxResponseBytes = 8 << 20
 
 // sigV4SetupTimeout bounds loading the AWS configuration and the first
 // retrieval of credentials when a SigV4 client is built.
@@ -104,6 +111,10 @@ type ClientConfig struct {
 	// Timeout bounds every query (a context deadline); 0 means
 	// DefaultQueryTimeout. A shorter deadline on the caller's context wins.
 	Timeout time.Duration
+	// MaxResponseBytes bounds every answer, after decompression;
+	// 0 means DefaultMaxResponseBytes. A larger answer fails the query with
+	// an error wrapping ErrQueryFailed and egress.ErrTooLarge.
+	MaxResponseBytes int64
 	// DialContext, when set, opens every connection (queries and OAuth2
 	// token requests), e.g. egress.Policy.DialContext. It is not part of the
 	// ClientCache key: one process uses one.
@@ -149,6 +160,7 @@ type Client struct {
 	timeout time.Duration
 	// scrub removes the client's credentials from the errors it returns.
 	scrub *redact.Scrubber
+	limit int64
 }
 
 var _ Querier = (*Client)(nil)
@@ -316,6 +328,11 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 			return nil, fmt.Errorf("prometheus sigv4: %w", err)
 		}
 	}
+	limit := cfg.MaxResponseBytes
+	if limit <= 0 {
+		limit = DefaultMaxResponseBytes
+	}
+	rt = &cappedRoundTripper{next: rt, limit: limit}
 	raw, err := api.NewClient(api.Config{Address: cfg.Address, RoundTripper: rt})
 	if err != nil {
 		return nil, fmt.Errorf("prometheus client: %w", err)
@@ -324,7 +341,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	if timeout == 0 {
 		timeout = DefaultQueryTimeout
 	}
-	return &Client{api: promv1.NewAPI(raw), raw: raw, timeout: timeout, scrub: cfg.scrubber()}, nil
+	return &Client{api: promv1.NewAPI(raw), raw: raw, timeout: timeout, scrub: cfg.scrubber(), limit: limit}, nil
 }
 
 // scrubber knows every credential cfg sends: errors and answers quoted in
@@ -348,6 +365,82 @@ func (cfg ClientConfig) scrubber() *redact.Scrubber {
 	}
 	return sc
 }
+
+// cappedRoundTripper asks for a gzip answer and reads every answer through
+// a size limit that applies to the decompressed bytes, so that neither a
+// huge answer nor a small compressed one that inflates (a gzip bomb) is
+// read whole.
+type cappedRoundTripper struct {
+	next  http.RoundTripper
+	limit int64
+}
+
+func (c *cappedRoundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
+	req = req.Clone(req.Context())
+	req.Header.Set("Accept-Encoding", "gzip")
+	resp, err := c.next.RoundTrip(req)
+	if err != nil {
+		return resp, err
+	}
+	body := io.ReadCloser(resp.Body)
+	switch enc := strings.ToLower(strings.TrimSpace(resp.Header.Get("Content-Encoding"))); enc {
+	case "", "identity":
+	case "gzip":
+		zr, err := gzip.NewReader(resp.Body)
+		if err != nil {
+			resp.Body.Close()
+			return nil, fmt.Errorf("prometheus answer: bad gzip encoding: %w", err)
+		}
+		body = &gzipBody{Reader: zr, raw: resp.Body}
+		resp.Header.Del("Content-Encoding")
+		resp.Header.Del("Content-Length")
+		resp.ContentLength = -1
+		resp.Uncompressed = true
+	default:
+		resp.Body.Close()
+		return nil, fmt.Errorf("prometheus answer: unsupported Content-Encoding %q", enc)
+	}
+	resp.Body = &cappedBody{r: body, left: c.limit, limit: c.limit}
+	return resp, nil
+}
+
+type gzipBody struct {
+	*gzip.Reader
+	raw io.Closer
+}
+
+func (g *gzipBody) Close() error {
+	_ = g.Reader.Close()
+	return g.raw.Close()
+}
+
+// cappedBody fails a read that goes past limit bytes.
+type cappedBody struct {
+	r     io.ReadCloser
+	left  int64
+	limit int64
+}
+
+func (b *cappedBody) Read(p []byte) (int, error) {
+	if b.left < 0 {
+		return 0, b.tooLarge()
+	}
+	if int64(len(p)) > b.left+1 {
+		p = p[:b.left+1]
+	}
+	n, err := b.r.Read(p)
+	b.left -= int64(n)
+	if b.left < 0 {
+		return n, b.tooLarge()
+	}
+	return n, err
+}
+
+func (b *cappedBody) tooLarge() error {
+	return fmt.Errorf("%w of %d bytes", egress.ErrTooLarge, b.limit)
+}
+
+func (b *cappedBody) Close() error { return b.r.Close() }
 
 // Query runs an instant query at the given time (now when at is zero),
 // bounded by the client's timeout, and classifies the result:
@@ -382,6 +475,10 @@ func (c *Client) query(ctx context.Context, query string, at time.Time) (Sample,
 			if _, typ, found := strings.Cut(apiErr.Msg, "unexpected value type "); found {
 				return Sample{}, fmt.Errorf("%w: a %s result; gates need a scalar or an instant vector", ErrUnexpectedType, strings.Trim(typ, `"`))
 			}
+		}
+		if errors.Is(err, egress.ErrTooLarge) {
+			return Sample{}, fmt.Errorf("%w: the answer is larger than the operator's limit of %d bytes (--prometheus-max-response-bytes): %w; "+
+				"aggregate the query into one series (sum, max, ...)", ErrQueryFailed, c.limit, err)
 		}
 		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
 			return Sample{}, fmt.Errorf("%w: no answer within the %s query timeout: %w", ErrQueryFailed, c.timeout, err)

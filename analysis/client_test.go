@@ -436,6 +436,7 @@ func TestConfigKeyDistinguishesFields(t *testing.T) {
 		{Address: "http://p:9090", CA: []byte("x")},
 		{Address: "http://p:9090", InsecureSkipVerify: true},
 		{Address: "http://p:9090", Timeout: time.Second},
+		{Address: "http://p:9090", MaxResponseBytes: 1 << 20},
 		{Address: "http://p:9090", ClientCert: []byte("x")},
 		{Address: "http://p:9090", ClientKey: []byte("x")},
 		{Address: "http://p:9090", ServerName: "x"},

@@ -412,8 +412,8 @@ func TestEvaluateWebEgressRefusals(t *testing.T) {
 	}{
 		{"loopback without allowlist", u + "/score", strict, "refused by the operator's egress policy: 127.0.0.1 is a loopback address"},
 		{"localhost by name", strings.Replace(u, "127.0.0.1", "localhost", 1) + "/score", strict, "is a loopback address"},
-		{"cloud metadata", "http://169.254.169.254/latest/meta-data/iam", strict, "169.254.169.254 is a link-local address (cloud metadata lives here); an operator admin can allow it with --egress-allow"},
-		{"metadata even with loopback allowed", "http://169.254.169.254/", loopback, "link-local address"},
+		{"cloud metadata", "http://169.254.169.254/latest/meta-data/iam", strict, "169.254.169.254 is cloud instance metadata (AWS, Google Cloud, Azure, Oracle Cloud); only an --egress-allow entry naming exactly this address opens it"},
+		{"metadata even with loopback allowed", "http://169.254.169.254/", loopback, "cloud instance metadata"},
 		{"off-cluster", "http://8.8.8.8/", strict, "outside the cluster's networks"},
 	}
 	for _, c := range cases {
@@ -436,7 +436,7 @@ func TestEvaluateWebEgressRefusals(t *testing.T) {
 		http.Redirect(w, r, u+"/score", http.StatusTemporaryRedirect)
 	})
 	ev := evalWeb(t, loopback, webGate(redirector, "$.score"), WebAuth{})
-	if ev.Verdict != v1alpha1.VerdictError || !strings.Contains(ev.Message, "redirect from 127.0.0.1:") || !strings.Contains(ev.Message, "to another host") {
+	if ev.Verdict != v1alpha1.VerdictError || !strings.Contains(ev.Message, "redirect from http://127.0.0.1:") || !strings.Contains(ev.Message, "another port") {
 		t.Fatalf("%s: %q", ev.Verdict, ev.Message)
 	}
 	if len(reached) != 0 {

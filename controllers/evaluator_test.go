@@ -44,7 +44,7 @@ var _ = Describe("Gate rounds off the reconcile workers", func() {
 		})
 		op = startOperator(func(r *ModelRolloutReconciler, mgr ctrl.Manager) {
 			r.MaxConcurrentReconciles = 2
-			r.Gates = &PrometheusGates{Secrets: mgr.GetAPIReader(), Clients: analysis.NewClientCache(8)}
+			r.Gates = &PrometheusGates{Secrets: mgr.GetAPIReader(), Clients: analysis.NewClientCache(8), Egress: loopbackEgress}
 		})
 
 		var gated []string

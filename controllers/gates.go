@@ -40,9 +40,14 @@ type PrometheusGates struct {
 	// identity, instance role) when its auth Secret has no access key. Off,
 	// credentials come only from Secrets in the rollout's namespace.
 	AmbientAWSCredentials bool
-	// EgressPrometheus sends the Prometheus queries (and OAuth2 token
-	// requests) of rollouts through the egress policy too.
-	EgressPrometheus bool
+	// PrometheusEgressOff sends the Prometheus queries (and OAuth2 token
+	// requests) of rollouts around the egress policy
+	// (--egress-prometheus=false). By default they go through it, like
+	// every other call a rollout's author chooses the address of.
+	PrometheusEgressOff bool
+	// MaxPrometheusResponseBytes bounds every Prometheus answer, after
+	// decompression; 0 means analysis.DefaultMaxResponseBytes.
+	MaxPrometheusResponseBytes int64
 	// Templates reads the GateTemplates and ClusterGateTemplates that gates
 	// reference: the manager's cached client. Secrets when nil.
 	Templates client.Reader
@@ -169,8 +174,8 @@ func isPromQL(gate rolloutsv1.Gate) bool {
 // few seconds, since the operator does not watch Secrets. An error is
 // transient (throttling, a timeout, the API server unavailable).
 func (g *PrometheusGates) clientConfig(ctx context.Context, ro *rolloutsv1.ModelRollout) (analysis.ClientConfig, *problem, error) {
-	cfg := analysis.ClientConfig{Address: g.DefaultAddress}
-	if g.EgressPrometheus {
+	cfg := analysis.ClientConfig{Address: g.DefaultAddress, MaxResponseBytes: g.MaxPrometheusResponseBytes}
+	if !g.PrometheusEgressOff {
 		cfg.DialContext = g.egressPolicy().DialContext
 	}
 	src := ro.Spec.Analysis.Prometheus

@@ -13,6 +13,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 
 	"github.com/modelrollout/modelrollout/analysis"
+	"github.com/modelrollout/modelrollout/analysis/egress"
 	rolloutsv1 "github.com/modelrollout/modelrollout/api/v1alpha1"
 	"github.com/modelrollout/modelrollout/test/promharness"
 	"github.com/modelrollout/modelrollout/test/vllmsim"
@@ -87,7 +88,18 @@ func prometheusFor(ns string, sims ...*vllmsim.Server) *promharness.Prometheus {
 	return p
 }
 
+// loopbackEgress lets the operator under test reach the test's Prometheus
+// and servers on loopback, as --egress-allow=127.0.0.0/8 would: Prometheus
+// queries go through the egress policy by default.
+var loopbackEgress = egress.MustNew(nil, []string{"127.0.0.0/8"})
+
 func withPrometheusGates(r *ModelRolloutReconciler, mgr ctrl.Manager) {
+	r.Gates = &PrometheusGates{Secrets: mgr.GetAPIReader(), Clients: analysis.NewClientCache(16), Egress: loopbackEgress}
+}
+
+// withStrictGates is withPrometheusGates with the default egress policy,
+// which refuses loopback.
+func withStrictGates(r *ModelRolloutReconciler, mgr ctrl.Manager) {
 	r.Gates = &PrometheusGates{Secrets: mgr.GetAPIReader(), Clients: analysis.NewClientCache(16)}
 }
 
@@ -112,6 +124,25 @@ var _ = Describe("Gates against a real Prometheus", func() {
 		ns = newNamespace()
 		createRoute(ns, "header-routing.yaml")
 		createBackend(ns, "vllm-gpt4-v2", true)
+	})
+
+	It("holds with an Error verdict naming the egress policy when the Prometheus address is refused", func() {
+		stable, canary := simulator("vllm-gpt4-v1", nil), simulator("vllm-gpt4-v2", nil)
+		prom := prometheusFor(ns, stable, canary)
+		// Prometheus queries go through the egress policy by default, and
+		// the default policy refuses loopback.
+		op := startOperator(withStrictGates)
+		DeferCleanup(op.stop)
+
+		Expect(k8sClient.Create(suiteCtx, gatedRollout(ns, prom.URL(), step(10, "1s"), step(100, "1s")))).To(Succeed())
+		Eventually(func() string { return conditionReason(ns, "gpt4", rolloutsv1.ConditionGatesPassing) }, time.Minute).Should(Equal(rolloutsv1.ReasonPrometheusError))
+		got := getRollout(ns, "gpt4")
+		Expect(got.Status.Gates).NotTo(BeEmpty())
+		for _, g := range got.Status.Gates {
+			Expect(g.Verdict).To(Equal(rolloutsv1.VerdictError))
+			Expect(g.Message).To(ContainSubstring("refused by the operator's egress policy: 127.0.0.1 is a loopback address; an operator admin can allow it with --egress-allow"))
+		}
+		Consistently(func() string { return getRollout(ns, "gpt4").Status.Step }, 3*time.Second).Should(Equal("1/2"))
 	})
 
 	It("walks a healthy canary to Succeeded", func() {

@@ -25,7 +25,7 @@ import (
 // withTemplateGates is withPrometheusGates reading gate templates from the
 // manager's cache, as cmd/manager does.
 func withTemplateGates(r *ModelRolloutReconciler, mgr ctrl.Manager) {
-	r.Gates = &PrometheusGates{Secrets: mgr.GetAPIReader(), Templates: mgr.GetClient(), Clients: analysis.NewClientCache(16)}
+	r.Gates = &PrometheusGates{Secrets: mgr.GetAPIReader(), Templates: mgr.GetClient(), Clients: analysis.NewClientCache(16), Egress: loopbackEgress}
 }
 
 // baseGateTemplate is a valid GateTemplate; each case edits it into an

@@ -240,7 +240,7 @@ var _ = Describe("The Grafana dashboard", func() {
 		const token = "dashboard-test-token"
 		var receiver *alerts.Receiver
 		op := startOperatorOn(fmt.Sprintf("127.0.0.1:%d", port), withMetrics, func(r *ModelRolloutReconciler, mgr ctrl.Manager) {
-			r.Gates = &PrometheusGates{Secrets: mgr.GetAPIReader(), Clients: analysis.NewClientCache(16), Metrics: suiteMetrics}
+			r.Gates = &PrometheusGates{Secrets: mgr.GetAPIReader(), Clients: analysis.NewClientCache(16), Metrics: suiteMetrics, Egress: loopbackEgress}
 			var err error
 			receiver, err = alerts.New(alerts.Options{Client: mgr.GetClient(), Token: token, BindAddress: "127.0.0.1:0",
 				AlertsReceived: suiteMetrics.AlertsReceived, AlertsMatched: suiteMetrics.AlertsMatched})

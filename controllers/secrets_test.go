@@ -71,7 +71,7 @@ var _ = Describe("Prometheus auth Secrets", func() {
 		return func(r *ModelRolloutReconciler, mgr ctrl.Manager) {
 			secrets = &throttledSecrets{Reader: mgr.GetAPIReader()}
 			secrets.throttle.Store(throttle)
-			r.Gates = &PrometheusGates{Secrets: secrets, Clients: analysis.NewClientCache(4)}
+			r.Gates = &PrometheusGates{Secrets: secrets, Clients: analysis.NewClientCache(4), Egress: loopbackEgress}
 		}
 	}
 

@@ -38,7 +38,7 @@ func prometheusForNamespaces(sims map[*vllmsim.Server]string) *promharness.Prome
 }
 
 func withQueryTenancy(r *ModelRolloutReconciler, mgr ctrl.Manager) {
-	r.Gates = &PrometheusGates{Secrets: mgr.GetAPIReader(), Clients: analysis.NewClientCache(16), QueryTenancy: analysis.QueryTenancyNamespace}
+	r.Gates = &PrometheusGates{Secrets: mgr.GetAPIReader(), Clients: analysis.NewClientCache(16), QueryTenancy: analysis.QueryTenancyNamespace, Egress: loopbackEgress}
 }
 
 var _ = Describe("Query tenancy against a real Prometheus", func() {

@@ -156,7 +156,7 @@ var _ = Describe("Web gates", func() {
 	It("holds with an Error verdict naming the egress policy when the URL is refused", func() {
 		srv := newScoreServer("0.9", "")
 		// The operator's policy does not allow loopback: the default.
-		op := startOperator(withPrometheusGates)
+		op := startOperator(withStrictGates)
 		DeferCleanup(op.stop)
 
 		Expect(k8sClient.Create(suiteCtx, webRollout(ns, srv.URL, step(10, "1s"), step(100, "1s")))).To(Succeed())

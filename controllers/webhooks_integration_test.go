@@ -152,7 +152,7 @@ var _ = Describe("Lifecycle webhooks", func() {
 		Eventually(phaseOf(ns, "gpt4"), time.Minute).Should(Equal(rolloutsv1.PhaseRolledBack))
 		msg := getRollout(ns, "gpt4").Status.Rollback.Message
 		Expect(msg).To(ContainSubstring("refused by the operator's egress policy"))
-		Expect(msg).To(ContainSubstring("169.254.169.254 is a link-local address"))
+		Expect(msg).To(ContainSubstring("169.254.169.254 is cloud instance metadata"))
 	})
 
 	It("holds before the last step until ConfirmPromotion answers 2xx, and notifies every transition", func() {

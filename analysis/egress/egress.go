@@ -17,11 +17,18 @@
 //   - An allowlist entry is a CIDR (10.1.0.0/16, 169.254.169.254/32), an
 //     exact host name (eval.example.com) or a domain suffix (*.example.com).
 //     A host named by the allowlist may resolve to any address.
+//   - Cloud metadata addresses (neverAddrs, in every IPv6 spelling: mapped,
+//     NAT64, 6to4) and the Kubernetes API server (SetAPIServer) are refused
+//     whatever the cluster's networks, CIDR entries and host entries say:
+//     only an allowlist entry naming exactly the address opens one.
+//   - Hosts written as legacy numbers (2852039166, 0xa9fea9fe, 0251.0376.0251.0376)
+//     are refused before any lookup.
 //   - The check runs on the address actually dialled, after DNS resolution,
 //     so a name that resolves (or re-resolves) to a refused address is
 //     refused too.
-//   - Redirects are followed only to the same host, at most MaxRedirects
-//     times, and each hop is dialled through the same check.
+//   - Redirects are followed only to the same origin (scheme, host and
+//     port, no credentials in the URL), at most MaxRedirects times, and
+//     each hop is dialled through the same check.
 //   - Proxies from the environment are ignored: the request goes where the
 //     policy says, or nowhere.
 package egress
@@ -36,7 +43,9 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unicode"
@@ -49,7 +58,7 @@ var ErrRefused = errors.New("refused by the operator's egress policy")
 // ErrTooLarge: a body exceeded its size limit.
 var ErrTooLarge = errors.New("response body exceeds the size limit")
 
-// MaxRedirects bounds the redirects a client follows (same host only).
+// MaxRedirects bounds the redirects a client follows (same origin only).
 const MaxRedirects = 3
 
 // DefaultClusterCIDRs are the networks treated as in-cluster when the
@@ -63,6 +72,29 @@ type Policy struct {
 	cidrs    []netip.Prefix
 	hosts    map[string]bool
 	suffixes []string
+	// exact holds the allowlist entries that name one address (a bare
+	// address, a /32 or a /128): only these open a never-address or the
+	// API server.
+	exact map[netip.Addr]bool
+	// apiServer is the Kubernetes API server as last learnt (SetAPIServer).
+	apiServer atomic.Pointer[apiServerSet]
+
+	// resolver, when set, resolves host names instead of the system's
+	// (tests point it at a DNS server on loopback).
+	resolver *net.Resolver
+	// dialGuard, when set, runs after the policy allowed an address and
+	// before the connection is made (tests use it to make sure that no
+	// connection leaves loopback even when a check is missing).
+	dialGuard func(netip.AddrPort) error
+}
+
+// apiServerSet is the Kubernetes API server's addresses: the kubernetes
+// Service's ClusterIPs (refused on every port) and its endpoints (refused
+// on their port, since an API server on the host network shares its node's
+// address with other services).
+type apiServerSet struct {
+	addrs     map[netip.Addr]bool
+	endpoints map[netip.AddrPort]bool
 }
 
 // New builds a policy from the cluster's networks (DefaultClusterCIDRs when
@@ -71,7 +103,7 @@ func New(clusterCIDRs, allow []string) (*Policy, error) {
 	if len(clusterCIDRs) == 0 {
 		clusterCIDRs = DefaultClusterCIDRs
 	}
-	p := &Policy{hosts: map[string]bool{}}
+	p := &Policy{hosts: map[string]bool{}, exact: map[netip.Addr]bool{}}
 	for _, c := range clusterCIDRs {
 		pfx, err := netip.ParsePrefix(strings.TrimSpace(c))
 		if err != nil {
@@ -90,6 +122,9 @@ func New(clusterCIDRs, allow []string) (*Policy, error) {
 				return nil, fmt.Errorf("egress allowlist entry %q: not a CIDR: %w", raw, err)
 			}
 			p.cidrs = append(p.cidrs, pfx.Masked())
+			if pfx.IsSingleIP() {
+				p.exact[pfx.Addr().Unmap()] = true
+			}
 		case strings.HasPrefix(e, "*."):
 			suffix := e[1:]
 			if len(suffix) < 2 || strings.ContainsAny(suffix[1:], "*:") {
@@ -99,6 +134,7 @@ func New(clusterCIDRs, allow []string) (*Policy, error) {
 		default:
 			if addr, err := netip.ParseAddr(e); err == nil {
 				p.cidrs = append(p.cidrs, netip.PrefixFrom(addr, addr.BitLen()))
+				p.exact[addr.Unmap()] = true
 				continue
 			}
 			if strings.ContainsAny(e, "*:/ ") {
@@ -119,8 +155,31 @@ func MustNew(clusterCIDRs, allow []string) *Policy {
 	return p
 }
 
+// SetAPIServer records the Kubernetes API server's addresses: the
+// kubernetes Service's ClusterIPs in default, refused on every port, and
+// its endpoints, refused on their port. It replaces what was recorded
+// before and is safe to call while the policy is in use.
+func (p *Policy) SetAPIServer(addrs []netip.Addr, endpoints []netip.AddrPort) {
+	s := &apiServerSet{addrs: map[netip.Addr]bool{}, endpoints: map[netip.AddrPort]bool{}}
+	for _, a := range addrs {
+		s.addrs[a.Unmap().WithZone("")] = true
+	}
+	for _, e := range endpoints {
+		s.endpoints[netip.AddrPortFrom(e.Addr().Unmap().WithZone(""), e.Port())] = true
+	}
+	p.apiServer.Store(s)
+}
+
+// SetDialGuard installs a last check on every address the policy allowed,
+// run before connecting; nil removes it. For tests, which use it to keep
+// every connection on loopback even where a check they test is missing.
+func (p *Policy) SetDialGuard(guard func(netip.AddrPort) error) {
+	p.dialGuard = guard
+}
+
 // HostAllowed says whether the allowlist names the host, so that any
-// address it resolves to may be dialled.
+// address it resolves to may be dialled, but for the cloud metadata
+// addresses and the API server.
 func (p *Policy) HostAllowed(host string) bool {
 	h := strings.TrimSuffix(strings.ToLower(host), ".")
 	if p.hosts[h] {
@@ -135,34 +194,110 @@ func (p *Policy) HostAllowed(host string) bool {
 }
 
 // CheckAddr says whether an address may be dialled when the host that led to
-// it is not on the allowlist. The error says why not.
+// it is not on the allowlist. The error says why not. Without a port, an
+// endpoint address of the API server is refused whatever the port.
 func (p *Policy) CheckAddr(addr netip.Addr) error {
+	return p.check(addr, 0, false, false)
+}
+
+// CheckAddrPort is CheckAddr for an address and port, as dialled.
+func (p *Policy) CheckAddrPort(ap netip.AddrPort) error {
+	return p.check(ap.Addr(), ap.Port(), true, false)
+}
+
+// check is CheckAddr; hostAllowed says that the allowlist named the host
+// dialled, which lets any address through but the never-addresses.
+func (p *Policy) check(addr netip.Addr, port uint16, hasPort, hostAllowed bool) error {
 	addr = addr.Unmap()
-	for _, pfx := range p.cidrs {
-		if pfx.Contains(addr) {
+	bare := addr.WithZone("")
+	v4, wrapped := embeddedIPv4(bare)
+	if what := p.never(bare, v4, wrapped, port, hasPort); what != "" {
+		if p.exact[bare] || (wrapped && p.exact[v4]) {
 			return nil
 		}
+		return fmt.Errorf("%w: %s is %s; only an --egress-allow entry naming exactly this address opens it", ErrRefused, addr, what)
 	}
-	kind := ""
-	switch {
-	case addr.IsLoopback():
-		kind = "a loopback address"
-	case addr.IsLinkLocalUnicast() || addr.IsLinkLocalMulticast():
-		kind = "a link-local address (cloud metadata lives here)"
-	case addr.IsUnspecified():
-		kind = "the unspecified address"
-	case addr.IsMulticast() || addr.IsInterfaceLocalMulticast():
-		kind = "a multicast address"
+	if hostAllowed {
+		return nil
 	}
+	// An IPv6 spelling of a loopback or link-local IPv4 address is that
+	// address, whatever range of IPv6 the allowlist opens.
+	if wrapped && !p.listed(v4) {
+		if k := specialKind(v4); k != "" {
+			return fmt.Errorf("%w: %s is %s (%s in an IPv6 spelling); an operator admin can allow it with --egress-allow", ErrRefused, addr, k, v4)
+		}
+	}
+	if p.listed(bare) {
+		return nil
+	}
+	kind := specialKind(bare)
 	if kind == "" {
 		for _, pfx := range p.cluster {
-			if pfx.Contains(addr) {
+			if pfx.Contains(bare) {
 				return nil
 			}
 		}
 		kind = "outside the cluster's networks"
 	}
 	return fmt.Errorf("%w: %s is %s; an operator admin can allow it with --egress-allow", ErrRefused, addr, kind)
+}
+
+// listed says whether an allowlist CIDR covers addr.
+func (p *Policy) listed(addr netip.Addr) bool {
+	for _, pfx := range p.cidrs {
+		if pfx.Contains(addr) {
+			return true
+		}
+	}
+	return false
+}
+
+// never says what a never-address is ("" for any other address): cloud
+// metadata, or the API server. An IPv6 spelling of an IPv4 address counts
+// as that address.
+func (p *Policy) never(bare, v4 netip.Addr, wrapped bool, port uint16, hasPort bool) string {
+	cands := []netip.Addr{bare}
+	if wrapped {
+		cands = append(cands, v4)
+	}
+	api := p.apiServer.Load()
+	for _, a := range cands {
+		if what := neverWhat(a); what != "" {
+			return what
+		}
+		if api == nil {
+			continue
+		}
+		if api.addrs[a] {
+			return "the Kubernetes API server (the kubernetes Service in default)"
+		}
+		if hasPort && api.endpoints[netip.AddrPortFrom(a, port)] {
+			return "the Kubernetes API server (an endpoint of the kubernetes Service)"
+		}
+		if !hasPort {
+			for e := range api.endpoints {
+				if e.Addr() == a {
+					return "the Kubernetes API server (an endpoint of the kubernetes Service)"
+				}
+			}
+		}
+	}
+	return ""
+}
+
+// specialKind names the address ranges refused unless allowlisted, or "".
+func specialKind(addr netip.Addr) string {
+	switch {
+	case addr.IsLoopback():
+		return "a loopback address"
+	case addr.IsLinkLocalUnicast() || addr.IsLinkLocalMulticast():
+		return "a link-local address (cloud metadata lives here)"
+	case addr.IsUnspecified():
+		return "the unspecified address"
+	case addr.IsMulticast() || addr.IsInterfaceLocalMulticast():
+		return "a multicast address"
+	}
+	return ""
 }
 
 // Options shape one client.
@@ -205,27 +340,34 @@ func (p *Policy) Client(opts Options) (*http.Client, error) {
 	}, nil
 }
 
-// DialContext dials addr ("host:port") if the policy allows it: the host is
-// on the allowlist, or every address it resolves to and is dialled passes
-// CheckAddr.
+// DialContext dials addr ("host:port") if the policy allows it: every
+// address the host resolves to and is dialled passes CheckAddrPort, or the
+// host is on the allowlist and the address is neither cloud metadata nor
+// the API server. The check runs on the address actually dialled, so a
+// name that resolves to a refused address, now or on a later lookup (DNS
+// rebinding), is refused.
 func (p *Policy) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, fmt.Errorf("%w: address %q: %v", ErrRefused, addr, err)
 	}
-	d := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
-	if !p.HostAllowed(host) {
-		d.Control = func(_, address string, _ syscall.RawConn) error {
-			h, _, err := net.SplitHostPort(address)
-			if err != nil {
-				return fmt.Errorf("%w: address %q", ErrRefused, address)
-			}
-			ip, err := netip.ParseAddr(h)
-			if err != nil {
-				return fmt.Errorf("%w: address %q", ErrRefused, address)
-			}
-			return p.CheckAddr(ip)
+	if legacyNumericHost(host) {
+		return nil, fmt.Errorf("%w: host %q is a numeric address in a legacy spelling (decimal, octal or hexadecimal); write the address in dotted decimal or IPv6 form", ErrRefused, host)
+	}
+	allowed := p.HostAllowed(host)
+	d := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second, Resolver: p.resolver}
+	d.Control = func(_, address string, _ syscall.RawConn) error {
+		ap, err := netip.ParseAddrPort(address)
+		if err != nil {
+			return fmt.Errorf("%w: address %q", ErrRefused, address)
 		}
+		if err := p.check(ap.Addr(), ap.Port(), true, allowed); err != nil {
+			return err
+		}
+		if p.dialGuard != nil {
+			return p.dialGuard(ap)
+		}
+		return nil
 	}
 	// A refusal in Control comes back wrapped in a *net.OpError, which
 	// errors.Is sees through.
@@ -249,15 +391,50 @@ func (o Options) tlsConfig() (*tls.Config, error) {
 }
 
 // SameHostRedirects is an http.Client CheckRedirect that follows at most
-// MaxRedirects redirects, and only to the host of the original request.
+// MaxRedirects redirects, and only to the origin of the original request:
+// the same scheme, host and port, and no credentials in the URL. A redirect
+// that changes any of them is refused, so that credentials (an
+// Authorization header, basic auth, headers from Secrets) are never sent
+// anywhere else, nor in clear text after an https request.
 func SameHostRedirects(req *http.Request, via []*http.Request) error {
 	if len(via) >= MaxRedirects {
 		return fmt.Errorf("%w: more than %d redirects", ErrRefused, MaxRedirects)
 	}
-	if first := via[0].URL; !strings.EqualFold(req.URL.Host, first.Host) {
-		return fmt.Errorf("%w: redirect from %s to another host %s", ErrRefused, first.Host, req.URL.Host)
+	first, next := via[0].URL, req.URL
+	var what string
+	switch {
+	case next.User != nil:
+		what = "credentials in the URL"
+	case !strings.EqualFold(next.Scheme, first.Scheme):
+		what = "another scheme"
+	case !strings.EqualFold(next.Hostname(), first.Hostname()):
+		what = "another host"
+	case originPort(next) != originPort(first):
+		what = "another port"
+	default:
+		return nil
 	}
-	return nil
+	return fmt.Errorf("%w: redirect from %s to %s: %s; redirects are followed only to the same scheme, host and port",
+		ErrRefused, origin(first), origin(next), what)
+}
+
+// origin is scheme://host:port of u, without credentials, path or query.
+func origin(u *url.URL) string {
+	return strings.ToLower(u.Scheme) + "://" + net.JoinHostPort(strings.ToLower(u.Hostname()), originPort(u))
+}
+
+// originPort is u's port, or its scheme's default.
+func originPort(u *url.URL) string {
+	if p := u.Port(); p != "" {
+		return p
+	}
+	switch strings.ToLower(u.Scheme) {
+	case "https":
+		return "443"
+	case "http":
+		return "80"
+	}
+	return ""
 }
 
 // ReadCapped reads at most limit bytes of r. It returns ErrTooLarge, with

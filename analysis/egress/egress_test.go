@@ -30,7 +30,8 @@ func TestCheckAddr(t *testing.T) {
 		{"2001:4860::8888", false, "outside the cluster"},
 		{"127.0.0.1", false, "loopback"},
 		{"::1", false, "loopback"},
-		{"169.254.169.254", false, "link-local"},
+		{"169.254.169.254", false, "cloud instance metadata"},
+		{"169.254.1.1", false, "link-local"},
 		{"fe80::1", false, "link-local"},
 		{"0.0.0.0", false, "unspecified"},
 		{"224.0.0.1", false, "link-local"},
@@ -175,8 +176,8 @@ func TestRedirects(t *testing.T) {
 	})
 	// Both servers are on 127.0.0.1, on different ports: different hosts.
 	p := MustNew(nil, []string{"127.0.0.1/32"})
-	if _, err := get(t, p, same.String()+"/away"); !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "another host") {
-		t.Errorf("redirect to another host followed: err=%v", err)
+	if _, err := get(t, p, same.String()+"/away"); !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "another port") {
+		t.Errorf("redirect to another port followed: err=%v", err)
 	}
 	resp, err := get(t, p, same.String()+"/here")
 	if err != nil {

@@ -35,7 +35,7 @@ var version = "devel"
 var sigV4AmbientCredentials bool
 
 // egressPrometheus sends Prometheus queries through the egress policy
-// (--egress-prometheus).
+// (--egress-prometheus, on by default).
 var egressPrometheus bool
 
 // tenancy holds the multi-tenancy flags: the fair shares of the pools and
@@ -47,6 +47,10 @@ type tenancyOptions struct {
 	promptConcurrency, promptPerNamespace int
 	queryTenancy                          string
 }
+
+// promMaxResponseBytes bounds every Prometheus answer
+// (--prometheus-max-response-bytes).
+var promMaxResponseBytes int64
 
 func main() {
 	var (
@@ -96,8 +100,9 @@ func main() {
 	flag.StringVar(&receiver.TokenFile, "alert-receiver-token-file", "", "File holding the bearer token Alertmanager must send; re-read when it changes. Required with the receiver.")
 	flag.StringVar(&receiver.TLSCertFile, "alert-receiver-tls-cert-file", "", "TLS certificate of the receiver; plain HTTP when empty.")
 	flag.StringVar(&receiver.TLSKeyFile, "alert-receiver-tls-key-file", "", "TLS key of the receiver.")
-	flag.StringVar(&egressAllow, "egress-allow", "", "Comma-separated CIDRs, host names and *.domain suffixes that web gates, prompt gates and webhooks may call besides the cluster's networks, e.g. 203.0.113.0/24,eval.example.com. Loopback, link-local (cloud metadata) and off-cluster addresses are refused unless listed.")
-	flag.BoolVar(&egressPrometheus, "egress-prometheus", false, "Send the Prometheus queries of rollouts (and their OAuth2 token requests) through the egress policy too. Off by default, so that an off-cluster Prometheus keeps working without an --egress-allow entry; turn it on where users who can create rollouts must not choose where the operator connects.")
+	flag.StringVar(&egressAllow, "egress-allow", "", "Comma-separated CIDRs, host names and *.domain suffixes that web gates, prompt gates, webhooks and Prometheus may call besides the cluster's networks, e.g. 203.0.113.0/24,eval.example.com. Loopback, link-local and off-cluster addresses are refused unless listed; cloud metadata addresses and the Kubernetes API server only open to an entry naming the exact address.")
+	flag.BoolVar(&egressPrometheus, "egress-prometheus", true, "Send the Prometheus queries of rollouts (and their OAuth2 token requests) through the egress policy, like every other call: an in-cluster Prometheus needs nothing, an off-cluster one (Amazon Managed Prometheus, Grafana Cloud) an --egress-allow entry. false lets every rollout's author choose any Prometheus address the operator can reach, cloud metadata and loopback included.")
+	flag.Int64Var(&promMaxResponseBytes, "prometheus-max-response-bytes", analysis.DefaultMaxResponseBytes, "Largest Prometheus answer the operator reads, in bytes after decompression; a larger one is an Error verdict.")
 	flag.StringVar(&egressCluster, "egress-cluster-cidrs", strings.Join(egress.DefaultClusterCIDRs, ","), "Comma-separated CIDRs of the cluster's pod and Service networks, which web gates, prompt gates and webhooks may call.")
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine)
@@ -158,6 +163,19 @@ func main() {
 	tenancy = tenancyOptions{shares: shares, promptConcurrency: promptShares[0], promptPerNamespace: promptShares[1], queryTenancy: queryTenancy}
 
 	ctx := ctrl.SetupSignalHandler()
+	if promMaxResponseBytes <= 0 {
+		setupLog.Error(fmt.Errorf("--prometheus-max-response-bytes=%d", promMaxResponseBytes), "Invalid flag: the limit must be positive")
+		os.Exit(1)
+	}
+	// The API server is never a gate's business: learn its addresses now,
+	// before any gate runs, and keep them up to date.
+	apiServer := &controllers.APIServerAddresses{Reader: mgr.GetAPIReader(), Policy: policy, Log: ctrl.Log.WithName("egress")}
+	apiServer.SeedFromEnvironment(mgr.GetConfig().Host)
+	apiServer.Refresh(ctx)
+	if err := mgr.Add(apiServer); err != nil {
+		setupLog.Error(err, "Unable to add the API server address refresh")
+		os.Exit(1)
+	}
 	if err := setup(ctx, mgr, workers, gateConcurrency, gateRoundTimeout, !warmStandby, promAddress, policy, receiver); err != nil {
 		setupLog.Error(err, "Unable to set up the controller")
 		os.Exit(1)
@@ -198,8 +216,9 @@ func setup(ctx context.Context, mgr ctrl.Manager, workers, gateConcurrency int, 
 			Egress:         policy,
 			// Only when the operator's AWS identity may be lent to every
 			// namespace that can create a rollout.
-			AmbientAWSCredentials: sigV4AmbientCredentials,
-			EgressPrometheus:      egressPrometheus,
+			AmbientAWSCredentials:      sigV4AmbientCredentials,
+			PrometheusEgressOff:        !egressPrometheus,
+			MaxPrometheusResponseBytes: promMaxResponseBytes,
 
 			PromptConcurrency:             tenancy.promptConcurrency,
 			PromptConcurrencyPerNamespace: tenancy.promptPerNamespace,

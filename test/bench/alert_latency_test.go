@@ -28,6 +28,7 @@ import (
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/modelrollout/modelrollout/analysis"
+	"github.com/modelrollout/modelrollout/analysis/egress"
 	rolloutsv1 "github.com/modelrollout/modelrollout/api/v1alpha1"
 	"github.com/modelrollout/modelrollout/controllers"
 	"github.com/modelrollout/modelrollout/controllers/alerts"
@@ -97,7 +98,9 @@ func newStack() (*stack, error) {
 		st.promErr = err.Error()
 	}
 	r := &controllers.ModelRolloutReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(),
-		Gates: &controllers.PrometheusGates{Secrets: mgr.GetAPIReader(), Clients: analysis.NewClientCache(256)}}
+		Gates: &controllers.PrometheusGates{Secrets: mgr.GetAPIReader(), Clients: analysis.NewClientCache(256),
+			// Prometheus listens on loopback, as --egress-allow=127.0.0.0/8 allows.
+			Egress: egress.MustNew(nil, []string{"127.0.0.0/8"})}}
 	if err := r.SetupWithManager(ctx, mgr); err != nil {
 		cancel()
 		return nil, err

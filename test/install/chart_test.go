@@ -43,6 +43,7 @@ var allToggles = []string{
 	"--set", "prometheusRule.canaryAlerts[0].labels.model=gpt-4",
 	"--set", "grafanaDashboard.enabled=true",
 	"--set", "tenancy.queryTenancy=namespace",
+	"--set", "prometheus.maxResponseBytes=16777216",
 }
 
 func toTyped(t *testing.T, u *unstructured.Unstructured, into any) {
@@ -137,12 +138,14 @@ func TestChartDefaults(t *testing.T) {
 		t.Errorf("image %q", c.Image)
 	}
 	args := strings.Join(c.Args, " ")
-	for _, want := range []string{"--leader-election-namespace=" + releaseNamespace, "--zap-log-level=info", "--zap-encoder=json", "--max-concurrent-reconciles=16"} {
+	for _, want := range []string{"--leader-election-namespace=" + releaseNamespace, "--zap-log-level=info", "--zap-encoder=json", "--max-concurrent-reconciles=16",
+		// Prometheus goes through the egress policy by default.
+		"--egress-prometheus=true"} {
 		if !strings.Contains(args, want) {
 			t.Errorf("args %q lack %s", args, want)
 		}
 	}
-	for _, absent := range []string{"--watch-namespaces", "--prometheus-address", "--alert-receiver-tls"} {
+	for _, absent := range []string{"--watch-namespaces", "--prometheus-address", "--alert-receiver-tls", "--prometheus-max-response-bytes"} {
 		if strings.Contains(args, absent) {
 			t.Errorf("default args %q contain %s", args, absent)
 		}
@@ -224,6 +227,7 @@ func TestChartToggles(t *testing.T) {
 		"--webhook-concurrency-per-namespace=8",
 		"--gate-concurrency-per-namespace=8",
 		"--prompt-concurrency-per-namespace=8",
+		"--prometheus-max-response-bytes=16777216",
 	} {
 		if !strings.Contains(args, want) {
 			t.Errorf("args %q lack %s", args, want)
@@ -253,6 +257,25 @@ func TestChartToggles(t *testing.T) {
 	}
 	if !reflect.DeepEqual(bound, map[string]bool{"ai-gateway": true, "ml-team": true}) {
 		t.Errorf("ClusterRole bound in %v", bound)
+	}
+	// The egress policy still learns where the API server is: the kubernetes
+	// Service and EndpointSlice in default, and nothing else there.
+	apiRead := false
+	for _, o := range find(objs, "Role") {
+		r := &rbacv1.Role{}
+		toTyped(t, o, r)
+		if r.Namespace != "default" {
+			continue
+		}
+		apiRead = grants(r.Rules, "", "services", "get") && grants(r.Rules, "discovery.k8s.io", "endpointslices", "get")
+		for _, rule := range r.Rules {
+			if !reflect.DeepEqual(rule.ResourceNames, []string{"kubernetes"}) || !reflect.DeepEqual(rule.Verbs, []string{"get"}) {
+				t.Errorf("Role %s in default grants more than get on the kubernetes objects: %+v", r.Name, rule)
+			}
+		}
+	}
+	if !apiRead {
+		t.Error("no Role lets the operator read the kubernetes Service and EndpointSlice in default")
 	}
 	if len(find(objs, "PodDisruptionBudget")) != 1 {
 		t.Error("no PodDisruptionBudget with 2 replicas")

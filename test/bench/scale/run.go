@@ -194,6 +194,11 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 		}
 		defer func() { _ = prom.Close() }()
 		o.promAddress = prom.URL()
+		if flags["egress-allow"] {
+			// Prometheus queries go through the egress policy, and this
+			// Prometheus listens on loopback.
+			extra = append(extra, "--egress-allow=127.0.0.0/8")
+		}
 	}
 
 	rec := newRecorder()
