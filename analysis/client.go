@@ -22,11 +22,13 @@ import (
 	"github.com/prometheus/common/config"
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/sigv4"
+
+	"github.com/modelrollout/modelrollout/api/v1alpha1"
 )
 
 // DefaultQueryTimeout bounds a query when ClientConfig.Timeout is zero. It
 // matches the CRD default of analysis.prometheus.timeout.
-const DefaultQueryTimeout = 10 * time.Second
+const DefaultQueryTimeout = v1alpha1.DefaultPrometheusTimeout
 
 // sigV4SetupTimeout bounds loading the AWS configuration and the first
 // retrieval of credentials when a SigV4 client is built.

@@ -21,7 +21,7 @@ import (
 
 // DefaultInterval is what {{ .Interval }} renders to when Vars.Interval is
 // not positive. It matches the CRD default of analysis.interval.
-const DefaultInterval = time.Minute
+const DefaultInterval = v1alpha1.DefaultAnalysisInterval
 
 // Vars are the values a gate template can use. See Render for how each one
 // renders.

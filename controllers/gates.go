@@ -164,11 +164,7 @@ func (g *PrometheusGates) clientConfig(ctx context.Context, ro *rolloutsv1.Model
 		cfg.Address = src.Address
 		cfg.InsecureSkipVerify = src.InsecureSkipVerify
 		cfg.ServerName = src.ServerName
-		if src.Timeout != "" {
-			if d, err := src.Timeout.Parse(); err == nil {
-				cfg.Timeout = d
-			}
-		}
+		cfg.Timeout = src.Timeout.Or(rolloutsv1.DefaultPrometheusTimeout)
 		for _, h := range src.Headers {
 			if h.Value != nil {
 				cfg.Headers = append(cfg.Headers, analysis.Header{Name: h.Name, Value: *h.Value})
