@@ -449,10 +449,7 @@ func evaluatePromQL(ctx context.Context, q analysis.Querier, clientErr error, ga
 }
 
 func failureLimit(g rolloutsv1.Gate) int32 {
-	if g.FailureLimit < 1 {
-		return 1
-	}
-	return g.FailureLimit
+	return analysis.EffectivePolicy(g.GateSpec, nil).FailureLimit
 }
 
 // gateFailure names the gate, its value and its threshold.

@@ -45,6 +45,16 @@ const (
 	DefaultWebhookTimeout = 10 * time.Second
 )
 
+// The built-in gate policies, for a gate that sets none and whose template
+// (if any) sets none either. Neither is a CRD default: a default would be
+// written into every gate and so override every template.
+const (
+	// DefaultNoData holds the step on an evaluation without data.
+	DefaultNoData = NoDataHold
+	// DefaultFailureLimit rolls back on the first failed evaluation.
+	DefaultFailureLimit int32 = 1
+)
+
 // Or returns the duration, or def when it is unset (nil or empty), does
 // not parse, or is negative. The CRD schema checks stored values and fills
 // in its default; Or covers objects it did not (a status or fake built in
