@@ -118,3 +118,17 @@ func TestCommittedScriptsAreGenerated(t *testing.T) {
 		}
 	}
 }
+
+func TestDocTableIsGenerated(t *testing.T) {
+	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "actions.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := withDocTable(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(want) != string(doc) {
+		t.Error("docs/actions.md's table differs from api/v1alpha1.ActionRules: run make generate")
+	}
+}
