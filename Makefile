@@ -32,9 +32,11 @@ manifests: ## Generate the CRD and RBAC manifests from the API types and markers
 	cp config/rbac/workload-handoff/role.yaml charts/modelrollout/files/workload-handoff-role.yaml
 
 .PHONY: generate
-generate: ## Generate deepcopy code and the API reference (docs/reference/api.md) from the API types.
+generate: ## Generate deepcopy code, the API reference (docs/reference/api.md) and the Argo CD action scripts (from api/v1alpha1's table of actions).
 	$(CONTROLLER_GEN) object paths="./api/..."
 	$(CRD_REF_DOCS) --log-level=ERROR --source-path=./api --config=docs/reference/crd-ref-docs.yaml --renderer=markdown --output-path=docs/reference/api.md
+	go run ./hack/argocd-lua
+	UPDATE_GENERATED=1 go test ./test/install -run '^TestArgoCDConfigMapInSync$$' -count=1 >/dev/null
 
 .PHONY: fmt
 fmt: ## Run gofmt on the code.

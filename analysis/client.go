@@ -26,12 +26,13 @@ import (
 	"github.com/prometheus/sigv4"
 
 	"github.com/modelrollout/modelrollout/analysis/egress"
+	"github.com/modelrollout/modelrollout/api/v1alpha1"
 	"github.com/modelrollout/modelrollout/internal/redact"
 )
 
 // DefaultQueryTimeout bounds a query when ClientConfig.Timeout is zero. It
 // matches the CRD default of analysis.prometheus.timeout.
-const DefaultQueryTimeout = 10 * time.Second
+const DefaultQueryTimeout = v1alpha1.DefaultPrometheusTimeout
 
 // DefaultMaxResponseBytes bounds a Prometheus answer when
 // ClientConfig.MaxResponseBytes is zero: 8 MiB, decompressed.

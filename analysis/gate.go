@@ -164,10 +164,9 @@ func Record(prev v1alpha1.GateStatus, g v1alpha1.Gate, ev Evaluation, weight int
 	t := metav1.NewTime(at)
 	st.LastEvaluatedAt = &t
 
-	failureLimit := g.FailureLimit
-	if failureLimit <= 0 {
-		failureLimit = 1
-	}
+	pol := EffectivePolicy(g.GateSpec, nil)
+	st.NoData, st.FailureLimit = pol.NoData, pol.FailureLimit
+	failureLimit := pol.FailureLimit
 	msg := ev.Message
 	fail := func() Outcome {
 		st.ConsecutiveFailures++
@@ -204,7 +203,7 @@ func Record(prev v1alpha1.GateStatus, g v1alpha1.Gate, ev Evaluation, weight int
 	case v1alpha1.VerdictFail:
 		out = fail()
 	case v1alpha1.VerdictNoData:
-		switch g.NoData {
+		switch pol.NoData {
 		case v1alpha1.NoDataFail:
 			msg = "counted as a failure (noData: Fail): " + msg
 			out = fail()

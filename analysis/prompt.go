@@ -58,7 +58,7 @@ const (
 	// DefaultPromptMaxLatency is a prompt's maxLatency when unset.
 	DefaultPromptMaxLatency = 10 * time.Second
 	// DefaultPromptTimeout bounds one evaluation of a gate when unset.
-	DefaultPromptTimeout = 60 * time.Second
+	DefaultPromptTimeout = v1alpha1.DefaultPromptTimeout
 	// DefaultPromptConcurrency is the gate's concurrency when unset.
 	DefaultPromptConcurrency = 4
 

@@ -21,7 +21,7 @@ import (
 
 // DefaultInterval is what {{ .Interval }} renders to when Vars.Interval is
 // not positive. It matches the CRD default of analysis.interval.
-const DefaultInterval = time.Minute
+const DefaultInterval = v1alpha1.DefaultAnalysisInterval
 
 // Vars are the values a gate template can use. See Render for how each one
 // renders.
@@ -614,4 +614,37 @@ func ValidateGates(a *v1alpha1.Analysis, v Vars) error {
 		return nil
 	}
 	return errors.New(strings.Join(msgs, "; "))
+}
+
+// Policy is how a gate's evaluations are counted: what no data means, and
+// how many failures in a row roll back.
+type Policy struct {
+	NoData       v1alpha1.NoDataPolicy
+	FailureLimit int32
+}
+
+// EffectivePolicy resolves a gate's noData and failureLimit: each is the
+// gate's own when it sets one, else its template's (tmpl is nil for an
+// inline gate), else the built-in default (Hold, 1). Neither field has a
+// CRD default, so a value present on the gate was written there and
+// overrides the template's, whatever it is. This is the one place the rule
+// lives: template resolution applies it to the gate that is evaluated, and
+// the evaluation records the result in status.gates[].
+func EffectivePolicy(gate v1alpha1.GateSpec, tmpl *v1alpha1.GateSpec) Policy {
+	p := Policy{NoData: gate.NoData, FailureLimit: gate.FailureLimit}
+	if tmpl != nil {
+		if p.NoData == "" {
+			p.NoData = tmpl.NoData
+		}
+		if p.FailureLimit <= 0 {
+			p.FailureLimit = tmpl.FailureLimit
+		}
+	}
+	if p.NoData == "" {
+		p.NoData = v1alpha1.DefaultNoData
+	}
+	if p.FailureLimit <= 0 {
+		p.FailureLimit = v1alpha1.DefaultFailureLimit
+	}
+	return p
 }

@@ -469,3 +469,52 @@ func TestRenderGateArgs(t *testing.T) {
 		t.Errorf("an unresolved templateRef: err = %v", err)
 	}
 }
+
+func TestEffectivePolicy(t *testing.T) {
+	tmpl := func(nd v1alpha1.NoDataPolicy, fl int32) *v1alpha1.GateSpec {
+		return &v1alpha1.GateSpec{NoData: nd, FailureLimit: fl}
+	}
+	gate := func(nd v1alpha1.NoDataPolicy, fl int32) v1alpha1.GateSpec {
+		return v1alpha1.GateSpec{NoData: nd, FailureLimit: fl}
+	}
+	for _, c := range []struct {
+		name string
+		gate v1alpha1.GateSpec
+		tmpl *v1alpha1.GateSpec
+		want Policy
+	}{
+		{"inline gate, nothing set: the built-in defaults", gate("", 0), nil, Policy{v1alpha1.NoDataHold, 1}},
+		{"inline gate, both set", gate(v1alpha1.NoDataFail, 3), nil, Policy{v1alpha1.NoDataFail, 3}},
+		{"template gate, nothing set anywhere", gate("", 0), tmpl("", 0), Policy{v1alpha1.NoDataHold, 1}},
+		{"template gate takes the template's", gate("", 0), tmpl(v1alpha1.NoDataFail, 3), Policy{v1alpha1.NoDataFail, 3}},
+		{"the gate's Hold and 1 override the template's Fail and 3", gate(v1alpha1.NoDataHold, 1), tmpl(v1alpha1.NoDataFail, 3), Policy{v1alpha1.NoDataHold, 1}},
+		{"the gate's Pass and 5 override the template's", gate(v1alpha1.NoDataPass, 5), tmpl(v1alpha1.NoDataFail, 3), Policy{v1alpha1.NoDataPass, 5}},
+		{"each field on its own: noData from the gate, failureLimit from the template", gate(v1alpha1.NoDataHold, 0), tmpl(v1alpha1.NoDataFail, 3), Policy{v1alpha1.NoDataHold, 3}},
+		{"each field on its own: failureLimit from the gate, noData from the template", gate("", 1), tmpl(v1alpha1.NoDataPass, 3), Policy{v1alpha1.NoDataPass, 1}},
+		{"template sets one, the default fills the other", gate("", 0), tmpl("", 4), Policy{v1alpha1.NoDataHold, 4}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if got := EffectivePolicy(c.gate, c.tmpl); got != c.want {
+				t.Errorf("got %+v, want %+v", got, c.want)
+			}
+		})
+	}
+}
+
+func TestRecordShowsEffectivePolicy(t *testing.T) {
+	now := time.Unix(1700000000, 0)
+	noData := Evaluation{Verdict: v1alpha1.VerdictNoData, Message: "empty vector"}
+
+	// An inline gate that sets nothing: Hold and 1, and no data holds.
+	st, out := Record(v1alpha1.GateStatus{}, v1alpha1.Gate{Name: "g"}, noData, 10, 0, now)
+	if st.NoData != v1alpha1.NoDataHold || st.FailureLimit != 1 || out != OutcomeHold || st.ConsecutiveFailures != 0 {
+		t.Errorf("unset: noData %q, failureLimit %d, outcome %v, failures %d", st.NoData, st.FailureLimit, out, st.ConsecutiveFailures)
+	}
+	// A gate resolved with Fail and 3: no data counts as a failure, the
+	// first of three.
+	g := v1alpha1.Gate{Name: "g", GateSpec: v1alpha1.GateSpec{NoData: v1alpha1.NoDataFail, FailureLimit: 3}}
+	st, out = Record(v1alpha1.GateStatus{}, g, noData, 10, 0, now)
+	if st.NoData != v1alpha1.NoDataFail || st.FailureLimit != 3 || out != OutcomeHold || st.ConsecutiveFailures != 1 {
+		t.Errorf("Fail/3: noData %q, failureLimit %d, outcome %v, failures %d", st.NoData, st.FailureLimit, out, st.ConsecutiveFailures)
+	}
+}

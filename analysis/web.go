@@ -46,7 +46,7 @@ import (
 // Defaults and bounds of web gates; the CRD defaults match.
 const (
 	// DefaultWebTimeout bounds a web gate's call when the gate sets none.
-	DefaultWebTimeout = 10 * time.Second
+	DefaultWebTimeout = v1alpha1.DefaultWebGateTimeout
 	// DefaultWebMaxResponseBytes bounds a web gate's answer when the gate
 	// sets no maxResponseBytes.
 	DefaultWebMaxResponseBytes = 1 << 20

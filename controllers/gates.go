@@ -183,11 +183,7 @@ func (g *PrometheusGates) clientConfig(ctx context.Context, ro *rolloutsv1.Model
 		cfg.Address = src.Address
 		cfg.InsecureSkipVerify = src.InsecureSkipVerify
 		cfg.ServerName = src.ServerName
-		if src.Timeout != "" {
-			if d, err := src.Timeout.Parse(); err == nil {
-				cfg.Timeout = d
-			}
-		}
+		cfg.Timeout = src.Timeout.Or(rolloutsv1.DefaultPrometheusTimeout)
 		for _, h := range src.Headers {
 			if h.Value != nil {
 				cfg.Headers = append(cfg.Headers, analysis.Header{Name: h.Name, Value: *h.Value})
@@ -469,10 +465,7 @@ func evaluatePromQL(ctx context.Context, q analysis.Querier, clientErr error, ga
 }
 
 func failureLimit(g rolloutsv1.Gate) int32 {
-	if g.FailureLimit < 1 {
-		return 1
-	}
-	return g.FailureLimit
+	return analysis.EffectivePolicy(g.GateSpec, nil).FailureLimit
 }
 
 // gateFailure names the gate, its value and its threshold.

@@ -31,9 +31,6 @@ import (
 // handoffRetry is how soon a handoff that failed is tried again.
 const handoffRetry = 30 * time.Second
 
-// defaultScaleDownDelay applies when spec.scaleDownDelay is absent.
-const defaultScaleDownDelay = 10 * time.Minute
-
 // handoffResult is what the reconciler did for a due action.
 type handoffResult struct {
 	Action rolloutsv1.WorkloadAction
@@ -94,12 +91,7 @@ func handoffSafe(ro *rolloutsv1.ModelRollout, phase rolloutsv1.Phase, a rollouts
 }
 
 func (p *planner) scaleDownDelay() time.Duration {
-	if d := p.ro.Spec.ScaleDownDelay; d != nil {
-		if v, err := d.Parse(); err == nil {
-			return v
-		}
-	}
-	return defaultScaleDownDelay
+	return p.ro.Spec.ScaleDownDelay.Or(rolloutsv1.DefaultScaleDownDelay)
 }
 
 func (p *planner) schedule(a rolloutsv1.WorkloadAction) {

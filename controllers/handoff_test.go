@@ -25,8 +25,8 @@ func TestPlanHandoff(t *testing.T) {
 	a := d.Status.Workloads[0]
 	expect(t, a.WorkloadRef.Name, "v1")
 	expect(t, a.Action, rolloutsv1.WorkloadScaleDown)
-	expect(t, a.At.Time.Equal(t0.Add(defaultScaleDownDelay)), true)
-	expect(t, d.RequeueAfter, defaultScaleDownDelay)
+	expect(t, a.At.Time.Equal(t0.Add(rolloutsv1.DefaultScaleDownDelay)), true)
+	expect(t, d.RequeueAfter, rolloutsv1.DefaultScaleDownDelay)
 
 	// The finish keeps it: it outlives the rollout.
 	ro.Status = d.Status
@@ -34,11 +34,11 @@ func TestPlanHandoff(t *testing.T) {
 	ro.Spec.Canary = nil
 	d = plan(ro, observation{Now: t0.Add(time.Minute), Found: routesAt(100)})
 	expect(t, len(d.Status.Workloads), 1)
-	expect(t, d.RequeueAfter, defaultScaleDownDelay-time.Minute)
+	expect(t, d.RequeueAfter, rolloutsv1.DefaultScaleDownDelay-time.Minute)
 
 	// Done: it leaves the list, with one Event.
 	ro.Status = d.Status
-	d = plan(ro, observation{Now: t0.Add(defaultScaleDownDelay), Handoff: []handoffResult{{Action: a, Done: true, Replicas: 3}}})
+	d = plan(ro, observation{Now: t0.Add(rolloutsv1.DefaultScaleDownDelay), Handoff: []handoffResult{{Action: a, Done: true, Replicas: 3}}})
 	expect(t, len(d.Status.Workloads), 0)
 	expect(t, hasEvent(d, "WorkloadScaledDown"), true)
 
@@ -48,14 +48,14 @@ func TestPlanHandoff(t *testing.T) {
 	ro.Status.CanaryWeight = 100
 	ro.Status.Workloads = []rolloutsv1.WorkloadAction{a}
 	forbidden := handoffResult{Action: a, Problem: &problem{Reason: rolloutsv1.ReasonWorkloadHandoffForbidden, Message: "the operator may not read it"}}
-	d = plan(ro, observation{Now: t0.Add(defaultScaleDownDelay), Found: routesAt(100), Handoff: []handoffResult{forbidden}})
+	d = plan(ro, observation{Now: t0.Add(rolloutsv1.DefaultScaleDownDelay), Found: routesAt(100), Handoff: []handoffResult{forbidden}})
 	expect(t, len(d.Status.Workloads), 1)
 	expect(t, d.Status.Phase, rolloutsv1.PhaseSucceeded)
 	expect(t, condStatus(d.Status, rolloutsv1.ConditionWorkloadHandoff), "False/"+rolloutsv1.ReasonWorkloadHandoffForbidden)
 	expect(t, hasEvent(d, rolloutsv1.ReasonWorkloadHandoffForbidden), true)
 	expect(t, d.RequeueAfter, handoffRetry)
 	ro.Status = d.Status
-	d = plan(ro, observation{Now: t0.Add(defaultScaleDownDelay + handoffRetry), Found: routesAt(100), Handoff: []handoffResult{forbidden}})
+	d = plan(ro, observation{Now: t0.Add(rolloutsv1.DefaultScaleDownDelay + handoffRetry), Found: routesAt(100), Handoff: []handoffResult{forbidden}})
 	expect(t, hasEvent(d, rolloutsv1.ReasonWorkloadHandoffForbidden), false)
 	expect(t, meta.IsStatusConditionTrue(d.Status.Conditions, rolloutsv1.ConditionReady), true)
 

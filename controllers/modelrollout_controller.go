@@ -329,7 +329,7 @@ func moveClock(st *rolloutsv1.ModelRolloutStatus, landed time.Time) bool {
 
 // abortable says whether an abort acts in the phase.
 func abortable(p rolloutsv1.Phase) bool {
-	return p == rolloutsv1.PhaseWaiting || p == rolloutsv1.PhaseProgressing || p == rolloutsv1.PhasePaused
+	return rolloutsv1.ActionAbort.AllowedIn(p)
 }
 
 // DefaultWorkers is the number of rollouts reconciled at once. A reconcile

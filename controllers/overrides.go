@@ -67,7 +67,7 @@ func (p *planner) handleOverrides() {
 	if len(ks) == 0 {
 		return
 	}
-	if st.CurrentStepIndex == nil || (st.Phase != rolloutsv1.PhaseProgressing && st.Phase != rolloutsv1.PhasePaused) {
+	if !ks[0].Action().Allowed(st.Phase, st.CurrentStepIndex != nil) {
 		for _, k := range ks {
 			p.ignoreOverride(k, fmt.Sprintf("the rollout is %s", st.Phase))
 		}

@@ -578,18 +578,17 @@ func (p *planner) handleRequests() bool {
 
 	if req.Retry != "" && req.Retry != st.LastHandledRetry {
 		st.LastHandledRetry = req.Retry
-		if st.Phase == rolloutsv1.PhaseRolledBack {
+		if rolloutsv1.ActionRetry.AllowedIn(st.Phase) {
 			p.restart()
 			p.emit(false, "Retried", "Rollout of %s restarted at step 1", st.Revision)
 		} else {
-			p.emit(true, "RetryIgnored", "Retry ignored: only a RolledBack rollout can be retried, this one is %s", st.Phase)
+			p.emit(true, "RetryIgnored", "Retry ignored: %s, this one is %s", rolloutsv1.ActionRetry.Refusal(), st.Phase)
 		}
 	}
 
 	if req.Abort != "" && req.Abort != st.LastHandledAbort {
 		st.LastHandledAbort = req.Abort
-		switch st.Phase {
-		case rolloutsv1.PhaseWaiting, rolloutsv1.PhaseProgressing, rolloutsv1.PhasePaused:
+		if rolloutsv1.ActionAbort.AllowedIn(st.Phase) {
 			reason := rolloutsv1.ReasonAborted
 			msg := strings.TrimSpace(req.AbortReason)
 			if strings.HasPrefix(req.Abort, alertTokenPrefix) {
@@ -600,14 +599,13 @@ func (p *planner) handleRequests() bool {
 			}
 			p.rollback(reason, msg)
 			return true
-		default:
-			p.emit(true, "AbortIgnored", "Abort ignored: the rollout is %s", st.Phase)
 		}
+		p.emit(true, "AbortIgnored", "Abort ignored: the rollout is %s", st.Phase)
 	}
 
 	if req.Promote != "" && req.Promote != st.LastHandledPromote {
 		st.LastHandledPromote = req.Promote
-		if st.CurrentStepIndex == nil || (st.Phase != rolloutsv1.PhaseProgressing && st.Phase != rolloutsv1.PhasePaused) {
+		if !rolloutsv1.ActionPromote.Allowed(st.Phase, st.CurrentStepIndex != nil) {
 			p.emit(true, "PromoteIgnored", "Promote ignored: the rollout is %s", st.Phase)
 		} else {
 			p.emit(false, "Promoted", "Pause of step %s ended by promote", st.Step)
@@ -633,23 +631,13 @@ func stepPause(s rolloutsv1.Step) time.Duration {
 }
 
 func (p *planner) progressDeadline() time.Duration {
-	if p.ro.Spec.ProgressDeadline != nil {
-		if d, err := p.ro.Spec.ProgressDeadline.Parse(); err == nil {
-			return d
-		}
-	}
-	return 10 * time.Minute
+	return p.ro.Spec.ProgressDeadline.Or(rolloutsv1.DefaultProgressDeadline)
 }
 
 // canaryUnavailableGrace is how long a canary with traffic may be
 // unavailable before it is rolled back.
 func (p *planner) canaryUnavailableGrace() time.Duration {
-	if g := p.ro.Spec.CanaryUnavailableGrace; g != nil {
-		if d, err := g.Parse(); err == nil {
-			return d
-		}
-	}
-	return 30 * time.Second
+	return p.ro.Spec.CanaryUnavailableGrace.Or(rolloutsv1.DefaultCanaryUnavailableGrace)
 }
 
 // blocked returns the first unmet precondition.
@@ -1103,12 +1091,13 @@ func lastEvaluation(gates []rolloutsv1.GateStatus) *metav1.Time {
 }
 
 func analysisInterval(a *rolloutsv1.Analysis) time.Duration {
-	if a != nil && a.Interval != "" {
-		if d, err := a.Interval.Parse(); err == nil && d > 0 {
-			return d
-		}
+	if a == nil {
+		return rolloutsv1.DefaultAnalysisInterval
 	}
-	return time.Minute
+	if d := a.Interval.Or(rolloutsv1.DefaultAnalysisInterval); d > 0 {
+		return d
+	}
+	return rolloutsv1.DefaultAnalysisInterval
 }
 
 // gatesDue says whether the gates must be evaluated now: the canary has

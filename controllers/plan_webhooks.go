@@ -54,17 +54,13 @@ const (
 	// take before the webhook is called again (the answer was lost, e.g. to
 	// a restart).
 	webhookAnswerGrace = 10 * time.Second
-	// defaultWebhookTimeout matches the CRD default.
-	defaultWebhookTimeout = 10 * time.Second
 )
 
 func webhookTimeout(h rolloutsv1.Webhook) time.Duration {
-	if h.Timeout != "" {
-		if d, err := h.Timeout.Parse(); err == nil && d > 0 {
-			return d
-		}
+	if d := h.Timeout.Or(rolloutsv1.DefaultWebhookTimeout); d > 0 {
+		return d
 	}
-	return defaultWebhookTimeout
+	return rolloutsv1.DefaultWebhookTimeout
 }
 
 func webhookFailureLimit(h rolloutsv1.Webhook) int32 {

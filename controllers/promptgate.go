@@ -167,11 +167,9 @@ func (g *PrometheusGates) evaluatePrompt(ctx context.Context, ro *rolloutsv1.Mod
 	}
 	defer release()
 	pg := gate.Prompt
-	timeout := analysis.DefaultPromptTimeout
-	if pg.Timeout != "" {
-		if d, err := pg.Timeout.Parse(); err == nil && d > 0 {
-			timeout = d
-		}
+	timeout := pg.Timeout.Or(rolloutsv1.DefaultPromptTimeout)
+	if timeout <= 0 {
+		timeout = rolloutsv1.DefaultPromptTimeout
 	}
 	run := func(u string) analysis.PromptRun {
 		return analysis.RunPrompts(ctx, c, analysis.PromptTarget{URL: u, API: pg.API, Model: pg.Model}, prompts, int(pg.Concurrency), timeout)

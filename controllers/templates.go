@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/modelrollout/modelrollout/analysis"
 	rolloutsv1 "github.com/modelrollout/modelrollout/api/v1alpha1"
 )
 
@@ -147,9 +148,8 @@ var argRefRE = regexp.MustCompile(`\.Args\.([A-Za-z_][A-Za-z0-9_]*)`)
 // resolveGate makes the gate that is evaluated from a gate with a
 // templateRef and its template: the template's body; the gate's min and
 // max instead of the template's when it sets either (both together, as a
-// range); its minRequests when set; its noData when not Hold and its
-// failureLimit when above 1 (the defaults, which the API server fills in
-// and so cannot tell apart from values left unset); and args holding every
+// range); its minRequests when set; noData and failureLimit as
+// analysis.EffectivePolicy resolves them; and args holding every
 // declared argument, the template's default where the gate passes none.
 // It is pure: an error names the gate, the template and what to change.
 func resolveGate(g rolloutsv1.Gate, t *rolloutsv1.GateTemplateSpec) (rolloutsv1.Gate, error) {
@@ -206,12 +206,8 @@ func resolveGate(g rolloutsv1.Gate, t *rolloutsv1.GateTemplateSpec) (rolloutsv1.
 	if g.MinRequests != nil {
 		body.MinRequests = g.MinRequests
 	}
-	if g.NoData != "" && g.NoData != rolloutsv1.NoDataHold {
-		body.NoData = g.NoData
-	}
-	if g.FailureLimit > 1 {
-		body.FailureLimit = g.FailureLimit
-	}
+	pol := analysis.EffectivePolicy(g.GateSpec, &t.Gate)
+	body.NoData, body.FailureLimit = pol.NoData, pol.FailureLimit
 	if body.Min == nil && body.Max == nil {
 		problems = append(problems, "neither the gate nor the template sets min or max")
 	}
@@ -222,11 +218,14 @@ func resolveGate(g rolloutsv1.Gate, t *rolloutsv1.GateTemplateSpec) (rolloutsv1.
 		PreTraffic: g.PreTraffic, EveryStep: g.EveryStep, GateSpec: *body}, nil
 }
 
-// noDataPassed says whether a gate's NoData verdict was counted as a pass.
-// For a gate with a templateRef the policy in force is the template's
-// unless the gate overrides it, so the status says it: only a pass resets
-// both counts, while Hold and Fail raise one of them.
+// noDataPassed says whether a gate's NoData verdict was counted as a pass:
+// the evaluation records the policy it applied in status. A status written
+// before it did: for a gate with a templateRef the counts say it (only a
+// pass resets both, while Hold and Fail raise one of them).
 func noDataPassed(g rolloutsv1.Gate, gs rolloutsv1.GateStatus) bool {
+	if gs.NoData != "" {
+		return gs.NoData == rolloutsv1.NoDataPass
+	}
 	if g.TemplateRef == nil {
 		return g.NoData == rolloutsv1.NoDataPass
 	}

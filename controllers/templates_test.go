@@ -33,7 +33,7 @@ func templateSpec() *rolloutsv1.GateTemplateSpec {
 
 func templatedGate(args ...rolloutsv1.GateArg) rolloutsv1.Gate {
 	return rolloutsv1.Gate{Name: "errors", TemplateRef: &rolloutsv1.GateTemplateRef{Kind: rolloutsv1.GateTemplateKindCluster, Name: "error-ratio"},
-		Args: args, GateSpec: rolloutsv1.GateSpec{NoData: rolloutsv1.NoDataHold, FailureLimit: 1}}
+		Args: args}
 }
 
 func TestResolveGate(t *testing.T) {
@@ -55,7 +55,7 @@ func TestResolveGate(t *testing.T) {
 				t.Errorf("thresholds = %v, %v; want the template's max 0.05", g.Min, g.Max)
 			}
 			if g.NoData != rolloutsv1.NoDataFail || g.FailureLimit != 3 {
-				t.Errorf("noData %s failureLimit %d; want the template's Fail and 3 (the gate has the defaults)", g.NoData, g.FailureLimit)
+				t.Errorf("noData %s failureLimit %d; want the template's Fail and 3 (the gate sets neither)", g.NoData, g.FailureLimit)
 			}
 			if g.Name != "errors" || g.TemplateRef == nil || !strings.Contains(g.Query, `{{ .Args.job }}`) {
 				t.Errorf("resolved gate = %+v", g)
@@ -83,6 +83,18 @@ func TestResolveGate(t *testing.T) {
 			}
 			if *g.MinRequests != 50 || g.NoData != rolloutsv1.NoDataPass || g.FailureLimit != 5 || g.RequestsQuery != "vector(100)" {
 				t.Errorf("resolved gate = %+v", g.GateSpec)
+			}
+		},
+	}, {
+		name: "the gate's Hold and 1, the built-in defaults, override the template's Fail and 3",
+		gate: func() rolloutsv1.Gate {
+			g := templatedGate(rolloutsv1.GateArg{Name: "job", Value: "vllm"})
+			g.NoData, g.FailureLimit = rolloutsv1.NoDataHold, 1
+			return g
+		}(),
+		check: func(t *testing.T, g rolloutsv1.Gate) {
+			if g.NoData != rolloutsv1.NoDataHold || g.FailureLimit != 1 {
+				t.Errorf("noData %s failureLimit %d; want the gate's Hold and 1", g.NoData, g.FailureLimit)
 			}
 		},
 	}, {

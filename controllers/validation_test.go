@@ -285,8 +285,11 @@ var _ = Describe("Admission validation (CEL and schema)", func() {
 		Expect(ro.Spec.Steps).To(Equal(rolloutsv1.DefaultSteps()))
 		Expect(*ro.Spec.ProgressDeadline).To(BeEquivalentTo("10m"))
 		Expect(ro.Spec.Analysis.Interval).To(BeEquivalentTo("1m"))
-		Expect(ro.Spec.Analysis.Gates[0].NoData).To(Equal(rolloutsv1.NoDataHold))
-		Expect(ro.Spec.Analysis.Gates[0].FailureLimit).To(BeEquivalentTo(1))
+		// noData and failureLimit have no CRD default: a default would be
+		// written into the gate and override its template's (Hold and 1
+		// apply when neither the gate nor a template sets them).
+		Expect(ro.Spec.Analysis.Gates[0].NoData).To(BeEmpty())
+		Expect(ro.Spec.Analysis.Gates[0].FailureLimit).To(BeZero())
 		Expect(ro.Spec.Canary.Kind).To(Equal(rolloutsv1.BackendKindService))
 		Expect(ro.Spec.DeletionPolicy).To(Equal(rolloutsv1.DeletionReturnToStable))
 		Expect(*ro.Spec.CanaryUnavailableGrace).To(BeEquivalentTo("30s"))

@@ -234,9 +234,9 @@ const (
 
 // Gate is one check of the canary's health: a gate body written inline
 // (preset, query or web), or a reference to a GateTemplate or
-// ClusterGateTemplate with arguments. Thresholds (min, max, minRequests) set
-// on a gate with a templateRef override the template's; so do a noData other
-// than Hold and a failureLimit above 1.
+// ClusterGateTemplate with arguments. Thresholds (min, max, minRequests),
+// noData and failureLimit set on a gate with a templateRef override the
+// template's: see EffectivePolicy in package analysis.
 //
 // +kubebuilder:validation:XValidation:rule="[has(self.preset), has(self.query), has(self.web), has(self.prompt), has(self.templateRef)].filter(k, k).size() == 1",message="set exactly one gate kind: preset, query, web, prompt or templateRef"
 // +kubebuilder:validation:XValidation:rule="has(self.templateRef) || has(self.min) || has(self.max)",message="set min, max or both: a gate without a threshold would always pass"
@@ -365,19 +365,22 @@ type GateSpec struct {
 	// +kubebuilder:validation:MaxLength=4096
 	RequestsQuery string `json:"requestsQuery,omitempty"`
 
-	// noData is the policy for an evaluation without data: Hold (default),
-	// Fail or Pass.
+	// noData is the policy for an evaluation without data: Hold, Fail or
+	// Pass. Unset, a gate with a templateRef takes its template's, and
+	// otherwise Hold applies; set on such a gate, it overrides the
+	// template's. status.gates[].noData shows the policy in force.
 	//
 	// +optional
-	// +kubebuilder:default=Hold
 	NoData NoDataPolicy `json:"noData,omitempty"`
 
 	// failureLimit is the number of consecutive failed evaluations that roll
-	// the rollout back: 1 (default) rolls back on the first failure, 3 on the
-	// third failure in a row. A passing evaluation resets the count.
+	// the rollout back: 1 rolls back on the first failure, 3 on the third
+	// failure in a row. A passing evaluation resets the count. Unset, a gate
+	// with a templateRef takes its template's, and otherwise 1 applies; set
+	// on such a gate, it overrides the template's.
+	// status.gates[].failureLimit shows the limit in force.
 	//
 	// +optional
-	// +kubebuilder:default=1
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=100
 	FailureLimit int32 `json:"failureLimit,omitempty"`
@@ -786,6 +789,20 @@ type GateStatus struct {
 	//
 	// +optional
 	DryRun bool `json:"dryRun,omitempty"`
+
+	// noData is the no-data policy the latest evaluation applied: the
+	// gate's, else its template's, else Hold.
+	//
+	// +optional
+	NoData NoDataPolicy `json:"noData,omitempty"`
+
+	// failureLimit is the failure limit the latest evaluation applied: the
+	// gate's, else its template's, else 1.
+	//
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=100
+	FailureLimit int32 `json:"failureLimit,omitempty"`
 
 	// history lists recent evaluations, oldest first.
 	//

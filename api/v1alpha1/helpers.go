@@ -23,6 +23,54 @@ func (d Duration) Parse() (time.Duration, error) {
 	return v, nil
 }
 
+// The defaults of the duration fields. Each one is also the field's
+// +kubebuilder:default marker (a marker cannot name a Go constant):
+// TestDurationDefaultsMatchCRD fails when the two part.
+const (
+	// DefaultProgressDeadline is spec.progressDeadline's default.
+	DefaultProgressDeadline = 10 * time.Minute
+	// DefaultCanaryUnavailableGrace is spec.canaryUnavailableGrace's default.
+	DefaultCanaryUnavailableGrace = 30 * time.Second
+	// DefaultScaleDownDelay is spec.scaleDownDelay's default.
+	DefaultScaleDownDelay = 10 * time.Minute
+	// DefaultAnalysisInterval is spec.analysis.interval's default.
+	DefaultAnalysisInterval = time.Minute
+	// DefaultPrometheusTimeout is spec.analysis.prometheus.timeout's default.
+	DefaultPrometheusTimeout = 10 * time.Second
+	// DefaultWebGateTimeout is a web gate's timeout default.
+	DefaultWebGateTimeout = 10 * time.Second
+	// DefaultPromptTimeout is a prompt gate's timeout default.
+	DefaultPromptTimeout = 60 * time.Second
+	// DefaultWebhookTimeout is a webhook's timeout default.
+	DefaultWebhookTimeout = 10 * time.Second
+)
+
+// The built-in gate policies, for a gate that sets none and whose template
+// (if any) sets none either. Neither is a CRD default: a default would be
+// written into every gate and so override every template.
+const (
+	// DefaultNoData holds the step on an evaluation without data.
+	DefaultNoData = NoDataHold
+	// DefaultFailureLimit rolls back on the first failed evaluation.
+	DefaultFailureLimit int32 = 1
+)
+
+// Or returns the duration, or def when it is unset (nil or empty), does
+// not parse, or is negative. The CRD schema checks stored values and fills
+// in its default; Or covers objects it did not (a status or fake built in
+// code, a field that predates its default). Zero is a duration like any
+// other: a field for which zero makes no sense rejects it in its schema.
+func (d *Duration) Or(def time.Duration) time.Duration {
+	if d == nil || *d == "" {
+		return def
+	}
+	v, err := d.Parse()
+	if err != nil || v < 0 {
+		return def
+	}
+	return v
+}
+
 // DefaultSteps is the schedule used when spec.steps is empty. It matches the
 // CRD default and the seed's timeline.
 func DefaultSteps() []Step {

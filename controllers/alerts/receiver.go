@@ -419,9 +419,7 @@ func (r *Receiver) handle(ctx context.Context, log logr.Logger, p *Payload, sc *
 			}
 			seen[ro] = true
 			sum.Rollouts++
-			switch ro.Status.Phase {
-			case rolloutsv1.PhaseWaiting, rolloutsv1.PhaseProgressing, rolloutsv1.PhasePaused:
-			default:
+			if !rolloutsv1.ActionAbort.AllowedIn(ro.Status.Phase) {
 				sum.Skipped++
 				rlog.Info("Firing alert matches a rollout that is not in progress; nothing to abort")
 				continue

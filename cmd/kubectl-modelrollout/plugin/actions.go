@@ -27,17 +27,9 @@ type ActionOptions struct {
 const DefaultWaitTimeout = time.Minute
 
 // effectivePhase is the phase the controller will act in when it next
-// handles the rollout: Idle without a canary, Waiting when the canary or
-// stable changed (a new rollout starts before requests are handled), else
-// the phase in status.
+// handles the rollout (rolloutsv1.EffectivePhase).
 func effectivePhase(ro *rolloutsv1.ModelRollout) rolloutsv1.Phase {
-	switch {
-	case ro.Spec.Canary == nil:
-		return rolloutsv1.PhaseIdle
-	case ro.Status.Revision != ro.Spec.Revision(), ro.Status.Phase == "":
-		return rolloutsv1.PhaseWaiting
-	}
-	return ro.Status.Phase
+	return rolloutsv1.EffectivePhase(ro)
 }
 
 // phaseNote explains a phase in a refusal, e.g. "gpt4 is Idle (no
@@ -117,10 +109,10 @@ func (p *Plugin) Promote(ctx context.Context, name string, o ActionOptions) erro
 		verb: "promote",
 		check: func(ro *rolloutsv1.ModelRollout) error {
 			phase := effectivePhase(ro)
-			if (phase == rolloutsv1.PhaseProgressing || phase == rolloutsv1.PhasePaused) && ro.Status.CurrentStepIndex != nil {
+			if rolloutsv1.ActionPromote.Allowed(phase, ro.Status.CurrentStepIndex != nil) {
 				return nil
 			}
-			msg := phaseNote(ro) + "; only a Progressing or Paused rollout can be promoted"
+			msg := phaseNote(ro) + "; " + rolloutsv1.ActionPromote.Refusal()
 			switch phase {
 			case rolloutsv1.PhaseSucceeded:
 				msg += " (the canary already has all traffic)"
@@ -162,9 +154,9 @@ type OverrideOptions struct {
 // names who asks, from a SelfSubjectReview.
 func (p *Plugin) Override(ctx context.Context, name string, oo OverrideOptions, o ActionOptions) error {
 	reason := strings.TrimSpace(oo.Reason)
-	key, what, kind := rolloutsv1.AnnotationSkipGates, "skip of the gates", rolloutsv1.OverrideSkipGates
+	action, key, what, kind := rolloutsv1.ActionSkipGates, rolloutsv1.AnnotationSkipGates, "skip of the gates", rolloutsv1.OverrideSkipGates
 	if oo.Full {
-		key, what, kind = rolloutsv1.AnnotationPromoteFull, "full promote", rolloutsv1.OverridePromoteFull
+		action, key, what, kind = rolloutsv1.ActionPromoteFull, rolloutsv1.AnnotationPromoteFull, "full promote", rolloutsv1.OverridePromoteFull
 	}
 	who, fallback := p.whoAmI(ctx)
 	if fallback != "" {
@@ -175,8 +167,8 @@ func (p *Plugin) Override(ctx context.Context, name string, oo OverrideOptions, 
 		verb: what,
 		check: func(ro *rolloutsv1.ModelRollout) error {
 			phase := effectivePhase(ro)
-			if !(phase == rolloutsv1.PhaseProgressing || phase == rolloutsv1.PhasePaused) || ro.Status.CurrentStepIndex == nil {
-				msg := phaseNote(ro) + "; only a Progressing or Paused rollout can be overridden"
+			if !action.Allowed(phase, ro.Status.CurrentStepIndex != nil) {
+				msg := phaseNote(ro) + "; " + action.Refusal()
 				if phase == rolloutsv1.PhaseRolledBack {
 					msg += fmt.Sprintf(" (to start again at step 1: kubectl modelrollout retry %s -n %s)", ro.Name, ro.Namespace)
 				}
@@ -240,15 +232,15 @@ func (p *Plugin) Abort(ctx context.Context, name, reason string, o ActionOptions
 	_, err := p.apply(ctx, name, request{
 		verb: "abort",
 		check: func(ro *rolloutsv1.ModelRollout) error {
-			switch phase := effectivePhase(ro); phase {
-			case rolloutsv1.PhaseWaiting, rolloutsv1.PhaseProgressing, rolloutsv1.PhasePaused:
+			switch phase := effectivePhase(ro); {
+			case rolloutsv1.ActionAbort.AllowedIn(phase):
 				return nil
-			case rolloutsv1.PhaseSucceeded:
+			case phase == rolloutsv1.PhaseSucceeded:
 				return failf("%s; a Succeeded rollout is not rolled back; change spec.canary or spec.stable instead", phaseNote(ro))
-			case rolloutsv1.PhaseRolledBack:
-				return failf("%s already; only a Waiting, Progressing or Paused rollout can be aborted", phaseNote(ro))
+			case phase == rolloutsv1.PhaseRolledBack:
+				return failf("%s already; %s", phaseNote(ro), rolloutsv1.ActionAbort.Refusal())
 			default:
-				return failf("%s; only a Waiting, Progressing or Paused rollout can be aborted", phaseNote(ro))
+				return failf("%s; %s", phaseNote(ro), rolloutsv1.ActionAbort.Refusal())
 			}
 		},
 		annotations: map[string]*string{
@@ -269,10 +261,10 @@ func (p *Plugin) Retry(ctx context.Context, name string, o ActionOptions) error 
 	_, err := p.apply(ctx, name, request{
 		verb: "retry",
 		check: func(ro *rolloutsv1.ModelRollout) error {
-			if effectivePhase(ro) == rolloutsv1.PhaseRolledBack {
+			if rolloutsv1.ActionRetry.AllowedIn(effectivePhase(ro)) {
 				return nil
 			}
-			return failf("%s; only a RolledBack rollout can be retried", phaseNote(ro))
+			return failf("%s; %s", phaseNote(ro), rolloutsv1.ActionRetry.Refusal())
 		},
 		annotations: map[string]*string{rolloutsv1.AnnotationRetry: strPtr(tok)},
 	})
@@ -283,15 +275,6 @@ func (p *Plugin) Retry(ctx context.Context, name string, o ActionOptions) error 
 	return p.waitHandled(ctx, name, tok, o, func(st *rolloutsv1.ModelRolloutStatus) string { return st.LastHandledRetry })
 }
 
-// canHold is true in the phases where a pause means something.
-func canHold(phase rolloutsv1.Phase) bool {
-	switch phase {
-	case rolloutsv1.PhaseWaiting, rolloutsv1.PhaseProgressing, rolloutsv1.PhasePaused:
-		return true
-	}
-	return false
-}
-
 // Pause holds the rollout at its current step by setting the paused
 // annotation. Gates keep being evaluated and a failing gate still rolls back.
 func (p *Plugin) Pause(ctx context.Context, name string) error {
@@ -299,8 +282,8 @@ func (p *Plugin) Pause(ctx context.Context, name string) error {
 	ro, err := p.apply(ctx, name, request{
 		verb: "pause",
 		check: func(ro *rolloutsv1.ModelRollout) error {
-			if !canHold(effectivePhase(ro)) {
-				return failf("%s; only a Waiting, Progressing or Paused rollout can be paused", phaseNote(ro))
+			if !rolloutsv1.ActionPause.AllowedIn(effectivePhase(ro)) {
+				return failf("%s; %s", phaseNote(ro), rolloutsv1.ActionPause.Refusal())
 			}
 			already = ro.Annotations[rolloutsv1.AnnotationPaused] == pausedTrue
 			return nil

@@ -26,7 +26,7 @@ type FinishOptions struct {
 
 // checkFinish refuses a rollout whose canary does not hold all traffic.
 func checkFinish(ro *rolloutsv1.ModelRollout) error {
-	if effectivePhase(ro) == rolloutsv1.PhaseSucceeded && ro.Status.Canary != nil && ro.Status.CanaryWeight == 100 {
+	if rolloutsv1.ActionFinish.AllowedIn(effectivePhase(ro)) && ro.Status.Canary != nil && ro.Status.CanaryWeight == 100 {
 		return nil
 	}
 	msg := phaseNote(ro) + "; only a Succeeded rollout (its canary holds 100%) can be finished"

@@ -481,8 +481,14 @@ func (v *statusView) gates() []string {
 			case rolloutsv1.VerdictFail:
 				mark = v.style.paint(colorRed, v.style.mark(markFail))
 				detail = "Fail"
-				if g.FailureLimit > 1 {
-					detail += fmt.Sprintf(" (%d of %d failures in a row)", gs.ConsecutiveFailures, g.FailureLimit)
+				// The limit in force, as the evaluation recorded it (a
+				// template's when the gate sets none).
+				limit := gs.FailureLimit
+				if limit == 0 {
+					limit = g.FailureLimit
+				}
+				if limit > 1 {
+					detail += fmt.Sprintf(" (%d of %d failures in a row)", gs.ConsecutiveFailures, limit)
 				}
 			case "":
 				detail = "not evaluated yet"
