@@ -158,7 +158,11 @@ func (r *ModelRolloutReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	for _, m := range routes.Found {
+	dropped, err := r.observeDropped(ctx, ro)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	for _, m := range slices.Concat(routes.Found, dropped) {
 		if r.writes.stale(m.Route.UID, m.Route.Generation) {
 			// The cache has not caught up with this process's own route
 			// write; its watch event is on the way.
@@ -228,7 +232,7 @@ func (r *ModelRolloutReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	var applyErr error
 	if routesFirst {
 		var retry time.Duration
-		if retry, applyErr = r.applyRoutes(ctx, ro, d.Routes, routes.Found); applyErr != nil {
+		if retry, applyErr = r.applyRoutes(ctx, ro, d.Routes, routes.Found, dropped); applyErr != nil {
 			return result, applyErr
 		}
 		// The rollback deletes the header routes too, before the status
@@ -273,7 +277,7 @@ func (r *ModelRolloutReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	if backoff > 0 {
 		return r.withHeaderRoutes(ctx, ro, &d.Status, routes.Found, obs.Owned, minRequeue(result, backoff), nil)
 	}
-	retry, err := r.applyRoutes(ctx, ro, d.Routes, routes.Found)
+	retry, err := r.applyRoutes(ctx, ro, d.Routes, routes.Found, dropped)
 	if retry > 0 {
 		result = minRequeue(result, retry)
 	}
@@ -419,7 +423,7 @@ func (r *ModelRolloutReconciler) event(ro *rolloutsv1.ModelRollout, e event) {
 // when it holds none. A rejected patch is kept for the next decision (see
 // observation.Rejected) and retried with backoff; a stale copy is retried
 // at once with the fresh one. retry is when to try again.
-func (r *ModelRolloutReconciler) applyRoutes(ctx context.Context, ro *rolloutsv1.ModelRollout, w weights, routes []managedRoute) (retry time.Duration, err error) {
+func (r *ModelRolloutReconciler) applyRoutes(ctx context.Context, ro *rolloutsv1.ModelRollout, w weights, routes, dropped []managedRoute) (retry time.Duration, err error) {
 	var patches []routePatch
 	for _, m := range routes {
 		p := routePatch{route: m.Route}
@@ -431,9 +435,18 @@ func (r *ModelRolloutReconciler) applyRoutes(ctx context.Context, ro *rolloutsv1
 		}
 		patches = append(patches, p)
 	}
+	// Routes removed from spec.routes go back to stable in the same round.
+	patches = append(patches, droppedPatches(ro, dropped)...)
 	patched, rejections, failures := r.patchRoutes(ctx, patches)
 	for _, p := range patched {
 		log.FromContext(ctx).Info("Patched HTTPRoute", "route", p.route.Name, "changes", describeChanges(p.changes))
+		if p.dropped {
+			msg := fmt.Sprintf("HTTPRoute %s left spec.routes: its rules are released", p.route.Name)
+			if len(p.changes) > 0 {
+				msg = fmt.Sprintf("HTTPRoute %s left spec.routes: its traffic returns to stable (%s) and its rules are released", p.route.Name, describeChanges(p.changes))
+			}
+			r.event(ro, event{Reason: "RouteReleased", Message: msg})
+		}
 	}
 	key := client.ObjectKeyFromObject(ro)
 	if len(rejections) > 0 {
@@ -450,6 +463,8 @@ type routePatch struct {
 	route   *gatewayv1.HTTPRoute
 	ops     []patchOp
 	changes []string
+	// dropped is set for a route removed from spec.routes.
+	dropped bool
 }
 
 // patchRoutes sends the patches that have operations, concurrently (a
@@ -547,6 +562,9 @@ func (r *ModelRolloutReconciler) SetupWithManager(ctx context.Context, mgr ctrl.
 	}
 	if err := idx.IndexField(ctx, &rolloutsv1.ModelRollout{}, indexGateTemplate, gateTemplateKeys); err != nil {
 		return fmt.Errorf("index ModelRollouts by gate template: %w", err)
+	}
+	if err := idx.IndexField(ctx, &gatewayv1.HTTPRoute{}, indexRuleOwner, ruleOwnerKeys); err != nil {
+		return fmt.Errorf("index HTTPRoutes by the rollouts that own their rules: %w", err)
 	}
 	if err := idx.IndexField(ctx, &gatewayv1.HTTPRoute{}, indexHeaderRouteOf, func(o client.Object) []string {
 		if owner := o.GetLabels()[rolloutsv1.LabelHeaderRouteOf]; owner != "" {

@@ -224,11 +224,16 @@ type planner struct {
 	// before any traffic moved (plan_capacity.go).
 	capacityWait    *problem
 	capacityStalled bool
+
+	// heldAt is the index in steps of a step that an edit of spec.steps
+	// removed while it was in force and that still bakes, or -1 (see
+	// walkedSteps).
+	heldAt int
 }
 
 // plan decides the next status of a rollout.
 func plan(ro *rolloutsv1.ModelRollout, obs observation) decision {
-	p := &planner{ro: ro, obs: obs, steps: ro.Spec.EffectiveSteps()}
+	p := &planner{ro: ro, obs: obs, steps: ro.Spec.EffectiveSteps(), heldAt: -1}
 	p.d.Status = *ro.Status.DeepCopy()
 	p.st = &p.d.Status
 	p.st.ObservedGeneration = ro.Generation
@@ -510,6 +515,8 @@ func (p *planner) clearRollout() {
 	st.Revision = ""
 	st.Canary = nil
 	st.CurrentStepIndex = nil
+	st.StepWeights = nil
+	st.StepPause = nil
 	st.Step = ""
 	st.CanaryWeight = 0
 	st.StepStartedAt = nil
@@ -555,6 +562,8 @@ func (p *planner) restart() {
 	now := p.now()
 	st.Phase = rolloutsv1.PhaseWaiting
 	st.CurrentStepIndex = nil
+	st.StepWeights = nil
+	st.StepPause = nil
 	st.Step = ""
 	st.CanaryWeight = 0
 	st.StepStartedAt = nil
@@ -782,9 +791,16 @@ func (p *planner) startStep(i int) {
 	if n := len(st.StepHistory); n > 0 && st.StepHistory[n-1].EndedAt == nil {
 		st.StepHistory[n-1].EndedAt = &now
 	}
-	idx := int32(i)
 	step := p.steps[i]
+	// A step that an edit removed gives way to a step of spec.steps: the
+	// rollout walks spec.steps from now on.
+	i = p.specIndex(i)
+	p.steps = p.ro.Spec.EffectiveSteps()
+	p.heldAt = -1
+	idx := int32(i)
 	st.CurrentStepIndex = &idx
+	st.StepWeights = stepWeights(p.steps)
+	st.StepPause = step.Pause
 	st.Step = fmt.Sprintf("%d/%d", i+1, len(p.steps))
 	st.CanaryWeight = step.Weight
 	// The step's clock starts once the routes carry its weight (anchor),
@@ -913,6 +929,15 @@ func (p *planner) rollback(reason, message string) {
 func (p *planner) progress() {
 	st := p.st
 	spec := &p.ro.Spec
+	// The steps walked, after an edit of spec.steps (plan_edits.go).
+	p.walkedSteps()
+	if hr := st.HeaderRoute; hr != nil && st.StepStartedAt != nil {
+		if m := p.currentMatch(); m != nil && m.String() != hr.Match.String() {
+			// The step's match was edited: the step bakes its full pause
+			// and its gates again with the new one.
+			st.StepStartedAt = nil
+		}
+	}
 	// An override that this decision did not apply is ignored, not kept.
 	defer p.settleOverride()
 
@@ -932,6 +957,8 @@ func (p *planner) progress() {
 		// step reached the routes: nothing of this rollout serves, so it
 		// goes back to waiting for its first step.
 		st.CurrentStepIndex = nil
+		st.StepWeights = nil
+		st.StepPause = nil
 		st.Step = ""
 		st.CanaryWeight = 0
 		st.StepHistory = nil
@@ -948,21 +975,7 @@ func (p *planner) progress() {
 	}
 
 	i := int(*st.CurrentStepIndex)
-	if i >= len(p.steps) {
-		// The schedule was shortened under a running rollout: continue from
-		// its last step, which has weight 100.
-		i = len(p.steps) - 1
-		idx := int32(i)
-		st.CurrentStepIndex = &idx
-	}
 	step := p.steps[i]
-	if st.CanaryWeight != step.Weight {
-		// The step's weight was edited: apply the new one and bake it for
-		// the step's full pause.
-		st.CanaryWeight = step.Weight
-		st.Step = fmt.Sprintf("%d/%d", i+1, len(p.steps))
-		st.StepStartedAt = nil
-	}
 	if p.applyOverride(i) {
 		return
 	}

@@ -478,14 +478,30 @@ type ModelRolloutStatus struct {
 	// +kubebuilder:validation:MaxItems=8
 	Workloads []WorkloadAction `json:"workloads,omitempty"`
 
-	// currentStepIndex is the zero-based index into spec.steps of the step in
-	// force. Absent before the first step has started.
+	// currentStepIndex is the zero-based index into stepWeights of the step
+	// in force. Absent before the first step has started.
 	//
 	// +optional
 	CurrentStepIndex *int32 `json:"currentStepIndex,omitempty"`
 
-	// step is currentStepIndex+1 over the number of steps, e.g. "2/5", for
-	// display.
+	// stepWeights are the weights of the steps the rollout walks: those of
+	// spec.steps, except while a step that an edit of spec.steps removed
+	// still bakes (see docs/edits.md): its weight then stays in the list, at
+	// currentStepIndex, until it has baked.
+	//
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=21
+	StepWeights []int32 `json:"stepWeights,omitempty"`
+
+	// stepPause is the pause of the step in force; absent when it waits for
+	// a promote. A step that an edit of spec.steps removed bakes for it.
+	//
+	// +optional
+	StepPause *Duration `json:"stepPause,omitempty"`
+
+	// step is currentStepIndex+1 over the number of stepWeights, e.g. "2/5",
+	// for display.
 	//
 	// +optional
 	// +kubebuilder:validation:MaxLength=16

@@ -628,6 +628,16 @@ func (in *ModelRolloutStatus) DeepCopyInto(out *ModelRolloutStatus) {
 		*out = new(int32)
 		**out = **in
 	}
+	if in.StepWeights != nil {
+		in, out := &in.StepWeights, &out.StepWeights
+		*out = make([]int32, len(*in))
+		copy(*out, *in)
+	}
+	if in.StepPause != nil {
+		in, out := &in.StepPause, &out.StepPause
+		*out = new(Duration)
+		**out = **in
+	}
 	if in.HeaderRoute != nil {
 		in, out := &in.HeaderRoute, &out.HeaderRoute
 		*out = new(HeaderRouteStatus)
