@@ -14,7 +14,6 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
@@ -116,8 +115,9 @@ type ModelRolloutReconciler struct {
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
 // Reconcile observes one rollout's routes, canary and gates, decides its next
-// status and the weights its routes must carry, writes the status, then
-// brings the routes to those weights.
+// status and the weights its routes must carry, brings the routes to those
+// weights, then writes the status: a refused patch is decided again, so
+// that the status never claims weights the routes do not carry.
 func (r *ModelRolloutReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	ro := &rolloutsv1.ModelRollout{}
 	if err := r.Get(ctx, req.NamespacedName, ro); err != nil {
@@ -218,36 +218,42 @@ func (r *ModelRolloutReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		}
 	}
 
-	// The routes are patched right after the status write unless another
-	// rollout owns a rule, a drift correction waits for its backoff, or the
-	// abort fast path writes them first.
-	obs.Applying = !abortFirst && obs.Conflict == nil && backoff == 0
+	// The routes are patched before the status write, so that the status
+	// describes what they carry, unless another rollout owns a rule or a
+	// drift correction waits for its backoff.
+	obs.Applying = obs.Conflict == nil && backoff == 0
 	if len(ro.Status.Workloads) > 0 && !abortFirst {
 		obs.Handoff = r.runHandoffs(ctx, ro, now)
 	}
 	d := plan(ro, obs)
 	result := ctrl.Result{RequeueAfter: d.RequeueAfter}
-	clockAhead := !obs.carries(d.Routes) && startsClock(&ro.Status, &d.Status)
-	routesFirst := abortFirst && d.Status.Phase == rolloutsv1.PhaseRolledBack && obs.Conflict == nil
-	var applyErr error
-	if routesFirst {
-		var retry time.Duration
-		if retry, applyErr = r.applyRoutes(ctx, ro, d.Routes, routes.Found, dropped); applyErr != nil {
-			return result, applyErr
-		}
-		// The rollback deletes the header routes too, before the status
-		// write, like the weights.
-		if result, applyErr = r.withHeaderRoutes(ctx, ro, &d.Status, routes.Found, obs.Owned, result, nil); applyErr != nil {
-			return result, applyErr
-		}
-		r.direct.release(direct)
+	if obs.Applying {
+		startsNow := startsClock(&ro.Status, &d.Status) && !obs.carries(d.Routes)
+		retry, err := r.applyRoutes(ctx, ro, d.Routes, routes.Found, dropped)
 		if retry > 0 {
 			result = minRequeue(result, retry)
-		} else {
-			// The routes took the rollback: say so now rather than in one
-			// more status write after the route's watch event.
-			meta.SetStatusCondition(&d.Status.Conditions, metav1.Condition{Type: rolloutsv1.ConditionRoutesApplied, Status: metav1.ConditionTrue,
-				Reason: rolloutsv1.ReasonApplied, Message: "Every managed rule carries " + describeIntent(d.Routes), ObservedGeneration: ro.Generation})
+		}
+		// The header routes too (a rollback deletes them), before the
+		// status write, like the weights.
+		if result, err = r.withHeaderRoutes(ctx, ro, &d.Status, routes.Found, obs.Owned, result, err); err != nil {
+			// Not written, or not all: the decision's status would claim
+			// what the routes do not carry. A stale copy or a transient
+			// failure is decided again; its status stays as it was.
+			return result, err
+		}
+		r.direct.release(direct)
+		rejected, headerProblem := r.writes.rejection(req.NamespacedName), r.writes.headerProblem(req.NamespacedName)
+		switch {
+		case (rejected != nil && obs.Rejected == nil) || (headerProblem != nil && obs.HeaderRoute == nil):
+			// The API server refused the patch: decide again knowing it,
+			// so that the status says why the rollout waits instead of
+			// claiming a step the routes do not carry.
+			obs.Rejected, obs.HeaderRoute, obs.Applying = rejected, headerProblem, false
+			d = plan(ro, obs)
+			result.RequeueAfter = minRequeue(ctrl.Result{RequeueAfter: d.RequeueAfter}, result.RequeueAfter).RequeueAfter
+		case startsNow && retry == 0:
+			// The step's weight landed just now: its clock starts now.
+			landClock(&d.Status, r.now())
 		}
 	}
 	previous := ro.Status.Phase
@@ -265,36 +271,13 @@ func (r *ModelRolloutReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	}
 	r.Metrics.observe(ro, &d)
 	r.record(ctx, ro, d.Events, d.Status.Phase)
-	if routesFirst {
-		return result, nil
-	}
-
-	if obs.Conflict != nil {
-		// Another rollout owns a rule: write nothing. Its release changes
-		// the route's annotation, which brings this rollout back.
-		return result, nil
-	}
-	if backoff > 0 {
+	if backoff > 0 && obs.Conflict == nil {
 		return r.withHeaderRoutes(ctx, ro, &d.Status, routes.Found, obs.Owned, minRequeue(result, backoff), nil)
 	}
-	retry, err := r.applyRoutes(ctx, ro, d.Routes, routes.Found, dropped)
-	if retry > 0 {
-		result = minRequeue(result, retry)
-	}
-	if result, err = r.withHeaderRoutes(ctx, ro, &d.Status, routes.Found, obs.Owned, result, err); err != nil {
-		return result, err
-	}
-	if err == nil && retry == 0 && clockAhead {
-		// The status started the step's clock ahead of this patch; if the
-		// patch landed after that start, the start moves to when it did.
-		st := ro.Status.DeepCopy()
-		if moveClock(st, r.now()) {
-			if err := r.patchStatus(ctx, ro, *st); err != nil {
-				return result, err
-			}
-		}
-	}
-	return result, err
+	// With a conflict, another rollout owns a rule: nothing is written.
+	// Its release changes the route's annotation, which brings this
+	// rollout back.
+	return result, nil
 }
 
 // withHeaderRoutes applies the header routes after the weights, and folds
@@ -311,22 +294,20 @@ func (r *ModelRolloutReconciler) withHeaderRoutes(ctx context.Context, ro *rollo
 // startsClock says whether the decision starts a step's clock the status
 // did not have running.
 func startsClock(before, after *rolloutsv1.ModelRolloutStatus) bool {
-	return after.StepStartedAt != nil && (before.StepStartedAt == nil || !before.StepStartedAt.Equal(after.StepStartedAt))
+	return after.StepStartedAt != nil && (before.StepStartedAt == nil || !before.StepStartedAt.Time.Equal(after.StepStartedAt.Time))
 }
 
-// moveClock moves a step's start, and the step's record in the history, to
-// landed (rounded up to the second) when the routes came to carry the step
-// only after the start written in status. It reports whether it moved it.
-func moveClock(st *rolloutsv1.ModelRolloutStatus, landed time.Time) bool {
-	if st.StepStartedAt == nil || !landed.After(st.StepStartedAt.Time) {
-		return false
+// landClock sets the start of a step whose clock the decision started to
+// when the route patch that carries it landed, with the step's record.
+func landClock(st *rolloutsv1.ModelRolloutStatus, landed time.Time) {
+	if st.StepStartedAt == nil {
+		return
 	}
-	start := metav1.NewTime(roundUpSecond(landed))
-	if n := len(st.StepHistory); n > 0 && st.StepHistory[n-1].EndedAt == nil && st.StepHistory[n-1].StartedAt.Equal(st.StepStartedAt) {
-		st.StepHistory[n-1].StartedAt = start
+	if n := len(st.StepHistory); n > 0 && st.StepHistory[n-1].EndedAt == nil && st.StepHistory[n-1].StartedAt.Time.Equal(st.StepStartedAt.Time) {
+		st.StepHistory[n-1].StartedAt = metav1.NewTime(landed)
 	}
+	start := rolloutsv1.NewMicroTime(metav1.NewMicroTime(landed))
 	st.StepStartedAt = &start
-	return true
 }
 
 // abortable says whether an abort acts in the phase.

@@ -10,7 +10,6 @@ import (
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -156,7 +155,7 @@ var _ = Describe("ModelRollout controller", func() {
 		// The status starts the step's clock in the write before the route
 		// patch; the step has served once the route carries it.
 		Eventually(routeWeights(ns, "model-header-routing", "gpt4")).Should(HaveKeyWithValue("vllm-gpt4-v2", int32(10)))
-		Eventually(func() *metav1.Time { return getRollout(ns, "gpt4").Status.StepStartedAt }).ShouldNot(BeNil())
+		Eventually(func() *rolloutsv1.MicroTime { return getRollout(ns, "gpt4").Status.StepStartedAt }).ShouldNot(BeNil())
 		op.stop()
 		op = nil
 		// Read once nothing writes any more.

@@ -16,8 +16,9 @@ import (
 
 // This file holds the rollout's decisions as a pure function: given the
 // object (spec and last status), what the reconciler observed and the time,
-// it returns the next status. The reconciler observes, calls plan, writes the
-// status and then holds the routes at status.canaryWeight.
+// it returns the next status. The reconciler observes, calls plan, brings
+// the routes to what the status says and then writes the status: a status
+// never claims weights the routes do not carry.
 
 // problem is an unmet precondition or an invalid setting.
 type problem struct {
@@ -116,10 +117,10 @@ type observation struct {
 	// Hooks are the answers of webhook calls made since the last decision.
 	Hooks []hookResult
 	// Applying is set when the reconciler patches the routes to this
-	// decision's weights right after writing its status. A step whose
-	// weight is about to be written then starts its clock in the same
-	// status write (see startClockOnceRoutesCarry), instead of in a second
-	// write after the route's watch event.
+	// decision's weights before it writes the decision's status, which it
+	// writes only once the patch landed. A step whose weight is being
+	// written then starts its clock in that status write (see
+	// startClockOnceRoutesCarry and landClock).
 	Applying bool
 }
 
@@ -268,7 +269,7 @@ func lowerFirst(s string) string {
 }
 
 // willCarry says whether the routes carry the weights, or will once the
-// route patch that follows this decision's status write lands.
+// route patch that precedes this decision's status write lands.
 func (p *planner) willCarry(w weights) bool {
 	if p.obs.carries(w) {
 		return true
@@ -859,50 +860,27 @@ func (p *planner) startClockOnceRoutesCarry() bool {
 		st.Message = fmt.Sprintf("Step %s: the routes no longer carry canary weight %d; the step bakes its full pause again once they do", st.Step, st.CanaryWeight)
 		return false
 	}
-	from := p.obs.Now
-	if !carries {
-		if !p.willCarry(intentOf(st)) || !p.headerWillCarry() {
-			return false
-		}
-		// The route patch follows this status write: start the clock
-		// once it has landed (applyMargin), so that this status write is
-		// the step's only one. Should the patch land later, the reconciler
-		// moves the start (restartClock); should it fail, the next
-		// decision stops the clock above.
-		from = from.Add(applyMargin)
+	if !carries && (!p.willCarry(intentOf(st)) || !p.headerWillCarry()) {
+		return false
 	}
-	// Status times have one-second precision: round the start up, so that
-	// a step never bakes less than its pause.
-	start := roundUpSecond(from)
-	now := metav1.NewTime(start)
+	// Either the routes carry the step, or the reconciler patches them
+	// before it writes this status and sets the start to when the patch
+	// landed (landClock); should it fail, this status is not written.
+	now := rolloutsv1.NewMicroTime(metav1.NewMicroTime(p.obs.Now))
 	st.StepStartedAt = &now
 	p.startedClock = true
 	if n := len(st.StepHistory); n > 0 && st.StepHistory[n-1].EndedAt == nil {
-		st.StepHistory[n-1].StartedAt = now
+		st.StepHistory[n-1].StartedAt = p.now()
 	}
 	step := p.steps[*st.CurrentStepIndex]
 	if pause := stepPause(step); pause > 0 {
-		p.requeue(start.Add(pause).Sub(p.obs.Now))
+		p.requeue(pause)
 	}
 	if p.ro.Spec.Analysis != nil {
 		// Evaluate soon at the new weight, at the latest after one interval.
 		p.requeue(analysisInterval(p.ro.Spec.Analysis))
 	}
 	return true
-}
-
-// applyMargin is how long after a step's decision its clock starts when
-// the routes do not carry the step yet: the status write and the route
-// patch that follows it land well within it.
-const applyMargin = 500 * time.Millisecond
-
-// roundUpSecond rounds t up to a whole second.
-func roundUpSecond(t time.Time) time.Time {
-	start := t.Truncate(time.Second)
-	if start.Before(t) {
-		start = start.Add(time.Second)
-	}
-	return start
 }
 
 // rollback takes the canary out of traffic.
@@ -1080,7 +1058,7 @@ func (p *planner) gateHolds() []string {
 		}
 		gs, ok := byName[g.Name]
 		switch {
-		case !ok || gs.LastEvaluatedAt == nil || p.st.StepStartedAt == nil || gs.LastEvaluatedAt.Before(p.st.StepStartedAt):
+		case !ok || gs.LastEvaluatedAt == nil || p.st.StepStartedAt == nil || gs.LastEvaluatedAt.Time.Before(p.st.StepStartedAt.Time):
 			holds = append(holds, fmt.Sprintf("waiting for gate %q to be evaluated at this step", g.Name))
 		case gs.Verdict == rolloutsv1.VerdictPass:
 		case gs.Verdict == rolloutsv1.VerdictNoData && noDataPassed(g, gs):
@@ -1388,7 +1366,7 @@ func (p *planner) headerCarried() bool {
 }
 
 // headerWillCarry says whether the header routes exist, or will once the
-// writes that follow this decision's status write land.
+// writes that precede this decision's status write land.
 func (p *planner) headerWillCarry() bool {
 	return p.headerCarried() || (p.obs.Applying && p.obs.Conflict == nil && p.obs.HeaderRoute == nil)
 }

@@ -522,11 +522,13 @@ type ModelRolloutStatus struct {
 	// +optional
 	HeaderRoute *HeaderRouteStatus `json:"headerRoute,omitempty"`
 
-	// stepStartedAt is when the current step's weight was set. The pause of the
-	// step counts from here, so a restarted controller keeps the remaining time.
+	// stepStartedAt is when the routes came to carry the current step's
+	// weight (and its header route), to the microsecond. The pause of the
+	// step counts from here, so a restarted controller keeps the remaining
+	// time. Absent while the routes do not carry the step.
 	//
 	// +optional
-	StepStartedAt *metav1.Time `json:"stepStartedAt,omitempty"`
+	StepStartedAt *MicroTime `json:"stepStartedAt,omitempty"`
 
 	// promoted is true when the current step's pause was ended early by a
 	// promote. The step still advances only once its gates pass.

@@ -169,6 +169,11 @@ func mt(t time.Time) *metav1.Time {
 	return &v
 }
 
+func umt(t time.Time) *rolloutsv1.MicroTime {
+	v := rolloutsv1.NewMicroTime(metav1.NewMicroTime(t))
+	return &v
+}
+
 // progressingStatus is step 2/5, 12 minutes into its 30 minute pause.
 func progressingStatus(ro *rolloutsv1.ModelRollout) {
 	now := time.Now()
@@ -181,7 +186,7 @@ func progressingStatus(ro *rolloutsv1.ModelRollout) {
 		CurrentStepIndex:   &idx,
 		Step:               "2/5",
 		CanaryWeight:       25,
-		StepStartedAt:      mt(now.Add(-12 * time.Minute)),
+		StepStartedAt:      umt(now.Add(-12 * time.Minute)),
 		StartedAt:          mt(now.Add(-42 * time.Minute)),
 		Message:            "Step 2/5: canary at 25%",
 		StepHistory: []rolloutsv1.StepRecord{

@@ -62,7 +62,7 @@ func progressing() *rolloutsv1.ModelRollout {
 		CurrentStepIndex:   i32(1),
 		Step:               "2/5",
 		CanaryWeight:       25,
-		StepStartedAt:      ago(12 * time.Minute),
+		StepStartedAt:      micro(ago(12 * time.Minute)),
 		StartedAt:          ago(41 * time.Minute),
 		Message:            "Step 2/5: canary at 25%, next step in 18m",
 		StepHistory: []rolloutsv1.StepRecord{
@@ -122,7 +122,7 @@ func awaitingPromoteFixture() *rolloutsv1.ModelRollout {
 	st.CurrentStepIndex = i32(2)
 	st.Step = "3/5"
 	st.CanaryWeight = 50
-	st.StepStartedAt = ago(5 * time.Minute)
+	st.StepStartedAt = micro(ago(5 * time.Minute))
 	st.Message = "Step 3/5: canary at 50%, waiting for promote"
 	st.StepHistory = []rolloutsv1.StepRecord{
 		{Weight: 10, StartedAt: *ago(65 * time.Minute), EndedAt: ago(35 * time.Minute)},
@@ -176,4 +176,10 @@ var ansi = regexp.MustCompile("\x1b\\[[0-9;]*m")
 
 func corev1ObjectReference(name, ns string) corev1.ObjectReference {
 	return corev1.ObjectReference{APIVersion: rolloutsv1.GroupVersion.String(), Kind: "ModelRollout", Name: name, Namespace: ns}
+}
+
+// micro is the time as status.stepStartedAt holds it.
+func micro(t *metav1.Time) *rolloutsv1.MicroTime {
+	m := rolloutsv1.NewMicroTime(metav1.NewMicroTime(t.Time))
+	return &m
 }

@@ -496,7 +496,7 @@ func (v *statusView) gates() []string {
 			if gs.Verdict != rolloutsv1.VerdictPass && gs.Message != "" {
 				detail += ": " + gs.Message
 			}
-			if gs.LastEvaluatedAt != nil && v.st.StepStartedAt != nil && gs.LastEvaluatedAt.Before(v.st.StepStartedAt) &&
+			if gs.LastEvaluatedAt != nil && v.st.StepStartedAt != nil && gs.LastEvaluatedAt.Time.Before(v.st.StepStartedAt.Time) &&
 				(v.st.Phase == rolloutsv1.PhaseProgressing || v.st.Phase == rolloutsv1.PhasePaused) {
 				if detail != "" {
 					detail += " "
