@@ -3,16 +3,20 @@ package controllers
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 	"sigs.k8s.io/yaml"
 
@@ -145,5 +149,84 @@ var _ = Describe("Edits mid-rollout", func() {
 		patchRollout(ns, `{"spec":{"routes":[{"name":"model-header-routing","rules":["gpt4"]},{"name":"second","rules":["gpt4"]}]}}`)
 		Eventually(routeWeights(ns, "second", "gpt4")).Should(Equal(at25))
 		Expect(routeWeights(ns, "model-header-routing", "gpt4")()).To(Equal(at25))
+	})
+})
+
+// rolloutStatusLog records every status the API server holds for the rollouts of
+// a namespace, in order, through a watch.
+type rolloutStatusLog struct {
+	mu   sync.Mutex
+	seen map[string][]rolloutsv1.ModelRolloutStatus
+	stop func()
+}
+
+func logStatuses(ns string) *rolloutStatusLog {
+	wc, err := client.NewWithWatch(cfg, client.Options{Scheme: scheme})
+	Expect(err).NotTo(HaveOccurred())
+	ctx, cancel := context.WithCancel(suiteCtx)
+	w, err := wc.Watch(ctx, &rolloutsv1.ModelRolloutList{}, client.InNamespace(ns))
+	Expect(err).NotTo(HaveOccurred())
+	l := &rolloutStatusLog{seen: map[string][]rolloutsv1.ModelRolloutStatus{}, stop: cancel}
+	go func() {
+		defer GinkgoRecover()
+		for ev := range w.ResultChan() {
+			ro, ok := ev.Object.(*rolloutsv1.ModelRollout)
+			if !ok || (ev.Type != watch.Added && ev.Type != watch.Modified) {
+				continue
+			}
+			l.mu.Lock()
+			l.seen[ro.Name] = append(l.seen[ro.Name], *ro.Status.DeepCopy())
+			l.mu.Unlock()
+		}
+	}()
+	return l
+}
+
+func (l *rolloutStatusLog) of(name string) []rolloutsv1.ModelRolloutStatus {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]rolloutsv1.ModelRolloutStatus(nil), l.seen[name]...)
+}
+
+var _ = Describe("Status tells what the routes carry", func() {
+	It("two rollouts on one rule created together: the loser never shows a step or a weight (10 rounds)", func() {
+		op := startOperator()
+		defer op.stop()
+		for round := range 10 {
+			ns := newNamespace()
+			createRoute(ns, "header-routing.yaml")
+			createBackend(ns, "vllm-gpt4-v2", true)
+			log := logStatuses(ns)
+			a := newRollout(ns, step(10, "1h"), step(100, "1h"))
+			b := newRollout(ns, step(20, "1h"), step(100, "1h"))
+			a.Name, b.Name = "a", "b"
+			// One apply: created back to back.
+			Expect(k8sClient.Create(suiteCtx, a)).To(Succeed())
+			Expect(k8sClient.Create(suiteCtx, b)).To(Succeed())
+
+			var winner, loser string
+			Eventually(func() string {
+				owners := ruleOwners(getRoute(ns, "model-header-routing"))
+				winner = owners["gpt4"]
+				return winner
+			}, 60*time.Second).ShouldNot(BeEmpty())
+			loser = map[string]string{"a": "b", "b": "a"}[winner]
+			want := map[string]map[string]int32{"a": {"vllm-gpt4-v1": 90, "vllm-gpt4-v2": 10}, "b": {"vllm-gpt4-v1": 80, "vllm-gpt4-v2": 20}}[winner]
+			Eventually(routeWeights(ns, "model-header-routing", "gpt4")).Should(Equal(want))
+			Eventually(func() string { return conditionReason(ns, loser, rolloutsv1.ConditionRoutesApplied) }, 60*time.Second).Should(Equal(rolloutsv1.ReasonRouteConflict))
+			Eventually(func() string { return getRollout(ns, winner).Status.Step }).Should(Equal("1/2"))
+			Expect(getRollout(ns, loser).Status.Phase).To(Equal(rolloutsv1.PhaseWaiting))
+			// The loser's every status, as the API server held it.
+			Consistently(func() []string {
+				var claims []string
+				for i, st := range log.of(loser) {
+					if st.CurrentStepIndex != nil || st.Step != "" || st.CanaryWeight != 0 || st.StepStartedAt != nil {
+						claims = append(claims, fmt.Sprintf("round %d, status %d: phase %s, step %q, weight %d", round, i, st.Phase, st.Step, st.CanaryWeight))
+					}
+				}
+				return claims
+			}, 2*time.Second).Should(BeEmpty(), "winner %s", winner)
+			log.stop()
+		}
 	})
 })

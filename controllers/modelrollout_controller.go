@@ -303,10 +303,10 @@ func landClock(st *rolloutsv1.ModelRolloutStatus, landed time.Time) {
 	if st.StepStartedAt == nil {
 		return
 	}
-	if n := len(st.StepHistory); n > 0 && st.StepHistory[n-1].EndedAt == nil && st.StepHistory[n-1].StartedAt.Time.Equal(st.StepStartedAt.Time) {
-		st.StepHistory[n-1].StartedAt = metav1.NewTime(landed)
-	}
 	start := rolloutsv1.NewMicroTime(metav1.NewMicroTime(landed))
+	if n := len(st.StepHistory); n > 0 && st.StepHistory[n-1].EndedAt == nil && st.StepHistory[n-1].StartedAt.Time.Equal(st.StepStartedAt.Time) {
+		st.StepHistory[n-1].StartedAt = start
+	}
 	st.StepStartedAt = &start
 }
 

@@ -280,6 +280,11 @@ func (p *planner) willCarry(w weights) bool {
 
 func (p *planner) now() metav1.Time { return metav1.NewTime(p.obs.Now) }
 
+// micro is the decision's time as the step history holds it.
+func (p *planner) micro() rolloutsv1.MicroTime {
+	return rolloutsv1.NewMicroTime(metav1.NewMicroTime(p.obs.Now))
+}
+
 func (p *planner) emit(warning bool, reason, format string, args ...any) {
 	p.d.Events = append(p.d.Events, event{Warning: warning, Reason: reason, Message: fmt.Sprintf(format, args...)})
 }
@@ -788,9 +793,9 @@ func (p *planner) deadlineExceeded() bool {
 
 func (p *planner) startStep(i int) {
 	st := p.st
-	now := p.now()
 	if n := len(st.StepHistory); n > 0 && st.StepHistory[n-1].EndedAt == nil {
-		st.StepHistory[n-1].EndedAt = &now
+		ended := p.micro()
+		st.StepHistory[n-1].EndedAt = &ended
 	}
 	step := p.steps[i]
 	// A step that an edit removed gives way to a step of spec.steps: the
@@ -810,7 +815,7 @@ func (p *planner) startStep(i int) {
 	st.StepStartedAt = nil
 	st.Promoted = false
 	st.Phase = rolloutsv1.PhaseProgressing
-	st.StepHistory = append(st.StepHistory, rolloutsv1.StepRecord{Weight: step.Weight, StartedAt: now})
+	st.StepHistory = append(st.StepHistory, rolloutsv1.StepRecord{Weight: step.Weight, StartedAt: p.micro()})
 	if len(st.StepHistory) > 20 {
 		st.StepHistory = st.StepHistory[len(st.StepHistory)-20:]
 	}
@@ -870,7 +875,7 @@ func (p *planner) startClockOnceRoutesCarry() bool {
 	st.StepStartedAt = &now
 	p.startedClock = true
 	if n := len(st.StepHistory); n > 0 && st.StepHistory[n-1].EndedAt == nil {
-		st.StepHistory[n-1].StartedAt = p.now()
+		st.StepHistory[n-1].StartedAt = p.micro()
 	}
 	step := p.steps[*st.CurrentStepIndex]
 	if pause := stepPause(step); pause > 0 {
@@ -888,7 +893,8 @@ func (p *planner) rollback(reason, message string) {
 	st := p.st
 	now := p.now()
 	if n := len(st.StepHistory); n > 0 && st.StepHistory[n-1].EndedAt == nil {
-		st.StepHistory[n-1].EndedAt = &now
+		ended := p.micro()
+		st.StepHistory[n-1].EndedAt = &ended
 	}
 	from := st.CanaryWeight
 	if p.obs.Routes != nil {

@@ -139,7 +139,7 @@ func (p *planner) adoptEdit(old []int32, spec []rolloutsv1.Step) {
 // the routes carry it.
 func (p *planner) lowerTo(weight int32) {
 	st := p.st
-	now := p.now()
+	now := p.micro()
 	if n := len(st.StepHistory); n > 0 && st.StepHistory[n-1].EndedAt == nil {
 		st.StepHistory[n-1].EndedAt = &now
 	}

@@ -28,8 +28,8 @@ func at25() *rolloutsv1.ModelRollout {
 	ro.Status.StepWeights = stepWeights(ro.Spec.Steps)
 	ro.Status.StepPause = dur("30m")
 	ro.Status.StepHistory = []rolloutsv1.StepRecord{
-		{Weight: 10, StartedAt: *mt(t0.Add(-50 * time.Minute)), EndedAt: mt(t0.Add(-10 * time.Minute))},
-		{Weight: 25, StartedAt: *mt(t0.Add(-10 * time.Minute))},
+		{Weight: 10, StartedAt: *umt(t0.Add(-50 * time.Minute)), EndedAt: umt(t0.Add(-10 * time.Minute))},
+		{Weight: 25, StartedAt: *umt(t0.Add(-10 * time.Minute))},
 	}
 	return ro
 }
@@ -206,7 +206,7 @@ func TestPlanStepEdits(t *testing.T) {
 		ro.Spec.Steps = fiveSteps()
 		atStep(ro, 4, 10*time.Minute)
 		ro.Status.StepWeights = stepWeights(ro.Spec.Steps)
-		ro.Status.StepHistory = []rolloutsv1.StepRecord{{Weight: 100, StartedAt: *mt(t0.Add(-10 * time.Minute))}}
+		ro.Status.StepHistory = []rolloutsv1.StepRecord{{Weight: 100, StartedAt: *umt(t0.Add(-10 * time.Minute))}}
 		ro = edited(ro, s(50, "30m"), s(100, "30m"))
 		d := carry(ro)
 		expectSchedule(t, d.Status, 100, "2/2", 50, 100)

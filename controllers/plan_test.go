@@ -201,7 +201,7 @@ func TestPlan(t *testing.T) {
 			ro: func() *rolloutsv1.ModelRollout {
 				ro := atStep(testRollout(), 0, 0)
 				ro.Status.StepStartedAt = nil
-				ro.Status.StepHistory = []rolloutsv1.StepRecord{{Weight: 10, StartedAt: *mt(t0.Add(-time.Minute))}}
+				ro.Status.StepHistory = []rolloutsv1.StepRecord{{Weight: 10, StartedAt: *umt(t0.Add(-time.Minute))}}
 				return ro
 			}(),
 			obs: observation{Found: routesAt(10, 10)},
@@ -229,7 +229,7 @@ func TestPlan(t *testing.T) {
 			name: "a step whose route patch precedes the status write starts its clock in that one write (the reconciler sets it to when the patch landed)",
 			ro: func() *rolloutsv1.ModelRollout {
 				ro := atStep(testRollout(), 0, 31*time.Minute)
-				ro.Status.StepHistory = []rolloutsv1.StepRecord{{Weight: 10, StartedAt: *mt(t0.Add(-31 * time.Minute))}}
+				ro.Status.StepHistory = []rolloutsv1.StepRecord{{Weight: 10, StartedAt: *umt(t0.Add(-31 * time.Minute))}}
 				return ro
 			}(),
 			obs: observation{Now: t0.Add(200 * time.Millisecond), Found: routesAt(10), Applying: true},
@@ -300,7 +300,7 @@ func TestPlan(t *testing.T) {
 			ro: func() *rolloutsv1.ModelRollout {
 				ro := atStep(testRollout(), 0, 0)
 				ro.Status.StepStartedAt = nil
-				ro.Status.StepHistory = []rolloutsv1.StepRecord{{Weight: 10, StartedAt: *mt(t0.Add(-5 * time.Hour))}}
+				ro.Status.StepHistory = []rolloutsv1.StepRecord{{Weight: 10, StartedAt: *umt(t0.Add(-5 * time.Hour))}}
 				return ro
 			}(),
 			obs: observation{Found: routesAt(10, -1)},

@@ -769,13 +769,14 @@ type StepRecord struct {
 	// weight of the step.
 	// +required
 	Weight int32 `json:"weight"`
-	// startedAt is when the step's weight was set.
+	// startedAt is when the routes came to carry the step's weight, to the
+	// microsecond.
 	// +required
-	StartedAt metav1.Time `json:"startedAt"`
+	StartedAt MicroTime `json:"startedAt"`
 	// endedAt is when the step gave way to the next one, to success or to a
-	// rollback.
+	// rollback, to the microsecond.
 	// +optional
-	EndedAt *metav1.Time `json:"endedAt,omitempty"`
+	EndedAt *MicroTime `json:"endedAt,omitempty"`
 }
 
 // Phase is the rollout's place in its lifecycle.

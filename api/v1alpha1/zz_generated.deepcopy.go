@@ -1000,7 +1000,8 @@ func (in *StepRecord) DeepCopyInto(out *StepRecord) {
 	in.StartedAt.DeepCopyInto(&out.StartedAt)
 	if in.EndedAt != nil {
 		in, out := &in.EndedAt, &out.EndedAt
-		*out = (*in).DeepCopy()
+		*out = new(MicroTime)
+		(*in).DeepCopyInto(*out)
 	}
 }
 

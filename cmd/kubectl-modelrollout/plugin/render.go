@@ -295,8 +295,8 @@ func (v *statusView) due() string {
 }
 
 func lastEnded(h []rolloutsv1.StepRecord) *metav1.Time {
-	if n := len(h); n > 0 {
-		return h[n-1].EndedAt
+	if n := len(h); n > 0 && h[n-1].EndedAt != nil {
+		return &metav1.Time{Time: h[n-1].EndedAt.Time}
 	}
 	return nil
 }

@@ -68,7 +68,7 @@ func TestStatusWaiting(t *testing.T) {
 func TestStatusProgressingHolds(t *testing.T) {
 	ro := progressing()
 	ro.Status.StepStartedAt = micro(ago(31 * time.Minute))
-	ro.Status.StepHistory[1].StartedAt = *ago(31 * time.Minute)
+	ro.Status.StepHistory[1].StartedAt = *mago(31 * time.Minute)
 	ro.Status.Message = `Step 2/5: canary at 25%, gate "ttft" holds: no data`
 	ro.Status.Gates[2] = rolloutsv1.GateStatus{Name: "ttft", Verdict: rolloutsv1.VerdictNoData, ConsecutiveInconclusive: 3,
 		Threshold: "<= 2", Message: "fewer than 100 requests", LastEvaluatedAt: ago(20 * time.Second)}
