@@ -222,6 +222,12 @@ func (r *ModelRolloutReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	// describes what they carry, unless another rollout owns a rule or a
 	// drift correction waits for its backoff.
 	obs.Applying = obs.Conflict == nil && backoff == 0
+	if obs.Applying {
+		// Whether the API server takes this decision's patch is learnt
+		// below, from this patch: an earlier refusal does not keep the
+		// rollout from trying again.
+		obs.Rejected = nil
+	}
 	if len(ro.Status.Workloads) > 0 && !abortFirst {
 		obs.Handoff = r.runHandoffs(ctx, ro, now)
 	}
@@ -244,7 +250,7 @@ func (r *ModelRolloutReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		r.direct.release(direct)
 		rejected, headerProblem := r.writes.rejection(req.NamespacedName), r.writes.headerProblem(req.NamespacedName)
 		switch {
-		case (rejected != nil && obs.Rejected == nil) || (headerProblem != nil && obs.HeaderRoute == nil):
+		case rejected != nil || (headerProblem != nil && obs.HeaderRoute == nil):
 			// The API server refused the patch: decide again knowing it,
 			// so that the status says why the rollout waits instead of
 			// claiming a step the routes do not carry.

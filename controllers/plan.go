@@ -767,7 +767,10 @@ func (p *planner) wait(b *problem) {
 		st.WaitingSince = &now
 		p.emit(true, b.Reason, "%s", b.Message)
 	}
-	if st.CurrentStepIndex == nil {
+	if st.CurrentStepIndex == nil || b == p.obs.Rejected || b == p.obs.Conflict {
+		// Before the first step, or while the API server or another
+		// rollout refuses this rollout's write: the routes carry the step
+		// in status, and the rollout waits.
 		st.Phase = rolloutsv1.PhaseWaiting
 	}
 	deadline := p.progressDeadline()
