@@ -35,3 +35,18 @@ func TestMicroTimeReadsBothPrecisions(t *testing.T) {
 		t.Fatal("a time that does not parse is an error")
 	}
 }
+
+func TestWalkedSteps(t *testing.T) {
+	pause := Duration("30m")
+	ro := &ModelRollout{Spec: ModelRolloutSpec{Steps: []Step{{Weight: 50, Pause: &pause}, {Weight: 100}}}}
+	if got := ro.WalkedSteps(); len(got) != 2 || got[0].Weight != 50 {
+		t.Fatalf("without stepWeights: %v", got)
+	}
+	held := Duration("5m")
+	ro.Status.StepWeights = []int32{25, 50, 100}
+	ro.Status.StepPause = &held
+	got := ro.WalkedSteps()
+	if len(got) != 3 || got[0].Weight != 25 || *got[0].Pause != held || *got[1].Pause != pause || got[2].Pause != nil {
+		t.Fatalf("with a held weight: %+v", got)
+	}
+}

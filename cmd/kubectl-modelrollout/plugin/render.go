@@ -37,7 +37,7 @@ const lineWidth = 110
 // RenderStatus writes the detailed view of one rollout, as
 // `kubectl modelrollout status` shows it, with relative times taken from now.
 func RenderStatus(w io.Writer, ro *rolloutsv1.ModelRollout, events []Event, now time.Time, style Style) error {
-	v := &statusView{ro: ro, st: &ro.Status, now: now, style: style, steps: ro.Spec.EffectiveSteps()}
+	v := &statusView{ro: ro, st: &ro.Status, now: now, style: style, steps: ro.WalkedSteps()}
 	v.render(events)
 	_, err := io.WriteString(w, strings.Join(v.lines, "\n")+"\n")
 	return err
