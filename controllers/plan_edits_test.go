@@ -276,3 +276,31 @@ func TestPlanStepEdits(t *testing.T) {
 		expect(t, d.Routes.CanaryWeight, int32(25))
 	})
 }
+
+// A write the API server refused leaves the rollout Waiting where its routes
+// are, with the reason, before and after its first step.
+func TestPlanRefusedWrite(t *testing.T) {
+	refused := &problem{Reason: rolloutsv1.ReasonPatchRejected, Message: "HTTPRoute r: canary weight is capped at 49% by policy"}
+
+	d := plan(testRollout(), observation{Now: t0, Found: routesAt(0), Rejected: refused})
+	expect(t, d.Status.Phase, rolloutsv1.PhaseWaiting)
+	expect(t, d.Status.CurrentStepIndex == nil, true)
+	expect(t, d.Status.Step, "")
+	expect(t, d.Status.CanaryWeight, int32(0))
+	expect(t, d.Status.Message, refused.Message)
+	expect(t, condStatus(d.Status, "RoutesApplied"), "False/PatchRejected")
+
+	ro := atStep(testRollout(), 0, time.Hour) // its pause is over: the next step is 50%
+	d = plan(ro, observation{Now: t0, Found: routesAt(10), Rejected: refused})
+	expect(t, d.Status.Phase, rolloutsv1.PhaseWaiting)
+	expect(t, d.Status.Step, "1/3")
+	expect(t, d.Status.CanaryWeight, int32(10))
+	expect(t, d.Status.Message, refused.Message)
+	expect(t, d.Routes.CanaryWeight, int32(10))
+
+	conflict := &problem{Reason: rolloutsv1.ReasonRouteConflict, Message: "rule gpt4 of HTTPRoute r is managed by ModelRollout other"}
+	d = plan(testRollout(), observation{Now: t0, Found: routesAt(0), Conflict: conflict})
+	expect(t, d.Status.Phase, rolloutsv1.PhaseWaiting)
+	expect(t, d.Status.CurrentStepIndex == nil, true)
+	expect(t, d.Status.CanaryWeight, int32(0))
+}
