@@ -258,7 +258,9 @@ var _ = Describe("ModelRollout controller", func() {
 		ro := getRollout(ns, "gpt4")
 		Expect(k8sClient.Patch(suiteCtx, ro, client.RawPatch(types.MergePatchType, []byte(`{"spec":{"canary":{"name":"vllm-gpt4-v3"}}}`)))).To(Succeed())
 		Eventually(routeWeights(ns, "model-header-routing", "gpt4")).Should(Equal(map[string]int32{"vllm-gpt4-v1": 70, "vllm-gpt4-v2": 0, "vllm-gpt4-v3": 30}))
-		Eventually(func(g Gomega) { g.Expect(getRollout(ns, "gpt4").Status.Revision).To(Equal("Service/vllm-gpt4-v1:8000 -> Service/vllm-gpt4-v3:8000")) }).Should(Succeed()) // the status follows the routes
+		Eventually(func(g Gomega) {
+			g.Expect(getRollout(ns, "gpt4").Status.Revision).To(Equal("Service/vllm-gpt4-v1:8000 -> Service/vllm-gpt4-v3:8000"))
+		}).Should(Succeed()) // the status follows the routes
 		Eventually(eventReasons(ns, "gpt4")).Should(ContainElement("CanaryReplaced"))
 	})
 
