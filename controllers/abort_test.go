@@ -245,7 +245,7 @@ var _ = Describe("Abort fast path", func() {
 		ro.Spec.Analysis = &rolloutsv1.Analysis{Interval: "1m", Gates: []rolloutsv1.Gate{{Name: "errors", GateSpec: rolloutsv1.GateSpec{Preset: "vllm-error-ratio", Max: ptr.To(0.05)}}}}
 		Expect(k8sClient.Create(suiteCtx, ro)).To(Succeed())
 		Eventually(routeWeights(ns, "model-header-routing", "gpt4")).Should(HaveKeyWithValue("vllm-gpt4-v2", int32(25)))
-		Eventually(func() *metav1.Time { return getRollout(ns, "gpt4").Status.StepStartedAt }).ShouldNot(BeNil())
+		Eventually(func() *rolloutsv1.MicroTime { return getRollout(ns, "gpt4").Status.StepStartedAt }).ShouldNot(BeNil())
 
 		gates.hang.Store(true)
 		before := len(writes.entries())

@@ -118,6 +118,12 @@ func (r *ModelRolloutReconciler) releaseRoutes(ctx context.Context, ro *rollouts
 		p.ops = append(p.ops, ownerOps(m.Route, ro.Name, nil, "")...)
 		patches = append(patches, p)
 	}
+	// Routes removed from spec.routes whose release had not landed yet.
+	dropped, err := r.observeDropped(ctx, ro)
+	if err != nil {
+		return err
+	}
+	patches = append(patches, droppedPatches(ro, dropped)...)
 	patched, rejections, errs := r.patchRoutes(ctx, patches)
 	for _, p := range patched {
 		if len(p.changes) > 0 {

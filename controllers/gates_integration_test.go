@@ -218,7 +218,9 @@ var _ = Describe("Gates against a real Prometheus", func() {
 		Expect(k8sClient.Create(suiteCtx, gatedRollout(ns, prom.URL(), step(10, "1h"), step(100, "1h")))).To(Succeed())
 		Eventually(phaseOf(ns, "gpt4"), 2*time.Minute).Should(Equal(rolloutsv1.PhaseRolledBack))
 		Eventually(routeWeights(ns, "model-header-routing", "gpt4")).Should(Equal(map[string]int32{"vllm-gpt4-v1": 100, "vllm-gpt4-v2": 0}))
-		Expect(getRollout(ns, "gpt4").Status.Rollback.Message).To(ContainSubstring(`gate "latency"`))
+		Eventually(func(g Gomega) {
+			g.Expect(getRollout(ns, "gpt4").Status.Rollback.Message).To(ContainSubstring(`gate "latency"`))
+		}).Should(Succeed()) // the status follows the routes
 	})
 
 	It("holds a canary without traffic and never promotes it", func() {

@@ -168,7 +168,7 @@ var _ = Describe("Rollout lifecycle edges", func() {
 			op = startOperator(withRouteWriteCounter(&writes))
 			Expect(k8sClient.Create(suiteCtx, newRollout(ns, step(10, "3s"), step(100, "1h")))).To(Succeed())
 			Eventually(routeWeights(ns, "model-header-routing", "gpt4")).Should(HaveKeyWithValue("vllm-gpt4-v2", int32(10)))
-			Eventually(func() *metav1.Time { return getRollout(ns, "gpt4").Status.StepStartedAt }).ShouldNot(BeNil())
+			Eventually(func() *rolloutsv1.MicroTime { return getRollout(ns, "gpt4").Status.StepStartedAt }).ShouldNot(BeNil())
 			Eventually(conditionOf(ns, "gpt4", rolloutsv1.ConditionRoutesApplied)).Should(HaveField("Status", metav1.ConditionTrue))
 
 			// A GitOps tool re-applies the Git weights (v1 100, v2 0) every

@@ -174,13 +174,17 @@ func (m *Metrics) observeStepClock(ro *rolloutsv1.ModelRollout, st *rolloutsv1.M
 	}
 	start := st.StepStartedAt.Time
 	m.StepStarted.With(key).Set(float64(start.UnixNano()) / 1e9)
-	steps := ro.Spec.EffectiveSteps()
-	i := int(*st.CurrentStepIndex)
-	if i < 0 || i >= len(steps) || steps[i].Pause == nil {
+	// The pause of the step in force, which an edit of spec.steps may have
+	// removed (status.stepPause); spec.steps for a status without it.
+	stepPause := st.StepPause
+	if steps, i := ro.Spec.EffectiveSteps(), int(*st.CurrentStepIndex); stepPause == nil && i >= 0 && i < len(steps) && steps[i].Weight == st.CanaryWeight {
+		stepPause = steps[i].Pause
+	}
+	if stepPause == nil {
 		m.StepDue.Delete(key)
 		return
 	}
-	pause, err := steps[i].Pause.Parse()
+	pause, err := stepPause.Parse()
 	if err != nil {
 		m.StepDue.Delete(key)
 		return

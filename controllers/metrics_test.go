@@ -15,7 +15,6 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 
@@ -150,7 +149,7 @@ func TestGateThresholdAndStepClockSeries(t *testing.T) {
 
 	started := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
 	at := func(phase rolloutsv1.Phase, idx int32) *decision {
-		return &decision{Status: rolloutsv1.ModelRolloutStatus{Phase: phase, CurrentStepIndex: ptr.To(idx), StepStartedAt: &metav1.Time{Time: started}}}
+		return &decision{Status: rolloutsv1.ModelRolloutStatus{Phase: phase, CurrentStepIndex: ptr.To(idx), StepStartedAt: umt(started)}}
 	}
 	m.observe(ro, at(rolloutsv1.PhaseProgressing, 0))
 	if got := testutil.ToFloat64(m.StepStarted.WithLabelValues("ai-gateway", "gpt4")); got != float64(started.Unix()) {

@@ -14,7 +14,6 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
@@ -118,8 +117,9 @@ type ModelRolloutReconciler struct {
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
 // Reconcile observes one rollout's routes, canary and gates, decides its next
-// status and the weights its routes must carry, writes the status, then
-// brings the routes to those weights.
+// status and the weights its routes must carry, brings the routes to those
+// weights, then writes the status: a refused patch is decided again, so
+// that the status never claims weights the routes do not carry.
 func (r *ModelRolloutReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	ro := &rolloutsv1.ModelRollout{}
 	if err := r.Get(ctx, req.NamespacedName, ro); err != nil {
@@ -160,7 +160,11 @@ func (r *ModelRolloutReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	for _, m := range routes.Found {
+	dropped, err := r.observeDropped(ctx, ro)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	for _, m := range slices.Concat(routes.Found, dropped) {
 		if r.writes.stale(m.Route.UID, m.Route.Generation) {
 			// The cache has not caught up with this process's own route
 			// write; its watch event is on the way.
@@ -216,36 +220,48 @@ func (r *ModelRolloutReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		}
 	}
 
-	// The routes are patched right after the status write unless another
-	// rollout owns a rule, a drift correction waits for its backoff, or the
-	// abort fast path writes them first.
-	obs.Applying = !abortFirst && obs.Conflict == nil && backoff == 0
+	// The routes are patched before the status write, so that the status
+	// describes what they carry, unless another rollout owns a rule or a
+	// drift correction waits for its backoff.
+	obs.Applying = obs.Conflict == nil && backoff == 0
+	if obs.Applying {
+		// Whether the API server takes this decision's patch is learnt
+		// below, from this patch: an earlier refusal does not keep the
+		// rollout from trying again.
+		obs.Rejected = nil
+	}
 	if len(ro.Status.Workloads) > 0 && !abortFirst {
 		obs.Handoff = r.runHandoffs(ctx, ro, now)
 	}
 	d := plan(ro, obs)
 	result := ctrl.Result{RequeueAfter: d.RequeueAfter}
-	clockAhead := !obs.carries(d.Routes) && startsClock(&ro.Status, &d.Status)
-	routesFirst := abortFirst && d.Status.Phase == rolloutsv1.PhaseRolledBack && obs.Conflict == nil
-	var applyErr error
-	if routesFirst {
-		var retry time.Duration
-		if retry, applyErr = r.applyRoutes(ctx, ro, d.Routes, routes.Found); applyErr != nil {
-			return result, applyErr
-		}
-		// The rollback deletes the header routes too, before the status
-		// write, like the weights.
-		if result, applyErr = r.withHeaderRoutes(ctx, ro, &d.Status, routes.Found, obs.Owned, result, nil); applyErr != nil {
-			return result, applyErr
-		}
-		r.direct.release(direct)
+	if obs.Applying {
+		startsNow := startsClock(&ro.Status, &d.Status) && !obs.carries(d.Routes)
+		retry, err := r.applyRoutes(ctx, ro, d.Routes, routes.Found, dropped)
 		if retry > 0 {
 			result = minRequeue(result, retry)
-		} else {
-			// The routes took the rollback: say so now rather than in one
-			// more status write after the route's watch event.
-			meta.SetStatusCondition(&d.Status.Conditions, metav1.Condition{Type: rolloutsv1.ConditionRoutesApplied, Status: metav1.ConditionTrue,
-				Reason: rolloutsv1.ReasonApplied, Message: "Every managed rule carries " + describeIntent(d.Routes), ObservedGeneration: ro.Generation})
+		}
+		// The header routes too (a rollback deletes them), before the
+		// status write, like the weights.
+		if result, err = r.withHeaderRoutes(ctx, ro, &d.Status, routes.Found, obs.Owned, result, err); err != nil {
+			// Not written, or not all: the decision's status would claim
+			// what the routes do not carry. A stale copy or a transient
+			// failure is decided again; its status stays as it was.
+			return result, err
+		}
+		r.direct.release(direct)
+		rejected, headerProblem := r.writes.rejection(req.NamespacedName), r.writes.headerProblem(req.NamespacedName)
+		switch {
+		case rejected != nil || (headerProblem != nil && obs.HeaderRoute == nil):
+			// The API server refused the patch: decide again knowing it,
+			// so that the status says why the rollout waits instead of
+			// claiming a step the routes do not carry.
+			obs.Rejected, obs.HeaderRoute, obs.Applying = rejected, headerProblem, false
+			d = plan(ro, obs)
+			result.RequeueAfter = minRequeue(ctrl.Result{RequeueAfter: d.RequeueAfter}, result.RequeueAfter).RequeueAfter
+		case startsNow && retry == 0:
+			// The step's weight landed just now: its clock starts now.
+			landClock(&d.Status, r.now())
 		}
 	}
 	previous := ro.Status.Phase
@@ -263,36 +279,13 @@ func (r *ModelRolloutReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	}
 	r.Metrics.observe(ro, &d)
 	r.record(ctx, ro, d.Events, d.Status.Phase)
-	if routesFirst {
-		return result, nil
-	}
-
-	if obs.Conflict != nil {
-		// Another rollout owns a rule: write nothing. Its release changes
-		// the route's annotation, which brings this rollout back.
-		return result, nil
-	}
-	if backoff > 0 {
+	if backoff > 0 && obs.Conflict == nil {
 		return r.withHeaderRoutes(ctx, ro, &d.Status, routes.Found, obs.Owned, minRequeue(result, backoff), nil)
 	}
-	retry, err := r.applyRoutes(ctx, ro, d.Routes, routes.Found)
-	if retry > 0 {
-		result = minRequeue(result, retry)
-	}
-	if result, err = r.withHeaderRoutes(ctx, ro, &d.Status, routes.Found, obs.Owned, result, err); err != nil {
-		return result, err
-	}
-	if err == nil && retry == 0 && clockAhead {
-		// The status started the step's clock ahead of this patch; if the
-		// patch landed after that start, the start moves to when it did.
-		st := ro.Status.DeepCopy()
-		if moveClock(st, r.now()) {
-			if err := r.patchStatus(ctx, ro, *st); err != nil {
-				return result, err
-			}
-		}
-	}
-	return result, err
+	// With a conflict, another rollout owns a rule: nothing is written.
+	// Its release changes the route's annotation, which brings this
+	// rollout back.
+	return result, nil
 }
 
 // withHeaderRoutes applies the header routes after the weights, and folds
@@ -309,22 +302,20 @@ func (r *ModelRolloutReconciler) withHeaderRoutes(ctx context.Context, ro *rollo
 // startsClock says whether the decision starts a step's clock the status
 // did not have running.
 func startsClock(before, after *rolloutsv1.ModelRolloutStatus) bool {
-	return after.StepStartedAt != nil && (before.StepStartedAt == nil || !before.StepStartedAt.Equal(after.StepStartedAt))
+	return after.StepStartedAt != nil && (before.StepStartedAt == nil || !before.StepStartedAt.Time.Equal(after.StepStartedAt.Time))
 }
 
-// moveClock moves a step's start, and the step's record in the history, to
-// landed (rounded up to the second) when the routes came to carry the step
-// only after the start written in status. It reports whether it moved it.
-func moveClock(st *rolloutsv1.ModelRolloutStatus, landed time.Time) bool {
-	if st.StepStartedAt == nil || !landed.After(st.StepStartedAt.Time) {
-		return false
+// landClock sets the start of a step whose clock the decision started to
+// when the route patch that carries it landed, with the step's record.
+func landClock(st *rolloutsv1.ModelRolloutStatus, landed time.Time) {
+	if st.StepStartedAt == nil {
+		return
 	}
-	start := metav1.NewTime(roundUpSecond(landed))
-	if n := len(st.StepHistory); n > 0 && st.StepHistory[n-1].EndedAt == nil && st.StepHistory[n-1].StartedAt.Equal(st.StepStartedAt) {
+	start := rolloutsv1.NewMicroTime(metav1.NewMicroTime(landed))
+	if n := len(st.StepHistory); n > 0 && st.StepHistory[n-1].EndedAt == nil && st.StepHistory[n-1].StartedAt.Time.Equal(st.StepStartedAt.Time) {
 		st.StepHistory[n-1].StartedAt = start
 	}
 	st.StepStartedAt = &start
-	return true
 }
 
 // abortable says whether an abort acts in the phase.
@@ -422,7 +413,7 @@ func (r *ModelRolloutReconciler) event(ro *rolloutsv1.ModelRollout, e event) {
 // when it holds none. A rejected patch is kept for the next decision (see
 // observation.Rejected) and retried with backoff; a stale copy is retried
 // at once with the fresh one. retry is when to try again.
-func (r *ModelRolloutReconciler) applyRoutes(ctx context.Context, ro *rolloutsv1.ModelRollout, w weights, routes []managedRoute) (retry time.Duration, err error) {
+func (r *ModelRolloutReconciler) applyRoutes(ctx context.Context, ro *rolloutsv1.ModelRollout, w weights, routes, dropped []managedRoute) (retry time.Duration, err error) {
 	var patches []routePatch
 	for _, m := range routes {
 		p := routePatch{route: m.Route}
@@ -434,9 +425,18 @@ func (r *ModelRolloutReconciler) applyRoutes(ctx context.Context, ro *rolloutsv1
 		}
 		patches = append(patches, p)
 	}
+	// Routes removed from spec.routes go back to stable in the same round.
+	patches = append(patches, droppedPatches(ro, dropped)...)
 	patched, rejections, failures := r.patchRoutes(ctx, patches)
 	for _, p := range patched {
 		log.FromContext(ctx).Info("Patched HTTPRoute", "route", p.route.Name, "changes", describeChanges(p.changes))
+		if p.dropped {
+			msg := fmt.Sprintf("HTTPRoute %s left spec.routes: its rules are released", p.route.Name)
+			if len(p.changes) > 0 {
+				msg = fmt.Sprintf("HTTPRoute %s left spec.routes: its traffic returns to stable (%s) and its rules are released", p.route.Name, describeChanges(p.changes))
+			}
+			r.event(ro, event{Reason: "RouteReleased", Message: msg})
+		}
 	}
 	key := client.ObjectKeyFromObject(ro)
 	if len(rejections) > 0 {
@@ -453,6 +453,8 @@ type routePatch struct {
 	route   *gatewayv1.HTTPRoute
 	ops     []patchOp
 	changes []string
+	// dropped is set for a route removed from spec.routes.
+	dropped bool
 }
 
 // patchRoutes sends the patches that have operations, concurrently (a
@@ -550,6 +552,9 @@ func (r *ModelRolloutReconciler) SetupWithManager(ctx context.Context, mgr ctrl.
 	}
 	if err := idx.IndexField(ctx, &rolloutsv1.ModelRollout{}, indexGateTemplate, gateTemplateKeys); err != nil {
 		return fmt.Errorf("index ModelRollouts by gate template: %w", err)
+	}
+	if err := idx.IndexField(ctx, &gatewayv1.HTTPRoute{}, indexRuleOwner, ruleOwnerKeys); err != nil {
+		return fmt.Errorf("index HTTPRoutes by the rollouts that own their rules: %w", err)
 	}
 	if err := idx.IndexField(ctx, &gatewayv1.HTTPRoute{}, indexHeaderRouteOf, func(o client.Object) []string {
 		if owner := o.GetLabels()[rolloutsv1.LabelHeaderRouteOf]; owner != "" {

@@ -10,7 +10,6 @@ import (
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -156,7 +155,7 @@ var _ = Describe("ModelRollout controller", func() {
 		// The status starts the step's clock in the write before the route
 		// patch; the step has served once the route carries it.
 		Eventually(routeWeights(ns, "model-header-routing", "gpt4")).Should(HaveKeyWithValue("vllm-gpt4-v2", int32(10)))
-		Eventually(func() *metav1.Time { return getRollout(ns, "gpt4").Status.StepStartedAt }).ShouldNot(BeNil())
+		Eventually(func() *rolloutsv1.MicroTime { return getRollout(ns, "gpt4").Status.StepStartedAt }).ShouldNot(BeNil())
 		op.stop()
 		op = nil
 		// Read once nothing writes any more.
@@ -191,7 +190,7 @@ var _ = Describe("ModelRollout controller", func() {
 
 		setEndpoints(ns, "vllm-gpt4-v2", true)
 		Eventually(routeWeights(ns, "model-header-routing", "gpt4")).Should(Equal(map[string]int32{"vllm-gpt4-v1": 90, "vllm-gpt4-v2": 10}))
-		Expect(getRollout(ns, "gpt4").Status.Phase).To(Equal(rolloutsv1.PhaseProgressing))
+		Eventually(func(g Gomega) { g.Expect(getRollout(ns, "gpt4").Status.Phase).To(Equal(rolloutsv1.PhaseProgressing)) }).Should(Succeed()) // the status follows the routes
 		Expect(conditionReason(ns, "gpt4", rolloutsv1.ConditionCanaryAvailable)).To(Equal(rolloutsv1.ReasonAvailable))
 	})
 
@@ -259,7 +258,9 @@ var _ = Describe("ModelRollout controller", func() {
 		ro := getRollout(ns, "gpt4")
 		Expect(k8sClient.Patch(suiteCtx, ro, client.RawPatch(types.MergePatchType, []byte(`{"spec":{"canary":{"name":"vllm-gpt4-v3"}}}`)))).To(Succeed())
 		Eventually(routeWeights(ns, "model-header-routing", "gpt4")).Should(Equal(map[string]int32{"vllm-gpt4-v1": 70, "vllm-gpt4-v2": 0, "vllm-gpt4-v3": 30}))
-		Expect(getRollout(ns, "gpt4").Status.Revision).To(Equal("Service/vllm-gpt4-v1:8000 -> Service/vllm-gpt4-v3:8000"))
+		Eventually(func(g Gomega) {
+			g.Expect(getRollout(ns, "gpt4").Status.Revision).To(Equal("Service/vllm-gpt4-v1:8000 -> Service/vllm-gpt4-v3:8000"))
+		}).Should(Succeed()) // the status follows the routes
 		Eventually(eventReasons(ns, "gpt4")).Should(ContainElement("CanaryReplaced"))
 	})
 
@@ -271,13 +272,13 @@ var _ = Describe("ModelRollout controller", func() {
 		Expect(k8sClient.Create(suiteCtx, ro)).To(Succeed())
 		Eventually(phaseOf(ns, "gpt4")).Should(Equal(rolloutsv1.PhasePaused))
 		// The status that starts the step (and pauses it) goes out just
-		// before the route patch.
+		// after the route patch.
 		Eventually(routeWeights(ns, "model-header-routing", "gpt4")).Should(Equal(map[string]int32{"vllm-gpt4-v1": 90, "vllm-gpt4-v2": 10}))
 		Consistently(routeWeights(ns, "model-header-routing", "gpt4")).Should(Equal(map[string]int32{"vllm-gpt4-v1": 90, "vllm-gpt4-v2": 10}))
 
 		annotate(ns, "gpt4", map[string]string{rolloutsv1.AnnotationPromote: "p1"})
 		Eventually(routeWeights(ns, "model-header-routing", "gpt4")).Should(Equal(map[string]int32{"vllm-gpt4-v1": 0, "vllm-gpt4-v2": 100}))
-		Expect(getRollout(ns, "gpt4").Status.Phase).To(Equal(rolloutsv1.PhaseProgressing))
+		Eventually(func(g Gomega) { g.Expect(getRollout(ns, "gpt4").Status.Phase).To(Equal(rolloutsv1.PhaseProgressing)) }).Should(Succeed()) // the status follows the routes
 
 		annotate(ns, "gpt4", map[string]string{rolloutsv1.AnnotationPaused: "true"})
 		Eventually(phaseOf(ns, "gpt4")).Should(Equal(rolloutsv1.PhasePaused))

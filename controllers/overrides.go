@@ -212,9 +212,9 @@ func (p *planner) applyOverride(i int) bool {
 // the last step's gates at once.
 func (p *planner) succeedNow() {
 	st := p.st
-	now := p.now()
 	if n := len(st.StepHistory); n > 0 && st.StepHistory[n-1].EndedAt == nil {
-		st.StepHistory[n-1].EndedAt = &now
+		ended := p.micro()
+		st.StepHistory[n-1].EndedAt = &ended
 	}
 	st.Phase = rolloutsv1.PhaseSucceeded
 	st.Message = fmt.Sprintf("Canary %s holds 100%% of traffic", p.ro.Spec.Canary.Name)

@@ -57,7 +57,7 @@ func TestPlanOverrides(t *testing.T) {
 			name: "a full promote from step 1 goes to the last step's weight at once",
 			ro: func() *rolloutsv1.ModelRollout {
 				ro := failingBelowLimit(atStep(testRollout(), 0, 5*time.Minute))
-				ro.Status.StepHistory = []rolloutsv1.StepRecord{{Weight: 10, StartedAt: *mt(t0.Add(-5 * time.Minute))}}
+				ro.Status.StepHistory = []rolloutsv1.StepRecord{{Weight: 10, StartedAt: *umt(t0.Add(-5 * time.Minute))}}
 				return ro
 			}(),
 			obs: observation{Requests: overrideRequests("f1", "")},

@@ -16,8 +16,9 @@ import (
 
 // This file holds the rollout's decisions as a pure function: given the
 // object (spec and last status), what the reconciler observed and the time,
-// it returns the next status. The reconciler observes, calls plan, writes the
-// status and then holds the routes at status.canaryWeight.
+// it returns the next status. The reconciler observes, calls plan, brings
+// the routes to what the status says and then writes the status: a status
+// never claims weights the routes do not carry.
 
 // problem is an unmet precondition or an invalid setting.
 type problem struct {
@@ -116,10 +117,10 @@ type observation struct {
 	// Hooks are the answers of webhook calls made since the last decision.
 	Hooks []hookResult
 	// Applying is set when the reconciler patches the routes to this
-	// decision's weights right after writing its status. A step whose
-	// weight is about to be written then starts its clock in the same
-	// status write (see startClockOnceRoutesCarry), instead of in a second
-	// write after the route's watch event.
+	// decision's weights before it writes the decision's status, which it
+	// writes only once the patch landed. A step whose weight is being
+	// written then starts its clock in that status write (see
+	// startClockOnceRoutesCarry and landClock).
 	Applying bool
 }
 
@@ -224,11 +225,16 @@ type planner struct {
 	// before any traffic moved (plan_capacity.go).
 	capacityWait    *problem
 	capacityStalled bool
+
+	// heldAt is the index in steps of a step that an edit of spec.steps
+	// removed while it was in force and that still bakes, or -1 (see
+	// walkedSteps).
+	heldAt int
 }
 
 // plan decides the next status of a rollout.
 func plan(ro *rolloutsv1.ModelRollout, obs observation) decision {
-	p := &planner{ro: ro, obs: obs, steps: ro.Spec.EffectiveSteps()}
+	p := &planner{ro: ro, obs: obs, steps: ro.Spec.EffectiveSteps(), heldAt: -1}
 	p.d.Status = *ro.Status.DeepCopy()
 	p.st = &p.d.Status
 	p.st.ObservedGeneration = ro.Generation
@@ -263,7 +269,7 @@ func lowerFirst(s string) string {
 }
 
 // willCarry says whether the routes carry the weights, or will once the
-// route patch that follows this decision's status write lands.
+// route patch that precedes this decision's status write lands.
 func (p *planner) willCarry(w weights) bool {
 	if p.obs.carries(w) {
 		return true
@@ -273,6 +279,11 @@ func (p *planner) willCarry(w weights) bool {
 }
 
 func (p *planner) now() metav1.Time { return metav1.NewTime(p.obs.Now) }
+
+// micro is the decision's time as the step history holds it.
+func (p *planner) micro() rolloutsv1.MicroTime {
+	return rolloutsv1.NewMicroTime(metav1.NewMicroTime(p.obs.Now))
+}
 
 func (p *planner) emit(warning bool, reason, format string, args ...any) {
 	p.d.Events = append(p.d.Events, event{Warning: warning, Reason: reason, Message: fmt.Sprintf(format, args...)})
@@ -510,6 +521,8 @@ func (p *planner) clearRollout() {
 	st.Revision = ""
 	st.Canary = nil
 	st.CurrentStepIndex = nil
+	st.StepWeights = nil
+	st.StepPause = nil
 	st.Step = ""
 	st.CanaryWeight = 0
 	st.StepStartedAt = nil
@@ -555,6 +568,8 @@ func (p *planner) restart() {
 	now := p.now()
 	st.Phase = rolloutsv1.PhaseWaiting
 	st.CurrentStepIndex = nil
+	st.StepWeights = nil
+	st.StepPause = nil
 	st.Step = ""
 	st.CanaryWeight = 0
 	st.StepStartedAt = nil
@@ -740,7 +755,10 @@ func (p *planner) wait(b *problem) {
 		st.WaitingSince = &now
 		p.emit(true, b.Reason, "%s", b.Message)
 	}
-	if st.CurrentStepIndex == nil {
+	if st.CurrentStepIndex == nil || b == p.obs.Rejected || b == p.obs.Conflict {
+		// Before the first step, or while the API server or another
+		// rollout refuses this rollout's write: the routes carry the step
+		// in status, and the rollout waits.
 		st.Phase = rolloutsv1.PhaseWaiting
 	}
 	deadline := p.progressDeadline()
@@ -766,13 +784,20 @@ func (p *planner) deadlineExceeded() bool {
 
 func (p *planner) startStep(i int) {
 	st := p.st
-	now := p.now()
 	if n := len(st.StepHistory); n > 0 && st.StepHistory[n-1].EndedAt == nil {
-		st.StepHistory[n-1].EndedAt = &now
+		ended := p.micro()
+		st.StepHistory[n-1].EndedAt = &ended
 	}
-	idx := int32(i)
 	step := p.steps[i]
+	// A step that an edit removed gives way to a step of spec.steps: the
+	// rollout walks spec.steps from now on.
+	i = p.specIndex(i)
+	p.steps = p.ro.Spec.EffectiveSteps()
+	p.heldAt = -1
+	idx := int32(i)
 	st.CurrentStepIndex = &idx
+	st.StepWeights = stepWeights(p.steps)
+	st.StepPause = step.Pause
 	st.Step = fmt.Sprintf("%d/%d", i+1, len(p.steps))
 	st.CanaryWeight = step.Weight
 	// The step's clock starts once the routes carry its weight (anchor),
@@ -781,7 +806,7 @@ func (p *planner) startStep(i int) {
 	st.StepStartedAt = nil
 	st.Promoted = false
 	st.Phase = rolloutsv1.PhaseProgressing
-	st.StepHistory = append(st.StepHistory, rolloutsv1.StepRecord{Weight: step.Weight, StartedAt: now})
+	st.StepHistory = append(st.StepHistory, rolloutsv1.StepRecord{Weight: step.Weight, StartedAt: p.micro()})
 	if len(st.StepHistory) > 20 {
 		st.StepHistory = st.StepHistory[len(st.StepHistory)-20:]
 	}
@@ -831,30 +856,21 @@ func (p *planner) startClockOnceRoutesCarry() bool {
 		st.Message = fmt.Sprintf("Step %s: the routes no longer carry canary weight %d; the step bakes its full pause again once they do", st.Step, st.CanaryWeight)
 		return false
 	}
-	from := p.obs.Now
-	if !carries {
-		if !p.willCarry(intentOf(st)) || !p.headerWillCarry() {
-			return false
-		}
-		// The route patch follows this status write: start the clock
-		// once it has landed (applyMargin), so that this status write is
-		// the step's only one. Should the patch land later, the reconciler
-		// moves the start (restartClock); should it fail, the next
-		// decision stops the clock above.
-		from = from.Add(applyMargin)
+	if !carries && (!p.willCarry(intentOf(st)) || !p.headerWillCarry()) {
+		return false
 	}
-	// Status times have one-second precision: round the start up, so that
-	// a step never bakes less than its pause.
-	start := roundUpSecond(from)
-	now := metav1.NewTime(start)
+	// Either the routes carry the step, or the reconciler patches them
+	// before it writes this status and sets the start to when the patch
+	// landed (landClock); should it fail, this status is not written.
+	now := rolloutsv1.NewMicroTime(metav1.NewMicroTime(p.obs.Now))
 	st.StepStartedAt = &now
 	p.startedClock = true
 	if n := len(st.StepHistory); n > 0 && st.StepHistory[n-1].EndedAt == nil {
-		st.StepHistory[n-1].StartedAt = now
+		st.StepHistory[n-1].StartedAt = p.micro()
 	}
 	step := p.steps[*st.CurrentStepIndex]
 	if pause := stepPause(step); pause > 0 {
-		p.requeue(start.Add(pause).Sub(p.obs.Now))
+		p.requeue(pause)
 	}
 	if p.ro.Spec.Analysis != nil {
 		// Evaluate soon at the new weight, at the latest after one interval.
@@ -863,26 +879,13 @@ func (p *planner) startClockOnceRoutesCarry() bool {
 	return true
 }
 
-// applyMargin is how long after a step's decision its clock starts when
-// the routes do not carry the step yet: the status write and the route
-// patch that follows it land well within it.
-const applyMargin = 500 * time.Millisecond
-
-// roundUpSecond rounds t up to a whole second.
-func roundUpSecond(t time.Time) time.Time {
-	start := t.Truncate(time.Second)
-	if start.Before(t) {
-		start = start.Add(time.Second)
-	}
-	return start
-}
-
 // rollback takes the canary out of traffic.
 func (p *planner) rollback(reason, message string) {
 	st := p.st
 	now := p.now()
 	if n := len(st.StepHistory); n > 0 && st.StepHistory[n-1].EndedAt == nil {
-		st.StepHistory[n-1].EndedAt = &now
+		ended := p.micro()
+		st.StepHistory[n-1].EndedAt = &ended
 	}
 	from := st.CanaryWeight
 	if p.obs.Routes != nil {
@@ -901,6 +904,15 @@ func (p *planner) rollback(reason, message string) {
 func (p *planner) progress() {
 	st := p.st
 	spec := &p.ro.Spec
+	// The steps walked, after an edit of spec.steps (plan_edits.go).
+	p.walkedSteps()
+	if hr := st.HeaderRoute; hr != nil && st.StepStartedAt != nil {
+		if m := p.currentMatch(); m != nil && m.String() != hr.Match.String() {
+			// The step's match was edited: the step bakes its full pause
+			// and its gates again with the new one.
+			st.StepStartedAt = nil
+		}
+	}
 	// An override that this decision did not apply is ignored, not kept.
 	defer p.settleOverride()
 
@@ -920,6 +932,8 @@ func (p *planner) progress() {
 		// step reached the routes: nothing of this rollout serves, so it
 		// goes back to waiting for its first step.
 		st.CurrentStepIndex = nil
+		st.StepWeights = nil
+		st.StepPause = nil
 		st.Step = ""
 		st.CanaryWeight = 0
 		st.StepHistory = nil
@@ -936,21 +950,7 @@ func (p *planner) progress() {
 	}
 
 	i := int(*st.CurrentStepIndex)
-	if i >= len(p.steps) {
-		// The schedule was shortened under a running rollout: continue from
-		// its last step, which has weight 100.
-		i = len(p.steps) - 1
-		idx := int32(i)
-		st.CurrentStepIndex = &idx
-	}
 	step := p.steps[i]
-	if st.CanaryWeight != step.Weight {
-		// The step's weight was edited: apply the new one and bake it for
-		// the step's full pause.
-		st.CanaryWeight = step.Weight
-		st.Step = fmt.Sprintf("%d/%d", i+1, len(p.steps))
-		st.StepStartedAt = nil
-	}
 	if p.applyOverride(i) {
 		return
 	}
@@ -1055,7 +1055,7 @@ func (p *planner) gateHolds() []string {
 		}
 		gs, ok := byName[g.Name]
 		switch {
-		case !ok || gs.LastEvaluatedAt == nil || p.st.StepStartedAt == nil || gs.LastEvaluatedAt.Before(p.st.StepStartedAt):
+		case !ok || gs.LastEvaluatedAt == nil || p.st.StepStartedAt == nil || gs.LastEvaluatedAt.Time.Before(p.st.StepStartedAt.Time):
 			holds = append(holds, fmt.Sprintf("waiting for gate %q to be evaluated at this step", g.Name))
 		case gs.Verdict == rolloutsv1.VerdictPass:
 		case gs.Verdict == rolloutsv1.VerdictNoData && noDataPassed(g, gs):
@@ -1364,7 +1364,7 @@ func (p *planner) headerCarried() bool {
 }
 
 // headerWillCarry says whether the header routes exist, or will once the
-// writes that follow this decision's status write land.
+// writes that precede this decision's status write land.
 func (p *planner) headerWillCarry() bool {
 	return p.headerCarried() || (p.obs.Applying && p.obs.Conflict == nil && p.obs.HeaderRoute == nil)
 }

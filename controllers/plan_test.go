@@ -20,6 +20,12 @@ func dur(s string) *rolloutsv1.Duration { d := rolloutsv1.Duration(s); return &d
 
 func mt(t time.Time) *metav1.Time { m := metav1.NewTime(t); return &m }
 
+// umt is t as status.stepStartedAt holds it.
+func umt(t time.Time) *rolloutsv1.MicroTime {
+	m := rolloutsv1.NewMicroTime(metav1.NewMicroTime(t))
+	return &m
+}
+
 func testRollout() *rolloutsv1.ModelRollout {
 	return &rolloutsv1.ModelRollout{
 		ObjectMeta: metav1.ObjectMeta{Name: "gpt4", Namespace: "ai", Generation: 1},
@@ -46,7 +52,7 @@ func atStep(ro *rolloutsv1.ModelRollout, i int, ago time.Duration) *rolloutsv1.M
 	ro.Status.CurrentStepIndex = &idx
 	ro.Status.Step = fmt.Sprintf("%d/%d", i+1, len(ro.Spec.Steps))
 	ro.Status.CanaryWeight = ro.Spec.Steps[i].Weight
-	ro.Status.StepStartedAt = mt(t0.Add(-ago))
+	ro.Status.StepStartedAt = umt(t0.Add(-ago))
 	ro.Status.StartedAt = mt(t0.Add(-2 * time.Hour))
 	return ro
 }
@@ -195,7 +201,7 @@ func TestPlan(t *testing.T) {
 			ro: func() *rolloutsv1.ModelRollout {
 				ro := atStep(testRollout(), 0, 0)
 				ro.Status.StepStartedAt = nil
-				ro.Status.StepHistory = []rolloutsv1.StepRecord{{Weight: 10, StartedAt: *mt(t0.Add(-time.Minute))}}
+				ro.Status.StepHistory = []rolloutsv1.StepRecord{{Weight: 10, StartedAt: *umt(t0.Add(-time.Minute))}}
 				return ro
 			}(),
 			obs: observation{Found: routesAt(10, 10)},
@@ -207,7 +213,7 @@ func TestPlan(t *testing.T) {
 			},
 		},
 		{
-			name: "a step's start is rounded up to the second, so it never bakes less than its pause",
+			name: "a step's start is when the routes carry it, to the microsecond",
 			ro: func() *rolloutsv1.ModelRollout {
 				ro := atStep(testRollout(), 0, 0)
 				ro.Status.StepStartedAt = nil
@@ -215,28 +221,27 @@ func TestPlan(t *testing.T) {
 			}(),
 			obs: observation{Now: t0.Add(200 * time.Millisecond), Found: routesAt(10)},
 			check: func(t *testing.T, d decision) {
-				expect(t, d.Status.StepStartedAt.Time, t0.Add(time.Second))
-				expect(t, d.RequeueAfter, 30*time.Minute+800*time.Millisecond)
+				expect(t, d.Status.StepStartedAt.Time, t0.Add(200*time.Millisecond))
+				expect(t, d.RequeueAfter, 30*time.Minute)
 			},
 		},
 		{
-			name: "a step whose route patch follows the status write starts its clock in that one write, after the patch's margin",
+			name: "a step whose route patch precedes the status write starts its clock in that one write (the reconciler sets it to when the patch landed)",
 			ro: func() *rolloutsv1.ModelRollout {
 				ro := atStep(testRollout(), 0, 31*time.Minute)
-				ro.Status.StepHistory = []rolloutsv1.StepRecord{{Weight: 10, StartedAt: *mt(t0.Add(-31 * time.Minute))}}
+				ro.Status.StepHistory = []rolloutsv1.StepRecord{{Weight: 10, StartedAt: *umt(t0.Add(-31 * time.Minute))}}
 				return ro
 			}(),
 			obs: observation{Now: t0.Add(200 * time.Millisecond), Found: routesAt(10), Applying: true},
 			check: func(t *testing.T, d decision) {
 				expect(t, *d.Status.CurrentStepIndex, int32(1))
 				expect(t, d.Status.CanaryWeight, int32(50))
-				// 12:00:00.2 + 0.5 s, rounded up.
-				expect(t, d.Status.StepStartedAt.Time, t0.Add(time.Second))
-				expect(t, d.Status.StepHistory[1].StartedAt.Time, t0.Add(time.Second))
+				expect(t, d.Status.StepStartedAt.Time, t0.Add(200*time.Millisecond))
+				expect(t, d.Status.StepHistory[1].StartedAt.Time, t0.Add(200*time.Millisecond))
 				expect(t, condStatus(d.Status, "RoutesApplied"), "True/Applied")
-				expect(t, d.RequeueAfter, time.Hour+800*time.Millisecond)
+				expect(t, d.RequeueAfter, time.Hour)
 				// The status the step holds until its pause ends, written once.
-				expect(t, d.Status.Message, "Step 2/3: canary at 50%, next step at 13:00:01Z")
+				expect(t, d.Status.Message, "Step 2/3: canary at 50%, next step at 13:00:00Z")
 				expect(t, len(d.Events), 1)
 			},
 		},
@@ -295,7 +300,7 @@ func TestPlan(t *testing.T) {
 			ro: func() *rolloutsv1.ModelRollout {
 				ro := atStep(testRollout(), 0, 0)
 				ro.Status.StepStartedAt = nil
-				ro.Status.StepHistory = []rolloutsv1.StepRecord{{Weight: 10, StartedAt: *mt(t0.Add(-5 * time.Hour))}}
+				ro.Status.StepHistory = []rolloutsv1.StepRecord{{Weight: 10, StartedAt: *umt(t0.Add(-5 * time.Hour))}}
 				return ro
 			}(),
 			obs: observation{Found: routesAt(10, -1)},
@@ -927,11 +932,11 @@ func TestPlanHeaderRoutedSteps(t *testing.T) {
 				expect(t, st.HeaderRoute.Match.String(), "header x-ab-test-group=canary")
 				expect(t, d.Events[0].Reason, "StepStarted")
 				expect(t, strings.HasPrefix(d.Events[0].Message, "Step 1/3: canary vllm-gpt4-v2 at 0%, and every request with header x-ab-test-group=canary"), true)
-				// The route patch and the header route follow this status
-				// write: the clock starts once they have landed.
-				expect(t, st.StepStartedAt.Time, t0.Add(time.Second))
+				// The route patch and the header route precede this status
+				// write: the reconciler sets the start to when they landed.
+				expect(t, st.StepStartedAt.Time, t0)
 				expect(t, condStatus(st, "HeaderRouted"), "True/Applied")
-				expect(t, st.Message, "Step 1/3: canary at 0% and every request with header x-ab-test-group=canary, next step at 12:10:01Z")
+				expect(t, st.Message, "Step 1/3: canary at 0% and every request with header x-ab-test-group=canary, next step at 12:10:00Z")
 			},
 		},
 		{

@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -8,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	rolloutsv1 "github.com/modelrollout/modelrollout/api/v1alpha1"
@@ -350,4 +352,84 @@ func patchBody(resourceVersion string, ops []patchOp) ([]byte, error) {
 
 func describeChanges(changes []string) string {
 	return strings.Join(changes, ", ")
+}
+
+// indexRuleOwner indexes HTTPRoutes by the rollouts their rule-owners
+// annotation names.
+const indexRuleOwner = "metadata.annotations.rule-owners"
+
+// ruleOwnerKeys lists the rollouts a route's rule-owners annotation names.
+func ruleOwnerKeys(o client.Object) []string {
+	route, ok := o.(*gatewayv1.HTTPRoute)
+	if !ok {
+		return nil
+	}
+	var out []string
+	for _, v := range ruleOwners(route) {
+		if !slices.Contains(out, v) {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// observeDropped returns the routes of the rollout's namespace whose rules
+// it still owns although spec.routes no longer names them, with those
+// rules: a route removed from spec.routes mid-rollout, whose traffic must
+// return to stable (see droppedWeights) and whose rules must be released.
+func (r *ModelRolloutReconciler) observeDropped(ctx context.Context, ro *rolloutsv1.ModelRollout) ([]managedRoute, error) {
+	list := &gatewayv1.HTTPRouteList{}
+	if err := r.List(ctx, list, client.InNamespace(ro.Namespace), client.MatchingFields{indexRuleOwner: ro.Name}); err != nil {
+		return nil, fmt.Errorf("list HTTPRoutes owned by ModelRollout %s/%s: %w", ro.Namespace, ro.Name, err)
+	}
+	var out []managedRoute
+	for i := range list.Items {
+		route := &list.Items[i]
+		if slices.ContainsFunc(ro.Spec.Routes, func(t rolloutsv1.RouteTarget) bool { return t.Name == route.Name }) ||
+			route.Labels[rolloutsv1.LabelHeaderRouteOf] != "" {
+			continue
+		}
+		owners := ruleOwners(route)
+		var rules []int
+		for j := range route.Spec.Rules {
+			if owners[ruleKey(route, j)] == ro.Name {
+				rules = append(rules, j)
+			}
+		}
+		out = append(out, managedRoute{Route: route, Rules: rules})
+	}
+	return out, nil
+}
+
+// droppedWeights is what the rules of a route removed from spec.routes
+// return to: all traffic on the stable backend of the status, the canary
+// and every retiring backend at 0. Nothing when the status names no stable.
+func droppedWeights(st *rolloutsv1.ModelRolloutStatus) weights {
+	if st.Stable == nil {
+		return weights{}
+	}
+	retire := slices.Clone(st.Retiring)
+	if st.Canary != nil && !sameRef(*st.Canary, *st.Stable) {
+		retire = append(retire, *st.Canary)
+	}
+	if len(retire) == 0 {
+		return weights{}
+	}
+	return weights{Stable: *st.Stable, HoldStable: true, Retire: retire}
+}
+
+// droppedPatches returns the patches that bring routes removed from
+// spec.routes back to stable and release their rules.
+func droppedPatches(ro *rolloutsv1.ModelRollout, dropped []managedRoute) []routePatch {
+	w := droppedWeights(&ro.Status)
+	var patches []routePatch
+	for _, m := range dropped {
+		p := routePatch{route: m.Route, dropped: true}
+		if w.holds() {
+			p.ops, p.changes = weightOps(m.Route, m.Rules, w)
+		}
+		p.ops = append(p.ops, ownerOps(m.Route, ro.Name, nil, "")...)
+		patches = append(patches, p)
+	}
+	return patches
 }

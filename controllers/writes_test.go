@@ -42,21 +42,18 @@ func TestStatusStale(t *testing.T) {
 	}
 }
 
-// A step's clock, started in status ahead of its route patch, moves to when
-// the patch landed if that was later, together with the step's record.
-func TestMoveClock(t *testing.T) {
-	start := mt(t0)
-	st := &rolloutsv1.ModelRolloutStatus{StepStartedAt: start, StepHistory: []rolloutsv1.StepRecord{{Weight: 10, StartedAt: *start}}}
-	if moveClock(st, t0.Add(-100*time.Millisecond)) || !st.StepStartedAt.Time.Equal(t0) {
-		t.Fatal("a patch that landed before the start must leave it")
+// A step's clock starts when the route patch that carries it landed, to the
+// microsecond, together with the step's record.
+func TestLandClock(t *testing.T) {
+	st := &rolloutsv1.ModelRolloutStatus{StepStartedAt: umt(t0), StepHistory: []rolloutsv1.StepRecord{{Weight: 10, StartedAt: *umt(t0)}}}
+	landed := t0.Add(1234567 * time.Microsecond)
+	landClock(st, landed)
+	if !st.StepStartedAt.Time.Equal(landed) || !st.StepHistory[0].StartedAt.Time.Equal(landed) {
+		t.Fatalf("start %v, record %v, want both %v", st.StepStartedAt, st.StepHistory[0].StartedAt, landed)
 	}
-	if !moveClock(st, t0.Add(1200*time.Millisecond)) {
-		t.Fatal("a patch that landed after the start must move it")
-	}
-	if want := t0.Add(2 * time.Second); !st.StepStartedAt.Time.Equal(want) || !st.StepHistory[0].StartedAt.Time.Equal(want) {
-		t.Fatalf("start %v, record %v, want both %v", st.StepStartedAt, st.StepHistory[0].StartedAt, want)
-	}
-	if moveClock(&rolloutsv1.ModelRolloutStatus{}, t0) {
-		t.Fatal("no clock, nothing to move")
+	none := &rolloutsv1.ModelRolloutStatus{}
+	landClock(none, t0)
+	if none.StepStartedAt != nil {
+		t.Fatal("no clock, nothing to land")
 	}
 }

@@ -92,6 +92,31 @@ func (s *ModelRolloutSpec) EffectiveSteps() []Step {
 	return s.Steps
 }
 
+// WalkedSteps returns the steps status.stepWeights walks: the step of
+// spec.steps with each weight, or, for a weight that an edit removed while
+// it was in force and that still bakes, a step of that weight with
+// status.stepPause. It is spec.steps when status.stepWeights is empty.
+func (ro *ModelRollout) WalkedSteps() []Step {
+	spec := ro.Spec.EffectiveSteps()
+	if len(ro.Status.StepWeights) == 0 {
+		return spec
+	}
+	out := make([]Step, 0, len(ro.Status.StepWeights))
+	for _, w := range ro.Status.StepWeights {
+		found := false
+		for _, s := range spec {
+			if s.Weight == w {
+				out, found = append(out, s), true
+				break
+			}
+		}
+		if !found {
+			out = append(out, Step{Weight: w, Pause: ro.Status.StepPause})
+		}
+	}
+	return out
+}
+
 // KindOrDefault returns the backend's kind, Service when unset.
 func (b BackendRef) KindOrDefault() BackendKind {
 	if b.Kind == "" {

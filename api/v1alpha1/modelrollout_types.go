@@ -478,14 +478,30 @@ type ModelRolloutStatus struct {
 	// +kubebuilder:validation:MaxItems=8
 	Workloads []WorkloadAction `json:"workloads,omitempty"`
 
-	// currentStepIndex is the zero-based index into spec.steps of the step in
-	// force. Absent before the first step has started.
+	// currentStepIndex is the zero-based index into stepWeights of the step
+	// in force. Absent before the first step has started.
 	//
 	// +optional
 	CurrentStepIndex *int32 `json:"currentStepIndex,omitempty"`
 
-	// step is currentStepIndex+1 over the number of steps, e.g. "2/5", for
-	// display.
+	// stepWeights are the weights of the steps the rollout walks: those of
+	// spec.steps, except while a step that an edit of spec.steps removed
+	// still bakes (see docs/edits.md): its weight then stays in the list, at
+	// currentStepIndex, until it has baked.
+	//
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=21
+	StepWeights []int32 `json:"stepWeights,omitempty"`
+
+	// stepPause is the pause of the step in force; absent when it waits for
+	// a promote. A step that an edit of spec.steps removed bakes for it.
+	//
+	// +optional
+	StepPause *Duration `json:"stepPause,omitempty"`
+
+	// step is currentStepIndex+1 over the number of stepWeights, e.g. "2/5",
+	// for display.
 	//
 	// +optional
 	// +kubebuilder:validation:MaxLength=16
@@ -506,11 +522,13 @@ type ModelRolloutStatus struct {
 	// +optional
 	HeaderRoute *HeaderRouteStatus `json:"headerRoute,omitempty"`
 
-	// stepStartedAt is when the current step's weight was set. The pause of the
-	// step counts from here, so a restarted controller keeps the remaining time.
+	// stepStartedAt is when the routes came to carry the current step's
+	// weight (and its header route), to the microsecond. The pause of the
+	// step counts from here, so a restarted controller keeps the remaining
+	// time. Absent while the routes do not carry the step.
 	//
 	// +optional
-	StepStartedAt *metav1.Time `json:"stepStartedAt,omitempty"`
+	StepStartedAt *MicroTime `json:"stepStartedAt,omitempty"`
 
 	// promoted is true when the current step's pause was ended early by a
 	// promote. The step still advances only once its gates pass.
@@ -751,13 +769,14 @@ type StepRecord struct {
 	// weight of the step.
 	// +required
 	Weight int32 `json:"weight"`
-	// startedAt is when the step's weight was set.
+	// startedAt is when the routes came to carry the step's weight, to the
+	// microsecond.
 	// +required
-	StartedAt metav1.Time `json:"startedAt"`
+	StartedAt MicroTime `json:"startedAt"`
 	// endedAt is when the step gave way to the next one, to success or to a
-	// rollback.
+	// rollback, to the microsecond.
 	// +optional
-	EndedAt *metav1.Time `json:"endedAt,omitempty"`
+	EndedAt *MicroTime `json:"endedAt,omitempty"`
 }
 
 // Phase is the rollout's place in its lifecycle.

@@ -181,7 +181,7 @@ func (p *Plugin) Override(ctx context.Context, name string, oo OverrideOptions, 
 				return failf("%s is paused by the %s annotation; an override does not lift a hold: resume it first (kubectl modelrollout resume %s -n %s)",
 					ro.Name, rolloutsv1.AnnotationPaused, ro.Name, ro.Namespace)
 			}
-			if last := len(ro.Spec.EffectiveSteps()) - 1; oo.Full && int(*ro.Status.CurrentStepIndex) >= last {
+			if last := len(ro.WalkedSteps()) - 1; oo.Full && int(*ro.Status.CurrentStepIndex) >= last {
 				return failf("%s is already at the last step %s (%d%%); promote ends its pause, promote --skip-gates passes over its gates",
 					ro.Name, ro.Status.Step, ro.Status.CanaryWeight)
 			}
@@ -316,7 +316,7 @@ func (p *Plugin) Resume(ctx context.Context, name string) error {
 		switch {
 		case ro.Spec.Paused:
 			return failf("%s is paused by spec.paused, not by the %s annotation; set spec.paused to false in Git", name, rolloutsv1.AnnotationPaused)
-		case ro.Status.Phase == rolloutsv1.PhasePaused && awaitingPromote(ro, ro.Spec.EffectiveSteps()):
+		case ro.Status.Phase == rolloutsv1.PhasePaused && awaitingPromote(ro, ro.WalkedSteps()):
 			return failf("%s is not paused by the %s annotation: step %s has no pause and waits for a promote (kubectl modelrollout promote %s -n %s)",
 				name, rolloutsv1.AnnotationPaused, ro.Status.Step, name, ro.Namespace)
 		case ro.Status.Phase == rolloutsv1.PhasePaused:

@@ -169,6 +169,11 @@ func mt(t time.Time) *metav1.Time {
 	return &v
 }
 
+func umt(t time.Time) *rolloutsv1.MicroTime {
+	v := rolloutsv1.NewMicroTime(metav1.NewMicroTime(t))
+	return &v
+}
+
 // progressingStatus is step 2/5, 12 minutes into its 30 minute pause.
 func progressingStatus(ro *rolloutsv1.ModelRollout) {
 	now := time.Now()
@@ -181,12 +186,12 @@ func progressingStatus(ro *rolloutsv1.ModelRollout) {
 		CurrentStepIndex:   &idx,
 		Step:               "2/5",
 		CanaryWeight:       25,
-		StepStartedAt:      mt(now.Add(-12 * time.Minute)),
+		StepStartedAt:      umt(now.Add(-12 * time.Minute)),
 		StartedAt:          mt(now.Add(-42 * time.Minute)),
 		Message:            "Step 2/5: canary at 25%",
 		StepHistory: []rolloutsv1.StepRecord{
-			{Weight: 10, StartedAt: *mt(now.Add(-42 * time.Minute)), EndedAt: mt(now.Add(-12 * time.Minute))},
-			{Weight: 25, StartedAt: *mt(now.Add(-12 * time.Minute))},
+			{Weight: 10, StartedAt: *umt(now.Add(-42 * time.Minute)), EndedAt: umt(now.Add(-12 * time.Minute))},
+			{Weight: 25, StartedAt: *umt(now.Add(-12 * time.Minute))},
 		},
 		Gates: []rolloutsv1.GateStatus{
 			{Name: "errors", Verdict: rolloutsv1.VerdictPass, Value: "0.004", Threshold: "<= 0.05", LastEvaluatedAt: mt(now.Add(-30 * time.Second))},
@@ -202,7 +207,7 @@ func rolledBackStatus(ro *rolloutsv1.ModelRollout) {
 	progressingStatus(ro)
 	ro.Status.Phase = rolloutsv1.PhaseRolledBack
 	ro.Status.CanaryWeight = 0
-	ro.Status.StepHistory[1].EndedAt = mt(time.Now().Add(-time.Minute))
+	ro.Status.StepHistory[1].EndedAt = umt(time.Now().Add(-time.Minute))
 	ro.Status.Rollback = &rolloutsv1.RollbackStatus{
 		Reason: rolloutsv1.ReasonAlertFiring, Message: `alert HighErrorRate{model="gpt-4",severity="critical"} firing`,
 		FromWeight: 25, At: *mt(time.Now().Add(-time.Minute)),

@@ -62,12 +62,12 @@ func progressing() *rolloutsv1.ModelRollout {
 		CurrentStepIndex:   i32(1),
 		Step:               "2/5",
 		CanaryWeight:       25,
-		StepStartedAt:      ago(12 * time.Minute),
+		StepStartedAt:      micro(ago(12 * time.Minute)),
 		StartedAt:          ago(41 * time.Minute),
 		Message:            "Step 2/5: canary at 25%, next step in 18m",
 		StepHistory: []rolloutsv1.StepRecord{
-			{Weight: 10, StartedAt: *ago(41 * time.Minute), EndedAt: ago(12 * time.Minute)},
-			{Weight: 25, StartedAt: *ago(12 * time.Minute)},
+			{Weight: 10, StartedAt: *mago(41 * time.Minute), EndedAt: mago(12 * time.Minute)},
+			{Weight: 25, StartedAt: *mago(12 * time.Minute)},
 		},
 		Gates: []rolloutsv1.GateStatus{
 			passing("errors", "0.004", "<= 0.05", ago(40*time.Second)),
@@ -122,12 +122,12 @@ func awaitingPromoteFixture() *rolloutsv1.ModelRollout {
 	st.CurrentStepIndex = i32(2)
 	st.Step = "3/5"
 	st.CanaryWeight = 50
-	st.StepStartedAt = ago(5 * time.Minute)
+	st.StepStartedAt = micro(ago(5 * time.Minute))
 	st.Message = "Step 3/5: canary at 50%, waiting for promote"
 	st.StepHistory = []rolloutsv1.StepRecord{
-		{Weight: 10, StartedAt: *ago(65 * time.Minute), EndedAt: ago(35 * time.Minute)},
-		{Weight: 25, StartedAt: *ago(35 * time.Minute), EndedAt: ago(5 * time.Minute)},
-		{Weight: 50, StartedAt: *ago(5 * time.Minute)},
+		{Weight: 10, StartedAt: *mago(65 * time.Minute), EndedAt: mago(35 * time.Minute)},
+		{Weight: 25, StartedAt: *mago(35 * time.Minute), EndedAt: mago(5 * time.Minute)},
+		{Weight: 50, StartedAt: *mago(5 * time.Minute)},
 	}
 	return ro
 }
@@ -145,7 +145,7 @@ func succeeded() *rolloutsv1.ModelRollout {
 	start := 5 * time.Hour
 	for _, s := range ro.Spec.Steps {
 		d, _ := s.Pause.Parse()
-		h = append(h, rolloutsv1.StepRecord{Weight: s.Weight, StartedAt: *ago(start), EndedAt: ago(start - d - time.Minute)})
+		h = append(h, rolloutsv1.StepRecord{Weight: s.Weight, StartedAt: *mago(start), EndedAt: mago(start - d - time.Minute)})
 		start -= d + time.Minute
 	}
 	st.StepHistory = h
@@ -163,7 +163,7 @@ func rolledBack() *rolloutsv1.ModelRollout {
 	st.Phase = rolloutsv1.PhaseRolledBack
 	st.CanaryWeight = 0
 	st.Rollback = &rolloutsv1.RollbackStatus{Reason: rolloutsv1.ReasonAlertFiring, Message: msg, FromWeight: 25, At: *ago(11 * time.Minute)}
-	st.StepHistory[1].EndedAt = ago(11 * time.Minute)
+	st.StepHistory[1].EndedAt = mago(11 * time.Minute)
 	st.Message = "Rolled back: " + msg + "; canary weight 25 -> 0"
 	st.Conditions = []metav1.Condition{
 		{Type: rolloutsv1.ConditionReady, Status: metav1.ConditionFalse, Reason: "RolledBack", LastTransitionTime: *ago(11 * time.Minute)},
@@ -177,3 +177,12 @@ var ansi = regexp.MustCompile("\x1b\\[[0-9;]*m")
 func corev1ObjectReference(name, ns string) corev1.ObjectReference {
 	return corev1.ObjectReference{APIVersion: rolloutsv1.GroupVersion.String(), Kind: "ModelRollout", Name: name, Namespace: ns}
 }
+
+// micro is the time as status.stepStartedAt holds it.
+func micro(t *metav1.Time) *rolloutsv1.MicroTime {
+	m := rolloutsv1.NewMicroTime(metav1.NewMicroTime(t.Time))
+	return &m
+}
+
+// mago is ago as the step history holds it.
+func mago(d time.Duration) *rolloutsv1.MicroTime { return micro(ago(d)) }

@@ -37,7 +37,7 @@ const lineWidth = 110
 // RenderStatus writes the detailed view of one rollout, as
 // `kubectl modelrollout status` shows it, with relative times taken from now.
 func RenderStatus(w io.Writer, ro *rolloutsv1.ModelRollout, events []Event, now time.Time, style Style) error {
-	v := &statusView{ro: ro, st: &ro.Status, now: now, style: style, steps: ro.Spec.EffectiveSteps()}
+	v := &statusView{ro: ro, st: &ro.Status, now: now, style: style, steps: ro.WalkedSteps()}
 	v.render(events)
 	_, err := io.WriteString(w, strings.Join(v.lines, "\n")+"\n")
 	return err
@@ -295,8 +295,8 @@ func (v *statusView) due() string {
 }
 
 func lastEnded(h []rolloutsv1.StepRecord) *metav1.Time {
-	if n := len(h); n > 0 {
-		return h[n-1].EndedAt
+	if n := len(h); n > 0 && h[n-1].EndedAt != nil {
+		return &metav1.Time{Time: h[n-1].EndedAt.Time}
 	}
 	return nil
 }
@@ -502,7 +502,7 @@ func (v *statusView) gates() []string {
 			if gs.Verdict != rolloutsv1.VerdictPass && gs.Message != "" {
 				detail += ": " + gs.Message
 			}
-			if gs.LastEvaluatedAt != nil && v.st.StepStartedAt != nil && gs.LastEvaluatedAt.Before(v.st.StepStartedAt) &&
+			if gs.LastEvaluatedAt != nil && v.st.StepStartedAt != nil && gs.LastEvaluatedAt.Time.Before(v.st.StepStartedAt.Time) &&
 				(v.st.Phase == rolloutsv1.PhaseProgressing || v.st.Phase == rolloutsv1.PhasePaused) {
 				if detail != "" {
 					detail += " "

@@ -67,8 +67,8 @@ func TestStatusWaiting(t *testing.T) {
 
 func TestStatusProgressingHolds(t *testing.T) {
 	ro := progressing()
-	ro.Status.StepStartedAt = ago(31 * time.Minute)
-	ro.Status.StepHistory[1].StartedAt = *ago(31 * time.Minute)
+	ro.Status.StepStartedAt = micro(ago(31 * time.Minute))
+	ro.Status.StepHistory[1].StartedAt = *mago(31 * time.Minute)
 	ro.Status.Message = `Step 2/5: canary at 25%, gate "ttft" holds: no data`
 	ro.Status.Gates[2] = rolloutsv1.GateStatus{Name: "ttft", Verdict: rolloutsv1.VerdictNoData, ConsecutiveInconclusive: 3,
 		Threshold: "<= 2", Message: "fewer than 100 requests", LastEvaluatedAt: ago(20 * time.Second)}
@@ -88,7 +88,7 @@ func TestStatusProgressingHolds(t *testing.T) {
 func TestStatusLastStepSucceedsIn(t *testing.T) {
 	ro := succeeded()
 	ro.Status.Phase = rolloutsv1.PhaseProgressing
-	ro.Status.StepStartedAt = ago(10 * time.Minute)
+	ro.Status.StepStartedAt = micro(ago(10 * time.Minute))
 	ro.Status.StepHistory[4].EndedAt = nil
 	out := render(t, ro, nil, Style{})
 	assertContains(t, out, []string{"step 5/5", "(succeeds in 50m)", "▶ 100% 1h (50m left)", "✔ 75% 1h1m"})
