@@ -160,3 +160,13 @@ func directAbortHandler() handler.TypedEventHandler[client.Object, reconcile.Req
 		},
 	}
 }
+
+// sizes counts the entries of each map, for tests and docs/memory.md.
+func (d *directAborts) sizes(into map[string]int) {
+	if d == nil {
+		return
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	into["direct.pending"] = len(d.pending)
+}

@@ -30,11 +30,12 @@ const (
 )
 
 // roundKey identifies what a round judged: a round is used only for the
-// step (and weight) it was started for. A pre-traffic round (before the
-// first step) is never taken for step 1, nor for another start of the same
-// revision (a retry).
+// step (and weight) it was started for, and the spec it read. A pre-traffic
+// round (before the first step) is never taken for step 1, nor for another
+// start of the same revision (a retry).
 type roundKey struct {
 	revision   string
+	generation int64
 	started    time.Time
 	preTraffic bool
 	step       int32
@@ -43,15 +44,19 @@ type roundKey struct {
 }
 
 func roundKeyOf(ro *rolloutsv1.ModelRollout) roundKey {
-	k := roundKey{revision: ro.Status.Revision, weight: ro.Status.CanaryWeight, preTraffic: ro.Status.CurrentStepIndex == nil}
-	if ro.Status.StartedAt != nil {
-		k.started = ro.Status.StartedAt.Time
+	return roundKeyFor(ro.Generation, &ro.Status)
+}
+
+func roundKeyFor(generation int64, st *rolloutsv1.ModelRolloutStatus) roundKey {
+	k := roundKey{revision: st.Revision, generation: generation, weight: st.CanaryWeight, preTraffic: st.CurrentStepIndex == nil}
+	if st.StartedAt != nil {
+		k.started = st.StartedAt.Time
 	}
-	if ro.Status.CurrentStepIndex != nil {
-		k.step = *ro.Status.CurrentStepIndex
+	if st.CurrentStepIndex != nil {
+		k.step = *st.CurrentStepIndex
 	}
-	if ro.Status.StepStartedAt != nil {
-		k.stepStart = ro.Status.StepStartedAt.Time
+	if st.StepStartedAt != nil {
+		k.stepStart = st.StepStartedAt.Time
 	}
 	return k
 }
@@ -59,6 +64,17 @@ func roundKeyOf(ro *rolloutsv1.ModelRollout) roundKey {
 type roundResult struct {
 	key   roundKey
 	round *gateRound
+}
+
+// gateRun is one round in flight. Superseded (another round for the
+// rollout, a decision that moved it past the round's step, its deletion),
+// it is cancelled through its context and its result dropped.
+type gateRun struct {
+	key    roundKey
+	cancel context.CancelFunc
+	// gone runs once the cancelled round of a deleted rollout has
+	// returned: whatever the round recorded meanwhile (gate series) goes.
+	gone func()
 }
 
 // backgroundGates runs gate rounds with bounded concurrency.
@@ -69,9 +85,13 @@ type backgroundGates struct {
 	notify       chan crevent.TypedGenericEvent[client.Object]
 	base         context.Context
 
-	mu       sync.Mutex
-	inflight map[types.NamespacedName]roundKey
-	done     map[types.NamespacedName]roundResult
+	mu sync.Mutex
+	// inflight holds at most one round per rollout: starting another
+	// cancels it.
+	inflight map[types.NamespacedName]*gateRun
+	// done holds at most one result per rollout, until the next reconcile
+	// takes it.
+	done map[types.NamespacedName]roundResult
 }
 
 func newBackgroundGates(ctx context.Context, gates GateEvaluator, concurrency int, roundTimeout time.Duration) *backgroundGates {
@@ -87,13 +107,14 @@ func newBackgroundGates(ctx context.Context, gates GateEvaluator, concurrency in
 		slots:        newFairShare(poolGates, concurrency, DefaultGateConcurrencyPerNamespace, nil),
 		notify:       make(chan crevent.TypedGenericEvent[client.Object], 1024),
 		base:         ctx,
-		inflight:     map[types.NamespacedName]roundKey{},
+		inflight:     map[types.NamespacedName]*gateRun{},
 		done:         map[types.NamespacedName]roundResult{},
 	}
 }
 
 // take returns the finished round for the rollout's current step, or starts
-// one and returns nil. A round finished for another step is dropped.
+// one and returns nil. A round finished for another step is dropped; one
+// running for another step is cancelled.
 func (b *backgroundGates) take(ctx context.Context, ro *rolloutsv1.ModelRollout, now time.Time) *gateRound {
 	key := types.NamespacedName{Namespace: ro.Namespace, Name: ro.Name}
 	want := roundKeyOf(ro)
@@ -105,44 +126,136 @@ func (b *backgroundGates) take(ctx context.Context, ro *rolloutsv1.ModelRollout,
 			return res.round
 		}
 	}
-	if k, running := b.inflight[key]; running && k == want {
-		return nil
+	if run := b.inflight[key]; run != nil {
+		if run.key == want {
+			return nil
+		}
+		run.cancel()
 	}
-	b.inflight[key] = want
+	rctx, cancel := context.WithCancel(b.base)
+	run := &gateRun{key: want, cancel: cancel}
+	b.inflight[key] = run
 	snapshot := ro.DeepCopy()
-	logger := log.FromContext(ctx)
 	go func() {
-		release, ok := b.slots.acquire(b.base, key.Namespace)
+		defer cancel()
+		release, ok := b.slots.acquire(rctx, key.Namespace)
 		if !ok {
+			// Cancelled while it waited for a slot.
+			b.finish(ctx, key, run, nil, snapshot, now)
 			return
 		}
-		rctx, cancel := context.WithTimeout(b.base, b.roundTimeout)
-		round := b.gates.Evaluate(rctx, snapshot, now)
-		cancel()
+		tctx, tcancel := context.WithTimeout(rctx, b.roundTimeout)
+		round := b.gates.Evaluate(tctx, snapshot, now)
+		tcancel()
 		release()
-		b.mu.Lock()
-		current, running := b.inflight[key]
-		if current == want {
-			delete(b.inflight, key)
+		if rctx.Err() != nil {
+			round = nil
 		}
-		if !running || current == want {
-			// A round for a newer step may be running: keep only its result.
-			b.done[key] = roundResult{key: want, round: round}
-		}
-		b.mu.Unlock()
-		logger.V(1).Info("Gate round finished", "took", time.Since(now).Round(time.Millisecond))
-		select {
-		case b.notify <- crevent.TypedGenericEvent[client.Object]{Object: snapshot}:
-		case <-b.base.Done():
-		}
+		b.finish(ctx, key, run, round, snapshot, now)
 	}()
 	return nil
 }
 
-// forget drops what is known of a deleted rollout.
-func (b *backgroundGates) forget(key types.NamespacedName) {
+// finish keeps the result of a round that is still the rollout's current
+// one and announces it; a superseded round (nil, or no longer current) is
+// dropped: the reconcile that cancelled it has started the round that
+// counts, or the rollout is gone.
+func (b *backgroundGates) finish(ctx context.Context, key types.NamespacedName, run *gateRun, round *gateRound, snapshot *rolloutsv1.ModelRollout, now time.Time) {
+	b.mu.Lock()
+	current := b.inflight[key] == run
+	if current {
+		delete(b.inflight, key)
+		if round != nil {
+			b.done[key] = roundResult{key: run.key, round: round}
+		}
+	}
+	gone := run.gone
+	b.mu.Unlock()
+	if gone != nil {
+		gone()
+	}
+	logger := log.FromContext(ctx)
+	if !current || round == nil {
+		logger.V(1).Info("Gate round cancelled", "after", time.Since(now).Round(time.Millisecond))
+		return
+	}
+	logger.V(1).Info("Gate round finished", "took", time.Since(now).Round(time.Millisecond))
+	select {
+	case b.notify <- crevent.TypedGenericEvent[client.Object]{Object: snapshot}:
+	case <-b.base.Done():
+	}
+}
+
+// supersede cancels the rollout's round in flight when the status written
+// for it (st, at the spec's generation) no longer judges the round's step:
+// a new revision, a rollback, another step, an edited spec, a finished
+// rollout. Its result could never be taken.
+func (b *backgroundGates) supersede(ro *rolloutsv1.ModelRollout, st *rolloutsv1.ModelRolloutStatus) {
+	if b == nil {
+		return
+	}
+	key := types.NamespacedName{Namespace: ro.Namespace, Name: ro.Name}
+	want := roundKeyFor(ro.Generation, st)
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	switch st.Phase {
+	case rolloutsv1.PhaseIdle, rolloutsv1.PhaseSucceeded, rolloutsv1.PhaseRolledBack:
+		delete(b.done, key)
+	default:
+		if run := b.inflight[key]; run == nil || run.key == want {
+			return
+		}
+	}
+	if run := b.inflight[key]; run != nil {
+		run.cancel()
+		delete(b.inflight, key)
+	}
+}
+
+// cancel cancels the rollout's round in flight, if any, and leaves it in
+// inflight until it returns: forget, later, then runs its gone once it has.
+func (b *backgroundGates) cancel(key types.NamespacedName) {
+	if b == nil {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if run := b.inflight[key]; run != nil {
+		run.cancel()
+	}
+}
+
+// forget cancels the round of a deleted rollout and drops what is known of
+// it. gone, if not nil, runs once a cancelled round has returned (at once
+// when none runs).
+func (b *backgroundGates) forget(key types.NamespacedName, gone func()) {
+	if b == nil {
+		if gone != nil {
+			gone()
+		}
+		return
+	}
+	b.mu.Lock()
 	delete(b.done, key)
+	run := b.inflight[key]
 	delete(b.inflight, key)
+	if run != nil {
+		run.gone = gone
+		run.cancel()
+	}
+	b.mu.Unlock()
+	if run == nil && gone != nil {
+		gone()
+	}
+}
+
+// sizes counts the entries of each map, for tests and docs/memory.md.
+func (b *backgroundGates) sizes(into map[string]int) {
+	if b == nil {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	into["gates.inflight"] = len(b.inflight)
+	into["gates.done"] = len(b.done)
 }

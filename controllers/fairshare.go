@@ -241,3 +241,10 @@ func (g *PrometheusGates) promptSlot(ctx context.Context, namespace string) (fun
 	})
 	return g.promptShares.acquire(ctx, namespace)
 }
+
+// inUse is the number of slots held, for tests.
+func (f *fairShare) inUse() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.running
+}

@@ -58,6 +58,11 @@ func (r *ModelRolloutReconciler) finalize(ctx context.Context, ro *rolloutsv1.Mo
 		return ctrl.Result{}, nil
 	}
 	logger := log.FromContext(ctx)
+	// A deleted rollout's gate round and blocking webhook calls are
+	// superseded: nothing will take their answers.
+	key := client.ObjectKeyFromObject(ro)
+	r.background.cancel(key)
+	r.hooks.forget(key)
 	terminating, err := r.namespaceTerminating(ctx, ro.Namespace)
 	if err != nil {
 		return ctrl.Result{}, err
@@ -77,7 +82,7 @@ func (r *ModelRolloutReconciler) finalize(ctx context.Context, ro *rolloutsv1.Mo
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	logger.Info("Finalized deleted ModelRollout", "namespaceTerminating", terminating)
-	r.writes.forget(client.ObjectKeyFromObject(ro))
+	r.writes.forget(key)
 	return ctrl.Result{}, nil
 }
 
@@ -124,7 +129,7 @@ func (r *ModelRolloutReconciler) releaseRoutes(ctx context.Context, ro *rollouts
 		return err
 	}
 	patches = append(patches, droppedPatches(ro, dropped)...)
-	patched, rejections, errs := r.patchRoutes(ctx, patches)
+	patched, rejections, errs := r.patchRoutes(ctx, client.ObjectKeyFromObject(ro), patches)
 	for _, p := range patched {
 		if len(p.changes) > 0 {
 			log.FromContext(ctx).Info("Returned the deleted rollout's traffic to stable", "route", p.route.Name, "changes", describeChanges(p.changes))

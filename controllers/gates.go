@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -401,7 +402,10 @@ func (g *PrometheusGates) Evaluate(ctx context.Context, ro *rolloutsv1.ModelRoll
 		gs.Template, gs.TemplateGeneration = rg.Template, rg.Generation
 		gs.Query, gs.Tenancy = sent, tenancy
 		round.Gates = append(round.Gates, gs)
-		g.Metrics.observeGate(ro, gate, gs)
+		if !errors.Is(ctx.Err(), context.Canceled) {
+			// A cancelled round is superseded: its verdicts count nowhere.
+			g.Metrics.observeGate(ro, gate, gs)
+		}
 
 		if gate.DryRun {
 			if p := dryRunFailure(gate, gs, outcome, a.InconclusiveLimit); p != nil {

@@ -36,6 +36,9 @@ type Metrics struct {
 	// of a shared pool (pool="webhook", "gate" or "prompt"); a namespace
 	// with none waiting has no series.
 	QueueDepth *prometheus.GaugeVec
+	// NotificationsDropped counts the OnTransition notifications dropped
+	// from a full queue (notifyQueueMax waiting for one rollout's webhook).
+	NotificationsDropped *prometheus.CounterVec
 
 	mu sync.Mutex
 	// gates lists, per rollout, the gate names that have series, so that
@@ -98,9 +101,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "modelrollout_queue_depth",
 			Help: "Calls of a namespace waiting for a slot of a shared pool: webhook calls, gate rounds or prompt gate evaluations (pool label). Absent while none waits.",
 		}, []string{"pool", "namespace"}),
+		NotificationsDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "modelrollout_webhook_notifications_dropped_total",
+			Help: "OnTransition notifications dropped because too many of the rollout's notifications to that webhook were waiting to be sent.",
+		}, []string{"namespace", "name", "webhook"}),
 	}
 	reg.MustRegister(m.Phase, m.CanaryWeight, m.Step, m.GateValue, m.GateEvaluations, m.Rollbacks, m.StepTransitions, m.AlertsReceived, m.AlertsMatched,
-		m.GateThreshold, m.StepStarted, m.StepDue)
+		m.GateThreshold, m.StepStarted, m.StepDue, m.NotificationsDropped)
 	reg.MustRegister(m.QueueDepth)
 	return m
 }
@@ -260,8 +267,18 @@ func (m *Metrics) forget(namespace, name string) {
 	l := prometheus.Labels{"namespace": namespace, "name": name}
 	for _, v := range []interface{ DeletePartialMatch(prometheus.Labels) int }{
 		m.Phase, m.CanaryWeight, m.Step, m.GateValue, m.GateEvaluations, m.Rollbacks, m.StepTransitions,
-		m.GateThreshold, m.StepStarted, m.StepDue,
+		m.GateThreshold, m.StepStarted, m.StepDue, m.NotificationsDropped,
 	} {
 		v.DeletePartialMatch(l)
 	}
+}
+
+// sizes counts the rollouts with gate series, for tests and docs/memory.md.
+func (m *Metrics) sizes(into map[string]int) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	into["metrics.gates"] = len(m.gates)
 }

@@ -124,13 +124,7 @@ func (r *ModelRolloutReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	ro := &rolloutsv1.ModelRollout{}
 	if err := r.Get(ctx, req.NamespacedName, ro); err != nil {
 		if apierrors.IsNotFound(err) {
-			r.Metrics.forget(req.Namespace, req.Name)
-			r.writes.forget(req.NamespacedName)
-			if r.background != nil {
-				r.background.forget(req.NamespacedName)
-			}
-			r.hooks.forget(req.NamespacedName)
-			r.direct.forget(req.NamespacedName)
+			r.forgetRollout(req.NamespacedName)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
@@ -274,6 +268,7 @@ func (r *ModelRolloutReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	// answers go and the calls be made.
 	r.hooks.ack(req.NamespacedName, obs.Hooks)
 	r.hooks.start(ro, d.Calls)
+	r.background.supersede(ro, &d.Status)
 	if previous != d.Status.Phase {
 		r.hooks.notifyTransition(ro, previous, d.Events)
 	}
@@ -427,7 +422,7 @@ func (r *ModelRolloutReconciler) applyRoutes(ctx context.Context, ro *rolloutsv1
 	}
 	// Routes removed from spec.routes go back to stable in the same round.
 	patches = append(patches, droppedPatches(ro, dropped)...)
-	patched, rejections, failures := r.patchRoutes(ctx, patches)
+	patched, rejections, failures := r.patchRoutes(ctx, client.ObjectKeyFromObject(ro), patches)
 	for _, p := range patched {
 		log.FromContext(ctx).Info("Patched HTTPRoute", "route", p.route.Name, "changes", describeChanges(p.changes))
 		if p.dropped {
@@ -462,7 +457,7 @@ type routePatch struct {
 // pinned to the resourceVersion its route was read at. It returns the
 // patches that landed, the API server's message for each route that refused
 // its patch, and the other failures; a route deleted meanwhile is neither.
-func (r *ModelRolloutReconciler) patchRoutes(ctx context.Context, patches []routePatch) (patched []routePatch, rejections []string, failures []error) {
+func (r *ModelRolloutReconciler) patchRoutes(ctx context.Context, by types.NamespacedName, patches []routePatch) (patched []routePatch, rejections []string, failures []error) {
 	logger := log.FromContext(ctx)
 	var (
 		mu sync.Mutex
@@ -483,7 +478,7 @@ func (r *ModelRolloutReconciler) patchRoutes(ctx context.Context, patches []rout
 			defer mu.Unlock()
 			switch {
 			case err == nil:
-				r.writes.wrote(route.UID, route.Generation)
+				r.writes.wrote(by, route.UID, route.Generation)
 				patched = append(patched, p)
 			case apierrors.IsConflict(err):
 				logger.Info("HTTPRoute changed since it was read; retrying with the fresh copy", "route", route.Name)
@@ -571,6 +566,7 @@ func (r *ModelRolloutReconciler) SetupWithManager(ctx context.Context, mgr ctrl.
 	}
 	b := ctrl.NewControllerManagedBy(mgr)
 	r.hooks = newWebhookRunner(ctx, r.Egress, r.APIReader, mgr.GetLogger().WithName("webhooks"))
+	r.hooks.dropped = r.notificationDropped
 	b = b.WatchesRawSource(source.Channel(r.hooks.notify, &handler.EnqueueRequestForObject{}))
 	r.direct = newDirectAborts(mgr.Elected())
 	b = b.WatchesRawSource(source.Channel(r.direct.queue, directAbortHandler()))

@@ -25,9 +25,13 @@ import (
 // Webhook calls run off the reconcile workers, like gate rounds. A blocking
 // call (PreRollout, ConfirmPromotion) is asked for by a decision; its answer
 // is kept until a decision takes it (results, then ack once the status that
-// folds it is written) and announced through the work queue. OnTransition
-// notifications are sent after the status write that changes the phase,
-// with a few retries, and forgotten.
+// folds it is written) and announced through the work queue; a call
+// superseded (a new revision, the rollout's deletion) is cancelled.
+// OnTransition notifications are sent after the status write that changes
+// the phase, with a few retries, and forgotten. Those of one rollout to one
+// webhook leave one after another, in the order of the transitions, from a
+// queue of at most notifyQueueMax; when it is full the oldest waiting one is
+// dropped, counted and announced by a Warning Event.
 
 const (
 	// webhookConcurrency bounds the webhook calls in flight.
@@ -38,6 +42,13 @@ const (
 	webhookMaxBody = 64 << 10
 	// notifyAttempts is how often an OnTransition notification is tried.
 	notifyAttempts = 3
+	// notifyQueueMax bounds the OnTransition notifications of one rollout
+	// to one webhook that wait behind the one being sent.
+	notifyQueueMax = 16
+	// hookResultsMax bounds the answers kept for one rollout until a
+	// decision takes them; beyond it the oldest go (and their webhooks are
+	// called again once overdue).
+	hookResultsMax = 32
 )
 
 // WebhookPayload is the JSON document POSTed to every webhook. Its fields are
@@ -76,6 +87,24 @@ type hookKey struct {
 	call     int32
 }
 
+// hookRun is one blocking call in flight.
+type hookRun struct {
+	cancel context.CancelFunc
+}
+
+// noteKey names the queue of a rollout's notifications to one webhook.
+type noteKey struct {
+	rollout types.NamespacedName
+	hook    string
+}
+
+// notification is one OnTransition call waiting to leave.
+type notification struct {
+	ro      *rolloutsv1.ModelRollout
+	hook    rolloutsv1.Webhook
+	payload WebhookPayload
+}
+
 // webhookRunner makes webhook calls in the background.
 type webhookRunner struct {
 	policy  *egress.Policy
@@ -84,10 +113,15 @@ type webhookRunner struct {
 	notify  chan crevent.TypedGenericEvent[client.Object]
 	slots   *fairShare
 	log     logr.Logger
+	// dropped, if set, is told of a notification dropped from a full queue.
+	dropped func(n notification, waiting int)
 
 	mu       sync.Mutex
-	inflight map[hookKey]bool
+	inflight map[hookKey]*hookRun
 	done     map[types.NamespacedName][]hookResult
+	// notes holds the notifications waiting behind the one being sent, per
+	// rollout and webhook; a queue is present while its sender runs.
+	notes map[noteKey][]notification
 }
 
 func newWebhookRunner(ctx context.Context, policy *egress.Policy, secrets client.Reader, log logr.Logger) *webhookRunner {
@@ -101,8 +135,9 @@ func newWebhookRunner(ctx context.Context, policy *egress.Policy, secrets client
 		notify:   make(chan crevent.TypedGenericEvent[client.Object], 256),
 		slots:    newFairShare(poolWebhooks, webhookConcurrency, DefaultWebhookConcurrencyPerNamespace, nil),
 		log:      log,
-		inflight: map[hookKey]bool{},
+		inflight: map[hookKey]*hookRun{},
 		done:     map[types.NamespacedName][]hookResult{},
+		notes:    map[noteKey][]notification{},
 	}
 }
 
@@ -142,7 +177,9 @@ func (w *webhookRunner) ack(key types.NamespacedName, taken []hookResult) {
 	w.done[key] = rest
 }
 
-// forget drops what is known of a deleted rollout.
+// forget drops what is known of a deleted rollout and cancels its blocking
+// calls. Its notifications still leave, in order (at most notifyQueueMax
+// more per webhook): the last transitions are those a receiver most wants.
 func (w *webhookRunner) forget(key types.NamespacedName) {
 	if w == nil {
 		return
@@ -150,30 +187,59 @@ func (w *webhookRunner) forget(key types.NamespacedName) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	delete(w.done, key)
+	w.cancelCalls(key, func(hookKey) bool { return true })
 }
 
-// start makes the calls a written decision asked for.
+// cancelCalls cancels the rollout's calls in flight that match. Call it
+// with w.mu held.
+func (w *webhookRunner) cancelCalls(key types.NamespacedName, match func(hookKey) bool) {
+	for k, run := range w.inflight {
+		if k.rollout == key && match(k) {
+			run.cancel()
+			delete(w.inflight, k)
+		}
+	}
+}
+
+// start makes the calls a written decision asked for, and cancels the
+// rollout's calls for another revision: their answers would be dropped.
 func (w *webhookRunner) start(ro *rolloutsv1.ModelRollout, calls []hookCall) {
 	if w == nil {
 		return
 	}
 	key := types.NamespacedName{Namespace: ro.Namespace, Name: ro.Name}
 	snapshot := ro.DeepCopy()
+	w.mu.Lock()
+	w.cancelCalls(key, func(k hookKey) bool { return k.revision != ro.Status.Revision })
+	w.mu.Unlock()
 	for _, c := range calls {
 		k := hookKey{rollout: key, name: c.Webhook.Name, revision: c.Revision, call: c.Call}
 		w.mu.Lock()
-		if w.inflight[k] {
+		if w.inflight[k] != nil {
 			w.mu.Unlock()
 			continue
 		}
-		w.inflight[k] = true
+		ctx, cancel := context.WithCancel(w.base)
+		run := &hookRun{cancel: cancel}
+		w.inflight[k] = run
 		w.mu.Unlock()
 		go func() {
-			res := w.callBlocking(snapshot, c)
+			defer cancel()
+			res := w.callBlocking(ctx, snapshot, c)
 			w.mu.Lock()
-			delete(w.inflight, k)
-			w.done[key] = append(w.done[key], res)
+			current := w.inflight[k] == run
+			if current {
+				delete(w.inflight, k)
+				w.done[key] = append(w.done[key], res)
+				if n := len(w.done[key]); n > hookResultsMax {
+					w.done[key] = append([]hookResult(nil), w.done[key][n-hookResultsMax:]...)
+				}
+			}
 			w.mu.Unlock()
+			if !current {
+				// Cancelled: superseded, or the rollout is gone.
+				return
+			}
 			select {
 			case w.notify <- crevent.TypedGenericEvent[client.Object]{Object: snapshot}:
 			case <-w.base.Done():
@@ -182,9 +248,9 @@ func (w *webhookRunner) start(ro *rolloutsv1.ModelRollout, calls []hookCall) {
 	}
 }
 
-func (w *webhookRunner) callBlocking(ro *rolloutsv1.ModelRollout, c hookCall) hookResult {
+func (w *webhookRunner) callBlocking(ctx context.Context, ro *rolloutsv1.ModelRollout, c hookCall) hookResult {
 	res := hookResult{Name: c.Webhook.Name, Revision: c.Revision, Call: c.Call}
-	release, ok := w.slots.acquire(w.base, ro.Namespace)
+	release, ok := w.slots.acquire(ctx, ro.Namespace)
 	if !ok {
 		res.Message, res.At = "operator stopping", time.Now()
 		return res
@@ -193,7 +259,7 @@ func (w *webhookRunner) callBlocking(ro *rolloutsv1.ModelRollout, c hookCall) ho
 	payload := payloadOf(ro, c.Webhook)
 	payload.Reason = rolloutsv1.ReasonWebhookPending
 	payload.Call = c.Call
-	code, msg, err := w.post(ro.Namespace, c.Webhook, payload)
+	code, msg, err := w.post(ctx, ro.Namespace, c.Webhook, payload)
 	res.At = time.Now()
 	switch {
 	case err != nil:
@@ -209,12 +275,14 @@ func (w *webhookRunner) callBlocking(ro *rolloutsv1.ModelRollout, c hookCall) ho
 	return res
 }
 
-// notifyTransition sends the OnTransition notifications of a phase change.
+// notifyTransition queues the OnTransition notifications of a phase change,
+// one per OnTransition webhook, behind the rollout's earlier ones.
 func (w *webhookRunner) notifyTransition(ro *rolloutsv1.ModelRollout, previous rolloutsv1.Phase, evs []event) {
 	hooks := webhooksOf(ro, rolloutsv1.WebhookOnTransition)
 	if w == nil || len(hooks) == 0 {
 		return
 	}
+	key := types.NamespacedName{Namespace: ro.Namespace, Name: ro.Name}
 	snapshot := ro.DeepCopy()
 	for _, h := range hooks {
 		payload := payloadOf(snapshot, h)
@@ -223,32 +291,94 @@ func (w *webhookRunner) notifyTransition(ro *rolloutsv1.ModelRollout, previous r
 		if n := len(evs); n > 0 {
 			payload.Reason, payload.Message = evs[n-1].Reason, evs[n-1].Message
 		}
-		go func() {
-			release, ok := w.slots.acquire(w.base, snapshot.Namespace)
-			if !ok {
-				return
-			}
-			defer release()
-			var err error
-			var code int
-			var msg string
-			for attempt := 1; attempt <= notifyAttempts; attempt++ {
-				code, msg, err = w.post(snapshot.Namespace, h, payload)
-				if err == nil && code >= 200 && code < 300 {
-					return
-				}
-				select {
-				case <-time.After(time.Duration(attempt) * time.Second):
-				case <-w.base.Done():
-					return
-				}
-			}
-			if err == nil {
-				err = errors.New(msg)
-			}
-			w.log.Info("OnTransition webhook failed", "rollout", snapshot.Namespace+"/"+snapshot.Name, "webhook", h.Name, "attempts", notifyAttempts, "error", err.Error())
-		}()
+		w.enqueue(noteKey{rollout: key, hook: h.Name}, notification{ro: snapshot, hook: h, payload: payload})
 	}
+}
+
+// enqueue adds a notification to its queue, and starts the queue's sender
+// unless it runs. A full queue drops its oldest waiting notification.
+func (w *webhookRunner) enqueue(k noteKey, n notification) {
+	w.mu.Lock()
+	q, running := w.notes[k]
+	var dropped []notification
+	for len(q) >= notifyQueueMax {
+		dropped = append(dropped, q[0])
+		q = q[1:]
+	}
+	w.notes[k] = append(q, n)
+	waiting := len(w.notes[k])
+	w.mu.Unlock()
+	for _, d := range dropped {
+		w.log.Info("OnTransition notification dropped: too many waiting", "rollout", k.rollout.String(), "webhook", k.hook,
+			"phase", d.payload.Phase, "previousPhase", d.payload.PreviousPhase, "waiting", waiting)
+		if w.dropped != nil {
+			w.dropped(d, waiting)
+		}
+	}
+	if !running {
+		go w.send(k)
+	}
+}
+
+// send delivers a queue's notifications one after another, and ends (its
+// queue gone) once it is empty.
+func (w *webhookRunner) send(k noteKey) {
+	for {
+		w.mu.Lock()
+		q := w.notes[k]
+		if len(q) == 0 {
+			delete(w.notes, k)
+			w.mu.Unlock()
+			return
+		}
+		n := q[0]
+		q[0] = notification{}
+		w.notes[k] = q[1:]
+		w.mu.Unlock()
+		w.deliver(n)
+	}
+}
+
+// deliver sends one notification, with a few retries.
+func (w *webhookRunner) deliver(n notification) {
+	release, ok := w.slots.acquire(w.base, n.ro.Namespace)
+	if !ok {
+		return
+	}
+	defer release()
+	var err error
+	var code int
+	var msg string
+	for attempt := 1; attempt <= notifyAttempts; attempt++ {
+		code, msg, err = w.post(w.base, n.ro.Namespace, n.hook, n.payload)
+		if err == nil && code >= 200 && code < 300 {
+			return
+		}
+		if attempt == notifyAttempts {
+			break
+		}
+		select {
+		case <-time.After(time.Duration(attempt) * time.Second):
+		case <-w.base.Done():
+			return
+		}
+	}
+	if err == nil {
+		err = errors.New(msg)
+	}
+	w.log.Info("OnTransition webhook failed", "rollout", n.ro.Namespace+"/"+n.ro.Name, "webhook", n.hook.Name, "attempts", notifyAttempts, "error", err.Error())
+}
+
+// sizes counts the entries of each map, for tests and docs/memory.md.
+func (w *webhookRunner) sizes(into map[string]int) {
+	if w == nil {
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	into["hooks.inflight"] = len(w.inflight)
+	into["hooks.done"] = len(w.done)
+	into["hooks.notifications"] = len(w.notes)
 }
 
 func payloadOf(ro *rolloutsv1.ModelRollout, h rolloutsv1.Webhook) WebhookPayload {
@@ -269,8 +399,8 @@ func payloadOf(ro *rolloutsv1.ModelRollout, h rolloutsv1.Webhook) WebhookPayload
 
 // post sends one call and returns the status code and a short, sanitised
 // account of the answer, or an error when there was none.
-func (w *webhookRunner) post(namespace string, h rolloutsv1.Webhook, payload WebhookPayload) (int, string, error) {
-	ctx, cancel := context.WithTimeout(w.base, webhookTimeout(h))
+func (w *webhookRunner) post(ctx context.Context, namespace string, h rolloutsv1.Webhook, payload WebhookPayload) (int, string, error) {
+	ctx, cancel := context.WithTimeout(ctx, webhookTimeout(h))
 	defer cancel()
 	body, err := json.Marshal(payload)
 	if err != nil {

@@ -41,8 +41,14 @@ type writeState struct {
 	// written is the generation of each route after this process's last
 	// patch of it. A cached route older than that is a view from before the
 	// rollout's own write; deciding from it could drop a retirement or
-	// redo a step, so the reconcile waits for the cache instead.
-	written map[types.UID]int64
+	// redo a step, so the reconcile waits for the cache instead. An entry
+	// goes once the cache shows that generation, when the rollout that
+	// wrote it goes, or after writtenMaxAge (the route was deleted, or
+	// left the rollout's spec, so that no cache read comes).
+	written map[types.UID]routeWrite
+	// sweptAt is when written was last swept for entries past
+	// writtenMaxAge.
+	sweptAt time.Time
 	// statusFrom is, for each rollout, the resourceVersion its last status
 	// write replaced. A cached rollout still at that version predates the
 	// write: deciding from it would redo the decision, and its write would
@@ -56,6 +62,19 @@ type writeState struct {
 	// lacks it, or holds an older generation, predates the write.
 	headerWritten map[types.NamespacedName]map[string]headerWrite
 }
+
+// routeWrite is one route's generation after a patch of this process, the
+// rollout that sent it, and when.
+type routeWrite struct {
+	generation int64
+	by         types.NamespacedName
+	at         time.Time
+}
+
+// writtenMaxAge bounds how long a route write is remembered when no cache
+// read shows it: a cache that has not shown a write in that time never
+// will (the route is gone or no longer read by the rollout).
+const writtenMaxAge = 10 * time.Minute
 
 type headerWrite struct {
 	generation int64
@@ -95,6 +114,9 @@ func (w *writeState) headerStale(key types.NamespacedName, owned []*gatewayv1.HT
 		default:
 			stale = true
 		}
+	}
+	if len(w.headerWritten[key]) == 0 {
+		delete(w.headerWritten, key)
 	}
 	return stale
 }
@@ -164,24 +186,47 @@ func (w *writeState) statusStale(rollout types.NamespacedName, resourceVersion s
 	return false
 }
 
-// wrote records the generation a route patch produced.
-func (w *writeState) wrote(route types.UID, generation int64) {
+// wrote records the generation a route patch of the rollout by produced.
+func (w *writeState) wrote(by types.NamespacedName, route types.UID, generation int64) {
+	w.wroteAt(by, route, generation, time.Now())
+}
+
+func (w *writeState) wroteAt(by types.NamespacedName, route types.UID, generation int64, now time.Time) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.written == nil {
-		w.written = map[types.UID]int64{}
+		w.written = map[types.UID]routeWrite{}
 	}
-	if generation > w.written[route] {
-		w.written[route] = generation
+	if generation > w.written[route].generation {
+		w.written[route] = routeWrite{generation: generation, by: by, at: now}
+	}
+	if now.Sub(w.sweptAt) < writtenMaxAge/2 {
+		return
+	}
+	// At most twice per writtenMaxAge: one pass over what is left.
+	w.sweptAt = now
+	for uid, rw := range w.written {
+		if now.Sub(rw.at) > writtenMaxAge {
+			delete(w.written, uid)
+		}
 	}
 }
 
 // stale says whether a cached route is older than this process's last
-// write of it.
+// write of it. Once the cache shows that write, it forgets it: the cache
+// never goes back.
 func (w *writeState) stale(route types.UID, generation int64) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return generation < w.written[route]
+	rw, ok := w.written[route]
+	if !ok {
+		return false
+	}
+	if generation < rw.generation {
+		return true
+	}
+	delete(w.written, route)
+	return false
 }
 
 type rejection struct {
@@ -252,6 +297,26 @@ func (w *writeState) forget(key types.NamespacedName) {
 	delete(w.statusFrom, key)
 	delete(w.header, key)
 	delete(w.headerWritten, key)
+	// The route writes of the rollout: another rollout on the same route
+	// reads it as patched by the deleted one at worst, and its own patches
+	// are pinned to the resourceVersion they read.
+	for uid, rw := range w.written {
+		if rw.by == key {
+			delete(w.written, uid)
+		}
+	}
+}
+
+// sizes counts the entries of each map, for tests and docs/memory.md.
+func (w *writeState) sizes(into map[string]int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	into["writes.rejected"] = len(w.rejected)
+	into["writes.fights"] = len(w.fights)
+	into["writes.written"] = len(w.written)
+	into["writes.statusFrom"] = len(w.statusFrom)
+	into["writes.header"] = len(w.header)
+	into["writes.headerWritten"] = len(w.headerWritten)
 }
 
 // inFight says whether a drift episode is open.
