@@ -81,6 +81,9 @@ func newFairShare(pool string, total, perNS int, depth *prometheus.GaugeVec) *fa
 // acquire waits for a slot for a call of the namespace. It returns the
 // function that gives the slot back, or false when ctx ended first.
 func (f *fairShare) acquire(ctx context.Context, namespace string) (func(), bool) {
+	if ctx.Err() != nil {
+		return nil, false
+	}
 	release := func() { f.release(namespace) }
 	f.mu.Lock()
 	if len(f.queues[namespace]) == 0 && f.running < f.total && f.active[namespace] < f.perNS {
@@ -99,6 +102,12 @@ func (f *fairShare) acquire(ctx context.Context, namespace string) (func(), bool
 
 	select {
 	case <-w.ready:
+		if ctx.Err() != nil {
+			// Granted and cancelled at once: the caller is gone, so the
+			// slot goes to the next waiter.
+			release()
+			return nil, false
+		}
 		return sync.OnceFunc(release), true
 	case <-ctx.Done():
 	}

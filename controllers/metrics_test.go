@@ -149,7 +149,8 @@ func TestGateThresholdAndStepClockSeries(t *testing.T) {
 
 	started := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
 	at := func(phase rolloutsv1.Phase, idx int32) *decision {
-		return &decision{Status: rolloutsv1.ModelRolloutStatus{Phase: phase, CurrentStepIndex: ptr.To(idx), StepStartedAt: umt(started)}}
+		weight := ro.Spec.Steps[idx].Weight
+		return &decision{Status: rolloutsv1.ModelRolloutStatus{Phase: phase, CurrentStepIndex: ptr.To(idx), CanaryWeight: weight, StepStartedAt: umt(started)}}
 	}
 	m.observe(ro, at(rolloutsv1.PhaseProgressing, 0))
 	if got := testutil.ToFloat64(m.StepStarted.WithLabelValues("ai-gateway", "gpt4")); got != float64(started.Unix()) {

@@ -25,6 +25,8 @@ const (
 	maxWebhookName      = 63
 	maxWebhookMessage   = 256
 	maxGateTemplate     = 300
+	maxGateTenancy      = 128
+	maxGateQuery        = 8192
 )
 
 // clampStatus cuts every string of the status to its CRD bound, without
@@ -66,6 +68,8 @@ func clampStatus(st *rolloutsv1.ModelRolloutStatus) {
 		g.Message = truncate(g.Message, maxGateMessage)
 		g.StableValue = truncate(g.StableValue, maxGateValue)
 		g.Template = truncate(g.Template, maxGateTemplate)
+		g.Tenancy = truncate(g.Tenancy, maxGateTenancy)
+		g.Query = truncate(g.Query, maxGateQuery)
 		for j := range g.History {
 			g.History[j].Value = truncate(g.History[j].Value, maxGateValue)
 			g.History[j].Message = truncate(g.History[j].Message, maxMeasureMessage)

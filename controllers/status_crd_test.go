@@ -22,7 +22,7 @@ import (
 // of spec already bounds them.
 var copiedFromSpec = []string{
 	"status.stable.", "status.canary.", "status.retiring[].", "status.removing[].",
-	"status.headerRoute.", "status.workloads[].workloadRef.",
+	"status.headerRoute.", "status.workloads[].workloadRef.", "status.stepPause",
 	"status.conditions[].type", "status.conditions[].reason",
 }
 
