@@ -247,7 +247,7 @@ func (s *Stack) traefikWeights(ctx context.Context) (map[string]int32, bool) {
 	prefix := traefikRouterPrefix(RouteName, idx)
 	var svcName string
 	for _, r := range routers {
-		if strings.HasPrefix(r.Name, prefix) && r.Status == "enabled" {
+		if strings.HasPrefix(r.Name, prefix) && r.Status != "disabled" {
 			svcName = r.Service
 			break
 		}
@@ -313,7 +313,7 @@ func (s *Stack) GatewayServesRoute(ctx context.Context, route string) (bool, err
 	}
 	prefix := fmt.Sprintf("httproute-%s-%s-gw-", Namespace, route)
 	for _, r := range routers {
-		if strings.HasPrefix(r.Name, prefix) && r.Status == "enabled" {
+		if strings.HasPrefix(r.Name, prefix) && r.Status != "disabled" {
 			return true, nil
 		}
 	}
