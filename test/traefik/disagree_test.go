@@ -1,6 +1,9 @@
 package traefik
 
 import (
+	"io"
+	"net/http"
+	"strings"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -10,6 +13,7 @@ import (
 
 	rolloutsv1 "github.com/modelrollout/modelrollout/api/v1alpha1"
 	"github.com/modelrollout/modelrollout/test/demo"
+	"github.com/modelrollout/modelrollout/test/vllmsim"
 )
 
 // Where Traefik and the test gateway (test/gateway) disagree on something
@@ -22,7 +26,7 @@ var _ = Describe("Where Traefik and the test gateway disagree", func() {
 	// traffic only to endpoints whose ready condition is true. The
 	// EndpointSlice controller always sets it, so this bites only
 	// hand-written or third-party slices.
-	It("an endpoint whose ready condition is unset: the operator counts it and moves weight, Traefik sends it nothing and answers 503 for the canary's share", func(ctx SpecContext) {
+	It("an endpoint whose ready condition is unset: the operator counts it and moves weight, Traefik sends it nothing, answers 503 for the canary's share and counts none of it as the canary's", func(ctx SpecContext) {
 		By("the canary's only endpoint has no ready (and no serving) condition")
 		Eventually(ctx, func(g Gomega) {
 			es := &discoveryv1.EndpointSlice{}
@@ -64,6 +68,28 @@ var _ = Describe("Where Traefik and the test gateway disagree", func() {
 			demo.Stable:      {OK: requestsPerStep * 75 / 100},
 			demo.FromGateway: {Failed: requestsPerStep * 25 / 100},
 		}), "the test gateway would have sent the canary its 25%%")
-		Expect(counted[demo.GoodCanary]).To(BeNumerically("==", requestsPerStep*25/100), "Traefik counts the 503s as the canary's requests")
+		// Traefik's service for the canary's backendRef counts none of
+		// them: traefik-error-ratio has no data for the canary (its gate
+		// holds, by minRequests or noData) instead of failing.
+		Expect(counted).To(Equal(map[string]float64{demo.Stable: requestsPerStep * 75 / 100}),
+			"traefik_service_requests_total by backend Service: the canary's share is not counted as the canary's")
+
+		By("the status Traefik answers for the canary's share")
+		var codes []int
+		for range 4 { // one in four requests is the canary's at 75/25
+			req, err := http.NewRequestWithContext(ctx, http.MethodPost, stack.GatewayURL+"/v1/chat/completions",
+				strings.NewReader(`{"model":"gpt-4","messages":[{"role":"user","content":"hi"}],"max_tokens":4}`))
+			Expect(err).NotTo(HaveOccurred())
+			req.Header.Set("x-model-id", demo.ModelID)
+			req.Header.Set("content-type", "application/json")
+			resp, err := (&http.Client{Transport: &http.Transport{Proxy: nil}, Timeout: time.Minute}).Do(req)
+			Expect(err).NotTo(HaveOccurred())
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.Header.Get(vllmsim.BackendHeader) == "" {
+				codes = append(codes, resp.StatusCode)
+			}
+		}
+		Expect(codes).To(Equal([]int{http.StatusServiceUnavailable}), "one of four requests answered by Traefik itself, with a 503")
 	}, SpecTimeout(5*time.Minute))
 })

@@ -46,6 +46,8 @@ var _ = Describe("Gates on Traefik's own metrics", func() {
 		Expect(got.Status.Step).To(Equal("1/2"), "the 3 minute pause was not over")
 		AddReportEntry("rolled back by", got.Status.Rollback.Message)
 		expectWeights(ctx, map[string]int32{demo.Stable: 100, demo.BadCanary: 0})
+		load.Stop()
+		quiesce(ctx)
 		expectSplit(ctx, requestsPerStep, map[string]int32{demo.Stable: 100, demo.BadCanary: 0})
 
 		By("the presets' queries, in the real Prometheus: the canary's errors and latency, and none of the stable's errors")
