@@ -63,13 +63,21 @@ control-plane: ## Build kube-apiserver and etcd from the Go module proxy (cached
 workload-plane: control-plane ## Build kube-controller-manager and kwok for the workloads suite (cached in bin/).
 	@K8S_VERSION=$(K8S_VERSION) bash test/scripts/workload-plane.sh >/dev/null
 
+.PHONY: traefik
+traefik: ## Build Traefik from the Go module proxy for the real-gateway suite and demo (cached in bin/).
+	@bash test/scripts/traefik.sh >/dev/null
+
 .PHONY: test-deps
 test-deps: control-plane ## Install everything the tests need (control plane, Prometheus, Alertmanager).
 	@bash test/scripts/install-deps.sh
 
 .PHONY: test
-test: test-deps workload-plane verify ## Run all tests: unit, integration on a real API server and Prometheus, and e2e.
+test: test-deps workload-plane traefik verify ## Run all tests: unit, integration on a real API server and Prometheus, and e2e.
 	go test -count=1 $(GOTEST_FLAGS) -timeout 45m ./...
+
+.PHONY: test-release
+test-release: test-deps ## Run the release tests for every released platform (make test builds only this machine's).
+	RELEASE_TEST_PLATFORMS=all go test -count=1 -timeout 45m ./test/release/
 
 .PHONY: test-e2e
 test-e2e: test-deps ## Run only the end-to-end suite.
@@ -135,6 +143,9 @@ install: manifests ## Install the CRDs into the cluster in your kubeconfig.
 uninstall: ## Remove the CRDs from the cluster in your kubeconfig.
 	kubectl delete --ignore-not-found -f config/crd/bases
 
+# The demo's data plane: test (test/gateway, in process) or traefik.
+GATEWAY ?=
+
 .PHONY: demo
-demo: test-deps ## Start a local stack and run a live rollout (see README).
-	go run ./test/cmd/demo $(DEMO_FLAGS)
+demo: test-deps $(if $(filter traefik,$(GATEWAY)),traefik) ## Start a local stack and run a live rollout (see README); GATEWAY=traefik runs it through Traefik.
+	go run ./test/cmd/demo $(if $(GATEWAY),--gateway=$(GATEWAY)) $(DEMO_FLAGS)

@@ -48,6 +48,16 @@ const (
 	// pool's EPP Service, scraped with the service target label, selects the
 	// canary's requests.
 	eppSelector = `service="{{ .CanaryEndpointPicker }}",namespace="{{ .Namespace }}"`
+	// Traefik's Gateway API provider names the service of every backendRef
+	// <router>-svc-<namespace>-<service>-<index>, where <router> is
+	// httproute-<route namespace>-<route name>-gw-<gateway namespace>-
+	// <gateway name>-ep-<entry point>-<rule index>-<hash>, and its metrics
+	// add the provider, @kubernetesgateway. The index is the backendRef's
+	// position in the rule, which moves when Git reorders the refs, and a
+	// rollout's header route is a route of its own: the regular expression
+	// takes the canary Service's requests from every rule and route of the
+	// namespace. The rule's weighted service (<router>-wrr) is left out.
+	traefikSelector = `service=~"httproute-{{ .Namespace }}-.+-svc-{{ .Namespace }}-{{ .Canary }}-[0-9]+@kubernetesgateway"`
 )
 
 // Query building blocks. `{ {{- .Selector }}}` renders as {<selector>}: the
@@ -124,6 +134,7 @@ var presetOrder = []v1alpha1.GatePreset{
 	"istio-error-ratio", "istio-latency-p99",
 	"inference-pool-error-ratio", "inference-pool-latency-p99", "inference-pool-ttft-p99",
 	"tgi-error-ratio", "tgi-latency-p99",
+	"traefik-error-ratio", "traefik-latency-p99",
 }
 
 var presets = map[v1alpha1.GatePreset]preset{
@@ -238,6 +249,26 @@ var presets = map[v1alpha1.GatePreset]preset{
 		selector:    serviceSelector,
 		unit:        "seconds",
 		description: "99th percentile of the canary's end-to-end request duration measured by Text Generation Inference (tgi_request_duration), in seconds.",
+	},
+	"traefik-error-ratio": {
+		query:    ratio("traefik_service_requests_total", `code=~"5.."`, "traefik_service_requests_total"),
+		requests: requests("traefik_service_requests_total"),
+		selector: traefikSelector,
+		unit:     "ratio",
+		description: "Share of the requests Traefik sent to the canary Service that were answered with a 5xx, from " +
+			"traefik_service_requests_total of Traefik's Prometheus metrics (metrics.prometheus.addServicesLabels, on by default). " +
+			"The default selector matches the service names Traefik's Gateway API provider gives backendRefs " +
+			"(httproute-<namespace>-...-svc-<namespace>-<service>-<index>@kubernetesgateway), in every route of the namespace, " +
+			"the rollout's header route included.",
+	},
+	"traefik-latency-p99": {
+		query:    p99("traefik_service_request_duration_seconds_bucket", ""),
+		requests: requests("traefik_service_requests_total"),
+		selector: traefikSelector,
+		unit:     "seconds",
+		description: "99th percentile of the duration of the requests Traefik sent to the canary Service, in seconds " +
+			"(traefik_service_request_duration_seconds). Traefik's default buckets are 0.1, 0.3, 1.2 and 5 seconds: set " +
+			"metrics.prometheus.buckets around the threshold. On streamed responses it is the whole stream's duration.",
 	},
 }
 

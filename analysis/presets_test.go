@@ -123,6 +123,34 @@ func checkSelectorsEverywhere(t *testing.T, q string, info PresetInfo) {
 		want = [][2]string{{"reporter", "destination"}, {"destination_service_name", "vllm-gpt4-v2"}, {"destination_service_namespace", "ai-gateway"}}
 	case strings.HasPrefix(string(info.Name), "inference-pool-"):
 		want = [][2]string{{"service", "vllm-gpt4-v2-epp"}, {"namespace", "ai-gateway"}}
+	case strings.HasPrefix(string(info.Name), "traefik-"):
+		// Traefik's Gateway API provider's service names: the canary's
+		// backendRef in any rule of any route of the namespace, not the
+		// stable's, not the rule's weighted service.
+		for _, vs := range selectors(t, q) {
+			var m *labels.Matcher
+			for _, lm := range vs.LabelMatchers {
+				if lm.Name == "service" && lm.Type == labels.MatchRegexp {
+					m = lm
+				}
+			}
+			if m == nil {
+				t.Fatalf("selector %s of %q has no service=~ matcher", vs, q)
+			}
+			for svc, want := range map[string]bool{
+				"httproute-ai-gateway-models-gw-ai-gateway-gw-ep-web-0-0123456789-svc-ai-gateway-vllm-gpt4-v2-1@kubernetesgateway":            true,
+				"httproute-ai-gateway-models-gpt4-match-gw-ai-gateway-gw-ep-web-0-abcdef0123-svc-ai-gateway-vllm-gpt4-v2-0@kubernetesgateway": true,
+				"httproute-ai-gateway-models-gw-ai-gateway-gw-ep-web-0-0123456789-svc-ai-gateway-vllm-gpt4-v1-0@kubernetesgateway":            false,
+				"httproute-ai-gateway-models-gw-ai-gateway-gw-ep-web-0-0123456789-svc-ai-gateway-vllm-gpt4-v2-canary-1@kubernetesgateway":     false,
+				"httproute-ai-gateway-models-gw-ai-gateway-gw-ep-web-0-0123456789-wrr@kubernetesgateway":                                      false,
+				"httproute-other-models-gw-ai-gateway-gw-ep-web-0-0123456789-svc-other-vllm-gpt4-v2-1@kubernetesgateway":                      false,
+			} {
+				if m.Matches(svc) != want {
+					t.Errorf("service=~%q matches %s: %v, want %v", m.Value, svc, !want, want)
+				}
+			}
+		}
+		return
 	default:
 		t.Fatalf("no expectation for preset %q", info.Name)
 	}

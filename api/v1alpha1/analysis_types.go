@@ -213,7 +213,7 @@ type LocalObjectReference struct {
 
 // GatePreset names a built-in query. See docs/reference/presets.md for each one's PromQL.
 //
-// +kubebuilder:validation:Enum=vllm-error-ratio;vllm-http-error-ratio;vllm-e2e-latency-p99;vllm-ttft-p99;vllm-itl-p99;envoy-error-ratio;envoy-latency-p99;istio-error-ratio;istio-latency-p99;inference-pool-error-ratio;inference-pool-latency-p99;inference-pool-ttft-p99;tgi-error-ratio;tgi-latency-p99
+// +kubebuilder:validation:Enum=vllm-error-ratio;vllm-http-error-ratio;vllm-e2e-latency-p99;vllm-ttft-p99;vllm-itl-p99;envoy-error-ratio;envoy-latency-p99;istio-error-ratio;istio-latency-p99;inference-pool-error-ratio;inference-pool-latency-p99;inference-pool-ttft-p99;tgi-error-ratio;tgi-latency-p99;traefik-error-ratio;traefik-latency-p99
 type GatePreset string
 
 // NoDataPolicy says what a gate does when its query returns nothing to judge:

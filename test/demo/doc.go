@@ -35,6 +35,18 @@
 //     the alert receiver flags; its log is <Dir>/operator.log. The kubectl
 //     plugin is built beside it when its source exists.
 //
+// With Options.Gateway = GatewayTraefik (`make demo GATEWAY=traefik`, and
+// the test/traefik suite) Traefik replaces the test gateway: the binary
+// test/scripts/traefik.sh builds, run as a child process against the API
+// server (the admin kubeconfig) with its kubernetesGateway provider, its web
+// entry point as the Gateway's listener (GatewayClass traefik, listener
+// port = the entry point's port), and its API, ping and Prometheus metrics
+// on the traefik entry point, which Prometheus scrapes as the gateway job.
+// The simulators' EndpointSlices then hold 127.0.0.1 itself in slices of
+// addressType FQDN (the API server refuses loopback IPv4 endpoints), which
+// Traefik dials. GatewayWeights reads Traefik's API, and GatewayGates turns
+// the rollouts' envoy-* gates into the matching traefik-* gates.
+//
 // Child processes die with the stack's process (PR_SET_PDEATHSIG; the
 // control plane through `setpriv --pdeathsig`), Close stops them in order
 // and removes <Dir>, and the next Start removes the directory of a stack

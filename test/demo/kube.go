@@ -192,9 +192,12 @@ func setupOperatorIdentity(ctx context.Context, env *envtest.Environment, c clie
 
 // endpointSlice is the slice of a simulator's Service: a documentation
 // address, which is never dialled, and the simulator's loopback port, which
-// the test gateway dials on 127.0.0.1.
-func endpointSlice(namespace, service string, port int32) *discoveryv1.EndpointSlice {
-	return &discoveryv1.EndpointSlice{
+// the test gateway dials on 127.0.0.1. For Traefik, which dials the
+// addresses of the slice, the address is 127.0.0.1 itself, in a slice of
+// addressType FQDN: the API server refuses loopback addresses in IPv4
+// slices, and Traefik does not filter slices by addressType.
+func endpointSlice(namespace, service string, port int32, traefik bool) *discoveryv1.EndpointSlice {
+	es := &discoveryv1.EndpointSlice{
 		ObjectMeta: metav1.ObjectMeta{
 			Namespace: namespace, Name: service + "-loopback",
 			Labels: map[string]string{
@@ -209,6 +212,11 @@ func endpointSlice(namespace, service string, port int32) *discoveryv1.EndpointS
 		}},
 		Ports: []discoveryv1.EndpointPort{{Name: ptr.To("http"), Port: ptr.To(port), Protocol: ptr.To(corev1.ProtocolTCP)}},
 	}
+	if traefik {
+		es.AddressType = discoveryv1.AddressTypeFQDN
+		es.Endpoints[0].Addresses = []string{"127.0.0.1"}
+	}
+	return es
 }
 
 // leaderElected reports whether the operator's Lease has a holder whose

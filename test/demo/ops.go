@@ -150,8 +150,12 @@ func (s *Stack) SetEndpoints(ctx context.Context, service string, ready ...bool)
 	}
 	es.Endpoints = nil
 	for i, r := range ready {
+		addr := fmt.Sprintf("192.0.2.%d", 10+i)
+		if s.IsTraefik() {
+			addr = "127.0.0.1" // Traefik dials it (FQDN slice, see endpointSlice)
+		}
 		es.Endpoints = append(es.Endpoints, discoveryv1.Endpoint{
-			Addresses:  []string{fmt.Sprintf("192.0.2.%d", 10+i)},
+			Addresses:  []string{addr},
 			Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(r), Serving: ptr.To(r), Terminating: ptr.To(false)},
 		})
 	}
@@ -294,6 +298,7 @@ var troubleQueries = []string{
 	`histogram_quantile(0.99, sum by (service, le) (rate(vllm:e2e_request_latency_seconds_bucket{namespace="` + Namespace + `",model_name="` + ModelID + `"}[15s]))) > 1`,
 	`sum by (service) (rate(vllm:request_success_total{namespace="` + Namespace + `",model_name="` + ModelID + `",finished_reason="error"}[30s])) > 0`,
 	`sum by (envoy_cluster_name) (rate(envoy_cluster_upstream_rq_xx{envoy_response_code_class="5"}[30s])) > 0`,
+	`sum by (service) (rate(traefik_service_requests_total{code=~"5.."}[30s])) > 0`,
 }
 
 // RecentTrouble lists the gpt-4 backends whose recent metrics would fail a
@@ -385,6 +390,9 @@ func (s *Stack) Diagnostics(ctx context.Context, w io.Writer) {
 	if s.Gateway != nil {
 		section("gateway routing table")
 		fmt.Fprintln(w, s.Gateway.Table().String())
+	}
+	if s.IsTraefik() {
+		s.traefikDiagnostics(ctx, w, section)
 	}
 	if s.Operator != nil {
 		section("operator log (last 80 lines of " + s.Operator.LogPath + ")")

@@ -101,6 +101,12 @@ type Options struct {
 	// KubebuilderAssets holds kube-apiserver and etcd; $KUBEBUILDER_ASSETS,
 	// else <root>/bin/control-plane/v1.37.2, when empty.
 	KubebuilderAssets string
+	// Gateway is the data plane: GatewayTest (the default, also when empty)
+	// or GatewayTraefik.
+	Gateway string
+	// TraefikBinary is Traefik's binary for GatewayTraefik; the one
+	// test/scripts/traefik.sh caches in bin/traefik when empty.
+	TraefikBinary string
 }
 
 // Stack is everything `make demo` and the e2e suite run on this machine,
@@ -120,7 +126,11 @@ type Stack struct {
 	Sims map[string]*vllmsim.Server
 	// Gateway is the test gateway; GatewayURL its data plane and
 	// GatewayMetricsURL its admin listener (/stats/prometheus, /routes).
+	// On a Traefik stack Gateway is nil, Traefik is its process,
+	// GatewayURL its web entry point and GatewayMetricsURL its traefik entry
+	// point (/ping, /api, /metrics).
 	Gateway           *gateway.Gateway
+	Traefik           *Process
 	GatewayURL        string
 	GatewayMetricsURL string
 
@@ -190,6 +200,18 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 	}
 	if err := promharness.Available(); err != nil {
 		return nil, fmt.Errorf("%w (or run `make test-deps`)", err)
+	}
+	switch opts.Gateway {
+	case "", GatewayTest:
+		opts.Gateway = GatewayTest
+	case GatewayTraefik:
+		if opts.TraefikBinary == "" {
+			if opts.TraefikBinary, err = TraefikBinary(opts.Root); err != nil {
+				return nil, err
+			}
+		}
+	default:
+		return nil, fmt.Errorf("unknown gateway %q: %q or %q", opts.Gateway, GatewayTest, GatewayTraefik)
 	}
 
 	sweepStaleDirs()
@@ -348,7 +370,14 @@ func (s *Stack) start(ctx context.Context) error {
 		metricsLn.Close()
 		return err
 	}
-	if err := s.startGateway(ctx, dataLn, metricsLn); err != nil {
+	if s.IsTraefik() {
+		dataLn.Close()
+		metricsLn.Close()
+		s.logf("starting Traefik")
+		if err := s.startTraefik(ctx, dataLn.Addr().String(), metricsLn.Addr().String()); err != nil {
+			return err
+		}
+	} else if err := s.startGateway(ctx, dataLn, metricsLn); err != nil {
 		return err
 	}
 	s.time("manifests + gateway", t1)
@@ -474,9 +503,12 @@ func (s *Stack) targets(gatewayMetrics string) []promharness.Target {
 			Labels: map[string]string{"service": sim.service, "namespace": Namespace},
 		})
 	}
-	ts = append(ts,
-		promharness.Target{Job: gatewayJob, Addr: gatewayMetrics, MetricsPath: "/stats/prometheus",
-			Labels: map[string]string{"gateway": GatewayName, "namespace": Namespace}},
+	gw := promharness.Target{Job: gatewayJob, Addr: gatewayMetrics, MetricsPath: "/stats/prometheus",
+		Labels: map[string]string{"gateway": GatewayName, "namespace": Namespace}}
+	if s.IsTraefik() {
+		gw.MetricsPath = traefikMetricsPath
+	}
+	ts = append(ts, gw,
 		promharness.Target{Job: operatorJob, Addr: s.OperatorMetrics},
 	)
 	return ts
@@ -575,7 +607,18 @@ func (s *Stack) applyManifests(ctx context.Context) error {
 	if err := s.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: Namespace}}); err != nil {
 		return err
 	}
-	for _, f := range []string{GatewayManifest, ServicesManifest, RouteManifest} {
+	files := []string{GatewayManifest, ServicesManifest, RouteManifest}
+	if s.IsTraefik() {
+		// Traefik's GatewayClass, and the listener on Traefik's web port.
+		gc, gw := traefikGateway(portOf(strings.TrimPrefix(s.GatewayURL, "http://")))
+		for _, o := range []client.Object{gc, gw} {
+			if err := s.Client.Create(ctx, o); err != nil {
+				return err
+			}
+		}
+		files = files[1:]
+	}
+	for _, f := range files {
 		if err := ApplyFile(ctx, s.Client, s.filePath(f)); err != nil {
 			return err
 		}
@@ -591,7 +634,7 @@ func (s *Stack) applyManifests(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if err := s.Client.Create(ctx, endpointSlice(Namespace, sim.service, int32(port))); err != nil {
+		if err := s.Client.Create(ctx, endpointSlice(Namespace, sim.service, int32(port), s.IsTraefik())); err != nil {
 			return err
 		}
 	}
@@ -649,6 +692,11 @@ func (s *Stack) LogWriter() io.Writer {
 // current routing table, by Service name, counting only backends that have
 // an endpoint; false when the rule is not in the table.
 func (s *Stack) GatewayWeights() (map[string]int32, bool) {
+	if s.IsTraefik() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		return s.traefikWeights(ctx)
+	}
 	if s.Gateway == nil {
 		return nil, false
 	}
@@ -749,6 +797,9 @@ func (s *Stack) Close() error {
 		var errs []error
 		if s.Operator != nil {
 			s.Operator.Stop(15 * time.Second)
+		}
+		if s.Traefik != nil {
+			s.Traefik.Stop(15 * time.Second)
 		}
 		if s.gwCancel != nil {
 			shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -192,6 +192,7 @@ func (st *story) rollout(ctx context.Context, title, file string, want rolloutsv
 	}
 	res.Schedule = ro.Spec.EffectiveSteps()
 	st.s.LocalPromptGates(ro)
+	st.s.GatewayGates(ro)
 	rev := ro.Spec.Revision()
 	res.Revision = rev
 	if st.o.Plain {
@@ -559,7 +560,11 @@ func (st *story) hints() {
 	} else if s.PluginMissing != "" {
 		fmt.Fprintf(out, "(kubectl plugin: %s)\n", s.PluginMissing)
 	}
-	fmt.Fprintf(out, "\nGateway      %s   (Envoy-style metrics and the routing table: %s/stats/prometheus, %s/routes)\n", s.GatewayURL, s.GatewayMetricsURL, s.GatewayMetricsURL)
+	if s.IsTraefik() {
+		fmt.Fprintf(out, "\nGateway      %s   (Traefik %s; its metrics and API: %s/metrics, %s/api/http/routers, %s/api/http/services)\n", s.GatewayURL, TraefikVersion, s.GatewayMetricsURL, s.GatewayMetricsURL, s.GatewayMetricsURL)
+	} else {
+		fmt.Fprintf(out, "\nGateway      %s   (Envoy-style metrics and the routing table: %s/stats/prometheus, %s/routes)\n", s.GatewayURL, s.GatewayMetricsURL, s.GatewayMetricsURL)
+	}
 	fmt.Fprintf(out, "  curl -sS %s/v1/chat/completions -H 'x-model-id: gpt-4' -H 'content-type: application/json' \\\n", s.GatewayURL)
 	fmt.Fprintf(out, "    -d '{\"model\":\"gpt-4\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"max_tokens\":8}' -D - -o /dev/null | grep -i x-backend\n")
 	fmt.Fprintf(out, "Prometheus   %s   (alerts: %s/alerts; try sum by (service) (rate(vllm:request_success_total[30s])))\n", s.Prometheus.URL(), s.Prometheus.URL())
@@ -573,7 +578,11 @@ func (st *story) hints() {
 		receiver = s.AlertReceiverURL
 	}
 	fmt.Fprintf(out, "Operator     metrics http://%s/metrics, alert receiver %s\n", s.OperatorMetrics, receiver)
-	fmt.Fprintf(out, "Logs         %s (operator.log, gateway.log)\n", s.Dir)
+	logs := "operator.log, gateway.log"
+	if s.IsTraefik() {
+		logs = "operator.log, traefik.log"
+	}
+	fmt.Fprintf(out, "Logs         %s (%s)\n", s.Dir, logs)
 }
 
 // LocalPromptGates points the rollout's prompt gates without a url at the

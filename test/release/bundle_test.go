@@ -52,8 +52,8 @@ func buildBundle(t *testing.T) release.Bundle {
 			return
 		}
 		var plugins map[release.Platform]string
-		bundleErr = timed(t, "build the plugin for "+platformList(release.PluginPlatforms), func() (err error) {
-			plugins, err = release.GoBuildAll(t.Context(), root, "./cmd/"+release.PluginName, release.PluginName, filepath.Join(tmp, "plugin"), b.Describe, release.PluginPlatforms)
+		bundleErr = timed(t, "build the plugin for "+platformList(pluginPlatforms()), func() (err error) {
+			plugins, err = release.GoBuildAll(t.Context(), root, "./cmd/"+release.PluginName, release.PluginName, filepath.Join(tmp, "plugin"), b.Describe, pluginPlatforms())
 			return err
 		})
 		if bundleErr != nil {
@@ -80,7 +80,7 @@ func TestBundleFiles(t *testing.T) {
 	b := buildBundle(t)
 	dir := distDir(b)
 	want := []string{"checksums.txt", "install.yaml", "modelrollout-" + version + ".tgz", "modelrollout.yaml"}
-	for _, p := range release.PluginPlatforms {
+	for _, p := range pluginPlatforms() {
 		want = append(want, release.ArchiveName(version, p))
 	}
 	sort.Strings(want)
@@ -239,7 +239,7 @@ func binaryPlatform(b []byte) (release.Platform, error) {
 // for its platform, next to the plugin's README.
 func TestBundlePluginArchives(t *testing.T) {
 	b := buildBundle(t)
-	for _, p := range release.PluginPlatforms {
+	for _, p := range pluginPlatforms() {
 		t.Run(p.String(), func(t *testing.T) {
 			file := b.Archives[p]
 			if filepath.Base(file) != release.ArchiveName(version, p) {
@@ -284,8 +284,8 @@ func TestBundleKrewManifest(t *testing.T) {
 		t.Fatal(err)
 	}
 	sums := checksums(t, b.Checksums)
-	if m.Spec.Version != "v"+version || len(m.Spec.Platforms) != len(release.PluginPlatforms) {
-		t.Fatalf("version %s with %d platforms, want v%s with %d", m.Spec.Version, len(m.Spec.Platforms), version, len(release.PluginPlatforms))
+	if m.Spec.Version != "v"+version || len(m.Spec.Platforms) != len(pluginPlatforms()) {
+		t.Fatalf("version %s with %d platforms, want v%s with %d", m.Spec.Version, len(m.Spec.Platforms), version, len(pluginPlatforms()))
 	}
 	for _, p := range m.Spec.Platforms {
 		archive := filepath.Base(p.URI)
@@ -319,7 +319,7 @@ func TestBundleKrewManifest(t *testing.T) {
 			return err
 		}()
 	}
-	for _, p := range release.PluginPlatforms {
+	for _, p := range pluginPlatforms() {
 		t.Run("krew install "+p.String(), func(t *testing.T) {
 			krewRoot, err := install(p, b.Archives[p])
 			if err != nil {
@@ -345,10 +345,18 @@ func TestBundleKrewManifest(t *testing.T) {
 			}
 		})
 	}
-	// krew refuses an archive whose sha256 is not the manifest's.
-	wrong := release.Platform{OS: "linux", Arch: "amd64"}
-	if _, err := install(wrong, b.Archives[release.Platform{OS: "linux", Arch: "arm64"}]); err == nil || !strings.Contains(err.Error(), "checksum does not match") {
-		t.Errorf("krew installed the linux/arm64 archive for linux/amd64: %v", err)
+	// krew refuses an archive whose sha256 is not the manifest's: the
+	// host's archive with one byte more.
+	raw, err = os.ReadFile(b.Archives[hostPlatform])
+	if err != nil {
+		t.Fatal(err)
+	}
+	tampered := filepath.Join(t.TempDir(), filepath.Base(b.Archives[hostPlatform]))
+	if err := os.WriteFile(tampered, append(raw, 0), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := install(hostPlatform, tampered); err == nil || !strings.Contains(err.Error(), "checksum does not match") {
+		t.Errorf("krew installed an archive whose sha256 is not the manifest's: %v", err)
 	}
 }
 

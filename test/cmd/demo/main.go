@@ -5,7 +5,7 @@
 // back, prints a summary and how to poke the stack by hand. Everything lives
 // in package test/demo; this file only maps flags onto it.
 //
-//	go run ./test/cmd/demo [--plain] [--keep] [--rate 25] ...
+//	go run ./test/cmd/demo [--plain] [--keep] [--rate 25] [--gateway traefik] ...
 package main
 
 import (
@@ -43,6 +43,7 @@ func run() int {
 	stepPause := flag.Duration("step-pause", 0, "pause of every step, replacing the manifests' 10s (e.g. 30s for a slower story)")
 	loadDuration := flag.Duration("load-duration", 30*time.Minute, "the load stops by itself after this long")
 	verbose := flag.Bool("v", false, "copy the output of Prometheus and Alertmanager to stderr")
+	gw := flag.String("gateway", demo.GatewayTest, "the data plane: \"test\" (test/gateway, in process) or \"traefik\" (Traefik, built by `make traefik`)")
 	flag.Parse()
 	if flag.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "demo: unexpected arguments %q\n", flag.Args())
@@ -60,12 +61,17 @@ func run() int {
 	if *verbose {
 		childOut = os.Stderr
 	}
-	fmt.Println("Starting the stack: kube-apiserver + etcd, vLLM simulators, test gateway, Prometheus, Alertmanager, operator ...")
+	gwName := "test gateway"
+	if *gw == demo.GatewayTraefik {
+		gwName = "Traefik " + demo.TraefikVersion
+	}
+	fmt.Printf("Starting the stack: kube-apiserver + etcd, vLLM simulators, %s, Prometheus, Alertmanager, operator ...\n", gwName)
 	stack, err := demo.Start(ctx, demo.Options{
 		Logf:         func(format string, args ...any) { fmt.Printf("  "+format+"\n", args...) },
 		ChildOutput:  childOut,
 		BadErrorRate: *badErrorRate,
 		BuildPlugin:  true,
+		Gateway:      *gw,
 	})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "demo: starting the stack:", err)
