@@ -212,9 +212,9 @@ func TestAttackPrometheusAddresses(t *testing.T) {
 		{"AWS IPv6 metadata as the Prometheus address", ClientConfig{Address: "http://[fd00:ec2::254]:9090"}, loopbackOnly(), "AWS EC2 instance metadata over IPv6"},
 		{"metadata as the Prometheus address, link-local allowed", ClientConfig{Address: "http://169.254.169.254"}, loopbackOnly("169.254.0.0/16"), "cloud instance metadata"},
 		{"metadata in decimal", ClientConfig{Address: "http://2852039166"}, loopbackOnly("0.0.0.0/0"), "legacy spelling"},
-		{"OAuth2 token URL on metadata", ClientConfig{Address: srv.URL, OAuth2: &OAuth2{ClientID: "c", ClientSecret: "s",
+		{"OAuth2 token URL on metadata", ClientConfig{Address: srv.URL, OAuth2: &OAuth2{ClientID: "client-id", ClientSecret: "client-secret-value",
 			TokenURL: "http://169.254.169.254/latest/meta-data/iam/security-credentials/"}}, loopbackOnly("127.0.0.0/8", "169.254.0.0/16"), "cloud instance metadata"},
-		{"OAuth2 token URL on EKS Pod Identity over IPv6", ClientConfig{Address: srv.URL, OAuth2: &OAuth2{ClientID: "c", ClientSecret: "s",
+		{"OAuth2 token URL on EKS Pod Identity over IPv6", ClientConfig{Address: srv.URL, OAuth2: &OAuth2{ClientID: "client-id", ClientSecret: "client-secret-value",
 			TokenURL: "http://[fd00:ec2::23]/v1/credentials"}}, loopbackOnly("127.0.0.0/8"), "EKS Pod Identity agent over IPv6"},
 	}
 	for _, c := range cases {
