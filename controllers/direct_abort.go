@@ -161,7 +161,7 @@ func directAbortHandler() handler.TypedEventHandler[client.Object, reconcile.Req
 	}
 }
 
-// sizes counts the entries of each map, for tests and docs/memory.md.
+// sizes counts the entries of each map, for tests and docs/performance/memory.md.
 func (d *directAborts) sizes(into map[string]int) {
 	if d == nil {
 		return

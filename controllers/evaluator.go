@@ -249,7 +249,7 @@ func (b *backgroundGates) forget(key types.NamespacedName, gone func()) {
 	}
 }
 
-// sizes counts the entries of each map, for tests and docs/memory.md.
+// sizes counts the entries of each map, for tests and docs/performance/memory.md.
 func (b *backgroundGates) sizes(into map[string]int) {
 	if b == nil {
 		return

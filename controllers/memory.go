@@ -9,7 +9,7 @@ import (
 )
 
 // What the controller keeps in memory per rollout, and when it goes, is in
-// docs/memory.md: every map has a bound or is pruned when its rollout (or
+// docs/performance/memory.md: every map has a bound or is pruned when its rollout (or
 // route) goes, and a superseded gate round or webhook call is cancelled.
 
 // forgetRollout drops what is known of a deleted rollout, and cancels its
@@ -42,7 +42,7 @@ func phaseOrNone(p rolloutsv1.Phase) string {
 }
 
 // memorySizes counts the entries of every in-memory map of the controller,
-// by name (see docs/memory.md).
+// by name (see docs/performance/memory.md).
 func (r *ModelRolloutReconciler) memorySizes() map[string]int {
 	out := map[string]int{}
 	r.writes.sizes(out)

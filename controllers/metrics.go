@@ -273,7 +273,7 @@ func (m *Metrics) forget(namespace, name string) {
 	}
 }
 
-// sizes counts the rollouts with gate series, for tests and docs/memory.md.
+// sizes counts the rollouts with gate series, for tests and docs/performance/memory.md.
 func (m *Metrics) sizes(into map[string]int) {
 	if m == nil {
 		return

@@ -10,7 +10,7 @@ import (
 )
 
 // This file decides what an edit of spec.steps does to a rollout whose step
-// is in force (docs/edits.md). The rule: no edit raises the canary's weight
+// is in force (docs/concepts/edits.md). The rule: no edit raises the canary's weight
 // before the weight in force has baked (its pause and its gates); the
 // rollout then goes on with the first step of the new list whose weight is
 // above it. A lowered weight applies at once. status.stepWeights records the

@@ -369,7 +369,7 @@ func (w *webhookRunner) deliver(n notification) {
 	w.log.Info("OnTransition webhook failed", "rollout", n.ro.Namespace+"/"+n.ro.Name, "webhook", n.hook.Name, "attempts", notifyAttempts, "error", err.Error())
 }
 
-// sizes counts the entries of each map, for tests and docs/memory.md.
+// sizes counts the entries of each map, for tests and docs/performance/memory.md.
 func (w *webhookRunner) sizes(into map[string]int) {
 	if w == nil {
 		return

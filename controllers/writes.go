@@ -307,7 +307,7 @@ func (w *writeState) forget(key types.NamespacedName) {
 	}
 }
 
-// sizes counts the entries of each map, for tests and docs/memory.md.
+// sizes counts the entries of each map, for tests and docs/performance/memory.md.
 func (w *writeState) sizes(into map[string]int) {
 	w.mu.Lock()
 	defer w.mu.Unlock()

@@ -486,8 +486,8 @@ type ModelRolloutStatus struct {
 
 	// stepWeights are the weights of the steps the rollout walks: those of
 	// spec.steps, except while a step that an edit of spec.steps removed
-	// still bakes (see docs/edits.md): its weight then stays in the list, at
-	// currentStepIndex, until it has baked.
+	// still bakes (see docs/concepts/edits.md): its weight then stays in the
+	// list, at currentStepIndex, until it has baked.
 	//
 	// +optional
 	// +listType=atomic

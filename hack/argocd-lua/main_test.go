@@ -120,7 +120,7 @@ func TestCommittedScriptsAreGenerated(t *testing.T) {
 }
 
 func TestDocTableIsGenerated(t *testing.T) {
-	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "actions.md"))
+	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "reference", "actions.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,6 +129,6 @@ func TestDocTableIsGenerated(t *testing.T) {
 		t.Fatal(err)
 	}
 	if string(want) != string(doc) {
-		t.Error("docs/actions.md's table differs from api/v1alpha1.ActionRules: run make generate")
+		t.Error("docs/reference/actions.md's table differs from api/v1alpha1.ActionRules: run make generate")
 	}
 }
