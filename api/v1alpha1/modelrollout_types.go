@@ -850,7 +850,7 @@ type CapacityStatus struct {
 	//
 	// +optional
 	ReadyStable int32 `json:"readyStable"`
-	// readyCanary: see readyStable.
+	// readyCanary is the ready canary endpoints last counted.
 	//
 	// +optional
 	ReadyCanary int32 `json:"readyCanary"`
