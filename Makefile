@@ -46,12 +46,16 @@ fmt: ## Run gofmt on the code.
 vet: ## Run go vet.
 	go vet ./...
 
+# Extra flags for golangci-lint run, e.g. GOLANGCI_LINT_FLAGS=--fix.
+GOLANGCI_LINT_FLAGS ?=
+
 .PHONY: lint
-lint: vet ## Check formatting and run go vet.
+lint: ## Check formatting and run golangci-lint (.golangci.yml: go vet, staticcheck, ..., kube-api-linter on api/).
 	@out=$$(gofmt -l $$(git ls-files -co --exclude-standard '*.go')); if [ -n "$$out" ]; then echo "not gofmt-ed:"; echo "$$out"; exit 1; fi
+	@golangci_lint="$$(bash test/scripts/golangci-lint.sh)"; "$$golangci_lint" run $(GOLANGCI_LINT_FLAGS) ./...
 
 .PHONY: verify
-verify: manifests generate ## Fail when generated files drift from the sources, or code is unformatted.
+verify: manifests generate ## Fail when generated files drift from the sources, code is unformatted, or a linter complains.
 	@$(MAKE) --no-print-directory lint
 	@if [ -n "$$(git status --porcelain -- config api charts docs/reference/api.md)" ]; then echo "generated files are out of date; run 'make manifests generate' and commit:"; git status --porcelain -- config api charts docs/reference/api.md; git --no-pager diff -- config api charts docs/reference/api.md | head -50; exit 1; fi
 

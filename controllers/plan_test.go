@@ -411,7 +411,7 @@ func TestPlan(t *testing.T) {
 				expect(t, d.Status.Rollback.FromWeight, int32(50))
 				expect(t, condStatus(d.Status, "Stalled"), "True/Aborted")
 				expect(t, condStatus(d.Status, "Ready"), "False/RolledBack")
-				expect(t, d.Status.StepHistory == nil || d.Status.StepHistory[len(d.Status.StepHistory)-1].EndedAt != nil, true)
+				expect(t, len(d.Status.StepHistory) == 0 || d.Status.StepHistory[len(d.Status.StepHistory)-1].EndedAt != nil, true)
 			},
 		},
 		{

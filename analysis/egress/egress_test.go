@@ -160,8 +160,7 @@ func TestClientRefusesMetadataAndPublicWithoutConnecting(t *testing.T) {
 func TestRedirects(t *testing.T) {
 	other := serve(t, func(w http.ResponseWriter, _ *http.Request) { fmt.Fprint(w, "other") })
 	var hops int
-	var same *url.URL
-	same = serve(t, func(w http.ResponseWriter, r *http.Request) {
+	same := serve(t, func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/away":
 			http.Redirect(w, r, other.String()+"/x", http.StatusFound)

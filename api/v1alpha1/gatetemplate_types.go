@@ -132,9 +132,11 @@ type GateTemplateSpec struct {
 // namespace reference from spec.analysis.gates[].templateRef.
 type GateTemplate struct {
 	metav1.TypeMeta `json:",inline"`
+	// metadata is the standard object metadata.
 	// +optional
 	metav1.ObjectMeta `json:"metadata,omitempty"`
 
+	// spec is the gate the template provides.
 	// +required
 	Spec GateTemplateSpec `json:"spec"`
 }
@@ -162,9 +164,11 @@ type GateTemplateList struct {
 // kind ClusterGateTemplate.
 type ClusterGateTemplate struct {
 	metav1.TypeMeta `json:",inline"`
+	// metadata is the standard object metadata.
 	// +optional
 	metav1.ObjectMeta `json:"metadata,omitempty"`
 
+	// spec is the gate the template provides.
 	// +required
 	Spec GateTemplateSpec `json:"spec"`
 }

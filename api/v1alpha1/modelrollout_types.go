@@ -827,11 +827,14 @@ const (
 // a schedule of HTTPRoute weights, gated by Prometheus queries at every step.
 type ModelRollout struct {
 	metav1.TypeMeta `json:",inline"`
+	// metadata is the standard object metadata.
 	// +optional
 	metav1.ObjectMeta `json:"metadata,omitempty"`
 
+	// spec is the desired rollout.
 	// +required
 	Spec ModelRolloutSpec `json:"spec"`
+	// status is the rollout's observed state, written by the controller.
 	// +optional
 	Status ModelRolloutStatus `json:"status,omitempty"`
 }
@@ -866,6 +869,8 @@ type CapacityStatus struct {
 	//
 	// +optional
 	ReadyStable int32 `json:"readyStable"`
+	// readyCanary is the ready canary endpoints last counted.
+	//
 	// +optional
 	ReadyCanary int32 `json:"readyCanary"`
 

@@ -103,7 +103,7 @@ func StartPrometheus(ctx context.Context, opts PrometheusOptions) (*Prometheus, 
 		return nil, fmt.Errorf("promharness: %w", err)
 	}
 	p := &Prometheus{opts: opts, binary: binary, dir: dir}
-	if err := p.writeRules(opts.RuleFiles); err == nil {
+	if err = p.writeRules(opts.RuleFiles); err == nil {
 		err = p.writeConfig()
 	}
 	if err != nil {

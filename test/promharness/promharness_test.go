@@ -125,8 +125,6 @@ func TestPrometheusScrapeStopStartAndReload(t *testing.T) {
 	query := fmt.Sprintf(q, addr)
 	g.Eventually(func() (float64, error) { return single(ctx, prom, query, time.Now()) }).
 		WithTimeout(waitLong).WithPolling(poll).Should(Equal(42.0))
-	scrapedAt := time.Now()
-
 	// After WaitForScrapesAfter(t), a query sees what the target held at t
 	// on the first try, whatever the phase of the scrape interval.
 	for _, v := range []float64{1, 2, 3} {
@@ -136,7 +134,7 @@ func TestPrometheusScrapeStopStartAndReload(t *testing.T) {
 	}
 	gauge.Set(42)
 	g.Expect(prom.WaitForScrapesAfter(ctx, time.Now())).To(Succeed())
-	scrapedAt = time.Now()
+	scrapedAt := time.Now()
 
 	// Down: the API does not answer.
 	url := prom.URL()
