@@ -20,7 +20,15 @@ import (
 // completeName is the name kubectl runs to complete the plugin's arguments.
 const completeName = "kubectl_complete-modelrollout"
 
+// version is the release's version, stamped at link time by `make release`
+// (internal/release.GoBuild: -ldflags "-X main.version=..."), as the
+// manager's is. Empty in a plain `go build`.
+var version string
+
 func main() {
+	if version != "" {
+		plugin.Version = version
+	}
 	args := os.Args[1:]
 	if strings.TrimSuffix(filepath.Base(os.Args[0]), ".exe") == completeName {
 		args = append([]string{"__complete"}, args...)
