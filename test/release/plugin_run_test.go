@@ -86,7 +86,7 @@ func TestPluginArchiveRuns(t *testing.T) {
 	g.Expect(c.Create(ctx, ro)).To(Succeed())
 	// No controller runs here: the test writes the status a controller
 	// would, so that status has something to show.
-	now := metav1.Now()
+	now := rolloutsv1.NewMicroTime(metav1.NowMicro())
 	ro.Status.Phase = rolloutsv1.PhaseProgressing
 	ro.Status.CurrentStepIndex = ptr.To[int32](0)
 	ro.Status.CanaryWeight = 25
