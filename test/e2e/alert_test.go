@@ -22,13 +22,13 @@ var _ = Describe("An alert-triggered rollback", func() {
 		load := startLoad(ctx)
 
 		By("a rollout at 25% for 30 minutes, without gates, rolled back by alerts about its canary")
-		ro := newRollout("gpt4-alert", step(25, "30m"), step(100, "30m"))
+		ro := stack.NewRollout("gpt4-alert", step(25, "30m"), step(100, "30m"))
 		ro.Spec.RollbackOnAlerts = &rolloutsv1.AlertSelector{MatchLabels: map[string]string{
 			"model": demo.ModelID, "service": demo.GoodCanary,
 		}}
-		apply(ctx, ro)
-		expectState(ctx, ro.Name, rolloutsv1.PhaseProgressing, "1/2", 25)
-		expectWeights(ctx, map[string]int32{demo.Stable: 75, demo.GoodCanary: 25})
+		stack.Apply(ctx, ro)
+		stack.ExpectState(ctx, ro.Name, rolloutsv1.PhaseProgressing, "1/2", 25)
+		stack.ExpectWeights(ctx, map[string]int32{demo.Stable: 75, demo.GoodCanary: 25})
 		Eventually(ctx, func() int { return load.Total()[demo.GoodCanary].OK }).Should(BeNumerically(">=", 20), "the canary serves its share")
 
 		By("turning the canary faulty at run time: PUT /control {\"error_rate\":0.5}")
@@ -36,7 +36,7 @@ var _ = Describe("An alert-triggered rollback", func() {
 		Expect(stack.SetSimulator(ctx, demo.GoodCanary, `{"error_rate":0.5}`)).To(Succeed())
 
 		By("Prometheus fires HighErrorRate, Alertmanager posts it, the operator rolls back")
-		got := expectPhase(ctx, ro.Name, rolloutsv1.PhaseRolledBack)
+		got := stack.ExpectPhase(ctx, ro.Name, rolloutsv1.PhaseRolledBack)
 		Expect(got.Status.Rollback).NotTo(BeNil())
 		Expect(got.Status.Rollback.Reason).To(Equal(rolloutsv1.ReasonAlertFiring))
 		Expect(got.Status.Rollback.Message).To(ContainSubstring(demo.AlertName))
@@ -47,7 +47,7 @@ var _ = Describe("An alert-triggered rollback", func() {
 		AddReportEntry("rollback message", got.Status.Rollback.Message)
 
 		By("the route weights return to the stable, at the HTTPRoute and at the gateway")
-		expectWeights(ctx, map[string]int32{demo.Stable: 100, demo.GoodCanary: 0})
+		stack.ExpectWeights(ctx, map[string]int32{demo.Stable: 100, demo.GoodCanary: 0})
 		expectRestOfRouteUntouched(ctx)
 		expectOnlyServedBy(ctx, demo.Stable, 40)
 	}, SpecTimeout(10*time.Minute))

@@ -25,9 +25,9 @@ var _ = Describe("A capacity-aware step at the gateway", func() {
 	It("holds the canary at 25% while it has one ready endpoint of the two that 50% needs, and moves when the second becomes ready", func(ctx SpecContext) {
 		Expect(stack.SetEndpoints(ctx, demo.Stable, true, true, true, true)).To(Succeed())
 		Expect(stack.SetEndpoints(ctx, demo.GoodCanary, true, false)).To(Succeed())
-		ro := newRollout("gpt4-capacity", step(25, ""), step(50, ""), step(100, ""))
+		ro := stack.NewRollout("gpt4-capacity", step(25, ""), step(50, ""), step(100, ""))
 		ro.Spec.CapacityFactor = ptr.To(1.0)
-		apply(ctx, ro)
+		stack.Apply(ctx, ro)
 
 		const n = 400
 		share := func() float64 {
@@ -45,28 +45,28 @@ var _ = Describe("A capacity-aware step at the gateway", func() {
 		}
 
 		By("step 1/3: 25% needs 1 ready canary endpoint, and the canary has one")
-		expectState(ctx, ro.Name, rolloutsv1.PhasePaused, "1/3", 25)
-		expectWeights(ctx, map[string]int32{demo.Stable: 75, demo.GoodCanary: 25})
+		stack.ExpectState(ctx, ro.Name, rolloutsv1.PhasePaused, "1/3", 25)
+		stack.ExpectWeights(ctx, map[string]int32{demo.Stable: 75, demo.GoodCanary: 25})
 
 		By("promoted to 50%, which needs 2: the rollout holds at 25% and says why")
 		Expect(stack.Annotate(ctx, ro.Name, map[string]string{rolloutsv1.AnnotationPromote: time.Now().UTC().Format(time.RFC3339Nano)})).To(Succeed())
-		held := awaitRollout(ctx, ro.Name, rolloutsv1.PhaseProgressing, func(g Gomega, ro *rolloutsv1.ModelRollout) {
+		held := stack.AwaitRollout(ctx, ro.Name, rolloutsv1.PhaseProgressing, func(g Gomega, ro *rolloutsv1.ModelRollout) {
 			g.Expect(ro.Status.Capacity).NotTo(BeNil(), "message: %s", ro.Status.Message)
 		})
 		Expect(*held.Status.Capacity).To(Equal(rolloutsv1.CapacityStatus{
 			Since: held.Status.Capacity.Since, Weight: 50, ReadyStable: 4, ReadyCanary: 1, Required: 2}))
 		Expect(held.Status.Message).To(Equal("Step 1/3: canary at 25%, waiting for capacity: 50% needs 2 ready canary endpoints (ceil(4 ready stable × 50% × 1)), 1 ready"))
 		Expect(held.Status.CanaryWeight).To(BeEquivalentTo(25))
-		expectWeights(ctx, map[string]int32{demo.Stable: 75, demo.GoodCanary: 25})
+		stack.ExpectWeights(ctx, map[string]int32{demo.Stable: 75, demo.GoodCanary: 25})
 		expectShare("held at 25% for capacity", 0.25)
 		Expect(stack.Rollout(ctx, ro.Name)).To(HaveField("Status.Capacity", Not(BeNil())), "still held after the traffic was measured")
 		Eventually(ctx, eventReasons(ro.Name)).Should(ContainElement(rolloutsv1.ReasonWaitingForCapacity))
 
 		By("the canary's second endpoint becomes ready: the hold lifts and step 2/3 starts")
 		Expect(stack.SetEndpoints(ctx, demo.GoodCanary, true, true)).To(Succeed())
-		moved := expectState(ctx, ro.Name, rolloutsv1.PhasePaused, "2/3", 50)
+		moved := stack.ExpectState(ctx, ro.Name, rolloutsv1.PhasePaused, "2/3", 50)
 		Expect(moved.Status.Capacity).To(BeNil())
-		expectWeights(ctx, map[string]int32{demo.Stable: 50, demo.GoodCanary: 50})
+		stack.ExpectWeights(ctx, map[string]int32{demo.Stable: 50, demo.GoodCanary: 50})
 		expectShare("after the hold lifted, at 50%", 0.50)
 		Eventually(ctx, eventReasons(ro.Name)).Should(ContainElement("CapacityMet"))
 	}, SpecTimeout(10*time.Minute))

@@ -19,10 +19,10 @@ import (
 // gateway sends everything to the new stable.
 var _ = Describe("Finishing a rollout at the gateway", func() {
 	It("leaves the route equal to the Git change of finish --print, all traffic on the new stable", func(ctx SpecContext) {
-		ro := newRollout("gpt4-finish", step(100, "0s"))
-		apply(ctx, ro)
-		expectPhase(ctx, ro.Name, rolloutsv1.PhaseSucceeded)
-		expectWeights(ctx, map[string]int32{demo.Stable: 0, demo.GoodCanary: 100})
+		ro := stack.NewRollout("gpt4-finish", step(100, "0s"))
+		stack.Apply(ctx, ro)
+		stack.ExpectPhase(ctx, ro.Name, rolloutsv1.PhaseSucceeded)
+		stack.ExpectWeights(ctx, map[string]int32{demo.Stable: 0, demo.GoodCanary: 100})
 
 		By("the Git change, printed")
 		printed, err := plugin(ctx, "finish", ro.Name, "--print")
@@ -36,8 +36,8 @@ var _ = Describe("Finishing a rollout at the gateway", func() {
 		By("the finish")
 		_, err = plugin(ctx, "finish", ro.Name, "--wait", "--timeout", "2m")
 		Expect(err).NotTo(HaveOccurred())
-		expectPhase(ctx, ro.Name, rolloutsv1.PhaseIdle)
-		expectWeights(ctx, map[string]int32{demo.GoodCanary: 100})
+		stack.ExpectPhase(ctx, ro.Name, rolloutsv1.PhaseIdle)
+		stack.ExpectWeights(ctx, map[string]int32{demo.GoodCanary: 100})
 		Eventually(ctx, func(g Gomega) {
 			live := &gatewayv1.HTTPRoute{}
 			g.Expect(stack.Client.Get(ctx, types.NamespacedName{Namespace: demo.Namespace, Name: demo.RouteName}, live)).To(Succeed())

@@ -20,11 +20,11 @@ import (
 var _ = Describe("A header-routed step at the gateway", func() {
 	It("sends every request with x-ab-test-group: canary to the canary, at weight 0 and on top of a split, and stops when the step ends", func(ctx SpecContext) {
 		match := &rolloutsv1.StepMatch{Headers: []gatewayv1.HTTPHeaderMatch{{Name: "x-ab-test-group", Value: "canary"}}}
-		ro := newRollout("gpt4-ab",
+		ro := stack.NewRollout("gpt4-ab",
 			rolloutsv1.Step{Weight: 0, Match: match},  // dark launch, held until promoted
 			rolloutsv1.Step{Weight: 25, Match: match}, // A/B on top of a 25% split
 			step(100, ""))
-		apply(ctx, ro)
+		stack.Apply(ctx, ro)
 		const n = 400
 		headerRoute := demo.RouteName + "-" + ro.Name + "-match"
 		abGroup := http.Header{"X-Ab-Test-Group": []string{"canary"}}
@@ -45,8 +45,8 @@ var _ = Describe("A header-routed step at the gateway", func() {
 		}
 
 		By("step 1/3: dark launch, canary at 0% in the user's route")
-		expectState(ctx, ro.Name, rolloutsv1.PhasePaused, "1/3", 0)
-		expectWeights(ctx, map[string]int32{demo.Stable: 100})
+		stack.ExpectState(ctx, ro.Name, rolloutsv1.PhasePaused, "1/3", 0)
+		stack.ExpectWeights(ctx, map[string]int32{demo.Stable: 100})
 		Eventually(ctx, inGateway).Should(BeTrue(), "the gateway serves the header route %s", headerRoute)
 		canary, _ := shares(abGroup)
 		AddReportEntry("dark launch, with the header", fmt.Sprintf("%d of %d to the canary", canary, n))
@@ -58,8 +58,8 @@ var _ = Describe("A header-routed step at the gateway", func() {
 
 		By("step 2/3: 25% split, and every request with the header to the canary")
 		Expect(stack.Annotate(ctx, ro.Name, map[string]string{rolloutsv1.AnnotationPromote: time.Now().UTC().Format(time.RFC3339Nano)})).To(Succeed())
-		expectState(ctx, ro.Name, rolloutsv1.PhasePaused, "2/3", 25)
-		expectWeights(ctx, map[string]int32{demo.Stable: 75, demo.GoodCanary: 25})
+		stack.ExpectState(ctx, ro.Name, rolloutsv1.PhasePaused, "2/3", 25)
+		stack.ExpectWeights(ctx, map[string]int32{demo.Stable: 75, demo.GoodCanary: 25})
 		canary, _ = shares(abGroup)
 		Expect(canary).To(Equal(n), "every request with the header reaches the canary")
 		canary, _ = shares(nil)
@@ -70,7 +70,7 @@ var _ = Describe("A header-routed step at the gateway", func() {
 
 		By("step 3/3 has no match: the header route goes away")
 		Expect(stack.Annotate(ctx, ro.Name, map[string]string{rolloutsv1.AnnotationPromote: time.Now().UTC().Format(time.RFC3339Nano)})).To(Succeed())
-		expectState(ctx, ro.Name, rolloutsv1.PhasePaused, "3/3", 100)
+		stack.ExpectState(ctx, ro.Name, rolloutsv1.PhasePaused, "3/3", 100)
 		Eventually(ctx, inGateway).Should(BeFalse(), "the header route left the gateway")
 		Expect(stack.Rollout(ctx, ro.Name)).To(HaveField("Status.HeaderRoute", BeNil()))
 	}, SpecTimeout(10*time.Minute))

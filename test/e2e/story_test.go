@@ -20,11 +20,11 @@ var _ = Describe("The demo's story", func() {
 		Eventually(ctx, func() int { return load.Total()[demo.Stable].OK }).Should(BeNumerically(">=", 20), "the stable serves the load")
 
 		By("rollout 1: vllm-gpt4-v1 -> vllm-gpt4-v2, a dark launch on x-ab-test-group: canary, then 10/25/50/75/100, with 10s pauses and three gates")
-		good := manifestRollout(demo.GoodRolloutFile)
-		apply(ctx, good)
+		good := stack.ManifestRollout(demo.GoodRolloutFile)
+		stack.Apply(ctx, good)
 		// Each step bakes 10s and needs an evaluation of every gate at its
 		// weight; the whole schedule takes about a minute.
-		ro := expectState(ctx, demo.RolloutName, rolloutsv1.PhaseSucceeded, "6/6", 100)
+		ro := stack.ExpectState(ctx, demo.RolloutName, rolloutsv1.PhaseSucceeded, "6/6", 100)
 
 		By("its status records every step, each held at least for its pause, and every gate passing")
 		var weights []int32
@@ -59,16 +59,16 @@ var _ = Describe("The demo's story", func() {
 		Expect(ro.Status.Rollback).To(BeNil())
 
 		By("the route sends all gpt-4 traffic to v2, and nothing else of the route changed")
-		expectWeights(ctx, map[string]int32{demo.Stable: 0, demo.GoodCanary: 100})
+		stack.ExpectWeights(ctx, map[string]int32{demo.Stable: 0, demo.GoodCanary: 100})
 		expectRestOfRouteUntouched(ctx)
 		expectOnlyServedBy(ctx, demo.GoodCanary, 40)
 		Expect(load.Total()[demo.GoodCanary].OK).To(BeNumerically(">", 0))
 
 		By("rollout 2: v2 becomes the stable in Git and v3, which fails a quarter of its requests, the canary")
-		bad := manifestRollout(demo.BadRolloutFile)
+		bad := stack.ManifestRollout(demo.BadRolloutFile)
 		Expect(bad.Name).To(Equal(good.Name), "the same rollout, edited as in Git")
-		apply(ctx, bad)
-		ro = expectPhase(ctx, demo.RolloutName, rolloutsv1.PhaseRolledBack)
+		stack.Apply(ctx, bad)
+		ro = stack.ExpectPhase(ctx, demo.RolloutName, rolloutsv1.PhaseRolledBack)
 		Expect(ro.Status.CanaryWeight).To(BeZero())
 		Expect(ro.Status.Revision).To(Equal(bad.Spec.Revision()))
 		Expect(ro.Status.Rollback).NotTo(BeNil())
@@ -80,22 +80,22 @@ var _ = Describe("The demo's story", func() {
 		AddReportEntry("bad canary caught by", ro.Status.Rollback.Reason+": "+ro.Status.Rollback.Message)
 
 		By("the route sends all gpt-4 traffic back to v2; naming v2 stable finished rollout 1, so v1's backendRef is gone, and the other rules are untouched")
-		expectWeights(ctx, map[string]int32{demo.GoodCanary: 100, demo.BadCanary: 0})
+		stack.ExpectWeights(ctx, map[string]int32{demo.GoodCanary: 100, demo.BadCanary: 0})
 		expectRestOfRouteUntouched(ctx)
 		expectOnlyServedBy(ctx, demo.GoodCanary, 40)
 
 		By("rollout 3: v4, fast and error-free but answering wrongly, is caught by its prompt gate before the first step")
-		wrong := manifestRollout(demo.WrongRolloutFile)
+		wrong := stack.ManifestRollout(demo.WrongRolloutFile)
 		stack.LocalPromptGates(wrong)
-		apply(ctx, wrong)
-		ro = expectPhase(ctx, demo.RolloutName, rolloutsv1.PhaseRolledBack)
+		stack.Apply(ctx, wrong)
+		ro = stack.ExpectPhase(ctx, demo.RolloutName, rolloutsv1.PhaseRolledBack)
 		Expect(ro.Status.Revision).To(Equal(wrong.Spec.Revision()))
 		Expect(ro.Status.Rollback.Reason).To(Equal(rolloutsv1.ReasonGateFailed))
 		Expect(ro.Status.Rollback.FromWeight).To(BeZero())
 		Expect(ro.Status.Rollback.Message).To(HavePrefix(`canary failed its pre-traffic checks, before any user traffic: gate "answers" value 0 outside >= 1`))
 		Expect(ro.Status.StepHistory).To(BeEmpty())
 		AddReportEntry("wrong canary caught by", ro.Status.Rollback.Message)
-		expectWeights(ctx, map[string]int32{demo.GoodCanary: 100, demo.BadCanary: 0})
+		stack.ExpectWeights(ctx, map[string]int32{demo.GoodCanary: 100, demo.BadCanary: 0})
 		expectRestOfRouteUntouched(ctx)
 		Expect(load.Total()[demo.WrongCanary].Total()).To(BeZero(), "no user request reached v4")
 	}, SpecTimeout(10*time.Minute))

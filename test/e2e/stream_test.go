@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -18,16 +17,20 @@ const (
 	streamITL    = `{"tokens": 500, "itl": "100ms", "jitter": 0}`
 )
 
+// canaryStreamAttempts bounds the streams opened at 50% until one reaches
+// the canary.
+const canaryStreamAttempts = 40
+
 var _ = Describe("A rollback with a stream in flight", func() {
 	It("lets the canary finish its streamed response and sends new requests to the stable", func(ctx SpecContext) {
-		ro := newRollout("gpt4-stream", step(50, ""), step(100, ""))
-		apply(ctx, ro)
-		expectState(ctx, ro.Name, rolloutsv1.PhasePaused, "1/2", 50)
-		expectWeights(ctx, map[string]int32{demo.Stable: 50, demo.GoodCanary: 50})
+		ro := stack.NewRollout("gpt4-stream", step(50, ""), step(100, ""))
+		stack.Apply(ctx, ro)
+		stack.ExpectState(ctx, ro.Name, rolloutsv1.PhasePaused, "1/2", 50)
+		stack.ExpectWeights(ctx, map[string]int32{demo.Stable: 50, demo.GoodCanary: 50})
 
 		By("slowing the canary's tokens so that a long completion streams for about 45 seconds")
 		Expect(stack.SetSimulator(ctx, demo.GoodCanary, streamITL)).To(Succeed())
-		stream := openCanaryStream(ctx)
+		stream := stack.OpenCanaryStream(ctx, streamTokens, canaryStreamAttempts)
 		DeferCleanup(stream.Close)
 
 		By("aborting the rollout while the stream is in flight")
@@ -35,10 +38,10 @@ var _ = Describe("A rollback with a stream in flight", func() {
 			rolloutsv1.AnnotationAbort:       time.Now().UTC().Format(time.RFC3339Nano),
 			rolloutsv1.AnnotationAbortReason: "e2e: abort with a stream in flight",
 		})).To(Succeed())
-		got := expectPhase(ctx, ro.Name, rolloutsv1.PhaseRolledBack)
+		got := stack.ExpectPhase(ctx, ro.Name, rolloutsv1.PhaseRolledBack)
 		Expect(got.Status.Rollback.Reason).To(Equal(rolloutsv1.ReasonAborted))
 		Expect(got.Status.Rollback.Message).To(ContainSubstring("stream in flight"))
-		expectWeights(ctx, map[string]int32{demo.Stable: 100, demo.GoodCanary: 0})
+		stack.ExpectWeights(ctx, map[string]int32{demo.Stable: 100, demo.GoodCanary: 0})
 		atSwitch := stream.Chunks()
 
 		By("new requests go to the stable while the stream still flows")
@@ -56,36 +59,3 @@ var _ = Describe("A rollback with a stream in flight", func() {
 		AddReportEntry("stream chunks before / after the switch", []int64{atSwitch, stream.Chunks() - atSwitch})
 	}, SpecTimeout(10*time.Minute))
 })
-
-// openCanaryStream opens long streams through the gateway until one is
-// served by the canary (the weights are 50/50) and delivers tokens.
-func openCanaryStream(ctx context.Context) *demo.Stream {
-	GinkgoHelper()
-	for attempt := 1; attempt <= 40; attempt++ {
-		s, err := demo.OpenStream(ctx, stack.GatewayURL, streamTokens)
-		Expect(err).NotTo(HaveOccurred())
-		if s.Status != 200 || s.Backend != demo.GoodCanary {
-			s.Close()
-			continue
-		}
-		// Tokens flowing prove the stream is established end to end. (The
-		// test gateway can cut a stream right after its headers: Go's
-		// reverse proxy closes the upstream connection when the upstream
-		// answers before the proxy saw the request body's EOF. Then another
-		// stream is tried.)
-		Eventually(ctx, func() bool {
-			select {
-			case <-s.Done():
-				return true
-			default:
-				return s.Chunks() >= 3
-			}
-		}).WithTimeout(time.Minute).Should(BeTrue())
-		if s.Chunks() >= 3 {
-			return s
-		}
-		s.Close()
-	}
-	Fail("no stream reached the canary in 40 attempts at 50%")
-	return nil
-}

@@ -41,15 +41,15 @@ var _ = Describe("Traffic at the gateway", func() {
 		for _, w := range schedule {
 			steps = append(steps, step(w, "")) // hold until promoted
 		}
-		ro := newRollout("gpt4-split", steps...)
-		apply(ctx, ro)
+		ro := stack.NewRollout("gpt4-split", steps...)
+		stack.Apply(ctx, ro)
 
 		stableCluster, canaryCluster := demo.ClusterName(demo.Stable), demo.ClusterName(demo.GoodCanary)
 		for i, w := range schedule {
 			stepText := fmt.Sprintf("%d/%d", i+1, len(schedule))
 			By(fmt.Sprintf("step %s: canary at %d%%", stepText, w))
-			expectState(ctx, ro.Name, rolloutsv1.PhasePaused, stepText, w)
-			expectWeights(ctx, map[string]int32{demo.Stable: 100 - w, demo.GoodCanary: w})
+			stack.ExpectState(ctx, ro.Name, rolloutsv1.PhasePaused, stepText, w)
+			stack.ExpectWeights(ctx, map[string]int32{demo.Stable: 100 - w, demo.GoodCanary: w})
 
 			before, err := stack.ClusterRequests(ctx)
 			Expect(err).NotTo(HaveOccurred())
@@ -77,8 +77,8 @@ var _ = Describe("Traffic at the gateway", func() {
 				rolloutsv1.AnnotationPromote: time.Now().UTC().Format(time.RFC3339Nano),
 			})).To(Succeed())
 		}
-		expectPhase(ctx, ro.Name, rolloutsv1.PhaseSucceeded)
-		expectWeights(ctx, map[string]int32{demo.Stable: 0, demo.GoodCanary: 100})
+		stack.ExpectPhase(ctx, ro.Name, rolloutsv1.PhaseSucceeded)
+		stack.ExpectWeights(ctx, map[string]int32{demo.Stable: 0, demo.GoodCanary: 100})
 	}, SpecTimeout(10*time.Minute))
 })
 

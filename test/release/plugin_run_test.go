@@ -9,14 +9,8 @@ import (
 	"testing"
 
 	. "github.com/onsi/gomega"
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	k8sruntime "k8s.io/apimachinery/pkg/runtime"
-	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
-	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/utils/ptr"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	rolloutsv1 "github.com/modelrollout/modelrollout/api/v1alpha1"
 	"github.com/modelrollout/modelrollout/internal/release"
@@ -63,16 +57,10 @@ func TestPluginArchiveRuns(t *testing.T) {
 	out := run(t, env, kc, "modelrollout", "version")
 	g.Expect(strings.TrimSpace(out)).To(HavePrefix(release.PluginName+" "+b.Describe), "the version the release stamped")
 
-	scheme := k8sruntime.NewScheme()
-	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
-	utilruntime.Must(rolloutsv1.AddToScheme(scheme))
-	restCfg, err := clientcmd.BuildConfigFromFlags("", kcfg)
-	g.Expect(err).NotTo(HaveOccurred())
-	c, err := client.New(restCfg, client.Options{Scheme: scheme})
-	g.Expect(err).NotTo(HaveOccurred())
+	c := apiClient(g, kcfg)
 	ctx := context.Background()
 	ns := "plugin-run"
-	g.Expect(c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})).To(Succeed())
+	createNamespace(ctx, g, c, ns)
 	pause := rolloutsv1.Duration("1h")
 	ro := &rolloutsv1.ModelRollout{
 		ObjectMeta: metav1.ObjectMeta{Name: "chat", Namespace: ns},
@@ -98,6 +86,6 @@ func TestPluginArchiveRuns(t *testing.T) {
 	g.Expect(out).To(ContainSubstring("Rollout chat: Progressing, step 1/2, canary canary-v2 at 25%"))
 
 	// A rollout that is not there is an error, not an empty status.
-	_, err = runErr(env, kc, "modelrollout", "status", "missing", "-n", ns)
+	_, err := runErr(env, kc, "modelrollout", "status", "missing", "-n", ns)
 	g.Expect(err).To(MatchError(ContainSubstring("missing")))
 }

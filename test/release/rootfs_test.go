@@ -26,18 +26,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	. "github.com/onsi/gomega"
-	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	k8sruntime "k8s.io/apimachinery/pkg/runtime"
-	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
-	"k8s.io/client-go/tools/clientcmd"
-	"k8s.io/utils/ptr"
-	"sigs.k8s.io/controller-runtime/pkg/client"
-	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
-	rolloutsv1 "github.com/modelrollout/modelrollout/api/v1alpha1"
 	"github.com/modelrollout/modelrollout/internal/release"
 )
 
@@ -486,18 +475,11 @@ func TestRootfsManagerRuns(t *testing.T) {
 	g.Expect(os.WriteFile(filepath.Join(dir, inside), raw, 0o400)).To(Succeed())
 	g.Expect(os.Chown(filepath.Join(dir, inside), int(uid), int(gid))).To(Succeed())
 
-	scheme := k8sruntime.NewScheme()
-	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
-	utilruntime.Must(gatewayv1.Install(scheme))
-	utilruntime.Must(rolloutsv1.AddToScheme(scheme))
-	restCfg, err := clientcmd.BuildConfigFromFlags("", kcfg)
-	g.Expect(err).NotTo(HaveOccurred())
-	c, err := client.New(restCfg, client.Options{Scheme: scheme})
-	g.Expect(err).NotTo(HaveOccurred())
+	c := apiClient(g, kcfg)
 
 	ns := "rootfs-run"
 	ctx, cancel := context.WithCancel(context.Background())
-	g.Expect(c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})).To(Succeed())
+	createNamespace(ctx, g, c, ns)
 
 	probes, metrics := freePort(t), freePort(t)
 	args := append(append([]string{}, cf.Config.Entrypoint...), cf.Config.Cmd...)
@@ -518,18 +500,7 @@ func TestRootfsManagerRuns(t *testing.T) {
 		Credential: &syscall.Credential{Uid: uid, Gid: gid, Groups: []uint32{}},
 		Pdeathsig:  syscall.SIGKILL,
 	}
-	var logs syncBuffer
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	g.Expect(cmd.Start()).To(Succeed())
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-		if t.Failed() {
-			t.Logf("manager log:\n%s", logs.String())
-		}
-	})
+	logs := startManager(t, g, cmd, cancel)
 
 	// It runs as the image's user, not as the root that started it.
 	uids, gids, err := procIDs(cmd.Process.Pid)
@@ -557,46 +528,8 @@ func TestRootfsManagerRuns(t *testing.T) {
 		}, 2*time.Minute, 200*time.Millisecond).Should(Equal(http.StatusOK), probe)
 	}
 
-	g.Expect(c.Create(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "canary", Namespace: ns},
-		Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "http", Port: 8000}}}})).To(Succeed())
-	g.Expect(c.Create(ctx, &discoveryv1.EndpointSlice{
-		ObjectMeta:  metav1.ObjectMeta{Name: "canary", Namespace: ns, Labels: map[string]string{discoveryv1.LabelServiceName: "canary"}},
-		AddressType: discoveryv1.AddressTypeIPv4,
-		Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{"192.0.2.10"}, Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)}}},
-		Ports:       []discoveryv1.EndpointPort{{Name: ptr.To("http"), Port: ptr.To[int32](8000)}},
-	})).To(Succeed())
-	g.Expect(c.Create(ctx, &gatewayv1.HTTPRoute{
-		ObjectMeta: metav1.ObjectMeta{Name: "route", Namespace: ns},
-		Spec: gatewayv1.HTTPRouteSpec{
-			CommonRouteSpec: gatewayv1.CommonRouteSpec{ParentRefs: []gatewayv1.ParentReference{{Name: "gw"}}},
-			Rules: []gatewayv1.HTTPRouteRule{{BackendRefs: []gatewayv1.HTTPBackendRef{{BackendRef: gatewayv1.BackendRef{
-				BackendObjectReference: gatewayv1.BackendObjectReference{Name: "stable", Port: ptr.To[gatewayv1.PortNumber](8000)}}}}}},
-		},
-	})).To(Succeed())
-	pause := rolloutsv1.Duration("1h")
-	g.Expect(c.Create(ctx, &rolloutsv1.ModelRollout{
-		ObjectMeta: metav1.ObjectMeta{Name: "rollout", Namespace: ns},
-		Spec: rolloutsv1.ModelRolloutSpec{
-			Routes: []rolloutsv1.RouteTarget{{Name: "route"}},
-			Stable: rolloutsv1.BackendRef{Name: "stable", Port: ptr.To[int32](8000)},
-			Canary: &rolloutsv1.BackendRef{Name: "canary", Port: ptr.To[int32](8000)},
-			Steps:  []rolloutsv1.Step{{Weight: 10, Pause: &pause}, {Weight: 100, Pause: &pause}},
-		},
-	})).To(Succeed())
-
-	g.Eventually(func(g Gomega) {
-		ro := &rolloutsv1.ModelRollout{}
-		g.Expect(c.Get(ctx, client.ObjectKey{Namespace: ns, Name: "rollout"}, ro)).To(Succeed())
-		g.Expect(ro.Status.Phase).To(Equal(rolloutsv1.PhaseProgressing))
-		g.Expect(ro.Status.CanaryWeight).To(BeEquivalentTo(10))
-		r := &gatewayv1.HTTPRoute{}
-		g.Expect(c.Get(ctx, client.ObjectKey{Namespace: ns, Name: "route"}, r)).To(Succeed())
-		weights := map[string]int32{}
-		for _, ref := range r.Spec.Rules[0].BackendRefs {
-			weights[string(ref.Name)] = ptr.Deref(ref.Weight, -1)
-		}
-		g.Expect(weights).To(Equal(map[string]int32{"stable": 90, "canary": 10}))
-	}, 2*time.Minute, 200*time.Millisecond).Should(Succeed(), func() string { return "manager log:\n" + tailString(logs.String(), 4000) })
+	createCanaryRollout(ctx, g, c, ns)
+	waitFirstStep(ctx, g, c, ns, logs, nil)
 
 	// Its metrics say so too.
 	series := fmt.Sprintf(`modelrollout_canary_weight{name="rollout",namespace=%q} 10`, ns)

@@ -38,10 +38,10 @@ var _ = Describe("Where Traefik and the test gateway disagree", func() {
 			g.Expect(stack.Client.Update(ctx, es)).To(Succeed())
 		}).Should(Succeed())
 
-		ro := newRollout("gpt4-ready-unset", step(25, ""), step(100, ""))
-		apply(ctx, ro)
+		ro := stack.NewRollout("gpt4-ready-unset", step(25, ""), step(100, ""))
+		stack.Apply(ctx, ro)
 		By("the operator reads the endpoint as ready and sets 75/25")
-		expectState(ctx, ro.Name, rolloutsv1.PhasePaused, "1/2", 25)
+		stack.ExpectState(ctx, ro.Name, rolloutsv1.PhasePaused, "1/2", 25)
 		Eventually(ctx, stack.RouteWeights).Should(Equal(map[string]int32{demo.Stable: 75, demo.GoodCanary: 25}))
 
 		By("Traefik gives the canary's backendRef no server, keeps its weight, and answers 503 for that share")

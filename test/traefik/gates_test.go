@@ -29,7 +29,7 @@ var _ = Describe("Gates on Traefik's own metrics", func() {
 		Eventually(ctx, func() int { return load.Total()[demo.Stable].OK }).Should(BeNumerically(">=", 20), "the stable serves the load")
 
 		By("a rollout of vllm-gpt4-v3, which fails 25% of its requests, at 25% for 3 minutes, gated on Traefik's metrics")
-		ro := newRollout("gpt4-traefik-gates", step(25, "3m"), step(100, "0s"))
+		ro := stack.NewRollout("gpt4-traefik-gates", step(25, "3m"), step(100, "0s"))
 		ro.Spec.Canary.Name = demo.BadCanary
 		ro.Spec.Analysis = &rolloutsv1.Analysis{
 			Interval: "5s",
@@ -38,14 +38,14 @@ var _ = Describe("Gates on Traefik's own metrics", func() {
 				{Name: "gateway-latency", GateSpec: rolloutsv1.GateSpec{Preset: "traefik-latency-p99", Max: ptr.To(5.0), MinRequests: ptr.To[int64](10)}},
 			},
 		}
-		apply(ctx, ro)
-		got := expectPhase(ctx, ro.Name, rolloutsv1.PhaseRolledBack)
+		stack.Apply(ctx, ro)
+		got := stack.ExpectPhase(ctx, ro.Name, rolloutsv1.PhaseRolledBack)
 		Expect(got.Status.Rollback.Reason).To(Equal(rolloutsv1.ReasonGateFailed))
 		Expect(got.Status.Rollback.Message).To(ContainSubstring(`gate "gateway-errors"`))
 		Expect(got.Status.Rollback.FromWeight).To(Equal(int32(25)))
 		Expect(got.Status.Step).To(Equal("1/2"), "the 3 minute pause was not over")
 		AddReportEntry("rolled back by", got.Status.Rollback.Message)
-		expectWeights(ctx, map[string]int32{demo.Stable: 100, demo.BadCanary: 0})
+		stack.ExpectWeights(ctx, map[string]int32{demo.Stable: 100, demo.BadCanary: 0})
 		load.Stop()
 		quiesce(ctx)
 		expectSplit(ctx, requestsPerStep, map[string]int32{demo.Stable: 100, demo.BadCanary: 0})

@@ -1,7 +1,6 @@
 package traefik
 
 import (
-	"context"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -19,14 +18,18 @@ const (
 	streamITL    = `{"tokens": 200, "itl": "100ms", "jitter": 0}`
 )
 
+// canaryStreamAttempts bounds the streams opened at 50% until one reaches
+// the canary.
+const canaryStreamAttempts = 20
+
 var _ = Describe("An abort with a stream in flight through Traefik", func() {
 	It("lets the canary's streamed response run to its end while new requests go to the stable", func(ctx SpecContext) {
-		ro := newRollout("gpt4-stream", step(50, ""), step(100, ""))
-		apply(ctx, ro)
-		expectState(ctx, ro.Name, rolloutsv1.PhasePaused, "1/2", 50)
-		expectWeights(ctx, map[string]int32{demo.Stable: 50, demo.GoodCanary: 50})
+		ro := stack.NewRollout("gpt4-stream", step(50, ""), step(100, ""))
+		stack.Apply(ctx, ro)
+		stack.ExpectState(ctx, ro.Name, rolloutsv1.PhasePaused, "1/2", 50)
+		stack.ExpectWeights(ctx, map[string]int32{demo.Stable: 50, demo.GoodCanary: 50})
 		Expect(stack.SetSimulator(ctx, demo.GoodCanary, streamITL)).To(Succeed())
-		stream := openCanaryStream(ctx)
+		stream := stack.OpenCanaryStream(ctx, streamTokens, canaryStreamAttempts)
 		DeferCleanup(stream.Close)
 
 		By("aborting the rollout while the stream is in flight")
@@ -34,8 +37,8 @@ var _ = Describe("An abort with a stream in flight through Traefik", func() {
 			rolloutsv1.AnnotationAbort:       time.Now().UTC().Format(time.RFC3339Nano),
 			rolloutsv1.AnnotationAbortReason: "traefik suite: abort with a stream in flight",
 		})).To(Succeed())
-		expectPhase(ctx, ro.Name, rolloutsv1.PhaseRolledBack)
-		expectWeights(ctx, map[string]int32{demo.Stable: 100, demo.GoodCanary: 0})
+		stack.ExpectPhase(ctx, ro.Name, rolloutsv1.PhaseRolledBack)
+		stack.ExpectWeights(ctx, map[string]int32{demo.Stable: 100, demo.GoodCanary: 0})
 		atSwitch := stream.Chunks()
 		tally, _ := batch(ctx, 40, nil)
 		Expect(tally).To(Equal(demo.Tally{demo.Stable: {OK: 40}}), "new requests go to the stable")
@@ -49,31 +52,3 @@ var _ = Describe("An abort with a stream in flight through Traefik", func() {
 		Expect(stream.Chunks()).To(BeNumerically("==", streamTokens+1))
 	}, SpecTimeout(6*time.Minute))
 })
-
-// openCanaryStream opens long streams through Traefik until one is served
-// by the canary (the weights are 50/50) and delivers tokens.
-func openCanaryStream(ctx context.Context) *demo.Stream {
-	GinkgoHelper()
-	for attempt := 1; attempt <= 20; attempt++ {
-		s, err := demo.OpenStream(ctx, stack.GatewayURL, streamTokens)
-		Expect(err).NotTo(HaveOccurred())
-		if s.Status != 200 || s.Backend != demo.GoodCanary {
-			s.Close()
-			continue
-		}
-		Eventually(ctx, func() bool {
-			select {
-			case <-s.Done():
-				return true
-			default:
-				return s.Chunks() >= 3
-			}
-		}).WithTimeout(time.Minute).Should(BeTrue())
-		if s.Chunks() >= 3 {
-			return s
-		}
-		s.Close()
-	}
-	Fail("no stream reached the canary in 20 attempts at 50%")
-	return nil
-}
