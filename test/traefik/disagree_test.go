@@ -17,7 +17,7 @@ import (
 )
 
 // Where Traefik and the test gateway (test/gateway) disagree on something
-// the operator relies on. docs/traefik.md tells users.
+// the operator relies on. docs/guides/traefik.md tells users.
 var _ = Describe("Where Traefik and the test gateway disagree", func() {
 	// The EndpointSlice API says a nil ready condition is an unknown state
 	// that consumers should in most cases read as ready. The operator's

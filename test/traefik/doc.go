@@ -15,6 +15,6 @@
 // Traefik did not reload its configuration during the batch.
 //
 // Where Traefik and the test gateway (test/gateway) behave differently in
-// what the operator relies on, the specs say so; docs/traefik.md tells users.
+// what the operator relies on, the specs say so; docs/guides/traefik.md tells users.
 // TEST-ONLY; nothing here ships.
 package traefik
