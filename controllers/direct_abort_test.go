@@ -66,7 +66,9 @@ var _ = Describe("Alert aborts handed over in memory on the leader, in order", f
 		const token = "direct-order-test-token"
 		order := &orderLog{ns: ns}
 		var receiver *alerts.Receiver
+		var cached client.Client
 		op := startOperator(func(r *ModelRolloutReconciler, mgr ctrl.Manager) {
+			cached = mgr.GetClient()
 			r.Client = &orderedClient{Client: r.Client, log: order, what: "controller"}
 			var err error
 			receiver, err = alerts.New(alerts.Options{Client: &orderedClient{Client: mgr.GetClient(), log: order, what: "receiver"},
@@ -80,6 +82,13 @@ var _ = Describe("Alert aborts handed over in memory on the leader, in order", f
 		Eventually(routeWeights(ns, "model-header-routing", "gpt4")).Should(Equal(map[string]int32{"vllm-gpt4-v1": 90, "vllm-gpt4-v2": 10}))
 		Eventually(func() rolloutsv1.Phase { return getRollout(ns, "gpt4").Status.Phase }).Should(Equal(rolloutsv1.PhaseProgressing))
 		Eventually(func() *rolloutsv1.MicroTime { return getRollout(ns, "gpt4").Status.StepStartedAt }).ShouldNot(BeNil())
+		// The status lands after the route patch: wait until the receiver's
+		// cache has it too, or the alert finds a rollout not yet in progress.
+		Eventually(func() rolloutsv1.Phase {
+			ro := &rolloutsv1.ModelRollout{}
+			_ = cached.Get(suiteCtx, types.NamespacedName{Namespace: ns, Name: "gpt4"}, ro)
+			return ro.Status.Phase
+		}).Should(Equal(rolloutsv1.PhaseProgressing))
 		before := len(order.entries())
 
 		Eventually(func() int { return postFiringAlert(receiver, token, ns, "direct-order") }).Should(Equal(http.StatusOK))

@@ -98,6 +98,11 @@ var _ = Describe("Bounded memory", func() {
 		var rec *ModelRolloutReconciler
 		op := startOperatorWithoutElection(withLoopbackEgress, func(r *ModelRolloutReconciler, mgr ctrl.Manager) {
 			r.Metrics = NewMetrics(prometheus.NewRegistry())
+			// Every slow gate's round is to be in flight at once, in one
+			// namespace: the pool and the namespace's fair share are sized
+			// for all of them (the caps have their own specs).
+			r.GateConcurrency = memoryRollouts
+			r.Shares.GateConcurrencyPerNamespace = memoryRollouts
 			r.Gates = &PrometheusGates{Secrets: mgr.GetAPIReader(), Clients: analysis.NewClientCache(8), Metrics: r.Metrics,
 				Egress: egress.MustNew(nil, []string{"127.0.0.0/8"})}
 			rec = r

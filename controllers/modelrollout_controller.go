@@ -374,7 +374,26 @@ func (r *ModelRolloutReconciler) patchStatus(ctx context.Context, ro *rolloutsv1
 	clampStatus(&status)
 	ro.Status = status
 	patch := client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{})
-	if err := r.Status().Patch(ctx, ro, patch, client.FieldOwner(FieldOwner)); err != nil {
+	err := r.Status().Patch(ctx, ro, patch, client.FieldOwner(FieldOwner))
+	if apierrors.IsConflict(err) && r.APIReader != nil {
+		// The routes were patched before this write: the status must
+		// record them. A conflict from an edit of spec, labels or
+		// annotations (a Git sync, the plugin, the alert receiver) leaves
+		// the status this decision started from in place, so the decision
+		// still holds: write it over the fresh object. A status that
+		// changed meanwhile (another writer) is left alone.
+		fresh := &rolloutsv1.ModelRollout{}
+		if gerr := r.APIReader.Get(ctx, client.ObjectKeyFromObject(ro), fresh); gerr == nil && equality.Semantic.DeepEqual(fresh.Status, base.Status) {
+			freshBase := fresh.DeepCopy()
+			fresh.Status = status
+			err = r.Status().Patch(ctx, fresh, client.MergeFromWithOptions(freshBase, client.MergeFromWithOptimisticLock{}), client.FieldOwner(FieldOwner))
+			if err == nil {
+				fresh.DeepCopyInto(ro)
+				base = freshBase
+			}
+		}
+	}
+	if err != nil {
 		return fmt.Errorf("patch status of ModelRollout %s/%s: %w", ro.Namespace, ro.Name, err)
 	}
 	r.writes.wroteStatus(client.ObjectKeyFromObject(ro), base.ResourceVersion, ro.ResourceVersion)
