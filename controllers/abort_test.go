@@ -20,6 +20,7 @@ import (
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	rolloutsv1 "github.com/modelrollout/modelrollout/api/v1alpha1"
+	"github.com/modelrollout/modelrollout/internal/plan"
 )
 
 // A rollout with a pending abort jumps the work queue, ahead of events
@@ -132,14 +133,14 @@ func (g *hangingGates) wait(ctx context.Context) {
 	}
 }
 
-func (g *hangingGates) Validate(ctx context.Context, _ *rolloutsv1.ModelRollout) (*problem, error) {
+func (g *hangingGates) Validate(ctx context.Context, _ *rolloutsv1.ModelRollout) (*plan.Problem, error) {
 	g.wait(ctx)
 	return nil, nil
 }
 
-func (g *hangingGates) Evaluate(ctx context.Context, ro *rolloutsv1.ModelRollout, now time.Time) *gateRound {
+func (g *hangingGates) Evaluate(ctx context.Context, ro *rolloutsv1.ModelRollout, now time.Time) *plan.GateRound {
 	g.wait(ctx)
-	round := &gateRound{}
+	round := &plan.GateRound{}
 	for _, gate := range ro.Spec.Analysis.Gates {
 		round.Gates = append(round.Gates, rolloutsv1.GateStatus{Name: gate.Name, Verdict: rolloutsv1.VerdictPass, LastEvaluatedAt: &metav1.Time{Time: now}})
 	}

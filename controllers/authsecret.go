@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/modelrollout/modelrollout/internal/plan"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
@@ -37,7 +38,7 @@ func authSecretTypeNames() string {
 // type other than authSecretTypes. err is transient.
 func readAuthSecret(ctx context.Context, r client.Reader, namespace, name, what string) (secret *corev1.Secret, refused string, err error) {
 	if msgs := validation.IsDNS1123Subdomain(name); len(msgs) > 0 {
-		return nil, fmt.Sprintf("%s %q is not a Secret name: %s", what, truncate(name, 253), msgs[0]), nil
+		return nil, fmt.Sprintf("%s %q is not a Secret name: %s", what, plan.Truncate(name, 253), msgs[0]), nil
 	}
 	secret = &corev1.Secret{}
 	if err := r.Get(ctx, types.NamespacedName{Namespace: namespace, Name: name}, secret); err != nil {
@@ -61,5 +62,5 @@ func readAuthSecret(ctx context.Context, r client.Reader, namespace, name, what 
 		}
 	}
 	return nil, fmt.Sprintf("%s %s is of type %s: authSecretRef reads only %s Secrets; nothing was sent. Put the credentials in a Secret of one of those types",
-		what, name, truncate(string(t), 253), authSecretTypeNames()), nil
+		what, name, plan.Truncate(string(t), 253), authSecretTypeNames()), nil
 }

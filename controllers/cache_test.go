@@ -3,6 +3,7 @@ package controllers
 import (
 	"testing"
 
+	"github.com/modelrollout/modelrollout/internal/plan"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -47,7 +48,7 @@ func TestCacheTransform(t *testing.T) {
 	if !*e.Conditions.Ready || *e.Conditions.Terminating || *slice.Ports[0].Name != "http" || slice.Labels[discoveryv1.LabelServiceName] != "vllm" {
 		t.Errorf("EndpointSlice lost what the controller reads: %+v", slice)
 	}
-	if readyEndpoints([]discoveryv1.EndpointSlice{*slice}, &corev1.ServicePort{Name: "http", Port: 8000}) != 1 {
+	if plan.ReadyEndpoints([]discoveryv1.EndpointSlice{*slice}, &corev1.ServicePort{Name: "http", Port: 8000}) != 1 {
 		t.Error("a trimmed slice must still count its ready endpoint")
 	}
 
@@ -59,7 +60,7 @@ func TestCacheTransform(t *testing.T) {
 	if route.Annotations == nil || len(route.Annotations) != 0 || route.ManagedFields != nil || route.OwnerReferences == nil {
 		t.Errorf("route: want an empty, non-nil annotations map (a patch then adds keys instead of replacing the live map), owner references kept: %+v", route.ObjectMeta)
 	}
-	if ops := ownerOps(route, "gpt4", []int{0}, "w"); len(ops) != 2 || ops[0].Path == "/metadata/annotations" || ops[1].Path == "/metadata/annotations" {
+	if ops := plan.OwnerOps(route, "gpt4", []int{0}, "w"); len(ops) != 2 || ops[0].Path == "/metadata/annotations" || ops[1].Path == "/metadata/annotations" {
 		t.Errorf("a route whose only annotation was dropped must get per-key adds: %+v", ops)
 	}
 	ro := newRollout("ai")

@@ -24,6 +24,7 @@ import (
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	rolloutsv1 "github.com/modelrollout/modelrollout/api/v1alpha1"
+	"github.com/modelrollout/modelrollout/internal/plan"
 )
 
 // Durable intent (issue 9): every transition of a rollout is a sequence of
@@ -272,7 +273,7 @@ func headerRoutesAgree(ns string, ro *rolloutsv1.ModelRollout, route *gatewayv1.
 		}
 		return nil
 	}
-	want, _ := desiredHeaderRoutes(ro, &ro.Status, []managedRoute{{Route: route, Rules: rules}})
+	want, _ := plan.DesiredHeaderRoutes(ro, &ro.Status, []plan.ManagedRoute{{Route: route, Rules: rules}})
 	for _, live := range list.Items {
 		if _, ok := want[live.Name]; !ok {
 			return fmt.Errorf("header route %s left behind (status.headerRoute %v, phase %s step %s)", live.Name, ro.Status.HeaderRoute, ro.Status.Phase, ro.Status.Step)
@@ -283,7 +284,7 @@ func headerRoutesAgree(ns string, ro *rolloutsv1.ModelRollout, route *gatewayv1.
 		if i < 0 {
 			return fmt.Errorf("header route %s missing (status.headerRoute %v)", name, ro.Status.HeaderRoute)
 		}
-		if !headerRouteUpToDate(&list.Items[i], w) {
+		if !plan.HeaderRouteUpToDate(&list.Items[i], w) {
 			return fmt.Errorf("header route %s differs from what status derives", name)
 		}
 	}
@@ -330,7 +331,7 @@ func crashCheck(ns string, want crashState, deleted bool) error {
 		if !maps.Equal(got, want.route) {
 			return fmt.Errorf("INVARIANT: the deleted rollout left rule %s at %v, want %v", crashRule, got, want.route)
 		}
-		if owner, ok := ruleOwners(route)[crashRule]; ok && owner == "gpt4" {
+		if owner, ok := plan.RuleOwners(route)[crashRule]; ok && owner == "gpt4" {
 			return fmt.Errorf("INVARIANT: the deleted rollout still owns rule %s (annotation %q)", crashRule, route.Annotations[rolloutsv1.AnnotationRuleOwners])
 		}
 		return headerRoutesAgree(ns, nil, route, nil)
@@ -368,7 +369,7 @@ func crashCheck(ns string, want crashState, deleted bool) error {
 			}
 		}
 	}
-	idx, problems := managedRules(route, ro.Spec.Routes[0], stable, ro.Name)
+	idx, problems := plan.ManagedRules(route, ro.Spec.Routes[0], stable, ro.Name)
 	if len(problems) > 0 {
 		return fmt.Errorf("managed rules do not resolve: %v", problems)
 	}
@@ -378,10 +379,10 @@ func crashCheck(ns string, want crashState, deleted bool) error {
 	if (st.HeaderRoute != nil) != want.headerRoute {
 		return fmt.Errorf("status.headerRoute is %v, want set: %v", st.HeaderRoute, want.headerRoute)
 	}
-	if ops, changes := weightOps(route, idx, intentOf(st)); len(ops) > 0 {
-		return fmt.Errorf("route does not carry intentOf(status) %s: %s", describeIntent(intentOf(st)), describeChanges(changes))
+	if ops, changes := plan.WeightOps(route, idx, plan.IntentOf(st)); len(ops) > 0 {
+		return fmt.Errorf("route does not carry intentOf(status) %s: %s", plan.DescribeIntent(plan.IntentOf(st)), plan.DescribeChanges(changes))
 	}
-	if intentOf(st).holds() && !meta.IsStatusConditionTrue(st.Conditions, rolloutsv1.ConditionRoutesApplied) {
+	if plan.IntentOf(st).Holds() && !meta.IsStatusConditionTrue(st.Conditions, rolloutsv1.ConditionRoutesApplied) {
 		return fmt.Errorf("RoutesApplied is not True: %+v", meta.FindStatusCondition(st.Conditions, rolloutsv1.ConditionRoutesApplied))
 	}
 	if st.ObservedGeneration != ro.Generation {
@@ -392,7 +393,7 @@ func crashCheck(ns string, want crashState, deleted bool) error {
 			st.Phase, st.Step, canary, st.CanaryWeight, want.phase, want.step, want.canary, want.weight, st.Message)
 	}
 	if len(st.Retiring) > 0 {
-		return fmt.Errorf("still retiring %s", backendList(st.Retiring))
+		return fmt.Errorf("still retiring %s", plan.BackendList(st.Retiring))
 	}
 	if (st.Phase == rolloutsv1.PhaseProgressing || st.Phase == rolloutsv1.PhasePaused) && st.StepStartedAt == nil {
 		return errors.New("the step's clock has not started")
@@ -400,9 +401,9 @@ func crashCheck(ns string, want crashState, deleted bool) error {
 	if !maps.Equal(got, want.route) {
 		return fmt.Errorf("rule %s carries %v, want %v", crashRule, got, want.route)
 	}
-	owner := ruleOwners(route)[crashRule]
-	if intentOf(st).holds() != (owner == "gpt4") {
-		return fmt.Errorf("rule-owners annotation %q does not match intent %s", route.Annotations[rolloutsv1.AnnotationRuleOwners], describeIntent(intentOf(st)))
+	owner := plan.RuleOwners(route)[crashRule]
+	if plan.IntentOf(st).Holds() != (owner == "gpt4") {
+		return fmt.Errorf("rule-owners annotation %q does not match intent %s", route.Annotations[rolloutsv1.AnnotationRuleOwners], plan.DescribeIntent(plan.IntentOf(st)))
 	}
 	if h := ruleWeights(route, "health"); !maps.Equal(h, map[string]int32{crashStable: 1}) {
 		return fmt.Errorf("INVARIANT: unmanaged rule health changed: %v", h)
@@ -579,7 +580,7 @@ var _ = Describe("Durable intent: crash injection", func() {
 			// The pause ends now: it is shortened to 0s.
 			trigger: func(ns string, t crashTransition) {
 				steps := slices.Clone(t.steps)
-				steps[0].Pause = dur("0s")
+				steps[0].Pause = durationOf("0s")
 				body, err := json.Marshal(map[string]any{"spec": map[string]any{"steps": steps}})
 				Expect(err).NotTo(HaveOccurred())
 				patchRollout(ns, string(body))
@@ -639,7 +640,7 @@ var _ = Describe("Durable intent: crash injection", func() {
 			before: crashState{phase: rolloutsv1.PhaseProgressing, step: "1/3", canary: "vllm-gpt4-v2", weight: 0, route: map[string]int32{crashStable: 100}, headerRoute: true},
 			trigger: func(ns string, t crashTransition) {
 				steps := slices.Clone(t.steps)
-				steps[0].Pause = dur("0s")
+				steps[0].Pause = durationOf("0s")
 				body, err := json.Marshal(map[string]any{"spec": map[string]any{"steps": steps}})
 				Expect(err).NotTo(HaveOccurred())
 				patchRollout(ns, string(body))

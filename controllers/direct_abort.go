@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	rolloutsv1 "github.com/modelrollout/modelrollout/api/v1alpha1"
+	"github.com/modelrollout/modelrollout/internal/plan"
 )
 
 // Aborts handed over in memory by the alert receiver of this process
@@ -112,7 +113,7 @@ func (d *directAborts) release(a *directAbort) {
 // once the routes are sent, or when the reconcile ends. It forgets one that
 // status records as handled, or that was meant for an earlier rollout of
 // the same name.
-func (d *directAborts) merge(ro *rolloutsv1.ModelRollout, req *requests) *directAbort {
+func (d *directAborts) merge(ro *rolloutsv1.ModelRollout, req *plan.Requests) *directAbort {
 	if d == nil {
 		return nil
 	}

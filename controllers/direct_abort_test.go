@@ -18,6 +18,7 @@ import (
 
 	rolloutsv1 "github.com/modelrollout/modelrollout/api/v1alpha1"
 	"github.com/modelrollout/modelrollout/controllers/alerts"
+	"github.com/modelrollout/modelrollout/internal/plan"
 )
 
 var _ = Describe("Alert aborts handed over in memory on the leader", func() {
@@ -171,7 +172,7 @@ var _ = Describe("directAborts", func() {
 		ro.Namespace, ro.Name, ro.UID = "ai", "gpt4", "uid-1"
 
 		Expect(r.AbortNow(key, "uid-1", "alert-1", "HighErrorRate")).To(BeNil(), "the receiver does not wait on a replica that does not lead")
-		req := requests{}
+		req := plan.Requests{}
 		Expect(r.direct.merge(ro, &req)).To(BeNil())
 		Expect(req.Abort).To(BeEmpty(), "a replica that does not lead leaves the abort to the annotation")
 
@@ -188,7 +189,7 @@ var _ = Describe("directAborts", func() {
 		r.direct.release(merged) // a second release (the reconcile's deferred one) is harmless
 
 		ro.Status.LastHandledAbort = "alert-1"
-		req = requests{}
+		req = plan.Requests{}
 		Expect(r.direct.merge(ro, &req)).To(BeNil())
 		Expect(req.Abort).To(BeEmpty())
 		Expect(r.direct.pending).To(BeEmpty(), "handled: forgotten")
@@ -204,7 +205,7 @@ var _ = Describe("directAborts", func() {
 		second := r.AbortNow(key, "uid-1", "alert-4", "x")
 		Expect(first).To(BeClosed(), "replaced by a newer abort")
 		Expect(second).NotTo(BeClosed())
-		req = requests{Abort: "alert-4"}
+		req = plan.Requests{Abort: "alert-4"}
 		Expect(r.direct.merge(ro, &req)).To(BeNil())
 		Expect(second).To(BeClosed(), "the annotation carries it already")
 

@@ -21,6 +21,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	rolloutsv1 "github.com/modelrollout/modelrollout/api/v1alpha1"
+	"github.com/modelrollout/modelrollout/internal/plan"
 )
 
 // gatesFrom passes every gate while the canary's weight is below from, and
@@ -30,18 +31,18 @@ type gatesFrom struct {
 	open *atomic.Bool
 }
 
-func (gatesFrom) Validate(context.Context, *rolloutsv1.ModelRollout) (*problem, error) {
+func (gatesFrom) Validate(context.Context, *rolloutsv1.ModelRollout) (*plan.Problem, error) {
 	return nil, nil
 }
 
-func (g gatesFrom) Evaluate(_ context.Context, ro *rolloutsv1.ModelRollout, now time.Time) *gateRound {
-	round := &gateRound{}
+func (g gatesFrom) Evaluate(_ context.Context, ro *rolloutsv1.ModelRollout, now time.Time) *plan.GateRound {
+	round := &plan.GateRound{}
 	pass := ro.Status.CanaryWeight < g.from || g.open.Load()
 	for _, gate := range ro.Spec.Analysis.Gates {
 		gs := rolloutsv1.GateStatus{Name: gate.Name, Verdict: rolloutsv1.VerdictPass, LastEvaluatedAt: &metav1.Time{Time: now}}
 		if !pass {
 			gs.Verdict, gs.Message = rolloutsv1.VerdictNoData, "held by the test"
-			round.Holding = &problem{Reason: rolloutsv1.ReasonGateNoData, Message: `gate "` + gate.Name + `" holds the step: no data`}
+			round.Holding = &plan.Problem{Reason: rolloutsv1.ReasonGateNoData, Message: `gate "` + gate.Name + `" holds the step: no data`}
 		}
 		round.Gates = append(round.Gates, gs)
 	}
@@ -206,7 +207,7 @@ var _ = Describe("Status tells what the routes carry", func() {
 
 			var winner, loser string
 			Eventually(func() string {
-				owners := ruleOwners(getRoute(ns, "model-header-routing"))
+				owners := plan.RuleOwners(getRoute(ns, "model-header-routing"))
 				winner = owners["gpt4"]
 				return winner
 			}, 60*time.Second).ShouldNot(BeEmpty())

@@ -11,6 +11,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	rolloutsv1 "github.com/modelrollout/modelrollout/api/v1alpha1"
+	"github.com/modelrollout/modelrollout/internal/plan"
 )
 
 // Gate rounds run off the reconcile workers. A reconcile that finds a
@@ -29,48 +30,16 @@ const (
 	DefaultGateRoundTimeout = 2 * time.Minute
 )
 
-// roundKey identifies what a round judged: a round is used only for the
-// step (and weight) it was started for, and the spec it read. A pre-traffic
-// round (before the first step) is never taken for step 1, nor for another
-// start of the same revision (a retry).
-type roundKey struct {
-	revision   string
-	generation int64
-	started    time.Time
-	preTraffic bool
-	step       int32
-	weight     int32
-	stepStart  time.Time
-}
-
-func roundKeyOf(ro *rolloutsv1.ModelRollout) roundKey {
-	return roundKeyFor(ro.Generation, &ro.Status)
-}
-
-func roundKeyFor(generation int64, st *rolloutsv1.ModelRolloutStatus) roundKey {
-	k := roundKey{revision: st.Revision, generation: generation, weight: st.CanaryWeight, preTraffic: st.CurrentStepIndex == nil}
-	if st.StartedAt != nil {
-		k.started = st.StartedAt.Time
-	}
-	if st.CurrentStepIndex != nil {
-		k.step = *st.CurrentStepIndex
-	}
-	if st.StepStartedAt != nil {
-		k.stepStart = st.StepStartedAt.Time
-	}
-	return k
-}
-
 type roundResult struct {
-	key   roundKey
-	round *gateRound
+	key   plan.RoundKey
+	round *plan.GateRound
 }
 
 // gateRun is one round in flight. Superseded (another round for the
 // rollout, a decision that moved it past the round's step, its deletion),
 // it is cancelled through its context and its result dropped.
 type gateRun struct {
-	key    roundKey
+	key    plan.RoundKey
 	cancel context.CancelFunc
 	// gone runs once the cancelled round of a deleted rollout has
 	// returned: whatever the round recorded meanwhile (gate series) goes.
@@ -115,9 +84,9 @@ func newBackgroundGates(ctx context.Context, gates GateEvaluator, concurrency in
 // take returns the finished round for the rollout's current step, or starts
 // one and returns nil. A round finished for another step is dropped; one
 // running for another step is cancelled.
-func (b *backgroundGates) take(ctx context.Context, ro *rolloutsv1.ModelRollout, now time.Time) *gateRound {
+func (b *backgroundGates) take(ctx context.Context, ro *rolloutsv1.ModelRollout, now time.Time) *plan.GateRound {
 	key := types.NamespacedName{Namespace: ro.Namespace, Name: ro.Name}
-	want := roundKeyOf(ro)
+	want := plan.RoundKeyOf(ro)
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if res, ok := b.done[key]; ok {
@@ -160,7 +129,7 @@ func (b *backgroundGates) take(ctx context.Context, ro *rolloutsv1.ModelRollout,
 // one and announces it; a superseded round (nil, or no longer current) is
 // dropped: the reconcile that cancelled it has started the round that
 // counts, or the rollout is gone.
-func (b *backgroundGates) finish(ctx context.Context, key types.NamespacedName, run *gateRun, round *gateRound, snapshot *rolloutsv1.ModelRollout, now time.Time) {
+func (b *backgroundGates) finish(ctx context.Context, key types.NamespacedName, run *gateRun, round *plan.GateRound, snapshot *rolloutsv1.ModelRollout, now time.Time) {
 	b.mu.Lock()
 	current := b.inflight[key] == run
 	if current {
@@ -195,7 +164,7 @@ func (b *backgroundGates) supersede(ro *rolloutsv1.ModelRollout, st *rolloutsv1.
 		return
 	}
 	key := types.NamespacedName{Namespace: ro.Namespace, Name: ro.Name}
-	want := roundKeyFor(ro.Generation, st)
+	want := plan.RoundKeyFor(ro.Generation, st)
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	switch st.Phase {

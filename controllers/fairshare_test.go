@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	rolloutsv1 "github.com/modelrollout/modelrollout/api/v1alpha1"
+	"github.com/modelrollout/modelrollout/internal/plan"
 )
 
 // acquireAsync asks for a slot in the background; the channel yields the
@@ -158,11 +159,11 @@ type blockingGates struct {
 	release chan struct{}
 }
 
-func (b *blockingGates) Validate(context.Context, *rolloutsv1.ModelRollout) (*problem, error) {
+func (b *blockingGates) Validate(context.Context, *rolloutsv1.ModelRollout) (*plan.Problem, error) {
 	return nil, nil
 }
 
-func (b *blockingGates) Evaluate(ctx context.Context, ro *rolloutsv1.ModelRollout, _ time.Time) *gateRound {
+func (b *blockingGates) Evaluate(ctx context.Context, ro *rolloutsv1.ModelRollout, _ time.Time) *plan.GateRound {
 	b.mu.Lock()
 	b.started = append(b.started, ro.Namespace+"/"+ro.Name)
 	b.mu.Unlock()
@@ -170,7 +171,7 @@ func (b *blockingGates) Evaluate(ctx context.Context, ro *rolloutsv1.ModelRollou
 	case <-b.release:
 	case <-ctx.Done():
 	}
-	return &gateRound{}
+	return &plan.GateRound{}
 }
 
 func (b *blockingGates) judged() []string {

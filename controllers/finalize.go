@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	rolloutsv1 "github.com/modelrollout/modelrollout/api/v1alpha1"
+	"github.com/modelrollout/modelrollout/internal/plan"
 )
 
 // deletionWeights is what a deleted rollout leaves in its routes: its
@@ -25,27 +26,27 @@ import (
 // ReturnToStable; nothing otherwise. An Idle, Succeeded or RolledBack
 // rollout, or one that holds a finished canary at 100% (waiting for
 // spec.stable to move), changes no weight.
-func deletionWeights(ro *rolloutsv1.ModelRollout) weights {
+func deletionWeights(ro *rolloutsv1.ModelRollout) plan.Weights {
 	st := &ro.Status
 	if ro.Spec.DeletionPolicy == rolloutsv1.DeletionKeepWeights || st.Stable == nil {
-		return weights{}
+		return plan.Weights{}
 	}
 	switch st.Phase {
 	case rolloutsv1.PhaseWaiting, rolloutsv1.PhaseProgressing, rolloutsv1.PhasePaused:
 	default:
-		return weights{}
+		return plan.Weights{}
 	}
 	if c := meta.FindStatusCondition(st.Conditions, rolloutsv1.ConditionStalled); c != nil && c.Reason == rolloutsv1.ReasonCanaryHoldsAllTraffic {
-		return weights{}
+		return plan.Weights{}
 	}
 	retire := append([]rolloutsv1.BackendRef(nil), st.Retiring...)
-	if st.Canary != nil && st.CurrentStepIndex != nil && !sameRef(*st.Canary, *st.Stable) {
+	if st.Canary != nil && st.CurrentStepIndex != nil && !plan.SameRef(*st.Canary, *st.Stable) {
 		retire = append(retire, *st.Canary)
 	}
 	if len(retire) == 0 {
-		return weights{}
+		return plan.Weights{}
 	}
-	return weights{Stable: *st.Stable, HoldStable: true, Retire: retire}
+	return plan.Weights{Stable: *st.Stable, HoldStable: true, Retire: retire}
 }
 
 // finalize runs when a rollout is deleted: it returns the canary's traffic
@@ -112,15 +113,15 @@ func (r *ModelRolloutReconciler) releaseRoutes(ctx context.Context, ro *rollouts
 	}
 	w := deletionWeights(ro)
 	if routes.Conflict != nil {
-		w = weights{} // another rollout owns a rule: only release
+		w = plan.Weights{} // another rollout owns a rule: only release
 	}
 	var patches []routePatch
 	for _, m := range routes.Found {
 		p := routePatch{route: m.Route}
-		if w.holds() {
-			p.ops, p.changes = weightOps(m.Route, m.Rules, w)
+		if w.Holds() {
+			p.ops, p.changes = plan.WeightOps(m.Route, m.Rules, w)
 		}
-		p.ops = append(p.ops, ownerOps(m.Route, ro.Name, nil, "")...)
+		p.ops = append(p.ops, plan.OwnerOps(m.Route, ro.Name, nil, "")...)
 		patches = append(patches, p)
 	}
 	// Routes removed from spec.routes whose release had not landed yet.
@@ -132,16 +133,16 @@ func (r *ModelRolloutReconciler) releaseRoutes(ctx context.Context, ro *rollouts
 	patched, rejections, errs := r.patchRoutes(ctx, client.ObjectKeyFromObject(ro), patches)
 	for _, p := range patched {
 		if len(p.changes) > 0 {
-			log.FromContext(ctx).Info("Returned the deleted rollout's traffic to stable", "route", p.route.Name, "changes", describeChanges(p.changes))
-			r.event(ro, event{Warning: true, Reason: "TrafficReturnedOnDelete", Message: fmt.Sprintf("Rollout deleted mid-rollout: HTTPRoute %s set to %s", p.route.Name, describeIntent(w))})
+			log.FromContext(ctx).Info("Returned the deleted rollout's traffic to stable", "route", p.route.Name, "changes", plan.DescribeChanges(p.changes))
+			r.event(ro, plan.Event{Warning: true, Reason: "TrafficReturnedOnDelete", Message: fmt.Sprintf("Rollout deleted mid-rollout: HTTPRoute %s set to %s", p.route.Name, plan.DescribeIntent(w))})
 		}
 	}
 	if len(rejections) > 0 {
 		msg := "Deletion waits: returning the canary's traffic to stable was rejected: " + strings.Join(rejections, "; ")
 		st := ro.Status.DeepCopy()
 		meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: rolloutsv1.ConditionRoutesApplied, Status: metav1.ConditionFalse,
-			Reason: rolloutsv1.ReasonPatchRejected, Message: truncate(msg, maxConditionMessage), ObservedGeneration: ro.Generation})
-		st.Message = truncate(msg, maxMessage)
+			Reason: rolloutsv1.ReasonPatchRejected, Message: plan.Truncate(msg, plan.MaxConditionMessage), ObservedGeneration: ro.Generation})
+		st.Message = plan.Truncate(msg, plan.MaxMessage)
 		if err := r.patchStatus(ctx, ro, *st); err != nil {
 			errs = append(errs, err)
 		}

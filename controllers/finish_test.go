@@ -147,7 +147,7 @@ var _ = Describe("Workload handoff without its opt-in RBAC", func() {
 		ro := newRollout(ns, step(100, "1s"))
 		ro.Spec.Stable.WorkloadRef = &rolloutsv1.WorkloadRef{Name: "vllm-gpt4-v1"}
 		ro.Spec.Canary.WorkloadRef = &rolloutsv1.WorkloadRef{Name: "vllm-gpt4-v2"}
-		ro.Spec.ScaleDownDelay = dur("1s")
+		ro.Spec.ScaleDownDelay = durationOf("1s")
 		Expect(k8sClient.Create(suiteCtx, ro)).To(Succeed())
 		Eventually(phaseOf(ns, "gpt4")).Should(Equal(rolloutsv1.PhaseSucceeded))
 

@@ -16,6 +16,7 @@ import (
 	"github.com/modelrollout/modelrollout/analysis"
 	"github.com/modelrollout/modelrollout/analysis/egress"
 	rolloutsv1 "github.com/modelrollout/modelrollout/api/v1alpha1"
+	"github.com/modelrollout/modelrollout/internal/plan"
 )
 
 // PrometheusGates evaluates a rollout's gates against Prometheus.
@@ -102,7 +103,7 @@ func gateVars(ro *rolloutsv1.ModelRollout, now time.Time) analysis.Vars {
 		Rollout:   ro.Name,
 		Stable:    ro.Spec.Stable.Name,
 		Weight:    ro.Status.CanaryWeight,
-		Interval:  analysisInterval(ro.Spec.Analysis),
+		Interval:  plan.AnalysisInterval(ro.Spec.Analysis),
 	}
 	if len(ro.Spec.Routes) > 0 {
 		v.Route = ro.Spec.Routes[0].Name
@@ -127,7 +128,7 @@ func gateVars(ro *rolloutsv1.ModelRollout, now time.Time) analysis.Vars {
 
 // Validate renders and parses every gate and checks that Prometheus can be
 // configured, so that nothing moves on a rollout that could never be judged.
-func (g *PrometheusGates) Validate(ctx context.Context, ro *rolloutsv1.ModelRollout) (*problem, error) {
+func (g *PrometheusGates) Validate(ctx context.Context, ro *rolloutsv1.ModelRollout) (*plan.Problem, error) {
 	resolved, err := resolveGates(ctx, g.templates(), ro)
 	if p := firstProblem(resolved); err != nil || p != nil {
 		return p, err
@@ -137,7 +138,7 @@ func (g *PrometheusGates) Validate(ctx context.Context, ro *rolloutsv1.ModelRoll
 		a.Gates[i] = resolved[i].Gate
 	}
 	if err := analysis.ValidateGates(a, gateVars(ro, time.Now())); err != nil {
-		return &problem{Reason: rolloutsv1.ReasonInvalidQuery, Message: truncate(err.Error(), 1024)}, nil
+		return &plan.Problem{Reason: rolloutsv1.ReasonInvalidQuery, Message: plan.Truncate(err.Error(), 1024)}, nil
 	}
 	if p := g.validateTenancy(ro, resolved, gateVars(ro, time.Now())); p != nil {
 		return p, nil
@@ -174,7 +175,7 @@ func isPromQL(gate rolloutsv1.Gate) bool {
 // permission, a certificate that does not parse); it is checked again every
 // few seconds, since the operator does not watch Secrets. An error is
 // transient (throttling, a timeout, the API server unavailable).
-func (g *PrometheusGates) clientConfig(ctx context.Context, ro *rolloutsv1.ModelRollout) (analysis.ClientConfig, *problem, error) {
+func (g *PrometheusGates) clientConfig(ctx context.Context, ro *rolloutsv1.ModelRollout) (analysis.ClientConfig, *plan.Problem, error) {
 	cfg := analysis.ClientConfig{Address: g.DefaultAddress, MaxResponseBytes: g.MaxPrometheusResponseBytes}
 	if !g.PrometheusEgressOff {
 		cfg.DialContext = g.egressPolicy().DialContext
@@ -198,7 +199,7 @@ func (g *PrometheusGates) clientConfig(ctx context.Context, ro *rolloutsv1.Model
 		}
 	}
 	if cfg.Address == "" {
-		return cfg, &problem{Reason: rolloutsv1.ReasonInvalidConfig,
+		return cfg, &plan.Problem{Reason: rolloutsv1.ReasonInvalidConfig,
 			Message: "no Prometheus to query: set spec.analysis.prometheus.address, or start the operator with --prometheus-address"}, nil
 	}
 	if src == nil {
@@ -209,7 +210,7 @@ func (g *PrometheusGates) clientConfig(ctx context.Context, ro *rolloutsv1.Model
 			return cfg, p, nil
 		}
 		if err := cfg.Validate(); err != nil {
-			return cfg, &problem{Reason: rolloutsv1.ReasonInvalidConfig, Message: "spec.analysis.prometheus: " + err.Error()}, nil
+			return cfg, &plan.Problem{Reason: rolloutsv1.ReasonInvalidConfig, Message: "spec.analysis.prometheus: " + err.Error()}, nil
 		}
 		return cfg, nil, nil
 	}
@@ -219,17 +220,17 @@ func (g *PrometheusGates) clientConfig(ctx context.Context, ro *rolloutsv1.Model
 	case err != nil:
 		return cfg, nil, err
 	case refused != "":
-		return cfg, &problem{Reason: rolloutsv1.ReasonInvalidConfig, Unwatched: true, Message: refused}, nil
+		return cfg, &plan.Problem{Reason: rolloutsv1.ReasonInvalidConfig, Unwatched: true, Message: refused}, nil
 	}
 	if msg := applyAuthSecret(&cfg, src, secret.Data); msg != "" {
-		return cfg, &problem{Reason: rolloutsv1.ReasonInvalidConfig, Unwatched: true,
+		return cfg, &plan.Problem{Reason: rolloutsv1.ReasonInvalidConfig, Unwatched: true,
 			Message: fmt.Sprintf("Prometheus auth Secret %s %s", key.Name, msg)}, nil
 	}
 	if p := g.checkSigV4Credentials(cfg, key.Name); p != nil {
 		return cfg, p, nil
 	}
 	if err := cfg.Validate(); err != nil {
-		return cfg, &problem{Reason: rolloutsv1.ReasonInvalidConfig, Unwatched: true,
+		return cfg, &plan.Problem{Reason: rolloutsv1.ReasonInvalidConfig, Unwatched: true,
 			Message: fmt.Sprintf("Prometheus auth Secret %s: %s", key.Name, err)}, nil
 	}
 	return cfg, nil, nil
@@ -318,7 +319,7 @@ func applyAuthSecret(cfg *analysis.ClientConfig, src *rolloutsv1.PrometheusSourc
 // checkSigV4Credentials refuses sigv4 without an access key unless the
 // operator allows its own AWS credentials. secret names the auth Secret, if
 // any.
-func (g *PrometheusGates) checkSigV4Credentials(cfg analysis.ClientConfig, secret string) *problem {
+func (g *PrometheusGates) checkSigV4Credentials(cfg analysis.ClientConfig, secret string) *plan.Problem {
 	if cfg.SigV4 == nil || cfg.SigV4.AccessKey != "" || g.AmbientAWSCredentials {
 		return nil
 	}
@@ -326,7 +327,7 @@ func (g *PrometheusGates) checkSigV4Credentials(cfg analysis.ClientConfig, secre
 	if secret != "" {
 		where = fmt.Sprintf("add keys \"access_key\" and \"secret_key\" to Prometheus auth Secret %s", secret)
 	}
-	return &problem{Reason: rolloutsv1.ReasonInvalidConfig, Unwatched: secret != "",
+	return &plan.Problem{Reason: rolloutsv1.ReasonInvalidConfig, Unwatched: secret != "",
 		Message: "sigv4 has no AWS access key: " + where + ", or start the operator with --prometheus-sigv4-ambient-credentials to sign with its own AWS identity"}
 }
 
@@ -334,10 +335,10 @@ func (g *PrometheusGates) checkSigV4Credentials(cfg analysis.ClientConfig, secre
 // the results: before the first step (status.currentStepIndex unset) the
 // pre-traffic gates, afterwards those that run at every step. The other
 // gates keep their last status.
-func (g *PrometheusGates) Evaluate(ctx context.Context, ro *rolloutsv1.ModelRollout, now time.Time) *gateRound {
+func (g *PrometheusGates) Evaluate(ctx context.Context, ro *rolloutsv1.ModelRollout, now time.Time) *plan.GateRound {
 	a := ro.Spec.Analysis
 	vars := gateVars(ro, now)
-	round := &gateRound{}
+	round := &plan.GateRound{}
 	preTraffic := ro.Status.CurrentStepIndex == nil
 	runs := func(gate rolloutsv1.Gate) bool {
 		if preTraffic {
@@ -416,11 +417,11 @@ func (g *PrometheusGates) Evaluate(ctx context.Context, ro *rolloutsv1.ModelRoll
 		switch outcome {
 		case analysis.OutcomeFail:
 			if round.Rollback == nil {
-				round.Rollback = &problem{Reason: rolloutsv1.ReasonGateFailed, Message: gateFailure(gate, gs)}
+				round.Rollback = &plan.Problem{Reason: rolloutsv1.ReasonGateFailed, Message: gateFailure(gate, gs)}
 			}
 		case analysis.OutcomeInconclusiveLimit:
 			if round.Rollback == nil {
-				round.Rollback = &problem{Reason: rolloutsv1.ReasonInconclusive,
+				round.Rollback = &plan.Problem{Reason: rolloutsv1.ReasonInconclusive,
 					Message: fmt.Sprintf("gate %q had no verdict in %d evaluations in a row (inconclusiveLimit %d): %s", gate.Name, gs.ConsecutiveInconclusive, a.InconclusiveLimit, gs.Message)}
 			}
 		case analysis.OutcomeHold:
@@ -435,7 +436,7 @@ func (g *PrometheusGates) Evaluate(ctx context.Context, ro *rolloutsv1.ModelRoll
 				case rolloutsv1.VerdictFail:
 					reason = rolloutsv1.ReasonGateFailed
 				}
-				round.Holding = &problem{Reason: reason, Message: fmt.Sprintf("gate %q holds the step: %s", gate.Name, gs.Message)}
+				round.Holding = &plan.Problem{Reason: reason, Message: fmt.Sprintf("gate %q holds the step: %s", gate.Name, gs.Message)}
 			}
 		}
 	}
@@ -444,12 +445,12 @@ func (g *PrometheusGates) Evaluate(ctx context.Context, ro *rolloutsv1.ModelRoll
 
 // dryRunFailure is the rollback a dry-run gate would have caused, reported
 // once when the gate crosses its limit (not again while it stays failed).
-func dryRunFailure(gate rolloutsv1.Gate, gs rolloutsv1.GateStatus, outcome analysis.Outcome, inconclusiveLimit int32) *problem {
+func dryRunFailure(gate rolloutsv1.Gate, gs rolloutsv1.GateStatus, outcome analysis.Outcome, inconclusiveLimit int32) *plan.Problem {
 	switch {
 	case outcome == analysis.OutcomeFail && gs.ConsecutiveFailures == failureLimit(gate):
-		return &problem{Reason: rolloutsv1.ReasonGateFailed, Message: gateFailure(gate, gs)}
+		return &plan.Problem{Reason: rolloutsv1.ReasonGateFailed, Message: gateFailure(gate, gs)}
 	case outcome == analysis.OutcomeInconclusiveLimit && gs.ConsecutiveInconclusive == inconclusiveLimit:
-		return &problem{Reason: rolloutsv1.ReasonInconclusive,
+		return &plan.Problem{Reason: rolloutsv1.ReasonInconclusive,
 			Message: fmt.Sprintf("gate %q had no verdict in %d evaluations in a row (inconclusiveLimit %d): %s", gate.Name, gs.ConsecutiveInconclusive, inconclusiveLimit, gs.Message)}
 	}
 	return nil

@@ -26,7 +26,7 @@ func darkLaunch() rolloutsv1.Step {
 }
 
 func withPause(s rolloutsv1.Step, pause string) rolloutsv1.Step {
-	s.Pause = dur(pause)
+	s.Pause = durationOf(pause)
 	return s
 }
 

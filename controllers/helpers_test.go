@@ -127,7 +127,7 @@ func newRollout(ns string, steps ...rolloutsv1.Step) *rolloutsv1.ModelRollout {
 func step(weight int32, pause string) rolloutsv1.Step {
 	s := rolloutsv1.Step{Weight: weight}
 	if pause != "" {
-		s.Pause = dur(pause)
+		s.Pause = durationOf(pause)
 	}
 	return s
 }

@@ -24,6 +24,7 @@ import (
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	rolloutsv1 "github.com/modelrollout/modelrollout/api/v1alpha1"
+	"github.com/modelrollout/modelrollout/internal/plan"
 )
 
 // routeWriteCounter wraps the operator's client and counts its HTTPRoute
@@ -60,7 +61,7 @@ func rolloutGone(ns, name string) func() bool {
 	}
 }
 
-func ownersOf(ns, route string) map[string]string { return ruleOwners(getRoute(ns, route)) }
+func ownersOf(ns, route string) map[string]string { return plan.RuleOwners(getRoute(ns, route)) }
 
 // mergePatchRollout applies a JSON merge patch to a rollout's spec, as
 // `kubectl patch --type merge` or a Git sync would.
@@ -361,7 +362,7 @@ var _ = Describe("Rollout lifecycle edges", func() {
 		createBackend(ns, "vllm-gpt4-v2", true)
 		op = startOperator()
 		ro := newRollout(ns, step(25, "1h"), step(100, "1h"))
-		ro.Spec.CanaryUnavailableGrace = dur("2s")
+		ro.Spec.CanaryUnavailableGrace = durationOf("2s")
 		Expect(k8sClient.Create(suiteCtx, ro)).To(Succeed())
 		Eventually(routeWeights(ns, "model-header-routing", "gpt4")).Should(HaveKeyWithValue("vllm-gpt4-v2", int32(25)))
 
@@ -404,7 +405,7 @@ var _ = Describe("Rollout lifecycle edges", func() {
 			"canary weight is capped at 49% by policy")
 		op = startOperator()
 		ro := newRollout(ns, step(10, "1s"), step(50, "1s"), step(100, "1s"))
-		ro.Spec.ProgressDeadline = dur("6s")
+		ro.Spec.ProgressDeadline = durationOf("6s")
 		Expect(k8sClient.Create(suiteCtx, ro)).To(Succeed())
 
 		Eventually(func() string {
@@ -476,7 +477,7 @@ var _ = Describe("Rollout lifecycle edges", func() {
 		createInferencePool(ns, "llama3-v2")
 		op = startOperator()
 		ro := poolRollout(ns)
-		ro.Spec.CanaryUnavailableGrace = dur("1s")
+		ro.Spec.CanaryUnavailableGrace = durationOf("1s")
 		Expect(k8sClient.Create(suiteCtx, ro)).To(Succeed())
 		Eventually(poolRefs(ns)).Should(HaveKeyWithValue("inference.networking.k8s.io/InferencePool/llama3-v2", int32(10)))
 

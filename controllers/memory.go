@@ -6,6 +6,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	rolloutsv1 "github.com/modelrollout/modelrollout/api/v1alpha1"
+	"github.com/modelrollout/modelrollout/internal/plan"
 )
 
 // What the controller keeps in memory per rollout, and when it goes, is in
@@ -29,7 +30,7 @@ func (r *ModelRolloutReconciler) notificationDropped(n notification, waiting int
 	if r.Metrics != nil {
 		r.Metrics.NotificationsDropped.WithLabelValues(n.ro.Namespace, n.ro.Name, n.hook.Name).Inc()
 	}
-	r.event(n.ro, event{Warning: true, Reason: "WebhookNotificationDropped", Message: fmt.Sprintf(
+	r.event(n.ro, plan.Event{Warning: true, Reason: "WebhookNotificationDropped", Message: fmt.Sprintf(
 		"OnTransition webhook %q: dropped the notification of %s -> %s (%s): %d later notifications wait behind the one being sent (at most %d)",
 		n.hook.Name, phaseOrNone(n.payload.PreviousPhase), n.payload.Phase, n.payload.Reason, waiting, notifyQueueMax)})
 }

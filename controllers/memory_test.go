@@ -18,6 +18,7 @@ import (
 
 	"github.com/modelrollout/modelrollout/analysis/egress"
 	rolloutsv1 "github.com/modelrollout/modelrollout/api/v1alpha1"
+	"github.com/modelrollout/modelrollout/internal/plan"
 )
 
 // Route writes are remembered until the cache shows them, until the rollout
@@ -26,7 +27,7 @@ func TestRouteWritesPruned(t *testing.T) {
 	var w writeState
 	a := types.NamespacedName{Namespace: "ai", Name: "a"}
 	b := types.NamespacedName{Namespace: "ai", Name: "b"}
-	w.wroteAt(a, "route-1", 5, t0)
+	w.wroteAt(a, "route-1", 5, epoch)
 	if !w.stale("route-1", 4) {
 		t.Fatal("a cached route older than the write is stale")
 	}
@@ -40,8 +41,8 @@ func TestRouteWritesPruned(t *testing.T) {
 		t.Fatal("the cache never goes back: nothing to wait for")
 	}
 
-	w.wroteAt(a, "route-1", 7, t0)
-	w.wroteAt(b, "route-2", 3, t0)
+	w.wroteAt(a, "route-1", 7, epoch)
+	w.wroteAt(b, "route-2", 3, epoch)
 	w.forget(a)
 	if w.stale("route-1", 6) {
 		t.Fatal("the deleted rollout's write is forgotten")
@@ -52,7 +53,7 @@ func TestRouteWritesPruned(t *testing.T) {
 
 	// route-2 is deleted: no cache read comes. A later write elsewhere
 	// sweeps it once it is older than writtenMaxAge.
-	w.wroteAt(b, "route-3", 1, t0.Add(writtenMaxAge+time.Minute))
+	w.wroteAt(b, "route-3", 1, epoch.Add(writtenMaxAge+time.Minute))
 	if _, ok := w.written["route-2"]; ok {
 		t.Fatal("a write no cache showed within writtenMaxAge is swept")
 	}
@@ -65,11 +66,11 @@ func TestRouteWritesPruned(t *testing.T) {
 func TestHeaderWritesPruned(t *testing.T) {
 	var w writeState
 	key := types.NamespacedName{Namespace: "ai", Name: "gpt4"}
-	w.wroteHeader(key, "gpt4-header", 2, t0)
-	if !w.headerStale(key, nil, t0) {
+	w.wroteHeader(key, "gpt4-header", 2, epoch)
+	if !w.headerStale(key, nil, epoch) {
 		t.Fatal("a header route the cache lacks is stale")
 	}
-	if w.headerStale(key, nil, t0.Add(headerLagMax+time.Second)) {
+	if w.headerStale(key, nil, epoch.Add(headerLagMax+time.Second)) {
 		t.Fatal("past headerLagMax the write is forgotten")
 	}
 	sizes := map[string]int{}
@@ -87,17 +88,17 @@ type ctxBlockingGates struct {
 	calls  atomic.Int32
 }
 
-func (g *ctxBlockingGates) Validate(context.Context, *rolloutsv1.ModelRollout) (*problem, error) {
+func (g *ctxBlockingGates) Validate(context.Context, *rolloutsv1.ModelRollout) (*plan.Problem, error) {
 	return nil, nil
 }
 
-func (g *ctxBlockingGates) Evaluate(ctx context.Context, _ *rolloutsv1.ModelRollout, _ time.Time) *gateRound {
+func (g *ctxBlockingGates) Evaluate(ctx context.Context, _ *rolloutsv1.ModelRollout, _ time.Time) *plan.GateRound {
 	g.mu.Lock()
 	g.rounds = append(g.rounds, ctx)
 	g.mu.Unlock()
 	g.calls.Add(1)
 	<-ctx.Done()
-	return &gateRound{}
+	return &plan.GateRound{}
 }
 
 func (g *ctxBlockingGates) round(i int) context.Context {
@@ -119,7 +120,7 @@ func roundDone(g *ctxBlockingGates, i int) func() bool {
 func memGatedRollout() *rolloutsv1.ModelRollout {
 	ro := &rolloutsv1.ModelRollout{ObjectMeta: metav1.ObjectMeta{Namespace: "ai", Name: "gpt4", Generation: 1}}
 	ro.Status = rolloutsv1.ModelRolloutStatus{Phase: rolloutsv1.PhaseProgressing, Revision: "r1", CanaryWeight: 10,
-		CurrentStepIndex: ptr.To[int32](0), StartedAt: mt(t0), StepStartedAt: umt(t0)}
+		CurrentStepIndex: ptr.To[int32](0), StartedAt: metaTime(epoch), StepStartedAt: microTime(epoch)}
 	return ro
 }
 
@@ -132,11 +133,11 @@ func TestSupersededGateRoundsCancelled(t *testing.T) {
 	key := types.NamespacedName{Namespace: "ai", Name: "gpt4"}
 	ro := memGatedRollout()
 
-	if bg.take(context.Background(), ro, t0) != nil {
+	if bg.take(context.Background(), ro, epoch) != nil {
 		t.Fatal("the first take starts a round")
 	}
 	waitFor(t, "round 0 starts", func() bool { return g.round(0) != nil })
-	if bg.take(context.Background(), ro, t0) != nil || g.round(0).Err() != nil {
+	if bg.take(context.Background(), ro, epoch) != nil || g.round(0).Err() != nil {
 		t.Fatal("taking again for the same step waits for the same round")
 	}
 
@@ -147,8 +148,8 @@ func TestSupersededGateRoundsCancelled(t *testing.T) {
 	}
 	// The next step: the round judged the one before.
 	By("a new step", func() {
-		ro.Status.CurrentStepIndex, ro.Status.CanaryWeight, ro.Status.StepStartedAt = ptr.To[int32](1), 25, umt(t0.Add(time.Minute))
-		bg.take(context.Background(), ro, t0)
+		ro.Status.CurrentStepIndex, ro.Status.CanaryWeight, ro.Status.StepStartedAt = ptr.To[int32](1), 25, microTime(epoch.Add(time.Minute))
+		bg.take(context.Background(), ro, epoch)
 	}, 0)
 	waitFor(t, "round 1 starts", func() bool { return g.round(1) != nil })
 	// An edited spec, seen by the decision written after it.
@@ -158,15 +159,15 @@ func TestSupersededGateRoundsCancelled(t *testing.T) {
 		bg.supersede(next, &next.Status)
 	}, 1)
 	ro.Generation = 2
-	bg.take(context.Background(), ro, t0)
+	bg.take(context.Background(), ro, epoch)
 	waitFor(t, "round 2 starts", func() bool { return g.round(2) != nil })
 	// A new revision.
 	By("a new revision", func() {
 		st := ro.Status.DeepCopy()
-		st.Revision, st.CurrentStepIndex, st.StartedAt = "r2", nil, mt(t0.Add(time.Hour))
+		st.Revision, st.CurrentStepIndex, st.StartedAt = "r2", nil, metaTime(epoch.Add(time.Hour))
 		bg.supersede(ro, st)
 	}, 2)
-	bg.take(context.Background(), ro, t0)
+	bg.take(context.Background(), ro, epoch)
 	waitFor(t, "round 3 starts", func() bool { return g.round(3) != nil })
 	// A rollback at the same step and weight.
 	By("a rollback", func() {
@@ -174,7 +175,7 @@ func TestSupersededGateRoundsCancelled(t *testing.T) {
 		st.Phase = rolloutsv1.PhaseRolledBack
 		bg.supersede(ro, st)
 	}, 3)
-	bg.take(context.Background(), ro, t0)
+	bg.take(context.Background(), ro, epoch)
 	waitFor(t, "round 4 starts", func() bool { return g.round(4) != nil })
 	// A decision that keeps the step keeps the round.
 	bg.supersede(ro, &ro.Status)
@@ -205,9 +206,9 @@ func TestQueuedGateRoundCancelled(t *testing.T) {
 	bg := newBackgroundGates(context.Background(), g, 1, time.Hour)
 	first, second := memGatedRollout(), memGatedRollout()
 	second.Name = "other"
-	bg.take(context.Background(), first, t0)
+	bg.take(context.Background(), first, epoch)
 	waitFor(t, "the first round holds the only slot", func() bool { return g.round(0) != nil })
-	bg.take(context.Background(), second, t0)
+	bg.take(context.Background(), second, epoch)
 	bg.forget(types.NamespacedName{Namespace: "ai", Name: "other"}, nil)
 	bg.forget(types.NamespacedName{Namespace: "ai", Name: "gpt4"}, nil)
 	waitFor(t, "both rounds end", func() bool {
@@ -278,7 +279,7 @@ func TestNotificationsInOrder(t *testing.T) {
 	for i := range 12 {
 		msg := string(rune('a'+i)) + "-transition"
 		want = append(want, msg)
-		w.notifyTransition(ro, rolloutsv1.PhaseProgressing, []event{{Reason: "Step", Message: msg}})
+		w.notifyTransition(ro, rolloutsv1.PhaseProgressing, []plan.Event{{Reason: "Step", Message: msg}})
 	}
 	for range want {
 		srv.release <- struct{}{}
@@ -314,7 +315,7 @@ func TestNotificationQueueBounded(t *testing.T) {
 	send := func(i int) {
 		msg := "transition-" + string(rune('A'+i))
 		all = append(all, msg)
-		w.notifyTransition(ro, rolloutsv1.PhaseProgressing, []event{{Reason: "Step", Message: msg}})
+		w.notifyTransition(ro, rolloutsv1.PhaseProgressing, []plan.Event{{Reason: "Step", Message: msg}})
 	}
 	send(0)
 	// The first is on its way (the server holds it); then more than fit.
@@ -359,10 +360,10 @@ func TestSupersededWebhookCallsCancelled(t *testing.T) {
 	ro := &rolloutsv1.ModelRollout{ObjectMeta: metav1.ObjectMeta{Namespace: "ai", Name: "gpt4"}}
 	ro.Status.Revision = "r1"
 	hook := rolloutsv1.Webhook{Name: "approve", Type: rolloutsv1.WebhookPreRollout, URL: srv.URL, Timeout: "60s"}
-	w.start(ro, []hookCall{{Webhook: hook, Revision: "r1", Call: 1}})
+	w.start(ro, []plan.HookCall{{Webhook: hook, Revision: "r1", Call: 1}})
 	waitFor(t, "the call reaches the webhook", func() bool { return received.Load() == 1 })
 	ro.Status.Revision = "r2"
-	w.start(ro, []hookCall{{Webhook: hook, Revision: "r2", Call: 1}})
+	w.start(ro, []plan.HookCall{{Webhook: hook, Revision: "r2", Call: 1}})
 	waitFor(t, "the call of revision r1 is cancelled", func() bool { return cancelled.Load() == 1 })
 	waitFor(t, "the call of revision r2 reaches the webhook", func() bool { return received.Load() == 2 })
 	w.forget(types.NamespacedName{Namespace: "ai", Name: "gpt4"})

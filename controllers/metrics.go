@@ -1,11 +1,13 @@
 package controllers
 
 import (
-	"github.com/prometheus/client_golang/prometheus"
-	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	"sync"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+
 	rolloutsv1 "github.com/modelrollout/modelrollout/api/v1alpha1"
+	"github.com/modelrollout/modelrollout/internal/plan"
 )
 
 // Metrics are the operator's own series, served on the controller-runtime
@@ -127,7 +129,7 @@ func (m *Metrics) queueDepth() *prometheus.GaugeVec {
 }
 
 // observe records a rollout's status and the transitions of a decision.
-func (m *Metrics) observe(ro *rolloutsv1.ModelRollout, d *decision) {
+func (m *Metrics) observe(ro *rolloutsv1.ModelRollout, d *plan.Decision) {
 	if m == nil {
 		return
 	}

@@ -22,6 +22,7 @@ import (
 	rolloutsv1 "github.com/modelrollout/modelrollout/api/v1alpha1"
 	"github.com/modelrollout/modelrollout/config/grafana"
 	"github.com/modelrollout/modelrollout/controllers/alerts"
+	"github.com/modelrollout/modelrollout/internal/plan"
 	"github.com/modelrollout/modelrollout/test/promharness"
 )
 
@@ -148,9 +149,9 @@ func TestGateThresholdAndStepClockSeries(t *testing.T) {
 	}
 
 	started := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
-	at := func(phase rolloutsv1.Phase, idx int32) *decision {
+	at := func(phase rolloutsv1.Phase, idx int32) *plan.Decision {
 		weight := ro.Spec.Steps[idx].Weight
-		return &decision{Status: rolloutsv1.ModelRolloutStatus{Phase: phase, CurrentStepIndex: ptr.To(idx), CanaryWeight: weight, StepStartedAt: umt(started)}}
+		return &plan.Decision{Status: rolloutsv1.ModelRolloutStatus{Phase: phase, CurrentStepIndex: ptr.To(idx), CanaryWeight: weight, StepStartedAt: microTime(started)}}
 	}
 	m.observe(ro, at(rolloutsv1.PhaseProgressing, 0))
 	if got := testutil.ToFloat64(m.StepStarted.WithLabelValues("ai-gateway", "gpt4")); got != float64(started.Unix()) {

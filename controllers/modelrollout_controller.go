@@ -36,6 +36,7 @@ import (
 
 	"github.com/modelrollout/modelrollout/analysis/egress"
 	rolloutsv1 "github.com/modelrollout/modelrollout/api/v1alpha1"
+	"github.com/modelrollout/modelrollout/internal/plan"
 )
 
 // FieldOwner is the field manager of every write the controller makes.
@@ -55,9 +56,9 @@ type GateEvaluator interface {
 	// Prometheus settings that cannot be used, before any traffic moves.
 	// An error is transient (an auth Secret that could not be read) and is
 	// retried with backoff.
-	Validate(ctx context.Context, ro *rolloutsv1.ModelRollout) (*problem, error)
+	Validate(ctx context.Context, ro *rolloutsv1.ModelRollout) (*plan.Problem, error)
 	// Evaluate runs every gate once and accounts the results.
-	Evaluate(ctx context.Context, ro *rolloutsv1.ModelRollout, now time.Time) *gateRound
+	Evaluate(ctx context.Context, ro *rolloutsv1.ModelRollout, now time.Time) *plan.GateRound
 }
 
 // ModelRolloutReconciler walks HTTPRoute weights through a ModelRollout's
@@ -145,7 +146,7 @@ func (r *ModelRolloutReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	}
 
 	now := r.now()
-	obs := observation{Now: now, Requests: readRequests(ro), Hooks: r.hooks.results(req.NamespacedName)}
+	obs := plan.Observation{Now: now, Requests: readRequests(ro), Hooks: r.hooks.results(req.NamespacedName)}
 	direct := r.direct.merge(ro, &obs.Requests)
 	// The receiver patches the abort's annotation once the routes are sent
 	// (below), or once this reconcile ends without sending them.
@@ -187,22 +188,22 @@ func (r *ModelRolloutReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		if obs.Canary, err = r.observeCanary(ctx, ro); err != nil {
 			return ctrl.Result{}, err
 		}
-		if ro.Spec.CapacityFactor != nil && capacityMatters(ro) {
+		if ro.Spec.CapacityFactor != nil && plan.CapacityMatters(ro) {
 			if obs.Capacity, err = r.observeCapacity(ctx, ro); err != nil {
 				return ctrl.Result{}, err
 			}
 		}
 		if ro.Spec.Analysis != nil {
 			if r.Gates == nil {
-				obs.Analysis = &problem{Reason: rolloutsv1.ReasonInvalidConfig, Message: "the operator runs without gate evaluation"}
+				obs.Analysis = &plan.Problem{Reason: rolloutsv1.ReasonInvalidConfig, Message: "the operator runs without gate evaluation"}
 			} else if !abortPending(ro, obs.Requests) {
 				if obs.Analysis, err = r.Gates.Validate(ctx, ro); err != nil {
 					return ctrl.Result{}, err
 				}
 				// Pre-traffic gates judge the canary itself: only once it
 				// is available.
-				preTraffic := obs.Canary == nil && preTrafficDue(ro, now)
-				if obs.Analysis == nil && (gatesDue(ro, now) || preTraffic) {
+				preTraffic := obs.Canary == nil && plan.PreTrafficDue(ro, now)
+				if obs.Analysis == nil && (plan.GatesDue(ro, now) || preTraffic) {
 					if r.background != nil {
 						// Off the worker: nil until the round is back.
 						obs.Gates = r.background.take(ctx, ro, now)
@@ -227,10 +228,10 @@ func (r *ModelRolloutReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	if len(ro.Status.Workloads) > 0 && !abortFirst {
 		obs.Handoff = r.runHandoffs(ctx, ro, now)
 	}
-	d := plan(ro, obs)
+	d := plan.Plan(ro, obs)
 	result := ctrl.Result{RequeueAfter: d.RequeueAfter}
 	if obs.Applying {
-		startsNow := startsClock(&ro.Status, &d.Status) && !obs.carries(d.Routes)
+		startsNow := startsClock(&ro.Status, &d.Status) && !obs.Carries(d.Routes)
 		retry, err := r.applyRoutes(ctx, ro, d.Routes, routes.Found, dropped)
 		if retry > 0 {
 			result = minRequeue(result, retry)
@@ -251,7 +252,7 @@ func (r *ModelRolloutReconciler) Reconcile(ctx context.Context, req ctrl.Request
 			// so that the status says why the rollout waits instead of
 			// claiming a step the routes do not carry.
 			obs.Rejected, obs.HeaderRoute, obs.Applying = rejected, headerProblem, false
-			d = plan(ro, obs)
+			d = plan.Plan(ro, obs)
 			result.RequeueAfter = minRequeue(ctrl.Result{RequeueAfter: d.RequeueAfter}, result.RequeueAfter).RequeueAfter
 		case startsNow && retry == 0:
 			// The step's weight landed just now: its clock starts now.
@@ -286,7 +287,7 @@ func (r *ModelRolloutReconciler) Reconcile(ctx context.Context, req ctrl.Request
 // withHeaderRoutes applies the header routes after the weights, and folds
 // its retry and error into the reconcile's.
 func (r *ModelRolloutReconciler) withHeaderRoutes(ctx context.Context, ro *rolloutsv1.ModelRollout, st *rolloutsv1.ModelRolloutStatus,
-	found []managedRoute, owned []*gatewayv1.HTTPRoute, result ctrl.Result, err error) (ctrl.Result, error) {
+	found []plan.ManagedRoute, owned []*gatewayv1.HTTPRoute, result ctrl.Result, err error) (ctrl.Result, error) {
 	retry, herr := r.applyHeaderRoutes(ctx, ro, st, found, owned)
 	if retry > 0 {
 		result = minRequeue(result, retry)
@@ -343,7 +344,7 @@ func minRequeue(r ctrl.Result, after time.Duration) ctrl.Result {
 }
 
 // record emits the decision's Events and logs its warnings.
-func (r *ModelRolloutReconciler) record(ctx context.Context, ro *rolloutsv1.ModelRollout, evs []event, phase rolloutsv1.Phase) {
+func (r *ModelRolloutReconciler) record(ctx context.Context, ro *rolloutsv1.ModelRollout, evs []plan.Event, phase rolloutsv1.Phase) {
 	logger := log.FromContext(ctx)
 	for _, e := range evs {
 		r.event(ro, e)
@@ -356,7 +357,7 @@ func (r *ModelRolloutReconciler) record(ctx context.Context, ro *rolloutsv1.Mode
 }
 
 // abortPending says whether an abort token is waiting to be acted on.
-func abortPending(ro *rolloutsv1.ModelRollout, req requests) bool {
+func abortPending(ro *rolloutsv1.ModelRollout, req plan.Requests) bool {
 	return req.Abort != "" && req.Abort != ro.Status.LastHandledAbort
 }
 
@@ -371,7 +372,7 @@ func (r *ModelRolloutReconciler) now() time.Time {
 // from a stale copy is rejected and made again.
 func (r *ModelRolloutReconciler) patchStatus(ctx context.Context, ro *rolloutsv1.ModelRollout, status rolloutsv1.ModelRolloutStatus) error {
 	base := ro.DeepCopy()
-	clampStatus(&status)
+	plan.ClampStatus(&status)
 	ro.Status = status
 	patch := client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{})
 	err := r.Status().Patch(ctx, ro, patch, client.FieldOwner(FieldOwner))
@@ -411,7 +412,7 @@ func (r *ModelRolloutReconciler) patchFinalizers(ctx context.Context, ro *rollou
 	return nil
 }
 
-func (r *ModelRolloutReconciler) event(ro *rolloutsv1.ModelRollout, e event) {
+func (r *ModelRolloutReconciler) event(ro *rolloutsv1.ModelRollout, e plan.Event) {
 	if r.Recorder == nil {
 		return
 	}
@@ -419,7 +420,7 @@ func (r *ModelRolloutReconciler) event(ro *rolloutsv1.ModelRollout, e event) {
 	if e.Warning {
 		t = corev1.EventTypeWarning
 	}
-	r.Recorder.Eventf(ro, nil, t, e.Reason, e.Reason, "%s", truncate(e.Message, 1000))
+	r.Recorder.Eventf(ro, nil, t, e.Reason, e.Reason, "%s", plan.Truncate(e.Message, 1000))
 }
 
 // applyRoutes brings every found route to the weights and records the
@@ -427,15 +428,15 @@ func (r *ModelRolloutReconciler) event(ro *rolloutsv1.ModelRollout, e event) {
 // when it holds none. A rejected patch is kept for the next decision (see
 // observation.Rejected) and retried with backoff; a stale copy is retried
 // at once with the fresh one. retry is when to try again.
-func (r *ModelRolloutReconciler) applyRoutes(ctx context.Context, ro *rolloutsv1.ModelRollout, w weights, routes, dropped []managedRoute) (retry time.Duration, err error) {
+func (r *ModelRolloutReconciler) applyRoutes(ctx context.Context, ro *rolloutsv1.ModelRollout, w plan.Weights, routes, dropped []plan.ManagedRoute) (retry time.Duration, err error) {
 	var patches []routePatch
 	for _, m := range routes {
 		p := routePatch{route: m.Route}
-		if w.holds() {
-			p.ops, p.changes = weightOps(m.Route, m.Rules, w)
-			p.ops = append(p.ops, ownerOps(m.Route, ro.Name, m.Rules, describeIntent(w))...)
+		if w.Holds() {
+			p.ops, p.changes = plan.WeightOps(m.Route, m.Rules, w)
+			p.ops = append(p.ops, plan.OwnerOps(m.Route, ro.Name, m.Rules, plan.DescribeIntent(w))...)
 		} else {
-			p.ops = ownerOps(m.Route, ro.Name, nil, "")
+			p.ops = plan.OwnerOps(m.Route, ro.Name, nil, "")
 		}
 		patches = append(patches, p)
 	}
@@ -443,13 +444,13 @@ func (r *ModelRolloutReconciler) applyRoutes(ctx context.Context, ro *rolloutsv1
 	patches = append(patches, droppedPatches(ro, dropped)...)
 	patched, rejections, failures := r.patchRoutes(ctx, client.ObjectKeyFromObject(ro), patches)
 	for _, p := range patched {
-		log.FromContext(ctx).Info("Patched HTTPRoute", "route", p.route.Name, "changes", describeChanges(p.changes))
+		log.FromContext(ctx).Info("Patched HTTPRoute", "route", p.route.Name, "changes", plan.DescribeChanges(p.changes))
 		if p.dropped {
 			msg := fmt.Sprintf("HTTPRoute %s left spec.routes: its rules are released", p.route.Name)
 			if len(p.changes) > 0 {
-				msg = fmt.Sprintf("HTTPRoute %s left spec.routes: its traffic returns to stable (%s) and its rules are released", p.route.Name, describeChanges(p.changes))
+				msg = fmt.Sprintf("HTTPRoute %s left spec.routes: its traffic returns to stable (%s) and its rules are released", p.route.Name, plan.DescribeChanges(p.changes))
 			}
-			r.event(ro, event{Reason: "RouteReleased", Message: msg})
+			r.event(ro, plan.Event{Reason: "RouteReleased", Message: msg})
 		}
 	}
 	key := client.ObjectKeyFromObject(ro)
@@ -465,7 +466,7 @@ func (r *ModelRolloutReconciler) applyRoutes(ctx context.Context, ro *rolloutsv1
 // make.
 type routePatch struct {
 	route   *gatewayv1.HTTPRoute
-	ops     []patchOp
+	ops     []plan.PatchOp
 	changes []string
 	// dropped is set for a route removed from spec.routes.
 	dropped bool
@@ -486,7 +487,7 @@ func (r *ModelRolloutReconciler) patchRoutes(ctx context.Context, by types.Names
 		if len(p.ops) == 0 {
 			continue
 		}
-		body, err := patchBody(p.route.ResourceVersion, p.ops)
+		body, err := plan.PatchBody(p.route.ResourceVersion, p.ops)
 		if err != nil {
 			return nil, nil, []error{err}
 		}
@@ -505,7 +506,7 @@ func (r *ModelRolloutReconciler) patchRoutes(ctx context.Context, by types.Names
 			case apierrors.IsNotFound(err):
 				// Deleted since it was read; the watch brings the rollout back.
 			case patchRejected(err):
-				logger.Info("HTTPRoute patch rejected by the API server", "route", route.Name, "changes", describeChanges(p.changes), "error", err.Error())
+				logger.Info("HTTPRoute patch rejected by the API server", "route", route.Name, "changes", plan.DescribeChanges(p.changes), "error", err.Error())
 				rejections = append(rejections, fmt.Sprintf("HTTPRoute %s: %s", route.Name, apiMessage(err)))
 			default:
 				failures = append(failures, fmt.Errorf("patch HTTPRoute %s/%s: %w", route.Namespace, route.Name, err))

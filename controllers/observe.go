@@ -19,25 +19,19 @@ import (
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	rolloutsv1 "github.com/modelrollout/modelrollout/api/v1alpha1"
+	"github.com/modelrollout/modelrollout/internal/plan"
 )
-
-// managedRoute is a route found in the cache with the rules the rollout
-// manages in it.
-type managedRoute struct {
-	Route *gatewayv1.HTTPRoute
-	Rules []int
-}
 
 // routeObservation is what the reconciler saw of the rollout's routes.
 type routeObservation struct {
 	// Found holds every route that exists, with its managed rules that
 	// resolve.
-	Found []managedRoute
+	Found []plan.ManagedRoute
 	// Problem names every missing route and every managed rule that does
 	// not resolve; nil when all resolve.
-	Problem *problem
+	Problem *plan.Problem
 	// Conflict names a live rollout that owns a rule this one would manage.
-	Conflict *problem
+	Conflict *plan.Problem
 	// OwnsAny is true when this rollout owns a rule of a found route.
 	OwnsAny bool
 }
@@ -47,25 +41,25 @@ type routeObservation struct {
 // rules have a problem, so a rollback still reaches them.
 func (r *ModelRolloutReconciler) observeRoutes(ctx context.Context, ro *rolloutsv1.ModelRollout) (routeObservation, error) {
 	var out routeObservation
-	var problems []problem
+	var problems []plan.Problem
 	for _, t := range ro.Spec.Routes {
 		route := &gatewayv1.HTTPRoute{}
 		err := r.Get(ctx, types.NamespacedName{Namespace: ro.Namespace, Name: t.Name}, route)
 		if apierrors.IsNotFound(err) {
-			problems = append(problems, problem{Reason: rolloutsv1.ReasonRouteNotFound,
+			problems = append(problems, plan.Problem{Reason: rolloutsv1.ReasonRouteNotFound,
 				Message: fmt.Sprintf("HTTPRoute %s not found in namespace %s", t.Name, ro.Namespace)})
 			continue
 		}
 		if err != nil {
 			return out, fmt.Errorf("get HTTPRoute %s/%s: %w", ro.Namespace, t.Name, err)
 		}
-		rules, ps := managedRules(route, t, ro.Spec.Stable, ro.Name)
+		rules, ps := plan.ManagedRules(route, t, ro.Spec.Stable, ro.Name)
 		problems = append(problems, ps...)
-		out.Found = append(out.Found, managedRoute{Route: route, Rules: rules})
+		out.Found = append(out.Found, plan.ManagedRoute{Route: route, Rules: rules})
 
-		owners := ruleOwners(route)
+		owners := plan.RuleOwners(route)
 		for _, i := range rules {
-			holder := owners[ruleKey(route, i)]
+			holder := owners[plan.RuleKey(route, i)]
 			switch {
 			case holder == ro.Name:
 				out.OwnsAny = true
@@ -76,9 +70,9 @@ func (r *ModelRolloutReconciler) observeRoutes(ctx context.Context, ro *rollouts
 					return out, err
 				}
 				if live {
-					out.Conflict = &problem{Reason: rolloutsv1.ReasonRouteConflict,
+					out.Conflict = &plan.Problem{Reason: rolloutsv1.ReasonRouteConflict,
 						Message: fmt.Sprintf("%s of HTTPRoute %s is managed by ModelRollout %s (annotation %s); this rollout writes nothing until that rollout is Idle or deleted",
-							ruleLabel(route, i), route.Name, holder, rolloutsv1.AnnotationRuleOwners)}
+							plan.RuleLabel(route, i), route.Name, holder, rolloutsv1.AnnotationRuleOwners)}
 				}
 			}
 		}
@@ -88,7 +82,7 @@ func (r *ModelRolloutReconciler) observeRoutes(ctx context.Context, ro *rollouts
 		for _, p := range problems {
 			msgs = append(msgs, p.Message)
 		}
-		out.Problem = &problem{Reason: problems[0].Reason, Message: strings.Join(msgs, "; ")}
+		out.Problem = &plan.Problem{Reason: problems[0].Reason, Message: strings.Join(msgs, "; ")}
 	}
 	return out, nil
 }
@@ -165,7 +159,7 @@ func inferencePoolRefused(pool *unstructured.Unstructured) string {
 // observeCanary checks that the canary exists and can serve: a Service with
 // the port and at least one ready endpoint, or an existing InferencePool that
 // no gateway refuses.
-func (r *ModelRolloutReconciler) observeCanary(ctx context.Context, ro *rolloutsv1.ModelRollout) (*problem, error) {
+func (r *ModelRolloutReconciler) observeCanary(ctx context.Context, ro *rolloutsv1.ModelRollout) (*plan.Problem, error) {
 	c := ro.Spec.Canary
 	key := types.NamespacedName{Namespace: ro.Namespace, Name: c.Name}
 	if c.KindOrDefault() == rolloutsv1.BackendKindInferencePool {
@@ -174,16 +168,16 @@ func (r *ModelRolloutReconciler) observeCanary(ctx context.Context, ro *rollouts
 		err := r.Get(ctx, key, pool)
 		switch {
 		case apierrors.IsNotFound(err):
-			return &problem{Reason: rolloutsv1.ReasonBackendNotFound, Unwatched: true,
+			return &plan.Problem{Reason: rolloutsv1.ReasonBackendNotFound, Unwatched: true,
 				Message: fmt.Sprintf("canary InferencePool %s not found in namespace %s", c.Name, ro.Namespace)}, nil
 		case meta.IsNoMatchError(err):
-			return &problem{Reason: rolloutsv1.ReasonBackendNotFound, Unwatched: true,
+			return &plan.Problem{Reason: rolloutsv1.ReasonBackendNotFound, Unwatched: true,
 				Message: fmt.Sprintf("canary InferencePool %s: the InferencePool CRD (%s) is not installed", c.Name, c.Group)}, nil
 		case err != nil:
 			return nil, fmt.Errorf("get InferencePool %s: %w", key, err)
 		}
 		if why := inferencePoolRefused(pool); why != "" {
-			return &problem{Reason: rolloutsv1.ReasonBackendNotAccepted, Unwatched: true,
+			return &plan.Problem{Reason: rolloutsv1.ReasonBackendNotAccepted, Unwatched: true,
 				Message: fmt.Sprintf("canary InferencePool %s %s", c.Name, why)}, nil
 		}
 		n, err := r.readyPoolPods(ctx, pool)
@@ -191,7 +185,7 @@ func (r *ModelRolloutReconciler) observeCanary(ctx context.Context, ro *rollouts
 			return nil, err
 		}
 		if n == 0 {
-			return &problem{Reason: rolloutsv1.ReasonNoReadyEndpoints, Unwatched: true,
+			return &plan.Problem{Reason: rolloutsv1.ReasonNoReadyEndpoints, Unwatched: true,
 				Message: fmt.Sprintf("canary InferencePool %s selects no ready pods", c.Name)}, nil
 		}
 		return nil, nil
@@ -200,7 +194,7 @@ func (r *ModelRolloutReconciler) observeCanary(ctx context.Context, ro *rollouts
 	svc := &corev1.Service{}
 	if err := r.Get(ctx, key, svc); err != nil {
 		if apierrors.IsNotFound(err) {
-			return &problem{Reason: rolloutsv1.ReasonBackendNotFound,
+			return &plan.Problem{Reason: rolloutsv1.ReasonBackendNotFound,
 				Message: fmt.Sprintf("canary Service %s not found in namespace %s", c.Name, ro.Namespace)}, nil
 		}
 		return nil, fmt.Errorf("get Service %s: %w", key, err)
@@ -212,8 +206,8 @@ func (r *ModelRolloutReconciler) observeCanary(ctx context.Context, ro *rollouts
 		}
 	}
 	if port == nil {
-		return &problem{Reason: rolloutsv1.ReasonBackendNotFound,
-			Message: fmt.Sprintf("canary Service %s has no port %d", c.Name, derefPort(c.Port))}, nil
+		return &plan.Problem{Reason: rolloutsv1.ReasonBackendNotFound,
+			Message: fmt.Sprintf("canary Service %s has no port %d", c.Name, plan.DerefPort(c.Port))}, nil
 	}
 	if svc.Spec.Type == corev1.ServiceTypeExternalName {
 		return nil, nil
@@ -223,71 +217,27 @@ func (r *ModelRolloutReconciler) observeCanary(ctx context.Context, ro *rollouts
 	if err := r.List(ctx, slices, client.InNamespace(ro.Namespace), client.MatchingFields{indexEndpointSliceService: c.Name}); err != nil {
 		return nil, fmt.Errorf("list EndpointSlices of Service %s: %w", key, err)
 	}
-	if readyEndpoints(slices.Items, port) == 0 {
-		return &problem{Reason: rolloutsv1.ReasonNoReadyEndpoints,
+	if plan.ReadyEndpoints(slices.Items, port) == 0 {
+		return &plan.Problem{Reason: rolloutsv1.ReasonNoReadyEndpoints,
 			Message: fmt.Sprintf("canary Service %s has no ready endpoints for port %d", c.Name, port.Port)}, nil
 	}
 	return nil, nil
 }
 
-func derefPort(p *int32) int32 {
-	if p == nil {
-		return 0
-	}
-	return *p
-}
-
-// readyEndpoints counts the ready, non-terminating endpoints that serve the
-// Service port.
-func readyEndpoints(slices []discoveryv1.EndpointSlice, port *corev1.ServicePort) int {
-	n := 0
-	for _, s := range slices {
-		if !slicePortMatches(s, port) {
-			continue
-		}
-		for _, e := range s.Endpoints {
-			ready := e.Conditions.Ready == nil || *e.Conditions.Ready
-			terminating := e.Conditions.Terminating != nil && *e.Conditions.Terminating
-			if ready && !terminating {
-				n++
-			}
-		}
-	}
-	return n
-}
-
-// slicePortMatches says whether an EndpointSlice carries the Service port:
-// EndpointSlice ports are named after the Service port they serve.
-func slicePortMatches(s discoveryv1.EndpointSlice, port *corev1.ServicePort) bool {
-	if len(s.Ports) == 0 {
-		return true
-	}
-	for _, p := range s.Ports {
-		name := ""
-		if p.Name != nil {
-			name = *p.Name
-		}
-		if name == port.Name {
-			return true
-		}
-	}
-	return false
-}
-
 // readRequests reads the manual actions from the annotations. Tokens are
 // cut to the bound of the status fields that record them, so that a long
 // token is recognised as handled once recorded.
-func readRequests(ro *rolloutsv1.ModelRollout) requests {
+func readRequests(ro *rolloutsv1.ModelRollout) plan.Requests {
 	a := ro.GetAnnotations()
-	return requests{
-		Promote:     truncate(a[rolloutsv1.AnnotationPromote], maxToken),
-		Abort:       truncate(a[rolloutsv1.AnnotationAbort], maxToken),
+	return plan.Requests{
+		Promote:     plan.Truncate(a[rolloutsv1.AnnotationPromote], plan.MaxToken),
+		Abort:       plan.Truncate(a[rolloutsv1.AnnotationAbort], plan.MaxToken),
 		AbortReason: a[rolloutsv1.AnnotationAbortReason],
-		Retry:       truncate(a[rolloutsv1.AnnotationRetry], maxToken),
+		Retry:       plan.Truncate(a[rolloutsv1.AnnotationRetry], plan.MaxToken),
 		Paused:      a[rolloutsv1.AnnotationPaused] == "true",
 
-		PromoteFull:   truncate(a[rolloutsv1.AnnotationPromoteFull], maxToken),
-		SkipGates:     truncate(a[rolloutsv1.AnnotationSkipGates], maxToken),
+		PromoteFull:   plan.Truncate(a[rolloutsv1.AnnotationPromoteFull], plan.MaxToken),
+		SkipGates:     plan.Truncate(a[rolloutsv1.AnnotationSkipGates], plan.MaxToken),
 		PromoteReason: strings.TrimSpace(a[rolloutsv1.AnnotationPromoteReason]),
 		RequestedBy:   strings.TrimSpace(a[rolloutsv1.AnnotationRequestedBy]),
 	}
@@ -353,7 +303,7 @@ func podReady(pod *corev1.Pod) bool {
 // spec.capacityFactor. A backend that cannot be counted (missing, no such
 // port) counts as 0; the canary's own problems are reported by
 // observeCanary.
-func (r *ModelRolloutReconciler) observeCapacity(ctx context.Context, ro *rolloutsv1.ModelRollout) (*capacity, error) {
+func (r *ModelRolloutReconciler) observeCapacity(ctx context.Context, ro *rolloutsv1.ModelRollout) (*plan.Capacity, error) {
 	stable, err := r.readyCount(ctx, ro.Namespace, ro.Spec.Stable)
 	if err != nil {
 		return nil, err
@@ -362,7 +312,7 @@ func (r *ModelRolloutReconciler) observeCapacity(ctx context.Context, ro *rollou
 	if err != nil {
 		return nil, err
 	}
-	return &capacity{ReadyStable: stable, ReadyCanary: canary}, nil
+	return &plan.Capacity{ReadyStable: stable, ReadyCanary: canary}, nil
 }
 
 // readyCount counts a backend's ready endpoints: a Service's ready endpoints
@@ -404,5 +354,5 @@ func (r *ModelRolloutReconciler) readyCount(ctx context.Context, ns string, b ro
 	if err := r.List(ctx, slices, client.InNamespace(ns), client.MatchingFields{indexEndpointSliceService: b.Name}); err != nil {
 		return 0, fmt.Errorf("list EndpointSlices of Service %s: %w", key, err)
 	}
-	return readyEndpoints(slices.Items, port), nil
+	return plan.ReadyEndpoints(slices.Items, port), nil
 }

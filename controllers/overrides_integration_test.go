@@ -14,23 +14,24 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	rolloutsv1 "github.com/modelrollout/modelrollout/api/v1alpha1"
+	"github.com/modelrollout/modelrollout/internal/plan"
 )
 
 // noDataGates holds every step: each gate has no data, as when the canary
 // has not served minRequests yet.
 type noDataGates struct{}
 
-func (noDataGates) Validate(context.Context, *rolloutsv1.ModelRollout) (*problem, error) {
+func (noDataGates) Validate(context.Context, *rolloutsv1.ModelRollout) (*plan.Problem, error) {
 	return nil, nil
 }
 
-func (noDataGates) Evaluate(_ context.Context, ro *rolloutsv1.ModelRollout, now time.Time) *gateRound {
-	round := &gateRound{}
+func (noDataGates) Evaluate(_ context.Context, ro *rolloutsv1.ModelRollout, now time.Time) *plan.GateRound {
+	round := &plan.GateRound{}
 	for _, g := range ro.Spec.Analysis.Gates {
 		round.Gates = append(round.Gates, rolloutsv1.GateStatus{Name: g.Name, Verdict: rolloutsv1.VerdictNoData,
 			Message: "canary served 0 of minRequests 50", LastEvaluatedAt: &metav1.Time{Time: now}})
 		if round.Holding == nil {
-			round.Holding = &problem{Reason: rolloutsv1.ReasonGateNoData, Message: `gate "` + g.Name + `" holds the step: no data`}
+			round.Holding = &plan.Problem{Reason: rolloutsv1.ReasonGateNoData, Message: `gate "` + g.Name + `" holds the step: no data`}
 		}
 	}
 	return round

@@ -17,6 +17,7 @@ import (
 	"github.com/modelrollout/modelrollout/analysis"
 	"github.com/modelrollout/modelrollout/analysis/egress"
 	rolloutsv1 "github.com/modelrollout/modelrollout/api/v1alpha1"
+	"github.com/modelrollout/modelrollout/internal/plan"
 )
 
 // Prompt gates send their prompts straight to the canary backend: by
@@ -41,7 +42,7 @@ func (g *PrometheusGates) promptHTTP() (*http.Client, error) {
 // validatePrompts checks every prompt gate before any traffic moves: its
 // prompts parse (reading the ConfigMap when they come from one) and it has
 // somewhere to send them.
-func (g *PrometheusGates) validatePrompts(ctx context.Context, ro *rolloutsv1.ModelRollout, a *rolloutsv1.Analysis) (*problem, error) {
+func (g *PrometheusGates) validatePrompts(ctx context.Context, ro *rolloutsv1.ModelRollout, a *rolloutsv1.Analysis) (*plan.Problem, error) {
 	if a == nil {
 		return nil, nil
 	}
@@ -53,7 +54,7 @@ func (g *PrometheusGates) validatePrompts(ctx context.Context, ro *rolloutsv1.Mo
 			return p, err
 		}
 		if _, _, err := promptTargets(ro, gate); err != nil {
-			return &problem{Reason: rolloutsv1.ReasonInvalidConfig, Message: truncate(fmt.Sprintf("gate %q: %v", gate.Name, err), 1024)}, nil
+			return &plan.Problem{Reason: rolloutsv1.ReasonInvalidConfig, Message: plan.Truncate(fmt.Sprintf("gate %q: %v", gate.Name, err), 1024)}, nil
 		}
 	}
 	return nil, nil
@@ -62,11 +63,11 @@ func (g *PrometheusGates) validatePrompts(ctx context.Context, ro *rolloutsv1.Mo
 // gatePrompts returns the gate's prompts, from its spec or its ConfigMap.
 // A problem is one the user must fix (an invalid prompt, a missing
 // ConfigMap or key); an error is transient.
-func (g *PrometheusGates) gatePrompts(ctx context.Context, ro *rolloutsv1.ModelRollout, gate rolloutsv1.Gate) ([]analysis.PromptCheck, *problem, error) {
+func (g *PrometheusGates) gatePrompts(ctx context.Context, ro *rolloutsv1.ModelRollout, gate rolloutsv1.Gate) ([]analysis.PromptCheck, *plan.Problem, error) {
 	pg := gate.Prompt
-	invalid := func(format string, args ...any) *problem {
-		return &problem{Reason: rolloutsv1.ReasonInvalidConfig, Unwatched: pg.PromptsFrom != nil,
-			Message: truncate(fmt.Sprintf("gate %q: ", gate.Name)+fmt.Sprintf(format, args...), 1024)}
+	invalid := func(format string, args ...any) *plan.Problem {
+		return &plan.Problem{Reason: rolloutsv1.ReasonInvalidConfig, Unwatched: pg.PromptsFrom != nil,
+			Message: plan.Truncate(fmt.Sprintf("gate %q: ", gate.Name)+fmt.Sprintf(format, args...), 1024)}
 	}
 	if pg.PromptsFrom == nil {
 		prompts, err := analysis.ParsePrompts(pg.Prompts)

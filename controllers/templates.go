@@ -14,6 +14,7 @@ import (
 
 	"github.com/modelrollout/modelrollout/analysis"
 	rolloutsv1 "github.com/modelrollout/modelrollout/api/v1alpha1"
+	"github.com/modelrollout/modelrollout/internal/plan"
 )
 
 // Gate templates: a gate with a templateRef takes its body from a
@@ -61,7 +62,7 @@ type resolvedGate struct {
 	Generation int64
 	// Problem is why the gate could not be resolved: the template is
 	// missing, or the arguments do not fit it.
-	Problem *problem
+	Problem *plan.Problem
 }
 
 // resolveGates resolves every gate of the rollout. A problem of one gate
@@ -88,7 +89,7 @@ func resolveGates(ctx context.Context, c client.Reader, ro *rolloutsv1.ModelRoll
 			rg.Generation = gen
 			resolved, err := resolveGate(g, spec)
 			if err != nil {
-				rg.Problem = &problem{Reason: rolloutsv1.ReasonInvalidGateArgs, Message: err.Error()}
+				rg.Problem = &plan.Problem{Reason: rolloutsv1.ReasonInvalidGateArgs, Message: err.Error()}
 			} else {
 				rg.Gate = resolved
 			}
@@ -99,7 +100,7 @@ func resolveGates(ctx context.Context, c client.Reader, ro *rolloutsv1.ModelRoll
 }
 
 // firstProblem is the first gate that could not be resolved, if any.
-func firstProblem(gates []resolvedGate) *problem {
+func firstProblem(gates []resolvedGate) *plan.Problem {
 	for _, g := range gates {
 		if g.Problem != nil {
 			return g.Problem
@@ -109,7 +110,7 @@ func firstProblem(gates []resolvedGate) *problem {
 }
 
 // readTemplate reads a template's spec and generation.
-func readTemplate(ctx context.Context, c client.Reader, namespace string, ref rolloutsv1.GateTemplateRef) (*rolloutsv1.GateTemplateSpec, int64, *problem, error) {
+func readTemplate(ctx context.Context, c client.Reader, namespace string, ref rolloutsv1.GateTemplateRef) (*rolloutsv1.GateTemplateSpec, int64, *plan.Problem, error) {
 	var (
 		obj   client.Object
 		spec  *rolloutsv1.GateTemplateSpec
@@ -130,13 +131,13 @@ func readTemplate(ctx context.Context, c client.Reader, namespace string, ref ro
 	case err == nil:
 		return spec, obj.GetGeneration(), nil, nil
 	case apierrors.IsNotFound(err):
-		return nil, 0, &problem{Reason: rolloutsv1.ReasonGateTemplateNotFound,
+		return nil, 0, &plan.Problem{Reason: rolloutsv1.ReasonGateTemplateNotFound,
 			Message: fmt.Sprintf("%s not found%s; the rollout goes on once it exists", ref, where)}, nil
 	case apierrors.IsForbidden(err):
-		return nil, 0, &problem{Reason: rolloutsv1.ReasonGateTemplateNotFound, Unwatched: true,
+		return nil, 0, &plan.Problem{Reason: rolloutsv1.ReasonGateTemplateNotFound, Unwatched: true,
 			Message: fmt.Sprintf("read %s: %s (the operator's role needs get, list and watch on gatetemplates and clustergatetemplates)", ref, apiMessage(err))}, nil
 	case meta.IsNoMatchError(err):
-		return nil, 0, &problem{Reason: rolloutsv1.ReasonGateTemplateNotFound, Unwatched: true,
+		return nil, 0, &plan.Problem{Reason: rolloutsv1.ReasonGateTemplateNotFound, Unwatched: true,
 			Message: fmt.Sprintf("%s: the %s CRD is not installed", ref, ref.KindOrDefault())}, nil
 	}
 	return nil, 0, nil, fmt.Errorf("read %s: %w", ref, err)
@@ -216,18 +217,4 @@ func resolveGate(g rolloutsv1.Gate, t *rolloutsv1.GateTemplateSpec) (rolloutsv1.
 	}
 	return rolloutsv1.Gate{Name: g.Name, TemplateRef: g.TemplateRef, Args: args, DryRun: g.DryRun,
 		PreTraffic: g.PreTraffic, EveryStep: g.EveryStep, GateSpec: *body}, nil
-}
-
-// noDataPassed says whether a gate's NoData verdict was counted as a pass:
-// the evaluation records the policy it applied in status. A status written
-// before it did: for a gate with a templateRef the counts say it (only a
-// pass resets both, while Hold and Fail raise one of them).
-func noDataPassed(g rolloutsv1.Gate, gs rolloutsv1.GateStatus) bool {
-	if gs.NoData != "" {
-		return gs.NoData == rolloutsv1.NoDataPass
-	}
-	if g.TemplateRef == nil {
-		return g.NoData == rolloutsv1.NoDataPass
-	}
-	return gs.ConsecutiveFailures == 0 && gs.ConsecutiveInconclusive == 0
 }

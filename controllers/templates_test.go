@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	rolloutsv1 "github.com/modelrollout/modelrollout/api/v1alpha1"
+	"github.com/modelrollout/modelrollout/internal/plan"
 )
 
 func templateSpec() *rolloutsv1.GateTemplateSpec {
@@ -213,17 +214,17 @@ func TestResolveGates(t *testing.T) {
 
 func TestNoDataPassed(t *testing.T) {
 	inline := rolloutsv1.Gate{Name: "g", GateSpec: rolloutsv1.GateSpec{NoData: rolloutsv1.NoDataPass}}
-	if !noDataPassed(inline, rolloutsv1.GateStatus{Verdict: rolloutsv1.VerdictNoData}) {
+	if !plan.NoDataPassed(inline, rolloutsv1.GateStatus{Verdict: rolloutsv1.VerdictNoData}) {
 		t.Error("inline gate with noData Pass")
 	}
 	tg := templatedGate()
-	if !noDataPassed(tg, rolloutsv1.GateStatus{Verdict: rolloutsv1.VerdictNoData}) {
+	if !plan.NoDataPassed(tg, rolloutsv1.GateStatus{Verdict: rolloutsv1.VerdictNoData}) {
 		t.Error("templated gate whose NoData was counted as a pass (both counts reset)")
 	}
-	if noDataPassed(tg, rolloutsv1.GateStatus{Verdict: rolloutsv1.VerdictNoData, ConsecutiveInconclusive: 1}) {
+	if plan.NoDataPassed(tg, rolloutsv1.GateStatus{Verdict: rolloutsv1.VerdictNoData, ConsecutiveInconclusive: 1}) {
 		t.Error("templated gate held by NoData")
 	}
-	if noDataPassed(tg, rolloutsv1.GateStatus{Verdict: rolloutsv1.VerdictNoData, ConsecutiveFailures: 1}) {
+	if plan.NoDataPassed(tg, rolloutsv1.GateStatus{Verdict: rolloutsv1.VerdictNoData, ConsecutiveFailures: 1}) {
 		t.Error("templated gate failed by NoData")
 	}
 }

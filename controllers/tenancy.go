@@ -8,6 +8,7 @@ import (
 
 	"github.com/modelrollout/modelrollout/analysis"
 	rolloutsv1 "github.com/modelrollout/modelrollout/api/v1alpha1"
+	"github.com/modelrollout/modelrollout/internal/plan"
 )
 
 // Query tenancy (PrometheusGates.QueryTenancy, --query-tenancy): with
@@ -44,7 +45,7 @@ func (g *PrometheusGates) tenancyOf(ro *rolloutsv1.ModelRollout, rg resolvedGate
 
 // validateTenancy refuses, before any traffic moves, a gate whose query
 // reads outside the rollout's namespace.
-func (g *PrometheusGates) validateTenancy(ro *rolloutsv1.ModelRollout, resolved []resolvedGate, vars analysis.Vars) *problem {
+func (g *PrometheusGates) validateTenancy(ro *rolloutsv1.ModelRollout, resolved []resolvedGate, vars analysis.Vars) *plan.Problem {
 	for _, rg := range resolved {
 		ns, _ := g.tenancyOf(ro, rg)
 		if ns == "" {
@@ -55,7 +56,7 @@ func (g *PrometheusGates) validateTenancy(ro *rolloutsv1.ModelRollout, resolved 
 			_, err = analysis.EnforceGateNamespace(r, ns)
 		}
 		if err != nil {
-			return &problem{Reason: rolloutsv1.ReasonInvalidConfig, Message: truncate(fmt.Sprintf("gate %q: %v", rg.Name, err), 1024)}
+			return &plan.Problem{Reason: rolloutsv1.ReasonInvalidConfig, Message: plan.Truncate(fmt.Sprintf("gate %q: %v", rg.Name, err), 1024)}
 		}
 	}
 	return nil
@@ -90,5 +91,5 @@ func statusQuery(q string) string {
 	if len(q) <= maxStatusQuery {
 		return q
 	}
-	return truncate(q, maxStatusQuery)
+	return plan.Truncate(q, maxStatusQuery)
 }

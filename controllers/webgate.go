@@ -10,6 +10,7 @@ import (
 
 	"github.com/modelrollout/modelrollout/analysis"
 	rolloutsv1 "github.com/modelrollout/modelrollout/api/v1alpha1"
+	"github.com/modelrollout/modelrollout/internal/plan"
 )
 
 // defaultWebClients serves PrometheusGates without WebClients of their own.
@@ -46,7 +47,7 @@ func (g *PrometheusGates) evaluateWeb(ctx context.Context, ro *rolloutsv1.ModelR
 
 // validateWebAuth checks the Secret of every web gate that names one, so a
 // missing Secret or key stalls the rollout before traffic moves.
-func (g *PrometheusGates) validateWebAuth(ctx context.Context, ro *rolloutsv1.ModelRollout, a *rolloutsv1.Analysis) (*problem, error) {
+func (g *PrometheusGates) validateWebAuth(ctx context.Context, ro *rolloutsv1.ModelRollout, a *rolloutsv1.Analysis) (*plan.Problem, error) {
 	if a == nil {
 		return nil, nil
 	}
@@ -64,14 +65,14 @@ func (g *PrometheusGates) validateWebAuth(ctx context.Context, ro *rolloutsv1.Mo
 // webAuth reads a web gate's credentials and CA bundle from its Secret in
 // the rollout's namespace. A problem is one the user must fix; an error is
 // transient.
-func (g *PrometheusGates) webAuth(ctx context.Context, ro *rolloutsv1.ModelRollout, gate rolloutsv1.Gate) (analysis.WebAuth, []byte, *problem, error) {
+func (g *PrometheusGates) webAuth(ctx context.Context, ro *rolloutsv1.ModelRollout, gate rolloutsv1.Gate) (analysis.WebAuth, []byte, *plan.Problem, error) {
 	var auth analysis.WebAuth
 	ref := gate.Web.AuthSecretRef
 	if ref == nil {
 		return auth, nil, nil, nil
 	}
-	invalid := func(format string, args ...any) *problem {
-		return &problem{Reason: rolloutsv1.ReasonInvalidConfig, Unwatched: true,
+	invalid := func(format string, args ...any) *plan.Problem {
+		return &plan.Problem{Reason: rolloutsv1.ReasonInvalidConfig, Unwatched: true,
 			Message: fmt.Sprintf("gate %q: ", gate.Name) + fmt.Sprintf(format, args...)}
 	}
 	key := types.NamespacedName{Namespace: ro.Namespace, Name: ref.Name}

@@ -21,6 +21,7 @@ import (
 	"github.com/modelrollout/modelrollout/analysis"
 	"github.com/modelrollout/modelrollout/analysis/egress"
 	rolloutsv1 "github.com/modelrollout/modelrollout/api/v1alpha1"
+	"github.com/modelrollout/modelrollout/internal/plan"
 )
 
 // These specs run the operator against web gates served by a test HTTP
@@ -224,7 +225,7 @@ func TestWebGateAccounting(t *testing.T) {
 			Web: &rolloutsv1.WebGate{URL: srv.URL + "/", JSONPath: "$.score"}},
 	}}}
 	now := time.Now()
-	round := func(body string) *gateRound {
+	round := func(body string) *plan.GateRound {
 		t.Helper()
 		answer.Store(body)
 		now = now.Add(time.Second)

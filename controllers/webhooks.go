@@ -19,6 +19,7 @@ import (
 
 	"github.com/modelrollout/modelrollout/analysis/egress"
 	rolloutsv1 "github.com/modelrollout/modelrollout/api/v1alpha1"
+	"github.com/modelrollout/modelrollout/internal/plan"
 	"github.com/modelrollout/modelrollout/internal/redact"
 )
 
@@ -118,7 +119,7 @@ type webhookRunner struct {
 
 	mu       sync.Mutex
 	inflight map[hookKey]*hookRun
-	done     map[types.NamespacedName][]hookResult
+	done     map[types.NamespacedName][]plan.HookResult
 	// notes holds the notifications waiting behind the one being sent, per
 	// rollout and webhook; a queue is present while its sender runs.
 	notes map[noteKey][]notification
@@ -136,23 +137,23 @@ func newWebhookRunner(ctx context.Context, policy *egress.Policy, secrets client
 		slots:    newFairShare(poolWebhooks, webhookConcurrency, DefaultWebhookConcurrencyPerNamespace, nil),
 		log:      log,
 		inflight: map[hookKey]*hookRun{},
-		done:     map[types.NamespacedName][]hookResult{},
+		done:     map[types.NamespacedName][]plan.HookResult{},
 		notes:    map[noteKey][]notification{},
 	}
 }
 
 // results returns the answers waiting for the rollout, without taking them.
-func (w *webhookRunner) results(key types.NamespacedName) []hookResult {
+func (w *webhookRunner) results(key types.NamespacedName) []plan.HookResult {
 	if w == nil {
 		return nil
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return append([]hookResult(nil), w.done[key]...)
+	return append([]plan.HookResult(nil), w.done[key]...)
 }
 
 // ack drops answers that a written status has folded in.
-func (w *webhookRunner) ack(key types.NamespacedName, taken []hookResult) {
+func (w *webhookRunner) ack(key types.NamespacedName, taken []plan.HookResult) {
 	if w == nil || len(taken) == 0 {
 		return
 	}
@@ -203,7 +204,7 @@ func (w *webhookRunner) cancelCalls(key types.NamespacedName, match func(hookKey
 
 // start makes the calls a written decision asked for, and cancels the
 // rollout's calls for another revision: their answers would be dropped.
-func (w *webhookRunner) start(ro *rolloutsv1.ModelRollout, calls []hookCall) {
+func (w *webhookRunner) start(ro *rolloutsv1.ModelRollout, calls []plan.HookCall) {
 	if w == nil {
 		return
 	}
@@ -232,7 +233,7 @@ func (w *webhookRunner) start(ro *rolloutsv1.ModelRollout, calls []hookCall) {
 				delete(w.inflight, k)
 				w.done[key] = append(w.done[key], res)
 				if n := len(w.done[key]); n > hookResultsMax {
-					w.done[key] = append([]hookResult(nil), w.done[key][n-hookResultsMax:]...)
+					w.done[key] = append([]plan.HookResult(nil), w.done[key][n-hookResultsMax:]...)
 				}
 			}
 			w.mu.Unlock()
@@ -248,8 +249,8 @@ func (w *webhookRunner) start(ro *rolloutsv1.ModelRollout, calls []hookCall) {
 	}
 }
 
-func (w *webhookRunner) callBlocking(ctx context.Context, ro *rolloutsv1.ModelRollout, c hookCall) hookResult {
-	res := hookResult{Name: c.Webhook.Name, Revision: c.Revision, Call: c.Call}
+func (w *webhookRunner) callBlocking(ctx context.Context, ro *rolloutsv1.ModelRollout, c plan.HookCall) plan.HookResult {
+	res := plan.HookResult{Name: c.Webhook.Name, Revision: c.Revision, Call: c.Call}
 	release, ok := w.slots.acquire(ctx, ro.Namespace)
 	if !ok {
 		res.Message, res.At = "operator stopping", time.Now()
@@ -277,8 +278,8 @@ func (w *webhookRunner) callBlocking(ctx context.Context, ro *rolloutsv1.ModelRo
 
 // notifyTransition queues the OnTransition notifications of a phase change,
 // one per OnTransition webhook, behind the rollout's earlier ones.
-func (w *webhookRunner) notifyTransition(ro *rolloutsv1.ModelRollout, previous rolloutsv1.Phase, evs []event) {
-	hooks := webhooksOf(ro, rolloutsv1.WebhookOnTransition)
+func (w *webhookRunner) notifyTransition(ro *rolloutsv1.ModelRollout, previous rolloutsv1.Phase, evs []plan.Event) {
+	hooks := plan.WebhooksOf(ro, rolloutsv1.WebhookOnTransition)
 	if w == nil || len(hooks) == 0 {
 		return
 	}
@@ -400,13 +401,13 @@ func payloadOf(ro *rolloutsv1.ModelRollout, h rolloutsv1.Webhook) WebhookPayload
 // post sends one call and returns the status code and a short, sanitised
 // account of the answer, or an error when there was none.
 func (w *webhookRunner) post(ctx context.Context, namespace string, h rolloutsv1.Webhook, payload WebhookPayload) (int, string, error) {
-	ctx, cancel := context.WithTimeout(ctx, webhookTimeout(h))
+	ctx, cancel := context.WithTimeout(ctx, plan.WebhookTimeout(h))
 	defer cancel()
 	body, err := json.Marshal(payload)
 	if err != nil {
 		return 0, "", fmt.Errorf("encode the request: %w", err)
 	}
-	opts := egress.Options{Timeout: webhookTimeout(h)}
+	opts := egress.Options{Timeout: plan.WebhookTimeout(h)}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, h.URL, bytes.NewReader(body))
 	if err != nil {
 		return 0, "", fmt.Errorf("request: %w", err)

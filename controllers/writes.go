@@ -14,6 +14,7 @@ import (
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	rolloutsv1 "github.com/modelrollout/modelrollout/api/v1alpha1"
+	"github.com/modelrollout/modelrollout/internal/plan"
 )
 
 // Route writes that did not stick: patches the API server rejected, and
@@ -124,7 +125,7 @@ func (w *writeState) headerStale(key types.NamespacedName, owned []*gatewayv1.HT
 // setHeaderProblem records the outcome of writing a rollout's header routes:
 // a problem, kept for the next decision, and when to try again (with
 // backoff); or nil, which forgets a past problem.
-func (w *writeState) setHeaderProblem(key types.NamespacedName, p *problem) time.Duration {
+func (w *writeState) setHeaderProblem(key types.NamespacedName, p *plan.Problem) time.Duration {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if p == nil {
@@ -146,11 +147,11 @@ func (w *writeState) setHeaderProblem(key types.NamespacedName, p *problem) time
 
 // headerProblem is the problem of the last write of a rollout's header
 // routes, if any.
-func (w *writeState) headerProblem(key types.NamespacedName) *problem {
+func (w *writeState) headerProblem(key types.NamespacedName) *plan.Problem {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if r := w.header[key]; r != nil {
-		return &problem{Reason: r.reason, Message: r.message}
+		return &plan.Problem{Reason: r.reason, Message: r.message}
 	}
 	return nil
 }
@@ -256,11 +257,11 @@ func backoffDelay(n int, lo, hi time.Duration) time.Duration {
 	return min(d, hi)
 }
 
-func (w *writeState) rejection(key types.NamespacedName) *problem {
+func (w *writeState) rejection(key types.NamespacedName) *plan.Problem {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if r := w.rejected[key]; r != nil {
-		return &problem{Reason: rolloutsv1.ReasonPatchRejected, Message: r.message}
+		return &plan.Problem{Reason: rolloutsv1.ReasonPatchRejected, Message: r.message}
 	}
 	return nil
 }
@@ -355,13 +356,13 @@ func (w *writeState) drift(key types.NamespacedName, now time.Time, manager stri
 
 // landedThenChanged says whether a route records (applied-weights
 // annotation) that the rollout's write of w landed, yet no longer carries w.
-func landedThenChanged(found []managedRoute, rollout string, w weights) bool {
-	want := describeIntent(w)
+func landedThenChanged(found []plan.ManagedRoute, rollout string, w plan.Weights) bool {
+	want := plan.DescribeIntent(w)
 	for _, m := range found {
-		if appliedWeights(m.Route)[rollout] != want {
+		if plan.AppliedWeights(m.Route)[rollout] != want {
 			continue
 		}
-		if ops, _ := weightOps(m.Route, m.Rules, w); len(ops) > 0 {
+		if ops, _ := plan.WeightOps(m.Route, m.Rules, w); len(ops) > 0 {
 			return true
 		}
 	}
@@ -377,10 +378,10 @@ func landedThenChanged(found []managedRoute, rollout string, w weights) bool {
 // that keeps writing its own weights meets a bounded write rate instead of a
 // loop. It returns how long the correction waits, and sets obs.Contended
 // meanwhile.
-func (r *ModelRolloutReconciler) checkDrift(ctx context.Context, ro *rolloutsv1.ModelRollout, obs *observation) time.Duration {
+func (r *ModelRolloutReconciler) checkDrift(ctx context.Context, ro *rolloutsv1.ModelRollout, obs *plan.Observation) time.Duration {
 	key := types.NamespacedName{Namespace: ro.Namespace, Name: ro.Name}
-	before := intentOf(&ro.Status)
-	if !before.holds() || obs.Conflict != nil || len(obs.Found) == 0 || obs.carries(before) {
+	before := plan.IntentOf(&ro.Status)
+	if !before.Holds() || obs.Conflict != nil || len(obs.Found) == 0 || obs.Carries(before) {
 		return 0
 	}
 	if abortPending(ro, obs.Requests) {
@@ -408,13 +409,13 @@ func (r *ModelRolloutReconciler) checkDrift(ctx context.Context, ro *rolloutsv1.
 		who = fmt.Sprintf("field manager %q", f.manager)
 	}
 	if opened {
-		r.event(ro, event{Warning: true, Reason: "WeightDriftCorrected", Message: fmt.Sprintf(
+		r.event(ro, plan.Event{Warning: true, Reason: "WeightDriftCorrected", Message: fmt.Sprintf(
 			"HTTPRoute weights were changed by %s (%s); restoring %s. Further changes in this episode are corrected with exponential backoff (up to %s)",
-			who, changes, describeIntent(before), fightDelayMax)})
+			who, changes, plan.DescribeIntent(before), fightDelayMax)})
 	}
 	log.FromContext(ctx).Info("HTTPRoute weights changed outside the rollout", "by", f.manager, "changes", changes, "corrections", f.corrections, "wait", wait)
 	if wait > 0 {
-		obs.Contended = &problem{Reason: rolloutsv1.ReasonContended, Message: fmt.Sprintf(
+		obs.Contended = &plan.Problem{Reason: rolloutsv1.ReasonContended, Message: fmt.Sprintf(
 			"%s changed the managed weights back %d times since %s; next correction at %s. Exclude the weights from that tool's sync (see config/argocd) to end this",
 			who, f.corrections, f.since.UTC().Format(time.RFC3339), f.nextAt.UTC().Format(time.RFC3339))}
 	}
@@ -438,11 +439,11 @@ func (r *ModelRolloutReconciler) rolloutStale(ctx context.Context, ro *rolloutsv
 // withManagedFields returns the found routes with their managedFields, which
 // the cache does not keep, read from the API server. A route that cannot be
 // read is returned as cached.
-func (r *ModelRolloutReconciler) withManagedFields(ctx context.Context, found []managedRoute) []managedRoute {
+func (r *ModelRolloutReconciler) withManagedFields(ctx context.Context, found []plan.ManagedRoute) []plan.ManagedRoute {
 	if r.APIReader == nil {
 		return found
 	}
-	out := make([]managedRoute, 0, len(found))
+	out := make([]plan.ManagedRoute, 0, len(found))
 	for _, m := range found {
 		live := m.Route.DeepCopy()
 		if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: live.Namespace, Name: live.Name}, live); err == nil {
@@ -456,15 +457,15 @@ func (r *ModelRolloutReconciler) withManagedFields(ctx context.Context, found []
 // otherWriter names the field manager that most recently changed the spec
 // of a route that differs from the weights, from its managedFields, and
 // describes the difference.
-func otherWriter(found []managedRoute, w weights) (manager, changes string) {
+func otherWriter(found []plan.ManagedRoute, w plan.Weights) (manager, changes string) {
 	var latest time.Time
 	var all []string
 	for _, m := range found {
-		ops, ch := weightOps(m.Route, m.Rules, w)
+		ops, ch := plan.WeightOps(m.Route, m.Rules, w)
 		if len(ops) == 0 {
 			continue
 		}
-		all = append(all, fmt.Sprintf("HTTPRoute %s: %s", m.Route.Name, describeChanges(ch)))
+		all = append(all, fmt.Sprintf("HTTPRoute %s: %s", m.Route.Name, plan.DescribeChanges(ch)))
 		for _, mf := range m.Route.ManagedFields {
 			if mf.Manager == FieldOwner || mf.FieldsV1 == nil || !bytes.Contains(mf.FieldsV1.Raw, []byte(`"f:spec"`)) {
 				continue

@@ -45,14 +45,14 @@ func TestStatusStale(t *testing.T) {
 // A step's clock starts when the route patch that carries it landed, to the
 // microsecond, together with the step's record.
 func TestLandClock(t *testing.T) {
-	st := &rolloutsv1.ModelRolloutStatus{StepStartedAt: umt(t0), StepHistory: []rolloutsv1.StepRecord{{Weight: 10, StartedAt: *umt(t0)}}}
-	landed := t0.Add(1234567 * time.Microsecond)
+	st := &rolloutsv1.ModelRolloutStatus{StepStartedAt: microTime(epoch), StepHistory: []rolloutsv1.StepRecord{{Weight: 10, StartedAt: *microTime(epoch)}}}
+	landed := epoch.Add(1234567 * time.Microsecond)
 	landClock(st, landed)
 	if !st.StepStartedAt.Time.Equal(landed) || !st.StepHistory[0].StartedAt.Time.Equal(landed) {
 		t.Fatalf("start %v, record %v, want both %v", st.StepStartedAt, st.StepHistory[0].StartedAt, landed)
 	}
 	none := &rolloutsv1.ModelRolloutStatus{}
-	landClock(none, t0)
+	landClock(none, epoch)
 	if none.StepStartedAt != nil {
 		t.Fatal("no clock, nothing to land")
 	}

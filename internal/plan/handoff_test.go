@@ -1,4 +1,4 @@
-package controllers
+package plan
 
 import (
 	"testing"
@@ -19,7 +19,7 @@ func handoffTestRollout() *rolloutsv1.ModelRollout {
 func TestPlanHandoff(t *testing.T) {
 	// Success schedules the old stable's scale-down after the delay.
 	ro := handoffTestRollout()
-	d := plan(ro, observation{Now: t0, Found: routesAt(100)})
+	d := Plan(ro, Observation{Now: t0, Found: routesAt(100)})
 	expect(t, d.Status.Phase, rolloutsv1.PhaseSucceeded)
 	expect(t, len(d.Status.Workloads), 1)
 	a := d.Status.Workloads[0]
@@ -32,13 +32,13 @@ func TestPlanHandoff(t *testing.T) {
 	ro.Status = d.Status
 	ro.Spec.Stable = *ro.Spec.Canary
 	ro.Spec.Canary = nil
-	d = plan(ro, observation{Now: t0.Add(time.Minute), Found: routesAt(100)})
+	d = Plan(ro, Observation{Now: t0.Add(time.Minute), Found: routesAt(100)})
 	expect(t, len(d.Status.Workloads), 1)
 	expect(t, d.RequeueAfter, rolloutsv1.DefaultScaleDownDelay-time.Minute)
 
 	// Done: it leaves the list, with one Event.
 	ro.Status = d.Status
-	d = plan(ro, observation{Now: t0.Add(rolloutsv1.DefaultScaleDownDelay), Handoff: []handoffResult{{Action: a, Done: true, Replicas: 3}}})
+	d = Plan(ro, Observation{Now: t0.Add(rolloutsv1.DefaultScaleDownDelay), Handoff: []HandoffResult{{Action: a, Done: true, Replicas: 3}}})
 	expect(t, len(d.Status.Workloads), 0)
 	expect(t, hasEvent(d, "WorkloadScaledDown"), true)
 
@@ -47,30 +47,30 @@ func TestPlanHandoff(t *testing.T) {
 	ro.Status.Phase = rolloutsv1.PhaseSucceeded
 	ro.Status.CanaryWeight = 100
 	ro.Status.Workloads = []rolloutsv1.WorkloadAction{a}
-	forbidden := handoffResult{Action: a, Problem: &problem{Reason: rolloutsv1.ReasonWorkloadHandoffForbidden, Message: "the operator may not read it"}}
-	d = plan(ro, observation{Now: t0.Add(rolloutsv1.DefaultScaleDownDelay), Found: routesAt(100), Handoff: []handoffResult{forbidden}})
+	forbidden := HandoffResult{Action: a, Problem: &Problem{Reason: rolloutsv1.ReasonWorkloadHandoffForbidden, Message: "the operator may not read it"}}
+	d = Plan(ro, Observation{Now: t0.Add(rolloutsv1.DefaultScaleDownDelay), Found: routesAt(100), Handoff: []HandoffResult{forbidden}})
 	expect(t, len(d.Status.Workloads), 1)
 	expect(t, d.Status.Phase, rolloutsv1.PhaseSucceeded)
 	expect(t, condStatus(d.Status, rolloutsv1.ConditionWorkloadHandoff), "False/"+rolloutsv1.ReasonWorkloadHandoffForbidden)
 	expect(t, hasEvent(d, rolloutsv1.ReasonWorkloadHandoffForbidden), true)
 	expect(t, d.RequeueAfter, handoffRetry)
 	ro.Status = d.Status
-	d = plan(ro, observation{Now: t0.Add(rolloutsv1.DefaultScaleDownDelay + handoffRetry), Found: routesAt(100), Handoff: []handoffResult{forbidden}})
+	d = Plan(ro, Observation{Now: t0.Add(rolloutsv1.DefaultScaleDownDelay + handoffRetry), Found: routesAt(100), Handoff: []HandoffResult{forbidden}})
 	expect(t, hasEvent(d, rolloutsv1.ReasonWorkloadHandoffForbidden), false)
 	expect(t, meta.IsStatusConditionTrue(d.Status.Conditions, rolloutsv1.ConditionReady), true)
 
 	// Rollback schedules the canary's; a retry restores it at once.
 	ro = atStep(handoffTestRollout(), 0, time.Minute)
-	ro.Spec.ScaleDownDelay = dur("1m")
+	ro.Spec.ScaleDownDelay = Dur("1m")
 	ro.Status.LastHandledAbort = ""
 	ro.Annotations = map[string]string{rolloutsv1.AnnotationAbort: "now"}
-	d = plan(ro, observation{Now: t0, Found: routesAt(10), Requests: requests{Abort: "now"}})
+	d = Plan(ro, Observation{Now: t0, Found: routesAt(10), Requests: Requests{Abort: "now"}})
 	expect(t, d.Status.Phase, rolloutsv1.PhaseRolledBack)
 	expect(t, len(d.Status.Workloads), 1)
 	expect(t, d.Status.Workloads[0].WorkloadRef.Name, "v2")
 	expect(t, d.Status.Workloads[0].At.Time.Equal(t0.Add(time.Minute)), true)
 	ro.Status = d.Status
-	d = plan(ro, observation{Now: t0.Add(2 * time.Minute), Found: routesAt(0), Requests: requests{Abort: "now", Retry: "again"}})
+	d = Plan(ro, Observation{Now: t0.Add(2 * time.Minute), Found: routesAt(0), Requests: Requests{Abort: "now", Retry: "again"}})
 	expect(t, d.Status.Phase != rolloutsv1.PhaseRolledBack, true)
 	expect(t, len(d.Status.Workloads), 1)
 	expect(t, d.Status.Workloads[0].Action, rolloutsv1.WorkloadRestore)
@@ -79,6 +79,6 @@ func TestPlanHandoff(t *testing.T) {
 	// canary's while it is not rolled back.
 	ro = atStep(handoffTestRollout(), 0, time.Minute)
 	ro.Status.Workloads = []rolloutsv1.WorkloadAction{{WorkloadRef: *ro.Spec.Canary.WorkloadRef, Action: rolloutsv1.WorkloadScaleDown}}
-	d = plan(ro, observation{Now: t0, Found: routesAt(10)})
+	d = Plan(ro, Observation{Now: t0, Found: routesAt(10)})
 	expect(t, len(d.Status.Workloads), 0)
 }

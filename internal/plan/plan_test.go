@@ -1,4 +1,4 @@
-package controllers
+package plan
 
 import (
 	"fmt"
@@ -16,7 +16,7 @@ import (
 
 var t0 = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
 
-func dur(s string) *rolloutsv1.Duration { d := rolloutsv1.Duration(s); return &d }
+func Dur(s string) *rolloutsv1.Duration { d := rolloutsv1.Duration(s); return &d }
 
 func mt(t time.Time) *metav1.Time { m := metav1.NewTime(t); return &m }
 
@@ -34,11 +34,11 @@ func testRollout() *rolloutsv1.ModelRollout {
 			Stable: rolloutsv1.BackendRef{Kind: rolloutsv1.BackendKindService, Name: "vllm-gpt4-v1", Port: ptr.To[int32](8000)},
 			Canary: &rolloutsv1.BackendRef{Kind: rolloutsv1.BackendKindService, Name: "vllm-gpt4-v2", Port: ptr.To[int32](8000)},
 			Steps: []rolloutsv1.Step{
-				{Weight: 10, Pause: dur("30m")},
-				{Weight: 50, Pause: dur("1h")},
-				{Weight: 100, Pause: dur("1h")},
+				{Weight: 10, Pause: Dur("30m")},
+				{Weight: 50, Pause: Dur("1h")},
+				{Weight: 100, Pause: Dur("1h")},
 			},
-			ProgressDeadline: dur("10m"),
+			ProgressDeadline: Dur("10m"),
 		},
 	}
 }
@@ -64,7 +64,7 @@ func withGates(ro *rolloutsv1.ModelRollout) *rolloutsv1.ModelRollout {
 	return ro
 }
 
-func hasEvent(d decision, reason string) bool {
+func hasEvent(d Decision, reason string) bool {
 	for _, e := range d.Events {
 		if e.Reason == reason {
 			return true
@@ -85,13 +85,13 @@ func TestPlan(t *testing.T) {
 	tests := []struct {
 		name  string
 		ro    *rolloutsv1.ModelRollout
-		obs   observation
-		check func(t *testing.T, d decision)
+		obs   Observation
+		check func(t *testing.T, d Decision)
 	}{
 		{
 			name: "new rollout with preconditions met starts the first step",
 			ro:   testRollout(),
-			check: func(t *testing.T, d decision) {
+			check: func(t *testing.T, d Decision) {
 				st := d.Status
 				expect(t, st.Phase, rolloutsv1.PhaseProgressing)
 				expect(t, st.CanaryWeight, int32(10))
@@ -114,8 +114,8 @@ func TestPlan(t *testing.T) {
 		{
 			name: "missing canary endpoints keep the rollout waiting with no weight",
 			ro:   testRollout(),
-			obs:  observation{Canary: &problem{Reason: rolloutsv1.ReasonNoReadyEndpoints, Message: "canary Service vllm-gpt4-v2 has no ready endpoints for port 8000"}},
-			check: func(t *testing.T, d decision) {
+			obs:  Observation{Canary: &Problem{Reason: rolloutsv1.ReasonNoReadyEndpoints, Message: "canary Service vllm-gpt4-v2 has no ready endpoints for port 8000"}},
+			check: func(t *testing.T, d Decision) {
 				st := d.Status
 				expect(t, st.Phase, rolloutsv1.PhaseWaiting)
 				expect(t, st.CanaryWeight, int32(0))
@@ -130,9 +130,9 @@ func TestPlan(t *testing.T) {
 		{
 			name: "a missing InferencePool, which no watch announces, is checked again every few seconds",
 			ro:   testRollout(),
-			obs: observation{Canary: &problem{Reason: rolloutsv1.ReasonBackendNotFound, Unwatched: true,
+			obs: Observation{Canary: &Problem{Reason: rolloutsv1.ReasonBackendNotFound, Unwatched: true,
 				Message: "canary InferencePool pool-v2 not found in namespace prod"}},
-			check: func(t *testing.T, d decision) {
+			check: func(t *testing.T, d Decision) {
 				expect(t, d.Status.Phase, rolloutsv1.PhaseWaiting)
 				expect(t, d.Status.CanaryWeight, int32(0))
 				expect(t, d.RequeueAfter, unwatchedRecheck)
@@ -149,8 +149,8 @@ func TestPlan(t *testing.T) {
 				ro.Status.WaitingSince = mt(t0.Add(-11 * time.Minute))
 				return ro
 			}(),
-			obs: observation{Routes: &problem{Reason: rolloutsv1.ReasonRouteNotFound, Message: "HTTPRoute model-header-routing not found in namespace ai"}},
-			check: func(t *testing.T, d decision) {
+			obs: Observation{Routes: &Problem{Reason: rolloutsv1.ReasonRouteNotFound, Message: "HTTPRoute model-header-routing not found in namespace ai"}},
+			check: func(t *testing.T, d Decision) {
 				expect(t, d.Status.Phase, rolloutsv1.PhaseWaiting)
 				expect(t, d.Status.CanaryWeight, int32(0))
 				expect(t, condStatus(d.Status, "Stalled"), "True/ProgressDeadlineExceeded")
@@ -168,7 +168,7 @@ func TestPlan(t *testing.T) {
 				ro.Status.WaitingSince = mt(t0.Add(-20 * time.Minute))
 				return ro
 			}(),
-			check: func(t *testing.T, d decision) {
+			check: func(t *testing.T, d Decision) {
 				expect(t, d.Status.Phase, rolloutsv1.PhaseProgressing)
 				expect(t, d.Status.CanaryWeight, int32(10))
 				expect(t, d.Status.WaitingSince == nil, true)
@@ -179,7 +179,7 @@ func TestPlan(t *testing.T) {
 		{
 			name: "a restarted controller keeps the remaining pause",
 			ro:   atStep(testRollout(), 1, 10*time.Minute),
-			check: func(t *testing.T, d decision) {
+			check: func(t *testing.T, d Decision) {
 				expect(t, d.Status.CanaryWeight, int32(50))
 				expect(t, *d.Status.CurrentStepIndex, int32(1))
 				expect(t, d.RequeueAfter, 50*time.Minute)
@@ -189,7 +189,7 @@ func TestPlan(t *testing.T) {
 		{
 			name: "an elapsed pause advances exactly one step",
 			ro:   atStep(testRollout(), 0, 31*time.Minute),
-			check: func(t *testing.T, d decision) {
+			check: func(t *testing.T, d Decision) {
 				expect(t, *d.Status.CurrentStepIndex, int32(1))
 				expect(t, d.Status.CanaryWeight, int32(50))
 				expect(t, d.Status.StepStartedAt == nil, true)
@@ -204,8 +204,8 @@ func TestPlan(t *testing.T) {
 				ro.Status.StepHistory = []rolloutsv1.StepRecord{{Weight: 10, StartedAt: *umt(t0.Add(-time.Minute))}}
 				return ro
 			}(),
-			obs: observation{Found: routesAt(10, 10)},
-			check: func(t *testing.T, d decision) {
+			obs: Observation{Found: routesAt(10, 10)},
+			check: func(t *testing.T, d Decision) {
 				expect(t, d.Status.StepStartedAt.Time, t0)
 				expect(t, d.Status.StepHistory[0].StartedAt.Time, t0)
 				expect(t, d.RequeueAfter, 30*time.Minute)
@@ -219,8 +219,8 @@ func TestPlan(t *testing.T) {
 				ro.Status.StepStartedAt = nil
 				return ro
 			}(),
-			obs: observation{Now: t0.Add(200 * time.Millisecond), Found: routesAt(10)},
-			check: func(t *testing.T, d decision) {
+			obs: Observation{Now: t0.Add(200 * time.Millisecond), Found: routesAt(10)},
+			check: func(t *testing.T, d Decision) {
 				expect(t, d.Status.StepStartedAt.Time, t0.Add(200*time.Millisecond))
 				expect(t, d.RequeueAfter, 30*time.Minute)
 			},
@@ -232,8 +232,8 @@ func TestPlan(t *testing.T) {
 				ro.Status.StepHistory = []rolloutsv1.StepRecord{{Weight: 10, StartedAt: *umt(t0.Add(-31 * time.Minute))}}
 				return ro
 			}(),
-			obs: observation{Now: t0.Add(200 * time.Millisecond), Found: routesAt(10), Applying: true},
-			check: func(t *testing.T, d decision) {
+			obs: Observation{Now: t0.Add(200 * time.Millisecond), Found: routesAt(10), Applying: true},
+			check: func(t *testing.T, d Decision) {
 				expect(t, *d.Status.CurrentStepIndex, int32(1))
 				expect(t, d.Status.CanaryWeight, int32(50))
 				expect(t, d.Status.StepStartedAt.Time, t0.Add(200*time.Millisecond))
@@ -252,8 +252,8 @@ func TestPlan(t *testing.T) {
 				ro.Spec.Steps[1].Pause = nil
 				return ro
 			}(),
-			obs: observation{Found: routesAt(10), Applying: true},
-			check: func(t *testing.T, d decision) {
+			obs: Observation{Found: routesAt(10), Applying: true},
+			check: func(t *testing.T, d Decision) {
 				expect(t, *d.Status.CurrentStepIndex, int32(1))
 				expect(t, d.Status.Phase, rolloutsv1.PhasePaused)
 				expect(t, d.Status.Message, "Step 2/3: canary at 50%, waiting for promote")
@@ -264,11 +264,11 @@ func TestPlan(t *testing.T) {
 			name: "a step with no pause and no gates is still written before the next one starts",
 			ro: func() *rolloutsv1.ModelRollout {
 				ro := atStep(testRollout(), 0, 31*time.Minute)
-				ro.Spec.Steps[1].Pause = dur("0s")
+				ro.Spec.Steps[1].Pause = Dur("0s")
 				return ro
 			}(),
-			obs: observation{Found: routesAt(10), Applying: true},
-			check: func(t *testing.T, d decision) {
+			obs: Observation{Found: routesAt(10), Applying: true},
+			check: func(t *testing.T, d Decision) {
 				expect(t, *d.Status.CurrentStepIndex, int32(1))
 				expect(t, d.Routes.CanaryWeight, int32(50))
 			},
@@ -280,8 +280,8 @@ func TestPlan(t *testing.T) {
 				ro.Status.StepStartedAt = nil
 				return ro
 			}(),
-			obs: observation{Found: routesAt(0), Applying: true, Rejected: &problem{Reason: rolloutsv1.ReasonPatchRejected, Message: "denied by policy"}},
-			check: func(t *testing.T, d decision) {
+			obs: Observation{Found: routesAt(0), Applying: true, Rejected: &Problem{Reason: rolloutsv1.ReasonPatchRejected, Message: "denied by policy"}},
+			check: func(t *testing.T, d Decision) {
 				expect(t, d.Status.StepStartedAt == nil, true)
 				expect(t, condStatus(d.Status, "RoutesApplied"), "False/PatchRejected")
 			},
@@ -289,8 +289,8 @@ func TestPlan(t *testing.T) {
 		{
 			name: "a running clock stops when the routes do not carry the step, even with a patch on its way",
 			ro:   atStep(testRollout(), 0, 10*time.Minute),
-			obs:  observation{Found: routesAt(0), Applying: true},
-			check: func(t *testing.T, d decision) {
+			obs:  Observation{Found: routesAt(0), Applying: true},
+			check: func(t *testing.T, d Decision) {
 				expect(t, d.Status.StepStartedAt == nil, true)
 				expect(t, condStatus(d.Status, "RoutesApplied"), "True/Applied")
 			},
@@ -303,8 +303,8 @@ func TestPlan(t *testing.T) {
 				ro.Status.StepHistory = []rolloutsv1.StepRecord{{Weight: 10, StartedAt: *umt(t0.Add(-5 * time.Hour))}}
 				return ro
 			}(),
-			obs: observation{Found: routesAt(10, -1)},
-			check: func(t *testing.T, d decision) {
+			obs: Observation{Found: routesAt(10, -1)},
+			check: func(t *testing.T, d Decision) {
 				expect(t, *d.Status.CurrentStepIndex, int32(0))
 				expect(t, d.Status.StepStartedAt == nil, true)
 				expect(t, d.Status.Message, "Step 1/3: setting canary weight to 10%")
@@ -313,7 +313,7 @@ func TestPlan(t *testing.T) {
 		{
 			name: "the last step ends Succeeded at 100",
 			ro:   atStep(testRollout(), 2, 61*time.Minute),
-			check: func(t *testing.T, d decision) {
+			check: func(t *testing.T, d Decision) {
 				expect(t, d.Status.Phase, rolloutsv1.PhaseSucceeded)
 				expect(t, d.Status.CanaryWeight, int32(100))
 				expect(t, d.RequeueAfter, time.Duration(0))
@@ -328,7 +328,7 @@ func TestPlan(t *testing.T) {
 				ro.Status.Phase = rolloutsv1.PhaseSucceeded
 				return ro
 			}(),
-			check: func(t *testing.T, d decision) {
+			check: func(t *testing.T, d Decision) {
 				expect(t, d.Status.Phase, rolloutsv1.PhaseSucceeded)
 				expect(t, d.Status.CanaryWeight, int32(100))
 				expect(t, len(d.Events), 0)
@@ -341,7 +341,7 @@ func TestPlan(t *testing.T) {
 				ro.Spec.Steps[0].Pause = nil
 				return atStep(ro, 0, 5*time.Hour)
 			}(),
-			check: func(t *testing.T, d decision) {
+			check: func(t *testing.T, d Decision) {
 				expect(t, d.Status.Phase, rolloutsv1.PhasePaused)
 				expect(t, d.Status.CanaryWeight, int32(10))
 				expect(t, hasEvent(d, "AwaitingPromote"), true)
@@ -356,8 +356,8 @@ func TestPlan(t *testing.T) {
 				ro.Status.Phase = rolloutsv1.PhasePaused
 				return ro
 			}(),
-			obs: observation{Requests: requests{Promote: "2026-11-25T12:00:00Z"}},
-			check: func(t *testing.T, d decision) {
+			obs: Observation{Requests: Requests{Promote: "2026-11-25T12:00:00Z"}},
+			check: func(t *testing.T, d Decision) {
 				expect(t, d.Status.CanaryWeight, int32(50))
 				expect(t, d.Status.Phase, rolloutsv1.PhaseProgressing)
 				expect(t, d.Status.LastHandledPromote, "2026-11-25T12:00:00Z")
@@ -371,8 +371,8 @@ func TestPlan(t *testing.T) {
 				ro.Status.LastHandledPromote = "x"
 				return ro
 			}(),
-			obs: observation{Requests: requests{Promote: "x"}},
-			check: func(t *testing.T, d decision) {
+			obs: Observation{Requests: Requests{Promote: "x"}},
+			check: func(t *testing.T, d Decision) {
 				expect(t, d.Status.CanaryWeight, int32(10))
 				expect(t, len(d.Events), 0)
 			},
@@ -384,7 +384,7 @@ func TestPlan(t *testing.T) {
 				ro.Spec.Paused = true
 				return ro
 			}(),
-			check: func(t *testing.T, d decision) {
+			check: func(t *testing.T, d Decision) {
 				expect(t, d.Status.Phase, rolloutsv1.PhasePaused)
 				expect(t, d.Status.CanaryWeight, int32(10))
 				expect(t, condStatus(d.Status, "Reconciling"), "True/Paused")
@@ -393,8 +393,8 @@ func TestPlan(t *testing.T) {
 		{
 			name: "the paused annotation holds like spec.paused",
 			ro:   atStep(testRollout(), 0, time.Hour),
-			obs:  observation{Requests: requests{Paused: true}},
-			check: func(t *testing.T, d decision) {
+			obs:  Observation{Requests: Requests{Paused: true}},
+			check: func(t *testing.T, d Decision) {
 				expect(t, d.Status.Phase, rolloutsv1.PhasePaused)
 				expect(t, d.Status.CanaryWeight, int32(10))
 			},
@@ -402,8 +402,8 @@ func TestPlan(t *testing.T) {
 		{
 			name: "abort rolls back to 0 with the reason",
 			ro:   atStep(testRollout(), 1, time.Minute),
-			obs:  observation{Requests: requests{Abort: "t1", AbortReason: "bad outputs"}},
-			check: func(t *testing.T, d decision) {
+			obs:  Observation{Requests: Requests{Abort: "t1", AbortReason: "bad outputs"}},
+			check: func(t *testing.T, d Decision) {
 				expect(t, d.Status.Phase, rolloutsv1.PhaseRolledBack)
 				expect(t, d.Status.CanaryWeight, int32(0))
 				expect(t, d.Status.Rollback.Reason, rolloutsv1.ReasonAborted)
@@ -417,8 +417,8 @@ func TestPlan(t *testing.T) {
 		{
 			name: "an alert token rolls back with reason AlertFiring",
 			ro:   atStep(testRollout(), 0, time.Minute),
-			obs:  observation{Requests: requests{Abort: "alert-abc", AbortReason: `alert HighErrorRate{model="gpt-4"} firing`}},
-			check: func(t *testing.T, d decision) {
+			obs:  Observation{Requests: Requests{Abort: "alert-abc", AbortReason: `alert HighErrorRate{model="gpt-4"} firing`}},
+			check: func(t *testing.T, d Decision) {
 				expect(t, d.Status.Rollback.Reason, rolloutsv1.ReasonAlertFiring)
 				expect(t, d.Status.CanaryWeight, int32(0))
 			},
@@ -430,8 +430,8 @@ func TestPlan(t *testing.T) {
 				ro.Status.Phase = rolloutsv1.PhaseSucceeded
 				return ro
 			}(),
-			obs: observation{Requests: requests{Abort: "t1"}},
-			check: func(t *testing.T, d decision) {
+			obs: Observation{Requests: Requests{Abort: "t1"}},
+			check: func(t *testing.T, d Decision) {
 				expect(t, d.Status.Phase, rolloutsv1.PhaseSucceeded)
 				expect(t, d.Status.CanaryWeight, int32(100))
 				expect(t, d.Status.LastHandledAbort, "t1")
@@ -447,8 +447,8 @@ func TestPlan(t *testing.T) {
 				ro.Status.Rollback = &rolloutsv1.RollbackStatus{Reason: "GateFailed", Message: "x", At: *mt(t0)}
 				return ro
 			}(),
-			obs: observation{Requests: requests{Retry: "r1"}},
-			check: func(t *testing.T, d decision) {
+			obs: Observation{Requests: Requests{Retry: "r1"}},
+			check: func(t *testing.T, d Decision) {
 				expect(t, d.Status.Phase, rolloutsv1.PhaseProgressing)
 				expect(t, d.Status.CanaryWeight, int32(10))
 				expect(t, *d.Status.CurrentStepIndex, int32(0))
@@ -460,8 +460,8 @@ func TestPlan(t *testing.T) {
 		{
 			name: "retry of a progressing rollout is ignored",
 			ro:   atStep(testRollout(), 1, time.Minute),
-			obs:  observation{Requests: requests{Retry: "r1"}},
-			check: func(t *testing.T, d decision) {
+			obs:  Observation{Requests: Requests{Retry: "r1"}},
+			check: func(t *testing.T, d Decision) {
 				expect(t, d.Status.CanaryWeight, int32(50))
 				expect(t, hasEvent(d, "RetryIgnored"), true)
 			},
@@ -474,7 +474,7 @@ func TestPlan(t *testing.T) {
 				ro.Status.CanaryWeight = 0
 				return ro
 			}(),
-			check: func(t *testing.T, d decision) {
+			check: func(t *testing.T, d Decision) {
 				expect(t, d.Status.Phase, rolloutsv1.PhaseRolledBack)
 				expect(t, d.Status.CanaryWeight, int32(0))
 				expect(t, d.Routes.Canary != nil && d.Routes.CanaryWeight == 0, true)
@@ -487,7 +487,7 @@ func TestPlan(t *testing.T) {
 				ro.Spec.Canary = &rolloutsv1.BackendRef{Kind: rolloutsv1.BackendKindService, Name: "vllm-gpt4-v3", Port: ptr.To[int32](8000)}
 				return ro
 			}(),
-			check: func(t *testing.T, d decision) {
+			check: func(t *testing.T, d Decision) {
 				expect(t, len(d.Status.Retiring), 1)
 				expect(t, d.Status.Retiring[0].Name, "vllm-gpt4-v2")
 				expect(t, len(d.Routes.Retire), 1)
@@ -506,9 +506,9 @@ func TestPlan(t *testing.T) {
 				ro.Spec.Canary = nil
 				return ro
 			}(),
-			check: func(t *testing.T, d decision) {
+			check: func(t *testing.T, d Decision) {
 				expect(t, d.Status.Phase, rolloutsv1.PhaseIdle)
-				expect(t, d.Routes.holds(), false)
+				expect(t, d.Routes.Holds(), false)
 				expect(t, condStatus(d.Status, "Ready"), "True/Idle")
 				expect(t, condStatus(d.Status, "RoutesResolved"), "absent")
 			},
@@ -520,8 +520,8 @@ func TestPlan(t *testing.T) {
 				ro.Status.WaitingSince = mt(t0.Add(-10 * time.Minute))
 				return ro
 			}(),
-			obs: observation{Canary: &problem{Reason: rolloutsv1.ReasonNoReadyEndpoints, Message: "canary Service vllm-gpt4-v2 has no ready endpoints for port 8000"}},
-			check: func(t *testing.T, d decision) {
+			obs: Observation{Canary: &Problem{Reason: rolloutsv1.ReasonNoReadyEndpoints, Message: "canary Service vllm-gpt4-v2 has no ready endpoints for port 8000"}},
+			check: func(t *testing.T, d Decision) {
 				expect(t, d.Status.Phase, rolloutsv1.PhaseRolledBack)
 				expect(t, d.Status.Rollback.Reason, rolloutsv1.ReasonProgressDeadlineExceeded)
 				expect(t, d.Status.CanaryWeight, int32(0))
@@ -530,8 +530,8 @@ func TestPlan(t *testing.T) {
 		{
 			name: "a canary that loses its endpoints mid-step holds for its grace",
 			ro:   atStep(testRollout(), 0, time.Hour),
-			obs:  observation{Canary: &problem{Reason: rolloutsv1.ReasonNoReadyEndpoints, Message: "no endpoints"}},
-			check: func(t *testing.T, d decision) {
+			obs:  Observation{Canary: &Problem{Reason: rolloutsv1.ReasonNoReadyEndpoints, Message: "no endpoints"}},
+			check: func(t *testing.T, d Decision) {
 				expect(t, d.Status.Phase, rolloutsv1.PhaseProgressing)
 				expect(t, d.Status.CanaryWeight, int32(10))
 				expect(t, *d.Status.CurrentStepIndex, int32(0))
@@ -544,12 +544,12 @@ func TestPlan(t *testing.T) {
 			name: "a canary unavailable past its grace is rolled back",
 			ro: func() *rolloutsv1.ModelRollout {
 				ro := atStep(testRollout(), 1, time.Hour)
-				ro.Spec.CanaryUnavailableGrace = dur("10s")
+				ro.Spec.CanaryUnavailableGrace = Dur("10s")
 				ro.Status.CanaryUnavailableSince = mt(t0.Add(-10 * time.Second))
 				return ro
 			}(),
-			obs: observation{Canary: &problem{Reason: rolloutsv1.ReasonNoReadyEndpoints, Message: "no endpoints"}},
-			check: func(t *testing.T, d decision) {
+			obs: Observation{Canary: &Problem{Reason: rolloutsv1.ReasonNoReadyEndpoints, Message: "no endpoints"}},
+			check: func(t *testing.T, d Decision) {
 				expect(t, d.Status.Phase, rolloutsv1.PhaseRolledBack)
 				expect(t, d.Status.Rollback.Reason, rolloutsv1.ReasonCanaryUnavailable)
 				expect(t, d.Status.Rollback.FromWeight, int32(50))
@@ -564,7 +564,7 @@ func TestPlan(t *testing.T) {
 				ro.Status.CanaryUnavailableSince = mt(t0.Add(-20 * time.Second))
 				return ro
 			}(),
-			check: func(t *testing.T, d decision) {
+			check: func(t *testing.T, d Decision) {
 				expect(t, d.Status.Phase, rolloutsv1.PhaseProgressing)
 				expect(t, d.Status.CanaryUnavailableSince == nil, true)
 			},
@@ -578,7 +578,7 @@ func TestPlan(t *testing.T) {
 				ro.Spec.Canary = &rolloutsv1.BackendRef{Kind: rolloutsv1.BackendKindService, Name: "vllm-gpt4-v3", Port: ptr.To[int32](8000)}
 				return ro
 			}(),
-			check: func(t *testing.T, d decision) {
+			check: func(t *testing.T, d Decision) {
 				expect(t, d.Status.Phase, rolloutsv1.PhaseWaiting)
 				expect(t, d.Status.Canary.Name, "vllm-gpt4-v2")
 				expect(t, d.Routes.Canary.Name, "vllm-gpt4-v2")
@@ -598,7 +598,7 @@ func TestPlan(t *testing.T) {
 				ro.Spec.Canary = &rolloutsv1.BackendRef{Kind: rolloutsv1.BackendKindService, Name: "vllm-gpt4-v3", Port: ptr.To[int32](8000)}
 				return ro
 			}(),
-			check: func(t *testing.T, d decision) {
+			check: func(t *testing.T, d Decision) {
 				expect(t, d.Status.Canary.Name, "vllm-gpt4-v3")
 				expect(t, len(d.Status.Retiring), 1)
 				expect(t, d.Status.Retiring[0].Name, "vllm-gpt4-v2")
@@ -614,7 +614,7 @@ func TestPlan(t *testing.T) {
 				ro.Spec.Canary = &rolloutsv1.BackendRef{Kind: rolloutsv1.BackendKindService, Name: "vllm-gpt4-v3", Port: ptr.To[int32](8000)}
 				return ro
 			}(),
-			check: func(t *testing.T, d decision) {
+			check: func(t *testing.T, d Decision) {
 				expect(t, d.Status.Stable.Name, "vllm-gpt4-v2")
 				expect(t, d.Status.Canary.Name, "vllm-gpt4-v3")
 				expect(t, d.Status.CanaryWeight, int32(10))
@@ -630,7 +630,7 @@ func TestPlan(t *testing.T) {
 				ro.Spec.Canary = nil
 				return ro
 			}(),
-			check: func(t *testing.T, d decision) {
+			check: func(t *testing.T, d Decision) {
 				expect(t, d.Status.Phase, rolloutsv1.PhaseWaiting)
 				expect(t, len(d.Status.Retiring), 1)
 				expect(t, d.Routes.HoldStable, true)
@@ -648,11 +648,11 @@ func TestPlan(t *testing.T) {
 				ro.Status.Retiring = []rolloutsv1.BackendRef{canaryRef}
 				return ro
 			}(),
-			obs: observation{Found: routesAt(0)},
-			check: func(t *testing.T, d decision) {
+			obs: Observation{Found: routesAt(0)},
+			check: func(t *testing.T, d Decision) {
 				expect(t, d.Status.Phase, rolloutsv1.PhaseIdle)
 				expect(t, len(d.Status.Retiring), 0)
-				expect(t, d.Routes.holds(), false)
+				expect(t, d.Routes.Holds(), false)
 			},
 		},
 		{
@@ -662,19 +662,19 @@ func TestPlan(t *testing.T) {
 				ro.Status.StepStartedAt = nil
 				return ro
 			}(),
-			obs: observation{Found: routesAt(0), Conflict: &problem{Reason: rolloutsv1.ReasonRouteConflict, Message: "owned by other"}},
-			check: func(t *testing.T, d decision) {
+			obs: Observation{Found: routesAt(0), Conflict: &Problem{Reason: rolloutsv1.ReasonRouteConflict, Message: "owned by other"}},
+			check: func(t *testing.T, d Decision) {
 				expect(t, d.Status.Phase, rolloutsv1.PhaseWaiting)
 				expect(t, d.Status.CurrentStepIndex == nil, true)
-				expect(t, d.Routes.holds(), false)
+				expect(t, d.Routes.Holds(), false)
 				expect(t, condStatus(d.Status, "RoutesApplied"), "False/RouteConflict")
 			},
 		},
 		{
 			name: "a step stops its clock when the routes no longer carry its weight",
 			ro:   atStep(testRollout(), 1, 50*time.Minute),
-			obs:  observation{Found: routesAt(10)},
-			check: func(t *testing.T, d decision) {
+			obs:  Observation{Found: routesAt(10)},
+			check: func(t *testing.T, d Decision) {
 				expect(t, *d.Status.CurrentStepIndex, int32(1))
 				expect(t, d.Status.StepStartedAt == nil, true)
 				expect(t, condStatus(d.Status, "RoutesApplied"), "False/Pending")
@@ -683,8 +683,8 @@ func TestPlan(t *testing.T) {
 		{
 			name: "a rejected patch holds the step and counts toward the deadline",
 			ro:   atStep(testRollout(), 0, time.Hour),
-			obs:  observation{Rejected: &problem{Reason: rolloutsv1.ReasonPatchRejected, Message: "HTTPRoute r: denied by policy"}},
-			check: func(t *testing.T, d decision) {
+			obs:  Observation{Rejected: &Problem{Reason: rolloutsv1.ReasonPatchRejected, Message: "HTTPRoute r: denied by policy"}},
+			check: func(t *testing.T, d Decision) {
 				expect(t, *d.Status.CurrentStepIndex, int32(0))
 				expect(t, d.Status.WaitingSince.Time, t0)
 				expect(t, condStatus(d.Status, "RoutesApplied"), "False/PatchRejected")
@@ -693,8 +693,8 @@ func TestPlan(t *testing.T) {
 		{
 			name: "an invalid gate stalls the rollout before any traffic moves",
 			ro:   withGates(testRollout()),
-			obs:  observation{Analysis: &problem{Reason: rolloutsv1.ReasonInvalidQuery, Message: `gate "errors": parse error`}},
-			check: func(t *testing.T, d decision) {
+			obs:  Observation{Analysis: &Problem{Reason: rolloutsv1.ReasonInvalidQuery, Message: `gate "errors": parse error`}},
+			check: func(t *testing.T, d Decision) {
 				expect(t, d.Status.Phase, rolloutsv1.PhaseWaiting)
 				expect(t, d.Status.CanaryWeight, int32(0))
 				expect(t, condStatus(d.Status, "Stalled"), "True/InvalidQuery")
@@ -704,11 +704,11 @@ func TestPlan(t *testing.T) {
 		{
 			name: "a failed gate rolls back at once",
 			ro:   withGates(atStep(testRollout(), 1, time.Minute)),
-			obs: observation{Gates: &gateRound{
+			obs: Observation{Gates: &GateRound{
 				Gates:    []rolloutsv1.GateStatus{{Name: "errors", Verdict: rolloutsv1.VerdictFail, Value: "0.2", LastEvaluatedAt: mt(t0)}},
-				Rollback: &problem{Reason: rolloutsv1.ReasonGateFailed, Message: `gate "errors" value 0.2 outside <= 0.05`},
+				Rollback: &Problem{Reason: rolloutsv1.ReasonGateFailed, Message: `gate "errors" value 0.2 outside <= 0.05`},
 			}},
-			check: func(t *testing.T, d decision) {
+			check: func(t *testing.T, d Decision) {
 				expect(t, d.Status.Phase, rolloutsv1.PhaseRolledBack)
 				expect(t, d.Status.CanaryWeight, int32(0))
 				expect(t, d.Status.Rollback.Reason, rolloutsv1.ReasonGateFailed)
@@ -723,7 +723,7 @@ func TestPlan(t *testing.T) {
 				ro.Status.Gates = []rolloutsv1.GateStatus{{Name: "errors", Verdict: rolloutsv1.VerdictPass, LastEvaluatedAt: mt(t0.Add(-40 * time.Minute))}}
 				return ro
 			}(),
-			check: func(t *testing.T, d decision) {
+			check: func(t *testing.T, d Decision) {
 				expect(t, *d.Status.CurrentStepIndex, int32(0))
 				expect(t, d.Status.CanaryWeight, int32(10))
 			},
@@ -731,10 +731,10 @@ func TestPlan(t *testing.T) {
 		{
 			name: "an elapsed step with passing gates advances",
 			ro:   withGates(atStep(testRollout(), 0, 31*time.Minute)),
-			obs: observation{Gates: &gateRound{
+			obs: Observation{Gates: &GateRound{
 				Gates: []rolloutsv1.GateStatus{{Name: "errors", Verdict: rolloutsv1.VerdictPass, Value: "0.01", LastEvaluatedAt: mt(t0)}},
 			}},
-			check: func(t *testing.T, d decision) {
+			check: func(t *testing.T, d Decision) {
 				expect(t, *d.Status.CurrentStepIndex, int32(1))
 				expect(t, d.Status.CanaryWeight, int32(50))
 				expect(t, condStatus(d.Status, "GatesPassing"), "True/GatesPassed")
@@ -743,11 +743,11 @@ func TestPlan(t *testing.T) {
 		{
 			name: "a holding gate never promotes",
 			ro:   withGates(atStep(testRollout(), 0, 31*time.Minute)),
-			obs: observation{Gates: &gateRound{
+			obs: Observation{Gates: &GateRound{
 				Gates:   []rolloutsv1.GateStatus{{Name: "errors", Verdict: rolloutsv1.VerdictNoData, Message: "empty result", LastEvaluatedAt: mt(t0)}},
-				Holding: &problem{Reason: rolloutsv1.ReasonGateNoData, Message: `gate "errors": empty result`},
+				Holding: &Problem{Reason: rolloutsv1.ReasonGateNoData, Message: `gate "errors": empty result`},
 			}},
-			check: func(t *testing.T, d decision) {
+			check: func(t *testing.T, d Decision) {
 				expect(t, *d.Status.CurrentStepIndex, int32(0))
 				expect(t, d.Status.CanaryWeight, int32(10))
 				expect(t, condStatus(d.Status, "GatesPassing"), "False/GateNoData")
@@ -761,11 +761,11 @@ func TestPlan(t *testing.T) {
 				ro.Spec.Analysis.Gates[0].DryRun = true
 				return ro
 			}(),
-			obs: observation{Gates: &gateRound{
+			obs: Observation{Gates: &GateRound{
 				Gates:  []rolloutsv1.GateStatus{{Name: "errors", Verdict: rolloutsv1.VerdictFail, Value: "0.2", DryRun: true, LastEvaluatedAt: mt(t0)}},
-				DryRun: []problem{{Reason: rolloutsv1.ReasonGateFailed, Message: `gate "errors" value 0.2 outside <= 0.05`}},
+				DryRun: []Problem{{Reason: rolloutsv1.ReasonGateFailed, Message: `gate "errors" value 0.2 outside <= 0.05`}},
 			}},
-			check: func(t *testing.T, d decision) {
+			check: func(t *testing.T, d Decision) {
 				expect(t, d.Status.Phase, rolloutsv1.PhaseProgressing)
 				expect(t, *d.Status.CurrentStepIndex, int32(1))
 				expect(t, d.Status.CanaryWeight, int32(50))
@@ -787,7 +787,7 @@ func TestPlan(t *testing.T) {
 				ro.Spec.Analysis.Gates[0].DryRun = true
 				return ro
 			}(),
-			check: func(t *testing.T, d decision) {
+			check: func(t *testing.T, d Decision) {
 				expect(t, *d.Status.CurrentStepIndex, int32(1))
 			},
 		},
@@ -798,8 +798,8 @@ func TestPlan(t *testing.T) {
 				ro.Status.Gates = []rolloutsv1.GateStatus{{Name: "errors", Verdict: rolloutsv1.VerdictNoData, LastEvaluatedAt: mt(t0.Add(-10 * time.Second))}}
 				return ro
 			}(),
-			obs: observation{Requests: requests{Promote: "p"}},
-			check: func(t *testing.T, d decision) {
+			obs: Observation{Requests: Requests{Promote: "p"}},
+			check: func(t *testing.T, d Decision) {
 				expect(t, *d.Status.CurrentStepIndex, int32(0))
 				expect(t, d.Status.Promoted, true)
 			},
@@ -815,7 +815,7 @@ func TestPlan(t *testing.T) {
 				tc.obs.Found = routesAt(tc.ro.Status.CanaryWeight)
 			}
 			before := tc.ro.DeepCopy()
-			d := plan(tc.ro, tc.obs)
+			d := Plan(tc.ro, tc.obs)
 			tc.check(t, d)
 			expect(t, tc.ro.Status.Phase, before.Status.Phase) // plan must not mutate its input
 		})
@@ -824,35 +824,35 @@ func TestPlan(t *testing.T) {
 
 func TestGatesDue(t *testing.T) {
 	ro := withGates(atStep(testRollout(), 0, 5*time.Minute))
-	expect(t, gatesDue(ro, t0), true)
+	expect(t, GatesDue(ro, t0), true)
 	ro.Status.Gates = []rolloutsv1.GateStatus{{Name: "errors", LastEvaluatedAt: mt(t0.Add(-30 * time.Second))}}
-	expect(t, gatesDue(ro, t0), false)
-	expect(t, gatesDue(ro, t0.Add(30*time.Second)), true)
+	expect(t, GatesDue(ro, t0), false)
+	expect(t, GatesDue(ro, t0.Add(30*time.Second)), true)
 	ro.Status.Phase = rolloutsv1.PhaseRolledBack
-	expect(t, gatesDue(ro, t0.Add(time.Hour)), false)
+	expect(t, GatesDue(ro, t0.Add(time.Hour)), false)
 	waiting := withGates(testRollout())
-	expect(t, gatesDue(waiting, t0), false)
+	expect(t, GatesDue(waiting, t0), false)
 
 	// A fresh step is first judged one interval in, on its own traffic.
 	fresh := withGates(atStep(testRollout(), 1, 30*time.Second))
 	fresh.Status.Gates = []rolloutsv1.GateStatus{{Name: "errors", LastEvaluatedAt: mt(t0.Add(-5 * time.Minute))}}
-	expect(t, gatesDue(fresh, t0), false)
-	expect(t, gatesDue(fresh, t0.Add(30*time.Second)), true)
+	expect(t, GatesDue(fresh, t0), false)
+	expect(t, GatesDue(fresh, t0.Add(30*time.Second)), true)
 
 	// A step written in status whose weight the routes do not carry yet has
 	// no clock and no traffic of its own: not due, whatever the canary
 	// served before the rollout started.
 	unstarted := withGates(atStep(testRollout(), 0, 0))
 	unstarted.Status.StepStartedAt = nil
-	expect(t, gatesDue(unstarted, t0), false)
-	expect(t, gatesDue(unstarted, t0.Add(time.Hour)), false)
+	expect(t, GatesDue(unstarted, t0), false)
+	expect(t, GatesDue(unstarted, t0.Add(time.Hour)), false)
 }
 
 // routesAt returns one found route per weight, whose one managed rule gives
 // the canary w and the stable 100 - w; w < 0 gives a rule in no rollout
 // state (stable 100, canary 5).
-func routesAt(ws ...int32) []managedRoute {
-	out := []managedRoute{}
+func routesAt(ws ...int32) []ManagedRoute {
+	out := []ManagedRoute{}
 	for i, w := range ws {
 		stable, canary := 100-w, w
 		if w < 0 {
@@ -864,7 +864,7 @@ func routesAt(ws ...int32) []managedRoute {
 		route.Spec.Rules = []gatewayv1.HTTPRouteRule{{BackendRefs: []gatewayv1.HTTPBackendRef{
 			backendRef("vllm-gpt4-v1", stable), backendRef("vllm-gpt4-v2", canary),
 		}}}
-		out = append(out, managedRoute{Route: route, Rules: []int{0}})
+		out = append(out, ManagedRoute{Route: route, Rules: []int{0}})
 	}
 	return out
 }
@@ -889,9 +889,9 @@ func expect[T comparable](t *testing.T, got, want T) {
 func headerRollout() *rolloutsv1.ModelRollout {
 	ro := testRollout()
 	ro.Spec.Steps = []rolloutsv1.Step{
-		{Weight: 0, Pause: dur("10m"), Match: &rolloutsv1.StepMatch{Headers: []gatewayv1.HTTPHeaderMatch{{Name: "x-ab-test-group", Value: "canary"}}}},
-		{Weight: 10, Pause: dur("30m")},
-		{Weight: 100, Pause: dur("1h")},
+		{Weight: 0, Pause: Dur("10m"), Match: &rolloutsv1.StepMatch{Headers: []gatewayv1.HTTPHeaderMatch{{Name: "x-ab-test-group", Value: "canary"}}}},
+		{Weight: 10, Pause: Dur("30m")},
+		{Weight: 100, Pause: Dur("1h")},
 	}
 	return ro
 }
@@ -914,14 +914,14 @@ func TestPlanHeaderRoutedSteps(t *testing.T) {
 	tests := []struct {
 		name  string
 		ro    *rolloutsv1.ModelRollout
-		obs   observation
-		check func(t *testing.T, d decision)
+		obs   Observation
+		check func(t *testing.T, d Decision)
 	}{
 		{
 			name: "a dark-launch step starts: weight 0 in the user's route, the header route in status",
 			ro:   headerRollout(),
-			obs:  observation{Found: routesAt(0), Applying: true},
-			check: func(t *testing.T, d decision) {
+			obs:  Observation{Found: routesAt(0), Applying: true},
+			check: func(t *testing.T, d Decision) {
 				st := d.Status
 				expect(t, st.Phase, rolloutsv1.PhaseProgressing)
 				expect(t, *st.CurrentStepIndex, int32(0))
@@ -942,8 +942,8 @@ func TestPlanHeaderRoutedSteps(t *testing.T) {
 		{
 			name: "the clock of a match step waits for the header route when nothing is being written",
 			ro:   headerRollout(),
-			obs:  observation{Found: routesAt(0)},
-			check: func(t *testing.T, d decision) {
+			obs:  Observation{Found: routesAt(0)},
+			check: func(t *testing.T, d Decision) {
 				expect(t, d.Status.HeaderRoute != nil, true)
 				expect(t, d.Status.StepStartedAt == nil, true)
 				expect(t, condStatus(d.Status, "HeaderRouted"), "False/Pending")
@@ -952,9 +952,9 @@ func TestPlanHeaderRoutedSteps(t *testing.T) {
 		{
 			name: "a header route whose name is taken holds the step's clock with a condition",
 			ro:   headerRollout(),
-			obs: observation{Found: routesAt(0), Applying: true, HeaderRoute: &problem{Reason: rolloutsv1.ReasonHeaderRouteConflict,
+			obs: Observation{Found: routesAt(0), Applying: true, HeaderRoute: &Problem{Reason: rolloutsv1.ReasonHeaderRouteConflict,
 				Message: "HTTPRoute route-0-gpt4-match exists and is not this rollout's header route"}},
-			check: func(t *testing.T, d decision) {
+			check: func(t *testing.T, d Decision) {
 				expect(t, d.Status.StepStartedAt == nil, true)
 				expect(t, condStatus(d.Status, "HeaderRouted"), "False/HeaderRouteConflict")
 			},
@@ -967,9 +967,9 @@ func TestPlanHeaderRoutedSteps(t *testing.T) {
 				ro.Status.WaitingSince = mt(t0.Add(-11 * time.Minute))
 				return ro
 			}(),
-			obs: observation{Found: routesAt(0), Applying: true, HeaderRoute: &problem{Reason: rolloutsv1.ReasonHeaderRouteConflict,
+			obs: Observation{Found: routesAt(0), Applying: true, HeaderRoute: &Problem{Reason: rolloutsv1.ReasonHeaderRouteConflict,
 				Message: "HTTPRoute route-0-gpt4-match exists and is not this rollout's header route"}},
-			check: func(t *testing.T, d decision) {
+			check: func(t *testing.T, d Decision) {
 				expect(t, d.Status.Phase, rolloutsv1.PhaseRolledBack)
 				expect(t, d.Status.Rollback.Reason, rolloutsv1.ReasonProgressDeadlineExceeded)
 				expect(t, strings.Contains(d.Status.Rollback.Message, "is not this rollout's header route"), true)
@@ -979,9 +979,9 @@ func TestPlanHeaderRoutedSteps(t *testing.T) {
 		{
 			name: "a header route that can no longer be written stops the step's clock and waits",
 			ro:   withHeaderRoute(atStep(headerRollout(), 0, 5*time.Minute)),
-			obs: observation{Found: routesAt(0), Applying: true, HeaderRoute: &problem{Reason: rolloutsv1.ReasonPatchRejected,
+			obs: Observation{Found: routesAt(0), Applying: true, HeaderRoute: &Problem{Reason: rolloutsv1.ReasonPatchRejected,
 				Message: "the API server rejected the header route: denied"}},
-			check: func(t *testing.T, d decision) {
+			check: func(t *testing.T, d Decision) {
 				expect(t, d.Status.Phase, rolloutsv1.PhaseProgressing)
 				expect(t, d.Status.StepStartedAt == nil, true)
 				expect(t, d.Status.WaitingSince.Time, t0)
@@ -992,9 +992,9 @@ func TestPlanHeaderRoutedSteps(t *testing.T) {
 		{
 			name: "a header route problem left from a match step does not hold a step without a match",
 			ro:   atStep(headerRollout(), 1, time.Minute),
-			obs: observation{Found: routesAt(10), Applying: true, HeaderRoute: &problem{Reason: rolloutsv1.ReasonHeaderRouteConflict,
+			obs: Observation{Found: routesAt(10), Applying: true, HeaderRoute: &Problem{Reason: rolloutsv1.ReasonHeaderRouteConflict,
 				Message: "HTTPRoute route-0-gpt4-match exists and is not this rollout's header route"}},
-			check: func(t *testing.T, d decision) {
+			check: func(t *testing.T, d Decision) {
 				expect(t, d.Status.Phase, rolloutsv1.PhaseProgressing)
 				expect(t, d.Status.WaitingSince == nil, true)
 				expect(t, condStatus(d.Status, "HeaderRouted"), "absent")
@@ -1003,8 +1003,8 @@ func TestPlanHeaderRoutedSteps(t *testing.T) {
 		{
 			name: "a running match step with its header route in place bakes",
 			ro:   withHeaderRoute(atStep(headerRollout(), 0, 5*time.Minute)),
-			obs:  observation{Found: routesAt(0), Owned: ownedAt(0), Applying: true},
-			check: func(t *testing.T, d decision) {
+			obs:  Observation{Found: routesAt(0), Owned: ownedAt(0), Applying: true},
+			check: func(t *testing.T, d Decision) {
 				st := d.Status
 				expect(t, *st.CurrentStepIndex, int32(0))
 				expect(t, st.StepStartedAt.Time, t0.Add(-5*time.Minute))
@@ -1017,8 +1017,8 @@ func TestPlanHeaderRoutedSteps(t *testing.T) {
 		{
 			name: "a header route deleted by hand mid-step restarts the step's pause once it is back",
 			ro:   withHeaderRoute(atStep(headerRollout(), 0, 5*time.Minute)),
-			obs:  observation{Found: routesAt(0)},
-			check: func(t *testing.T, d decision) {
+			obs:  Observation{Found: routesAt(0)},
+			check: func(t *testing.T, d Decision) {
 				expect(t, d.Status.HeaderRoute != nil, true) // still wanted: the reconciler recreates it
 				expect(t, d.Status.StepStartedAt == nil, true)
 			},
@@ -1026,23 +1026,23 @@ func TestPlanHeaderRoutedSteps(t *testing.T) {
 		{
 			name: "the next step without a match ends the header route",
 			ro:   withHeaderRoute(atStep(headerRollout(), 0, 11*time.Minute)),
-			obs:  observation{Found: routesAt(0), Owned: ownedAt(0), Applying: true},
-			check: func(t *testing.T, d decision) {
+			obs:  Observation{Found: routesAt(0), Owned: ownedAt(0), Applying: true},
+			check: func(t *testing.T, d Decision) {
 				st := d.Status
 				expect(t, *st.CurrentStepIndex, int32(1))
 				expect(t, st.CanaryWeight, int32(10))
 				expect(t, st.HeaderRoute == nil, true)
 				expect(t, hasEvent(d, "HeaderRouteRemoved"), true)
 				expect(t, condStatus(st, "HeaderRouted"), "absent")
-				want, _ := desiredHeaderRoutes(headerRollout(), &st, routesAt(0))
+				want, _ := DesiredHeaderRoutes(headerRollout(), &st, routesAt(0))
 				expect(t, len(want), 0)
 			},
 		},
 		{
 			name: "an abort with a header route present ends it with the rollback",
 			ro:   withHeaderRoute(atStep(headerRollout(), 0, time.Minute)),
-			obs:  observation{Found: routesAt(0), Owned: ownedAt(0), Requests: requests{Abort: "now"}},
-			check: func(t *testing.T, d decision) {
+			obs:  Observation{Found: routesAt(0), Owned: ownedAt(0), Requests: Requests{Abort: "now"}},
+			check: func(t *testing.T, d Decision) {
 				st := d.Status
 				expect(t, st.Phase, rolloutsv1.PhaseRolledBack)
 				expect(t, st.HeaderRoute == nil, true)
@@ -1055,11 +1055,11 @@ func TestPlanHeaderRoutedSteps(t *testing.T) {
 			ro: func() *rolloutsv1.ModelRollout {
 				return withGates(withHeaderRoute(atStep(headerRollout(), 0, 2*time.Minute)))
 			}(),
-			obs: observation{Found: routesAt(0), Owned: ownedAt(0), Gates: &gateRound{
+			obs: Observation{Found: routesAt(0), Owned: ownedAt(0), Gates: &GateRound{
 				Gates:    []rolloutsv1.GateStatus{{Name: "errors", Verdict: rolloutsv1.VerdictFail, LastEvaluatedAt: mt(t0)}},
-				Rollback: &problem{Reason: rolloutsv1.ReasonGateFailed, Message: `gate "errors" failed`},
+				Rollback: &Problem{Reason: rolloutsv1.ReasonGateFailed, Message: `gate "errors" failed`},
 			}},
-			check: func(t *testing.T, d decision) {
+			check: func(t *testing.T, d Decision) {
 				expect(t, d.Status.Phase, rolloutsv1.PhaseRolledBack)
 				expect(t, d.Status.HeaderRoute == nil, true)
 			},
@@ -1072,8 +1072,8 @@ func TestPlanHeaderRoutedSteps(t *testing.T) {
 				ro.Spec.Canary = nil
 				return ro
 			}(),
-			obs: observation{Found: routesAt(0), Owned: ownedAt(0)},
-			check: func(t *testing.T, d decision) {
+			obs: Observation{Found: routesAt(0), Owned: ownedAt(0)},
+			check: func(t *testing.T, d Decision) {
 				expect(t, d.Status.HeaderRoute == nil, true)
 			},
 		},
@@ -1084,8 +1084,8 @@ func TestPlanHeaderRoutedSteps(t *testing.T) {
 				ro.Spec.Steps[2].Match = ro.Spec.Steps[0].Match.DeepCopy()
 				return withHeaderRoute(atStep(ro, 2, 2*time.Hour))
 			}(),
-			obs: observation{Found: routesAt(100), Owned: ownedAt(0), Applying: true},
-			check: func(t *testing.T, d decision) {
+			obs: Observation{Found: routesAt(100), Owned: ownedAt(0), Applying: true},
+			check: func(t *testing.T, d Decision) {
 				expect(t, d.Status.Phase, rolloutsv1.PhaseSucceeded)
 				expect(t, d.Status.HeaderRoute == nil, true)
 			},
@@ -1096,7 +1096,7 @@ func TestPlanHeaderRoutedSteps(t *testing.T) {
 			if tc.obs.Now.IsZero() {
 				tc.obs.Now = t0
 			}
-			d := plan(tc.ro, tc.obs)
+			d := Plan(tc.ro, tc.obs)
 			tc.check(t, d)
 		})
 	}
@@ -1104,7 +1104,7 @@ func TestPlanHeaderRoutedSteps(t *testing.T) {
 
 func TestGatesDueAtADarkLaunchStep(t *testing.T) {
 	ro := withGates(withHeaderRoute(atStep(headerRollout(), 0, 5*time.Minute)))
-	expect(t, gatesDue(ro, t0), true)
+	expect(t, GatesDue(ro, t0), true)
 	ro.Status.HeaderRoute = nil
-	expect(t, gatesDue(ro, t0), false) // weight 0 and no header route: nothing to judge
+	expect(t, GatesDue(ro, t0), false) // weight 0 and no header route: nothing to judge
 }

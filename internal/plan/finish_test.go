@@ -1,4 +1,4 @@
-package controllers
+package plan
 
 import (
 	"encoding/json"
@@ -25,7 +25,7 @@ func succeededThenFinished() *rolloutsv1.ModelRollout {
 func TestPlanFinish(t *testing.T) {
 	// The route still lists the old stable at 0: it is to be removed.
 	ro := succeededThenFinished()
-	d := plan(ro, observation{Found: routesAt(100)})
+	d := Plan(ro, Observation{Found: routesAt(100)})
 	expect(t, d.Status.Phase, rolloutsv1.PhaseWaiting)
 	expect(t, len(d.Status.Removing), 1)
 	expect(t, d.Status.Removing[0].Name, "vllm-gpt4-v1")
@@ -40,10 +40,10 @@ func TestPlanFinish(t *testing.T) {
 	next.Status = d.Status
 	gone := routesAt(100)
 	gone[0].Route.Spec.Rules[0].BackendRefs = gone[0].Route.Spec.Rules[0].BackendRefs[1:]
-	d = plan(next, observation{Found: gone})
+	d = Plan(next, Observation{Found: gone})
 	expect(t, d.Status.Phase, rolloutsv1.PhaseIdle)
 	expect(t, len(d.Status.Removing), 0)
-	expect(t, d.Routes.holds(), false)
+	expect(t, d.Routes.Holds(), false)
 	expect(t, len(d.Events), 0)
 
 	// A canary that does not hold all traffic is not a finish: the old
@@ -51,7 +51,7 @@ func TestPlanFinish(t *testing.T) {
 	mid := succeededThenFinished()
 	mid.Status.Phase = rolloutsv1.PhaseProgressing
 	mid.Status.CanaryWeight = 50
-	d = plan(mid, observation{Found: routesAt(50)})
+	d = Plan(mid, Observation{Found: routesAt(50)})
 	expect(t, len(d.Status.Removing), 0)
 	expect(t, len(d.Status.Retiring), 1)
 	expect(t, hasEvent(d, "Finished"), false)
@@ -64,9 +64,9 @@ func TestWeightOpsRemove(t *testing.T) {
 		{BackendRefs: []gatewayv1.HTTPBackendRef{backendRef("vllm-gpt4-v1", 0), backendRef("vllm-gpt4-v2", 90), backendRef("other", 10)}},
 		{BackendRefs: []gatewayv1.HTTPBackendRef{backendRef("vllm-gpt4-v1", 1)}},
 	}
-	w := weights{Stable: rolloutsv1.BackendRef{Name: "vllm-gpt4-v2", Port: ptr.To[int32](8000)}, HoldStable: true,
+	w := Weights{Stable: rolloutsv1.BackendRef{Name: "vllm-gpt4-v2", Port: ptr.To[int32](8000)}, HoldStable: true,
 		Remove: []rolloutsv1.BackendRef{{Name: "vllm-gpt4-v1", Port: ptr.To[int32](8000)}}}
-	ops, _ := weightOps(route, []int{0, 1}, w)
+	ops, _ := WeightOps(route, []int{0, 1}, w)
 	got, _ := json.Marshal(ops)
 	// The weight first, at the positions before the removal; rule 1 would
 	// be left without a backend and keeps its only one; "other" is not

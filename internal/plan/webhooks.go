@@ -1,4 +1,4 @@
-package controllers
+package plan
 
 import (
 	"fmt"
@@ -19,7 +19,7 @@ import (
 // webhook is called again once its answer is overdue.
 
 // hookCall asks the reconciler to call a blocking webhook once.
-type hookCall struct {
+type HookCall struct {
 	Webhook  rolloutsv1.Webhook
 	Revision string
 	// Call numbers the call within the rollout's attempt (status calls).
@@ -27,7 +27,7 @@ type hookCall struct {
 }
 
 // hookResult is the answer to one call.
-type hookResult struct {
+type HookResult struct {
 	Name     string
 	Revision string
 	Call     int32
@@ -56,7 +56,7 @@ const (
 	webhookAnswerGrace = 10 * time.Second
 )
 
-func webhookTimeout(h rolloutsv1.Webhook) time.Duration {
+func WebhookTimeout(h rolloutsv1.Webhook) time.Duration {
 	if d := h.Timeout.Or(rolloutsv1.DefaultWebhookTimeout); d > 0 {
 		return d
 	}
@@ -80,7 +80,7 @@ func webhookRetry(n int32) time.Duration {
 }
 
 // webhooksOf lists the rollout's webhooks of one type.
-func webhooksOf(ro *rolloutsv1.ModelRollout, t rolloutsv1.WebhookType) []rolloutsv1.Webhook {
+func WebhooksOf(ro *rolloutsv1.ModelRollout, t rolloutsv1.WebhookType) []rolloutsv1.Webhook {
 	var out []rolloutsv1.Webhook
 	for _, h := range ro.Spec.Webhooks {
 		if h.Type == t {
@@ -91,7 +91,7 @@ func webhooksOf(ro *rolloutsv1.ModelRollout, t rolloutsv1.WebhookType) []rollout
 }
 
 func hasBlockingWebhooks(ro *rolloutsv1.ModelRollout) bool {
-	return len(webhooksOf(ro, rolloutsv1.WebhookPreRollout))+len(webhooksOf(ro, rolloutsv1.WebhookConfirmPromotion)) > 0
+	return len(WebhooksOf(ro, rolloutsv1.WebhookPreRollout))+len(WebhooksOf(ro, rolloutsv1.WebhookConfirmPromotion)) > 0
 }
 
 // webhookStatus returns the status entry of a webhook, creating a pending
@@ -131,7 +131,7 @@ func (p *planner) foldWebhookResults() {
 		if ws.Calls != r.Call || ws.State != rolloutsv1.WebhookPending {
 			continue
 		}
-		ws.Message = truncate(r.Message, 256)
+		ws.Message = Truncate(r.Message, 256)
 		switch {
 		case r.Passed:
 			ws.State = rolloutsv1.WebhookPassed
@@ -156,7 +156,7 @@ func (p *planner) foldWebhookResults() {
 // PreRollout webhook that reached its failureLimit rolls the rollout back
 // (and holds).
 func (p *planner) webhooksHold(t rolloutsv1.WebhookType) bool {
-	hooks := webhooksOf(p.ro, t)
+	hooks := WebhooksOf(p.ro, t)
 	if len(hooks) == 0 {
 		return false
 	}
@@ -170,7 +170,7 @@ func (p *planner) webhooksHold(t rolloutsv1.WebhookType) bool {
 		}
 		if t == rolloutsv1.WebhookPreRollout && ws.ConsecutiveFailures >= webhookFailureLimit(h) {
 			ws.State = rolloutsv1.WebhookFailed
-			p.hookHold = &problem{Reason: rolloutsv1.ReasonWebhookFailed,
+			p.hookHold = &Problem{Reason: rolloutsv1.ReasonWebhookFailed,
 				Message: fmt.Sprintf("PreRollout webhook %q failed %d times in a row: %s", h.Name, ws.ConsecutiveFailures, ws.Message)}
 			p.rollback(rolloutsv1.ReasonWebhookFailed, p.hookHold.Message)
 			return true
@@ -181,9 +181,9 @@ func (p *planner) webhooksHold(t rolloutsv1.WebhookType) bool {
 		if ws.NextCallAt == nil || !p.obs.Now.Before(ws.NextCallAt.Time) {
 			ws.Calls++
 			ws.LastCallAt = &now
-			answerBy := metav1.NewTime(now.Add(webhookTimeout(h) + webhookAnswerGrace))
+			answerBy := metav1.NewTime(now.Add(WebhookTimeout(h) + webhookAnswerGrace))
 			ws.NextCallAt = &answerBy
-			p.calls = append(p.calls, hookCall{Webhook: h, Revision: st.Revision, Call: ws.Calls})
+			p.calls = append(p.calls, HookCall{Webhook: h, Revision: st.Revision, Call: ws.Calls})
 		}
 		p.requeue(ws.NextCallAt.Sub(p.obs.Now))
 		if hold == "" {
@@ -196,7 +196,7 @@ func (p *planner) webhooksHold(t rolloutsv1.WebhookType) bool {
 	if hold == "" {
 		return false
 	}
-	p.hookHold = &problem{Reason: rolloutsv1.ReasonWebhookPending, Message: hold}
+	p.hookHold = &Problem{Reason: rolloutsv1.ReasonWebhookPending, Message: hold}
 	return true
 }
 

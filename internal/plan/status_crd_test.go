@@ -1,4 +1,4 @@
-package controllers
+package plan
 
 import (
 	"encoding/json"
@@ -31,7 +31,7 @@ var copiedFromSpec = []string{
 // of the CRD: a new status string without its cut fails here, not at the
 // API server in the middle of a rollback.
 func TestClampStatusCoversTheCRD(t *testing.T) {
-	raw, err := os.ReadFile(filepath.Join("..", "config", "crd", "bases", "rollouts.modelrollout.io_modelrollouts.yaml"))
+	raw, err := os.ReadFile(filepath.Join("..", "..", "config", "crd", "bases", "rollouts.modelrollout.io_modelrollouts.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,7 +64,7 @@ func TestClampStatusCoversTheCRD(t *testing.T) {
 
 	st := rolloutsv1.ModelRolloutStatus{}
 	fill(reflect.ValueOf(&st).Elem(), strings.Repeat("é", 40000))
-	clampStatus(&st)
+	ClampStatus(&st)
 	b, err := json.Marshal(st)
 	if err != nil {
 		t.Fatal(err)

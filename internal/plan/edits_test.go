@@ -1,4 +1,4 @@
-package controllers
+package plan
 
 import (
 	"slices"
@@ -14,8 +14,8 @@ import (
 // fiveSteps is the default schedule, 10/25/50/75/100, with 30m pauses.
 func fiveSteps() []rolloutsv1.Step {
 	return []rolloutsv1.Step{
-		{Weight: 10, Pause: dur("30m")}, {Weight: 25, Pause: dur("30m")}, {Weight: 50, Pause: dur("30m")},
-		{Weight: 75, Pause: dur("30m")}, {Weight: 100, Pause: dur("30m")},
+		{Weight: 10, Pause: Dur("30m")}, {Weight: 25, Pause: Dur("30m")}, {Weight: 50, Pause: Dur("30m")},
+		{Weight: 75, Pause: Dur("30m")}, {Weight: 100, Pause: Dur("30m")},
 	}
 }
 
@@ -26,7 +26,7 @@ func at25() *rolloutsv1.ModelRollout {
 	ro.Spec.Steps = fiveSteps()
 	atStep(ro, 1, 10*time.Minute)
 	ro.Status.StepWeights = stepWeights(ro.Spec.Steps)
-	ro.Status.StepPause = dur("30m")
+	ro.Status.StepPause = Dur("30m")
 	ro.Status.StepHistory = []rolloutsv1.StepRecord{
 		{Weight: 10, StartedAt: *umt(t0.Add(-50 * time.Minute)), EndedAt: umt(t0.Add(-10 * time.Minute))},
 		{Weight: 25, StartedAt: *umt(t0.Add(-10 * time.Minute))},
@@ -42,17 +42,17 @@ func edited(ro *rolloutsv1.ModelRollout, steps ...rolloutsv1.Step) *rolloutsv1.M
 	return ro
 }
 
-func s(w int32, pause string) rolloutsv1.Step { return rolloutsv1.Step{Weight: w, Pause: dur(pause)} }
+func s(w int32, pause string) rolloutsv1.Step { return rolloutsv1.Step{Weight: w, Pause: Dur(pause)} }
 
 // next runs plan on the status of d, at now, with the routes carrying what
 // d's status says.
-func next(ro *rolloutsv1.ModelRollout, d decision, now time.Time) decision {
+func next(ro *rolloutsv1.ModelRollout, d Decision, now time.Time) Decision {
 	ro = ro.DeepCopy()
 	ro.Status = d.Status
-	return plan(ro, observation{Now: now, Found: routesAt(d.Status.CanaryWeight)})
+	return Plan(ro, Observation{Now: now, Found: routesAt(d.Status.CanaryWeight)})
 }
 
-func eventMessage(d decision, reason string) string {
+func eventMessage(d Decision, reason string) string {
 	for _, e := range d.Events {
 		if e.Reason == reason {
 			return e.Message
@@ -77,8 +77,8 @@ func expectSchedule(t *testing.T, st rolloutsv1.ModelRolloutStatus, weight int32
 
 func TestPlanStepEdits(t *testing.T) {
 	start := t0.Add(-10 * time.Minute)
-	carry := func(ro *rolloutsv1.ModelRollout) decision {
-		return plan(ro, observation{Now: t0, Found: routesAt(ro.Status.CanaryWeight)})
+	carry := func(ro *rolloutsv1.ModelRollout) Decision {
+		return Plan(ro, Observation{Now: t0, Found: routesAt(ro.Status.CanaryWeight)})
 	}
 
 	t.Run("steps shortened to 50/100 at 25%: 25% bakes its pause, then 50%, never 100% first", func(t *testing.T) {
@@ -115,7 +115,7 @@ func TestPlanStepEdits(t *testing.T) {
 		ro2 := ro.DeepCopy()
 		ro2.Status = d.Status
 		ro2.Status.Gates = []rolloutsv1.GateStatus{{Name: "errors", Verdict: rolloutsv1.VerdictPass, LastEvaluatedAt: mt(start.Add(31 * time.Minute))}}
-		d = plan(ro2, observation{Now: start.Add(32 * time.Minute), Found: routesAt(25)})
+		d = Plan(ro2, Observation{Now: start.Add(32 * time.Minute), Found: routesAt(25)})
 		expectSchedule(t, d.Status, 50, "1/2", 50, 100)
 	})
 
@@ -129,7 +129,7 @@ func TestPlanStepEdits(t *testing.T) {
 		expectSchedule(t, d.Status, 25, "1/3", 25, 50, 100)
 		expect(t, d.Status.Phase, rolloutsv1.PhasePaused)
 		ro.Status = d.Status
-		d = plan(ro, observation{Now: t0.Add(time.Minute), Found: routesAt(25), Requests: requests{Promote: "p1"}})
+		d = Plan(ro, Observation{Now: t0.Add(time.Minute), Found: routesAt(25), Requests: Requests{Promote: "p1"}})
 		expectSchedule(t, d.Status, 50, "1/2", 50, 100)
 	})
 
@@ -187,7 +187,7 @@ func TestPlanStepEdits(t *testing.T) {
 
 	t.Run("the current step's weight lowered: applies at once, and the step bakes its full pause", func(t *testing.T) {
 		ro := edited(at25(), s(10, "30m"), s(20, "30m"), s(50, "30m"), s(75, "30m"), s(100, "30m"))
-		d := plan(ro, observation{Now: t0, Found: routesAt(25), Applying: true})
+		d := Plan(ro, Observation{Now: t0, Found: routesAt(25), Applying: true})
 		expectSchedule(t, d.Status, 20, "2/5", 10, 20, 50, 75, 100)
 		expect(t, d.Routes.CanaryWeight, int32(20))
 		expect(t, len(d.Status.StepHistory), 3)
@@ -223,7 +223,7 @@ func TestPlanStepEdits(t *testing.T) {
 
 	t.Run("gates added mid-step: the step waits for their first evaluation at this step", func(t *testing.T) {
 		ro := withGates(at25())
-		d := plan(ro, observation{Now: start.Add(31 * time.Minute), Found: routesAt(25)})
+		d := Plan(ro, Observation{Now: start.Add(31 * time.Minute), Found: routesAt(25)})
 		expectSchedule(t, d.Status, 25, "2/5", 10, 25, 50, 75, 100)
 		expect(t, d.Status.Message, `Step 2/5: canary at 25%, waiting for gate "errors" to be evaluated at this step`)
 	})
@@ -231,10 +231,10 @@ func TestPlanStepEdits(t *testing.T) {
 	t.Run("gates removed mid-step: a step held by a gate advances once its pause is over", func(t *testing.T) {
 		ro := withGates(at25())
 		ro.Status.Gates = []rolloutsv1.GateStatus{{Name: "errors", Verdict: rolloutsv1.VerdictNoData, Message: "no data", LastEvaluatedAt: mt(start.Add(30 * time.Minute))}}
-		d := plan(ro, observation{Now: start.Add(31 * time.Minute), Found: routesAt(25)})
+		d := Plan(ro, Observation{Now: start.Add(31 * time.Minute), Found: routesAt(25)})
 		expectSchedule(t, d.Status, 25, "2/5", 10, 25, 50, 75, 100)
 		ro.Spec.Analysis = nil
-		d = plan(ro, observation{Now: start.Add(31 * time.Minute), Found: routesAt(25)})
+		d = Plan(ro, Observation{Now: start.Add(31 * time.Minute), Found: routesAt(25)})
 		expectSchedule(t, d.Status, 50, "3/5", 10, 25, 50, 75, 100)
 	})
 
@@ -252,7 +252,7 @@ func TestPlanStepEdits(t *testing.T) {
 		ro := withHeaderRoute(atStep(headerRollout(), 0, 5*time.Minute))
 		ro.Status.StepWeights = stepWeights(ro.Spec.Steps)
 		ro.Spec.Steps[0].Match = &rolloutsv1.StepMatch{Headers: []gatewayv1.HTTPHeaderMatch{{Name: "x-ab-test-group", Value: "beta"}}}
-		d := plan(ro, observation{Now: t0, Found: routesAt(0), Owned: ownedAt(0), Applying: true})
+		d := Plan(ro, Observation{Now: t0, Found: routesAt(0), Owned: ownedAt(0), Applying: true})
 		expect(t, d.Status.HeaderRoute.Match.String(), ro.Spec.Steps[0].Match.String())
 		expect(t, d.Status.StepStartedAt != nil && d.Status.StepStartedAt.Time.After(t0.Add(-5*time.Minute)), true)
 		expect(t, d.Status.StepStartedAt.Time.Before(t0), false)
@@ -262,7 +262,7 @@ func TestPlanStepEdits(t *testing.T) {
 		// Step 2 of headerRollout has no match; the status still has one.
 		ro := atStep(headerRollout(), 1, 5*time.Minute)
 		ro.Status.HeaderRoute = &rolloutsv1.HeaderRouteStatus{Routes: headerRouteNames(ro), Match: rolloutsv1.StepMatch{Headers: []gatewayv1.HTTPHeaderMatch{{Name: "x", Value: "y"}}}}
-		d := plan(ro, observation{Now: t0, Found: routesAt(10), Owned: ownedAt(0)})
+		d := Plan(ro, Observation{Now: t0, Found: routesAt(10), Owned: ownedAt(0)})
 		expect(t, d.Status.HeaderRoute == nil, true)
 		expect(t, d.Status.StepStartedAt.Time, t0.Add(-5*time.Minute))
 	})
@@ -271,7 +271,7 @@ func TestPlanStepEdits(t *testing.T) {
 		ro := at25()
 		ro.Status.StepStartedAt = nil
 		ro = edited(ro, s(50, "30m"), s(100, "30m"))
-		d := plan(ro, observation{Now: t0, Found: routesAt(10)})
+		d := Plan(ro, Observation{Now: t0, Found: routesAt(10)})
 		expectSchedule(t, d.Status, 25, "1/3", 25, 50, 100)
 		expect(t, d.Routes.CanaryWeight, int32(25))
 	})
@@ -280,9 +280,9 @@ func TestPlanStepEdits(t *testing.T) {
 // A write the API server refused leaves the rollout Waiting where its routes
 // are, with the reason, before and after its first step.
 func TestPlanRefusedWrite(t *testing.T) {
-	refused := &problem{Reason: rolloutsv1.ReasonPatchRejected, Message: "HTTPRoute r: canary weight is capped at 49% by policy"}
+	refused := &Problem{Reason: rolloutsv1.ReasonPatchRejected, Message: "HTTPRoute r: canary weight is capped at 49% by policy"}
 
-	d := plan(testRollout(), observation{Now: t0, Found: routesAt(0), Rejected: refused})
+	d := Plan(testRollout(), Observation{Now: t0, Found: routesAt(0), Rejected: refused})
 	expect(t, d.Status.Phase, rolloutsv1.PhaseWaiting)
 	expect(t, d.Status.CurrentStepIndex == nil, true)
 	expect(t, d.Status.Step, "")
@@ -291,15 +291,15 @@ func TestPlanRefusedWrite(t *testing.T) {
 	expect(t, condStatus(d.Status, "RoutesApplied"), "False/PatchRejected")
 
 	ro := atStep(testRollout(), 0, time.Hour) // its pause is over: the next step is 50%
-	d = plan(ro, observation{Now: t0, Found: routesAt(10), Rejected: refused})
+	d = Plan(ro, Observation{Now: t0, Found: routesAt(10), Rejected: refused})
 	expect(t, d.Status.Phase, rolloutsv1.PhaseWaiting)
 	expect(t, d.Status.Step, "1/3")
 	expect(t, d.Status.CanaryWeight, int32(10))
 	expect(t, d.Status.Message, refused.Message)
 	expect(t, d.Routes.CanaryWeight, int32(10))
 
-	conflict := &problem{Reason: rolloutsv1.ReasonRouteConflict, Message: "rule gpt4 of HTTPRoute r is managed by ModelRollout other"}
-	d = plan(testRollout(), observation{Now: t0, Found: routesAt(0), Conflict: conflict})
+	conflict := &Problem{Reason: rolloutsv1.ReasonRouteConflict, Message: "rule gpt4 of HTTPRoute r is managed by ModelRollout other"}
+	d = Plan(testRollout(), Observation{Now: t0, Found: routesAt(0), Conflict: conflict})
 	expect(t, d.Status.Phase, rolloutsv1.PhaseWaiting)
 	expect(t, d.Status.CurrentStepIndex == nil, true)
 	expect(t, d.Status.CanaryWeight, int32(0))

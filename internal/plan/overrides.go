@@ -1,4 +1,4 @@
-package controllers
+package plan
 
 import (
 	"fmt"
@@ -97,7 +97,7 @@ func (p *planner) requester() string {
 	}
 	s := " requested by " + who
 	if req.PromoteReason != "" {
-		s += fmt.Sprintf(": %q", truncate(req.PromoteReason, maxOverrideReason))
+		s += fmt.Sprintf(": %q", Truncate(req.PromoteReason, maxOverrideReason))
 	} else {
 		s += " (no reason given)"
 	}
@@ -198,7 +198,7 @@ func (p *planner) applyOverride(i int) bool {
 	}
 	st.Overrides = append(st.Overrides, rolloutsv1.OverrideRecord{
 		At: p.now(), Kind: o.Kind, Token: token, Revision: st.Revision, Step: fromStep, FromWeight: from, ToWeight: st.CanaryWeight,
-		Reason: req.PromoteReason, RequestedBy: req.RequestedBy, Message: truncate(msg, maxMessage),
+		Reason: req.PromoteReason, RequestedBy: req.RequestedBy, Message: Truncate(msg, MaxMessage),
 	})
 	if n := len(st.Overrides); n > maxOverrides {
 		st.Overrides = st.Overrides[n-maxOverrides:]

@@ -1,4 +1,4 @@
-package controllers
+package plan
 
 import (
 	"fmt"
@@ -13,7 +13,7 @@ import (
 // weight only once the canary has enough ready endpoints for its share.
 
 // capacity is what the reconciler counted for spec.capacityFactor.
-type capacity struct {
+type Capacity struct {
 	ReadyStable, ReadyCanary int
 }
 
@@ -76,13 +76,13 @@ func (p *planner) capacityHold(w int32) bool {
 	if kind := p.ro.Spec.Canary.KindOrDefault(); kind == rolloutsv1.BackendKindInferencePool {
 		p.requeue(capacityRecheck)
 	}
-	p.capacityWait = &problem{Reason: rolloutsv1.ReasonWaitingForCapacity, Message: msg}
+	p.capacityWait = &Problem{Reason: rolloutsv1.ReasonWaitingForCapacity, Message: msg}
 	return true
 }
 
 // capacityMatters says whether the rollout may raise the canary's weight:
 // it is waiting to start or stepping, for its current revision.
-func capacityMatters(ro *rolloutsv1.ModelRollout) bool {
+func CapacityMatters(ro *rolloutsv1.ModelRollout) bool {
 	st := &ro.Status
 	switch st.Phase {
 	case rolloutsv1.PhaseSucceeded, rolloutsv1.PhaseRolledBack, rolloutsv1.PhaseIdle:

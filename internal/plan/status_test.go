@@ -1,4 +1,4 @@
-package controllers
+package plan
 
 import (
 	"strings"
@@ -22,18 +22,18 @@ func TestClampStatusCutsEveryStringToItsBound(t *testing.T) {
 		Gates: []rolloutsv1.GateStatus{{Name: long, Value: long, Threshold: long, Message: long,
 			History: []rolloutsv1.GateMeasurement{{Value: long, Message: long}}}},
 	}
-	clampStatus(&st)
+	ClampStatus(&st)
 	for _, c := range []struct {
 		s   string
 		max int
 	}{
-		{st.Message, maxMessage}, {st.Revision, maxRevision}, {st.Step, maxStep},
-		{st.LastHandledAbort, maxToken}, {st.LastHandledPromote, maxToken}, {st.LastHandledRetry, maxToken},
-		{st.LastHandledPromoteFull, maxToken}, {st.LastHandledSkipGates, maxToken},
-		{st.Overrides[0].Token, maxToken}, {st.Overrides[0].Revision, maxRevision}, {st.Overrides[0].Step, maxStep}, {st.Overrides[0].Reason, maxOverrideReason},
-		{st.Overrides[0].RequestedBy, maxRequestedBy}, {st.Overrides[0].Message, maxMessage},
-		{st.Rollback.Reason, maxRollbackReason}, {st.Rollback.Message, maxMessage},
-		{st.Conditions[0].Message, maxConditionMessage},
+		{st.Message, MaxMessage}, {st.Revision, maxRevision}, {st.Step, maxStep},
+		{st.LastHandledAbort, MaxToken}, {st.LastHandledPromote, MaxToken}, {st.LastHandledRetry, MaxToken},
+		{st.LastHandledPromoteFull, MaxToken}, {st.LastHandledSkipGates, MaxToken},
+		{st.Overrides[0].Token, MaxToken}, {st.Overrides[0].Revision, maxRevision}, {st.Overrides[0].Step, maxStep}, {st.Overrides[0].Reason, maxOverrideReason},
+		{st.Overrides[0].RequestedBy, maxRequestedBy}, {st.Overrides[0].Message, MaxMessage},
+		{st.Rollback.Reason, maxRollbackReason}, {st.Rollback.Message, MaxMessage},
+		{st.Conditions[0].Message, MaxConditionMessage},
 		{st.Gates[0].Name, maxGateName}, {st.Gates[0].Value, maxGateValue}, {st.Gates[0].Threshold, maxGateThreshold},
 		{st.Gates[0].Message, maxGateMessage}, {st.Gates[0].History[0].Value, maxGateValue}, {st.Gates[0].History[0].Message, maxMeasureMessage},
 	} {

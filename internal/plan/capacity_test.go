@@ -1,4 +1,4 @@
-package controllers
+package plan
 
 import (
 	"testing"
@@ -35,14 +35,14 @@ func TestPlanCapacity(t *testing.T) {
 	tests := []struct {
 		name  string
 		ro    *rolloutsv1.ModelRollout
-		obs   observation
-		check func(t *testing.T, d decision)
+		obs   Observation
+		check func(t *testing.T, d Decision)
 	}{
 		{
 			name: "the first step waits until the canary can serve its share",
 			ro:   withFactor(testRollout(), 1),
-			obs:  observation{Capacity: &capacity{ReadyStable: 20, ReadyCanary: 1}},
-			check: func(t *testing.T, d decision) {
+			obs:  Observation{Capacity: &Capacity{ReadyStable: 20, ReadyCanary: 1}},
+			check: func(t *testing.T, d Decision) {
 				expect(t, d.Status.Phase, rolloutsv1.PhaseWaiting)
 				expect(t, d.Status.CurrentStepIndex == nil, true)
 				expect(t, d.Status.Message, "Waiting for capacity: 10% needs 2 ready canary endpoints (ceil(20 ready stable × 10% × 1)), 1 ready")
@@ -55,8 +55,8 @@ func TestPlanCapacity(t *testing.T) {
 		{
 			name: "enough capacity starts the step",
 			ro:   withFactor(testRollout(), 1),
-			obs:  observation{Capacity: &capacity{ReadyStable: 20, ReadyCanary: 2}},
-			check: func(t *testing.T, d decision) {
+			obs:  Observation{Capacity: &Capacity{ReadyStable: 20, ReadyCanary: 2}},
+			check: func(t *testing.T, d Decision) {
 				expect(t, *d.Status.CurrentStepIndex, int32(0))
 				expect(t, d.Status.Capacity == nil, true)
 			},
@@ -64,8 +64,8 @@ func TestPlanCapacity(t *testing.T) {
 		{
 			name: "an elapsed step holds at its weight while the next one lacks capacity",
 			ro:   withFactor(atStep(testRollout(), 0, 31*time.Minute), 1),
-			obs:  observation{Capacity: &capacity{ReadyStable: 8, ReadyCanary: 2}},
-			check: func(t *testing.T, d decision) {
+			obs:  Observation{Capacity: &Capacity{ReadyStable: 8, ReadyCanary: 2}},
+			check: func(t *testing.T, d Decision) {
 				expect(t, *d.Status.CurrentStepIndex, int32(0))
 				expect(t, d.Status.CanaryWeight, int32(10))
 				expect(t, d.Status.Phase, rolloutsv1.PhaseProgressing)
@@ -80,8 +80,8 @@ func TestPlanCapacity(t *testing.T) {
 				ro.Status.Capacity = &rolloutsv1.CapacityStatus{Since: *mt(t0.Add(-11 * time.Minute)), Weight: 50, Required: 4, ReadyCanary: 2, ReadyStable: 8}
 				return ro
 			}(),
-			obs: observation{Capacity: &capacity{ReadyStable: 8, ReadyCanary: 2}},
-			check: func(t *testing.T, d decision) {
+			obs: Observation{Capacity: &Capacity{ReadyStable: 8, ReadyCanary: 2}},
+			check: func(t *testing.T, d Decision) {
 				expect(t, d.Status.Phase, rolloutsv1.PhaseRolledBack)
 				expect(t, d.Status.Rollback.Reason, rolloutsv1.ReasonProgressDeadlineExceeded)
 				expect(t, d.Status.Rollback.FromWeight, int32(10))
@@ -99,8 +99,8 @@ func TestPlanCapacity(t *testing.T) {
 				ro.Status.Capacity = &rolloutsv1.CapacityStatus{Since: *mt(t0.Add(-11 * time.Minute)), Weight: 10, Required: 1}
 				return ro
 			}(),
-			obs: observation{Capacity: &capacity{ReadyStable: 8, ReadyCanary: 0}},
-			check: func(t *testing.T, d decision) {
+			obs: Observation{Capacity: &Capacity{ReadyStable: 8, ReadyCanary: 0}},
+			check: func(t *testing.T, d Decision) {
 				expect(t, d.Status.Phase, rolloutsv1.PhaseWaiting)
 				expect(t, condStatus(d.Status, "Stalled"), "True/WaitingForCapacity")
 			},
@@ -112,8 +112,8 @@ func TestPlanCapacity(t *testing.T) {
 				ro.Status.Capacity = &rolloutsv1.CapacityStatus{Since: *mt(t0.Add(-3 * time.Minute)), Weight: 50, Required: 4}
 				return ro
 			}(),
-			obs: observation{Capacity: &capacity{ReadyStable: 8, ReadyCanary: 4}},
-			check: func(t *testing.T, d decision) {
+			obs: Observation{Capacity: &Capacity{ReadyStable: 8, ReadyCanary: 4}},
+			check: func(t *testing.T, d Decision) {
 				expect(t, *d.Status.CurrentStepIndex, int32(1))
 				expect(t, d.Status.Capacity == nil, true)
 				expect(t, hasEvent(d, "CapacityMet"), true)
@@ -122,8 +122,8 @@ func TestPlanCapacity(t *testing.T) {
 		{
 			name: "without capacityFactor the counts do not matter",
 			ro:   atStep(testRollout(), 0, 31*time.Minute),
-			obs:  observation{Capacity: &capacity{ReadyStable: 8, ReadyCanary: 0}},
-			check: func(t *testing.T, d decision) {
+			obs:  Observation{Capacity: &Capacity{ReadyStable: 8, ReadyCanary: 0}},
+			check: func(t *testing.T, d Decision) {
 				expect(t, *d.Status.CurrentStepIndex, int32(1))
 			},
 		},
@@ -136,7 +136,7 @@ func TestPlanCapacity(t *testing.T) {
 			if tc.obs.Found == nil {
 				tc.obs.Found = routesAt(tc.ro.Status.CanaryWeight)
 			}
-			tc.check(t, plan(tc.ro, tc.obs))
+			tc.check(t, Plan(tc.ro, tc.obs))
 		})
 	}
 }

@@ -1,4 +1,4 @@
-package controllers
+package plan
 
 import (
 	"fmt"
@@ -45,7 +45,7 @@ func (p *planner) preTrafficHolds() bool {
 		return false
 	}
 	st.Phase = rolloutsv1.PhaseWaiting
-	st.Message = truncate("Before step 1, canary at 0%: "+holds[0], 1024)
+	st.Message = Truncate("Before step 1, canary at 0%: "+holds[0], 1024)
 	if next := nextPreTrafficAt(a, st); next.IsZero() {
 		p.requeue(time.Second) // the first round starts at the next reconcile
 	} else {
@@ -76,7 +76,7 @@ func preTrafficPending(a *rolloutsv1.Analysis, st *rolloutsv1.ModelRolloutStatus
 		case !ok || !evaluatedSince(gs, st.StartedAt):
 			holds = append(holds, fmt.Sprintf("waiting for pre-traffic gate %q to be evaluated", g.Name))
 		case gs.Verdict == rolloutsv1.VerdictPass:
-		case gs.Verdict == rolloutsv1.VerdictNoData && noDataPassed(g, gs):
+		case gs.Verdict == rolloutsv1.VerdictNoData && NoDataPassed(g, gs):
 		default:
 			msg := gs.Message
 			if msg == "" {
@@ -113,14 +113,14 @@ func nextPreTrafficAt(a *rolloutsv1.Analysis, st *rolloutsv1.ModelRolloutStatus)
 	if last.IsZero() {
 		return last
 	}
-	return last.Add(analysisInterval(a))
+	return last.Add(AnalysisInterval(a))
 }
 
 // preTrafficDue says whether the pre-traffic gates must be evaluated now:
 // the rollout waits for its first step, a pre-traffic gate has not passed
 // yet, and the interval since their last evaluation has passed. The
 // reconciler asks only once the canary is available.
-func preTrafficDue(ro *rolloutsv1.ModelRollout, now time.Time) bool {
+func PreTrafficDue(ro *rolloutsv1.ModelRollout, now time.Time) bool {
 	st := &ro.Status
 	a := ro.Spec.Analysis
 	if ro.Spec.Canary == nil || st.Revision != ro.Spec.Revision() || st.CurrentStepIndex != nil ||

@@ -1,4 +1,4 @@
-package controllers
+package plan
 
 import (
 	"strings"
@@ -42,13 +42,13 @@ func TestPlanPreTrafficGates(t *testing.T) {
 	tests := []struct {
 		name  string
 		ro    *rolloutsv1.ModelRollout
-		obs   observation
-		check func(t *testing.T, d decision)
+		obs   Observation
+		check func(t *testing.T, d Decision)
 	}{
 		{
 			name: "a new rollout with a prompt gate waits at weight 0 for its pre-traffic round",
 			ro:   withPromptGate(testRollout()),
-			check: func(t *testing.T, d decision) {
+			check: func(t *testing.T, d Decision) {
 				st := d.Status
 				expect(t, st.Phase, rolloutsv1.PhaseWaiting)
 				expect(t, st.CurrentStepIndex == nil, true)
@@ -63,11 +63,11 @@ func TestPlanPreTrafficGates(t *testing.T) {
 		{
 			name: "no data before the first step holds at weight 0 and is evaluated again after the interval",
 			ro:   withPromptGate(beforeFirstStep(testRollout(), 10*time.Second)),
-			obs: observation{Gates: &gateRound{
+			obs: Observation{Gates: &GateRound{
 				Gates:   []rolloutsv1.GateStatus{answers(rolloutsv1.VerdictError, t0, "request failed: connection refused")},
-				Holding: &problem{Reason: rolloutsv1.ReasonGateError, Message: `gate "answers" holds the step: request failed`},
+				Holding: &Problem{Reason: rolloutsv1.ReasonGateError, Message: `gate "answers" holds the step: request failed`},
 			}},
-			check: func(t *testing.T, d decision) {
+			check: func(t *testing.T, d Decision) {
 				st := d.Status
 				expect(t, st.Phase, rolloutsv1.PhaseWaiting)
 				expect(t, st.CurrentStepIndex == nil, true)
@@ -82,10 +82,10 @@ func TestPlanPreTrafficGates(t *testing.T) {
 		{
 			name: "passing pre-traffic gates start step 1",
 			ro:   withPromptGate(beforeFirstStep(testRollout(), 10*time.Second)),
-			obs: observation{Gates: &gateRound{
+			obs: Observation{Gates: &GateRound{
 				Gates: []rolloutsv1.GateStatus{answers(rolloutsv1.VerdictPass, t0, "1 of 1 prompts passed (1), within >= 1")},
 			}},
-			check: func(t *testing.T, d decision) {
+			check: func(t *testing.T, d Decision) {
 				st := d.Status
 				expect(t, st.Phase, rolloutsv1.PhaseProgressing)
 				expect(t, *st.CurrentStepIndex, int32(0))
@@ -99,11 +99,11 @@ func TestPlanPreTrafficGates(t *testing.T) {
 		{
 			name: "a failing pre-traffic gate rolls back with no weight moved",
 			ro:   withPromptGate(beforeFirstStep(testRollout(), 10*time.Second)),
-			obs: observation{Gates: &gateRound{
+			obs: Observation{Gates: &GateRound{
 				Gates:    []rolloutsv1.GateStatus{answers(rolloutsv1.VerdictFail, t0, "0 of 1 prompts passed (0), outside >= 1")},
-				Rollback: &problem{Reason: rolloutsv1.ReasonGateFailed, Message: `gate "answers" value 0 outside >= 1: 0 of 1 prompts passed`},
+				Rollback: &Problem{Reason: rolloutsv1.ReasonGateFailed, Message: `gate "answers" value 0 outside >= 1: 0 of 1 prompts passed`},
 			}},
-			check: func(t *testing.T, d decision) {
+			check: func(t *testing.T, d Decision) {
 				st := d.Status
 				expect(t, st.Phase, rolloutsv1.PhaseRolledBack)
 				expect(t, st.CurrentStepIndex == nil, true)
@@ -127,7 +127,7 @@ func TestPlanPreTrafficGates(t *testing.T) {
 				ro.Status.Gates = []rolloutsv1.GateStatus{answers(rolloutsv1.VerdictPass, t0.Add(-time.Hour), "")}
 				return ro
 			}(),
-			check: func(t *testing.T, d decision) {
+			check: func(t *testing.T, d Decision) {
 				expect(t, d.Status.CurrentStepIndex == nil, true)
 				expect(t, d.Status.CanaryWeight, int32(0))
 				expect(t, strings.Contains(d.Status.Message, "to be evaluated"), true)
@@ -136,8 +136,8 @@ func TestPlanPreTrafficGates(t *testing.T) {
 		{
 			name: "an unavailable canary waits before any pre-traffic round",
 			ro:   withPromptGate(beforeFirstStep(testRollout(), 10*time.Second)),
-			obs:  observation{Canary: &problem{Reason: rolloutsv1.ReasonNoReadyEndpoints, Message: "canary Service vllm-gpt4-v2 has no ready endpoints"}},
-			check: func(t *testing.T, d decision) {
+			obs:  Observation{Canary: &Problem{Reason: rolloutsv1.ReasonNoReadyEndpoints, Message: "canary Service vllm-gpt4-v2 has no ready endpoints"}},
+			check: func(t *testing.T, d Decision) {
 				expect(t, d.Status.Phase, rolloutsv1.PhaseWaiting)
 				expect(t, d.Status.Message, "canary Service vllm-gpt4-v2 has no ready endpoints")
 			},
@@ -149,11 +149,11 @@ func TestPlanPreTrafficGates(t *testing.T) {
 				ro.Status.Gates = []rolloutsv1.GateStatus{answers(rolloutsv1.VerdictPass, t0.Add(-40*time.Minute), "")}
 				return ro
 			}(),
-			obs: observation{Gates: &gateRound{Gates: []rolloutsv1.GateStatus{
+			obs: Observation{Gates: &GateRound{Gates: []rolloutsv1.GateStatus{
 				{Name: "errors", Verdict: rolloutsv1.VerdictPass, Value: "0.01", LastEvaluatedAt: mt(t0)},
 				answers(rolloutsv1.VerdictPass, t0.Add(-40*time.Minute), ""),
 			}}},
-			check: func(t *testing.T, d decision) {
+			check: func(t *testing.T, d Decision) {
 				expect(t, *d.Status.CurrentStepIndex, int32(1))
 				expect(t, d.Status.CanaryWeight, int32(50))
 			},
@@ -168,7 +168,7 @@ func TestPlanPreTrafficGates(t *testing.T) {
 				tc.obs.Found = routesAt(tc.ro.Status.CanaryWeight)
 			}
 			before := tc.ro.DeepCopy()
-			d := plan(tc.ro, tc.obs)
+			d := Plan(tc.ro, tc.obs)
 			tc.check(t, d)
 			expect(t, tc.ro.Status.Phase, before.Status.Phase)
 		})
@@ -177,55 +177,55 @@ func TestPlanPreTrafficGates(t *testing.T) {
 
 func TestPreTrafficDue(t *testing.T) {
 	ro := withPromptGate(beforeFirstStep(testRollout(), 10*time.Second))
-	expect(t, preTrafficDue(ro, t0), true)
-	expect(t, gatesDue(ro, t0), false)
+	expect(t, PreTrafficDue(ro, t0), true)
+	expect(t, GatesDue(ro, t0), false)
 
 	// Held: due again one interval after the last round.
 	ro.Status.Gates = []rolloutsv1.GateStatus{answers(rolloutsv1.VerdictNoData, t0, "")}
-	expect(t, preTrafficDue(ro, t0.Add(30*time.Second)), false)
-	expect(t, preTrafficDue(ro, t0.Add(time.Minute)), true)
+	expect(t, PreTrafficDue(ro, t0.Add(30*time.Second)), false)
+	expect(t, PreTrafficDue(ro, t0.Add(time.Minute)), true)
 
 	// Passed: not due again.
 	ro.Status.Gates = []rolloutsv1.GateStatus{answers(rolloutsv1.VerdictPass, t0, "")}
-	expect(t, preTrafficDue(ro, t0.Add(time.Hour)), false)
+	expect(t, PreTrafficDue(ro, t0.Add(time.Hour)), false)
 
 	// Not before the rollout recorded its revision, nor once a step started.
 	fresh := withPromptGate(testRollout())
-	expect(t, preTrafficDue(fresh, t0), false)
+	expect(t, PreTrafficDue(fresh, t0), false)
 	started := withPromptGate(atStep(testRollout(), 0, time.Minute))
-	expect(t, preTrafficDue(started, t0), false)
+	expect(t, PreTrafficDue(started, t0), false)
 
 	// PromQL gates run at the steps only, unless marked.
 	promql := withGates(beforeFirstStep(testRollout(), 10*time.Second))
-	expect(t, preTrafficDue(promql, t0), false)
+	expect(t, PreTrafficDue(promql, t0), false)
 	promql.Spec.Analysis.Gates[0].PreTraffic = ptr.To(true)
-	expect(t, preTrafficDue(promql, t0), true)
+	expect(t, PreTrafficDue(promql, t0), true)
 
 	// A rollout whose only gate runs pre-traffic has nothing to evaluate at
 	// its steps.
 	only := withPromptGate(atStep(testRollout(), 0, 5*time.Minute))
 	only.Spec.Analysis.Gates = only.Spec.Analysis.Gates[1:]
-	expect(t, gatesDue(only, t0), false)
+	expect(t, GatesDue(only, t0), false)
 	only.Spec.Analysis.Gates[0].EveryStep = ptr.To(true)
-	expect(t, gatesDue(only, t0), true)
+	expect(t, GatesDue(only, t0), true)
 }
 
 func TestRoundKeyKeepsPreTrafficApart(t *testing.T) {
 	// A first step of weight 0 whose clock has not started looks like the
 	// pre-traffic state in every other field.
 	ro := withPromptGate(beforeFirstStep(testRollout(), 10*time.Second))
-	pre := roundKeyOf(ro)
+	pre := RoundKeyOf(ro)
 	ro.Spec.Steps[0].Weight = 0
 	ro = atStep(ro, 0, 0)
 	ro.Status.StepStartedAt = nil
 	ro.Status.StartedAt = mt(t0.Add(-10 * time.Second))
-	if k := roundKeyOf(ro); k == pre {
+	if k := RoundKeyOf(ro); k == pre {
 		t.Fatalf("step 1 and pre-traffic rounds share the key %+v", k)
 	}
 	// A retry of the same revision starts again: an older pre-traffic
 	// round is not taken.
 	retried := withPromptGate(beforeFirstStep(testRollout(), 1*time.Second))
-	if roundKeyOf(retried) == pre {
+	if RoundKeyOf(retried) == pre {
 		t.Fatal("a retried rollout takes the pre-traffic round of its previous start")
 	}
 }

@@ -1,4 +1,4 @@
-package controllers
+package plan
 
 import (
 	"encoding/json"
@@ -18,7 +18,7 @@ import (
 
 func loadRoute(t testing.TB, file string) (*gatewayv1.HTTPRoute, []byte) {
 	t.Helper()
-	raw, err := os.ReadFile(filepath.Join("testdata", "routes", file))
+	raw, err := os.ReadFile(filepath.Join("..", "..", "controllers", "testdata", "routes", file))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,11 +124,11 @@ func TestWeightOpsOnSeedRoutes(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.file, func(t *testing.T) {
 			route, doc := loadRoute(t, tc.file)
-			rules, ps := managedRules(route, rolloutsv1.RouteTarget{Name: route.Name, Rules: tc.rules}, stableRef, "gpt4")
+			rules, ps := ManagedRules(route, rolloutsv1.RouteTarget{Name: route.Name, Rules: tc.rules}, stableRef, "gpt4")
 			if len(ps) != 0 {
 				t.Fatalf("managedRules: %v", ps)
 			}
-			ops, _ := weightOps(route, rules, weights{Stable: stableRef, Canary: &canaryRef, CanaryWeight: tc.weight})
+			ops, _ := WeightOps(route, rules, Weights{Stable: stableRef, Canary: &canaryRef, CanaryWeight: tc.weight})
 			patched := applyOps(t, doc, ops)
 			if got := weightsOf(t, patched); !reflect.DeepEqual(got, tc.want) {
 				t.Fatalf("weights:\n got %v\nwant %v", got, tc.want)
@@ -142,7 +142,7 @@ func TestWeightOpsOnSeedRoutes(t *testing.T) {
 			if err := json.Unmarshal(patched, again); err != nil {
 				t.Fatal(err)
 			}
-			if ops, _ := weightOps(again, rules, weights{Stable: stableRef, Canary: &canaryRef, CanaryWeight: tc.weight}); len(ops) != 0 {
+			if ops, _ := WeightOps(again, rules, Weights{Stable: stableRef, Canary: &canaryRef, CanaryWeight: tc.weight}); len(ops) != 0 {
 				t.Fatalf("second pass wants more changes: %+v", ops)
 			}
 		})
@@ -151,33 +151,33 @@ func TestWeightOpsOnSeedRoutes(t *testing.T) {
 
 func TestManagedRulesProblems(t *testing.T) {
 	route, _ := loadRoute(t, "header-routing.yaml")
-	reasons := func(ps []problem) []string {
+	reasons := func(ps []Problem) []string {
 		var out []string
 		for _, p := range ps {
 			out = append(out, p.Reason)
 		}
 		return out
 	}
-	rules, ps := managedRules(route, rolloutsv1.RouteTarget{Rules: []rolloutsv1.RuleName{"gpt5"}}, stableRef, "gpt4")
+	rules, ps := ManagedRules(route, rolloutsv1.RouteTarget{Rules: []rolloutsv1.RuleName{"gpt5"}}, stableRef, "gpt4")
 	if len(rules) != 0 || !reflect.DeepEqual(reasons(ps), []string{rolloutsv1.ReasonRuleNotFound}) {
 		t.Fatalf("missing rule: got %v %+v", rules, ps)
 	}
-	if _, ps := managedRules(route, rolloutsv1.RouteTarget{Rules: []rolloutsv1.RuleName{"claude"}}, stableRef, "gpt4"); !reflect.DeepEqual(reasons(ps), []string{rolloutsv1.ReasonStableNotReferenced}) {
+	if _, ps := ManagedRules(route, rolloutsv1.RouteTarget{Rules: []rolloutsv1.RuleName{"claude"}}, stableRef, "gpt4"); !reflect.DeepEqual(reasons(ps), []string{rolloutsv1.ReasonStableNotReferenced}) {
 		t.Fatalf("rule without stable: got %+v", ps)
 	}
 	// Partial: the named rule that resolves is still managed, the other is
 	// reported.
-	rules, ps = managedRules(route, rolloutsv1.RouteTarget{Rules: []rolloutsv1.RuleName{"gpt4", "gpt5"}}, stableRef, "gpt4")
+	rules, ps = ManagedRules(route, rolloutsv1.RouteTarget{Rules: []rolloutsv1.RuleName{"gpt4", "gpt5"}}, stableRef, "gpt4")
 	if !reflect.DeepEqual(rules, []int{0}) || !reflect.DeepEqual(reasons(ps), []string{rolloutsv1.ReasonRuleNotFound}) {
 		t.Fatalf("partial: got %v %+v", rules, ps)
 	}
 	other := rolloutsv1.BackendRef{Kind: rolloutsv1.BackendKindService, Name: "nope", Port: ptr.To[int32](8000)}
-	if _, ps := managedRules(route, rolloutsv1.RouteTarget{}, other, "gpt4"); !reflect.DeepEqual(reasons(ps), []string{rolloutsv1.ReasonStableNotReferenced}) {
+	if _, ps := ManagedRules(route, rolloutsv1.RouteTarget{}, other, "gpt4"); !reflect.DeepEqual(reasons(ps), []string{rolloutsv1.ReasonStableNotReferenced}) {
 		t.Fatalf("route without stable: got %+v", ps)
 	}
 	wrongPort := stableRef
 	wrongPort.Port = ptr.To[int32](9000)
-	if _, ps := managedRules(route, rolloutsv1.RouteTarget{}, wrongPort, "gpt4"); len(ps) == 0 {
+	if _, ps := ManagedRules(route, rolloutsv1.RouteTarget{}, wrongPort, "gpt4"); len(ps) == 0 {
 		t.Fatal("a backendRef on another port must not count as the stable backend")
 	}
 
@@ -185,7 +185,7 @@ func TestManagedRulesProblems(t *testing.T) {
 	// backend is reported; the others stay managed.
 	route.Annotations = map[string]string{rolloutsv1.AnnotationRuleOwners: `{"gpt4":"gpt4","health":"gpt4","claude":"other"}`}
 	route.Spec.Rules[3].BackendRefs = route.Spec.Rules[3].BackendRefs[:0]
-	rules, ps = managedRules(route, rolloutsv1.RouteTarget{}, stableRef, "gpt4")
+	rules, ps = ManagedRules(route, rolloutsv1.RouteTarget{}, stableRef, "gpt4")
 	if !reflect.DeepEqual(rules, []int{0}) || len(ps) != 1 || !strings.Contains(ps[0].Message, "rule health of HTTPRoute model-header-routing, managed by this rollout, no longer references") {
 		t.Fatalf("owned rule lost stable: got %v %+v", rules, ps)
 	}
@@ -193,11 +193,11 @@ func TestManagedRulesProblems(t *testing.T) {
 
 func TestRetireAndRollbackOps(t *testing.T) {
 	route, doc := loadRoute(t, "ab-test.yaml")
-	rules, _ := managedRules(route, rolloutsv1.RouteTarget{}, stableRef, "gpt4")
+	rules, _ := ManagedRules(route, rolloutsv1.RouteTarget{}, stableRef, "gpt4")
 
 	// Retiring a canary before the next starts: the retired canary is
 	// zeroed and the stable holds all traffic.
-	ops, _ := weightOps(route, rules, weights{Stable: stableRef, HoldStable: true, Retire: []rolloutsv1.BackendRef{canaryRef}})
+	ops, _ := WeightOps(route, rules, Weights{Stable: stableRef, HoldStable: true, Retire: []rolloutsv1.BackendRef{canaryRef}})
 	patched := applyOps(t, doc, ops)
 	want := [][]string{{"vllm-gpt4-v1=100"}, {"vllm-gpt4-experiment=unset"}, {"vllm-gpt4-v1=100", "vllm-gpt4-v2=0"}}
 	if got := weightsOf(t, patched); !reflect.DeepEqual(got, want) {
@@ -206,7 +206,7 @@ func TestRetireAndRollbackOps(t *testing.T) {
 
 	// A rollback holds the canary at 0 and the stable at 100, and never adds
 	// a canary backendRef to rules that have none.
-	ops, _ = weightOps(route, rules, weights{Stable: stableRef, Canary: &canaryRef, CanaryWeight: 0})
+	ops, _ = WeightOps(route, rules, Weights{Stable: stableRef, Canary: &canaryRef, CanaryWeight: 0})
 	patched = applyOps(t, doc, ops)
 	if got := weightsOf(t, patched); !reflect.DeepEqual(got, want) {
 		t.Fatalf("rollback:\n got %v\nwant %v", got, want)
@@ -215,7 +215,7 @@ func TestRetireAndRollbackOps(t *testing.T) {
 	// A canary on a new port retires the backendRef on the old one only.
 	newPort := canaryRef
 	newPort.Port = ptr.To[int32](8080)
-	ops, _ = weightOps(route, rules, weights{Stable: stableRef, Canary: &newPort, CanaryWeight: 10, Retire: []rolloutsv1.BackendRef{canaryRef}})
+	ops, _ = WeightOps(route, rules, Weights{Stable: stableRef, Canary: &newPort, CanaryWeight: 10, Retire: []rolloutsv1.BackendRef{canaryRef}})
 	patched = applyOps(t, doc, ops)
 	want = [][]string{{"vllm-gpt4-v1=90", "vllm-gpt4-v2=10"}, {"vllm-gpt4-experiment=unset"}, {"vllm-gpt4-v1=90", "vllm-gpt4-v2=0", "vllm-gpt4-v2=10"}}
 	if got := weightsOf(t, patched); !reflect.DeepEqual(got, want) {
@@ -225,19 +225,19 @@ func TestRetireAndRollbackOps(t *testing.T) {
 
 func TestIntentOf(t *testing.T) {
 	st := &rolloutsv1.ModelRolloutStatus{}
-	if intentOf(st).holds() {
+	if IntentOf(st).Holds() {
 		t.Fatal("an Idle status holds nothing")
 	}
 	st.Stable, st.Canary, st.Phase = &stableRef, &canaryRef, rolloutsv1.PhaseWaiting
-	if intentOf(st).holds() {
+	if IntentOf(st).Holds() {
 		t.Fatal("a rollout before its first step holds nothing")
 	}
 	st.Retiring = []rolloutsv1.BackendRef{{Name: "vllm-gpt4-v0", Port: ptr.To[int32](8000)}}
-	if w := intentOf(st); w.Canary != nil || !w.HoldStable || len(w.Retire) != 1 {
+	if w := IntentOf(st); w.Canary != nil || !w.HoldStable || len(w.Retire) != 1 {
 		t.Fatalf("a retirement before the first step holds stable at 100: %+v", w)
 	}
 	st.CurrentStepIndex, st.CanaryWeight = ptr.To[int32](1), 25
-	if w := intentOf(st); w.Canary == nil || w.CanaryWeight != 25 || w.HoldStable || len(w.Retire) != 1 {
+	if w := IntentOf(st); w.Canary == nil || w.CanaryWeight != 25 || w.HoldStable || len(w.Retire) != 1 {
 		t.Fatalf("a started step holds stable and canary: %+v", w)
 	}
 }
@@ -245,43 +245,43 @@ func TestIntentOf(t *testing.T) {
 func TestOwnerOps(t *testing.T) {
 	route, doc := loadRoute(t, "header-routing.yaml")
 	route.Annotations = nil
-	ops := ownerOps(route, "gpt4", []int{0, 3}, "v1=75, v2=25")
+	ops := OwnerOps(route, "gpt4", []int{0, 3}, "v1=75, v2=25")
 	patched := applyOps(t, doc, ops)
 	got := &gatewayv1.HTTPRoute{}
 	if err := json.Unmarshal(patched, got); err != nil {
 		t.Fatal(err)
 	}
-	if owners := ruleOwners(got); !reflect.DeepEqual(owners, map[string]string{"gpt4": "gpt4", "health": "gpt4"}) {
+	if owners := RuleOwners(got); !reflect.DeepEqual(owners, map[string]string{"gpt4": "gpt4", "health": "gpt4"}) {
 		t.Fatalf("claim: %v", owners)
 	}
 	// The weights written ride in the same patch, on a route that had no
 	// annotations at all.
-	if w := appliedWeights(got); !reflect.DeepEqual(w, map[string]string{"gpt4": "v1=75, v2=25"}) {
+	if w := AppliedWeights(got); !reflect.DeepEqual(w, map[string]string{"gpt4": "v1=75, v2=25"}) {
 		t.Fatalf("applied weights: %v", w)
 	}
-	if len(ownerOps(got, "gpt4", []int{0, 3}, "v1=75, v2=25")) != 0 {
+	if len(OwnerOps(got, "gpt4", []int{0, 3}, "v1=75, v2=25")) != 0 {
 		t.Fatal("claiming again must be a no-op")
 	}
-	if ops := ownerOps(got, "gpt4", []int{0, 3}, "v1=50, v2=50"); len(ops) != 1 {
+	if ops := OwnerOps(got, "gpt4", []int{0, 3}, "v1=50, v2=50"); len(ops) != 1 {
 		t.Fatalf("new weights rewrite only the applied-weights annotation: %v", ops)
 	}
 	// Another rollout's entries survive a claim and a release.
 	got.Annotations[rolloutsv1.AnnotationRuleOwners] = `{"claude":"claude","gpt4":"gpt4","health":"gpt4"}`
 	got.Annotations[rolloutsv1.AnnotationAppliedWeights] = `{"claude":"c1=100","gpt4":"v1=75, v2=25"}`
 	doc2, _ := json.Marshal(got)
-	released := applyOps(t, doc2, ownerOps(got, "gpt4", nil, ""))
+	released := applyOps(t, doc2, OwnerOps(got, "gpt4", nil, ""))
 	after := &gatewayv1.HTTPRoute{}
 	if err := json.Unmarshal(released, after); err != nil {
 		t.Fatal(err)
 	}
-	if owners := ruleOwners(after); !reflect.DeepEqual(owners, map[string]string{"claude": "claude"}) {
+	if owners := RuleOwners(after); !reflect.DeepEqual(owners, map[string]string{"claude": "claude"}) {
 		t.Fatalf("release: %v", owners)
 	}
-	if w := appliedWeights(after); !reflect.DeepEqual(w, map[string]string{"claude": "c1=100"}) {
+	if w := AppliedWeights(after); !reflect.DeepEqual(w, map[string]string{"claude": "c1=100"}) {
 		t.Fatalf("release of applied weights: %v", w)
 	}
 	// The last release removes the annotations.
-	final := applyOps(t, released, ownerOps(after, "claude", nil, ""))
+	final := applyOps(t, released, OwnerOps(after, "claude", nil, ""))
 	after = &gatewayv1.HTTPRoute{}
 	if err := json.Unmarshal(final, after); err != nil {
 		t.Fatal(err)
@@ -295,13 +295,13 @@ func TestOwnerOps(t *testing.T) {
 	// Unnamed rules are keyed by index.
 	unnamed, _ := loadRoute(t, "ab-test.yaml")
 	unnamed.Spec.Rules[0].Name = nil
-	if k := ruleKey(unnamed, 0); k != "#0" {
+	if k := RuleKey(unnamed, 0); k != "#0" {
 		t.Fatalf("unnamed rule key %q", k)
 	}
 }
 
 func TestPatchBodyPinsResourceVersion(t *testing.T) {
-	body, err := patchBody("42", []patchOp{{Op: "add", Path: "/spec/rules/0/backendRefs/0/weight", Value: int32(90)}})
+	body, err := PatchBody("42", []PatchOp{{Op: "add", Path: "/spec/rules/0/backendRefs/0/weight", Value: int32(90)}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -311,7 +311,7 @@ func TestPatchBodyPinsResourceVersion(t *testing.T) {
 	}
 }
 
-func applyOps(t *testing.T, doc []byte, ops []patchOp) []byte {
+func applyOps(t *testing.T, doc []byte, ops []PatchOp) []byte {
 	t.Helper()
 	body, err := json.Marshal(ops)
 	if err != nil {
@@ -344,7 +344,7 @@ func TestHeaderRouteFor(t *testing.T) {
 		Headers:     []gatewayv1.HTTPHeaderMatch{{Name: "x-ab-test-group", Value: "canary"}},
 		QueryParams: []gatewayv1.HTTPQueryParamMatch{{Name: "variant", Value: "b"}},
 	}}
-	got, skipped := headerRouteFor(ro, hr, canaryRef, managedRoute{Route: user, Rules: []int{0, 3}})
+	got, skipped := headerRouteFor(ro, hr, canaryRef, ManagedRoute{Route: user, Rules: []int{0, 3}})
 	if got == nil || len(skipped) != 0 {
 		t.Fatalf("got %v, skipped %v", got, skipped)
 	}
@@ -397,14 +397,14 @@ func TestHeaderRouteForLeavesOutMatchesThatTestTheSameHeader(t *testing.T) {
 	// The gpt4 rule tests x-model-id: a step matching on X-Model-Id (names
 	// are case-insensitive) cannot narrow it.
 	hr := &rolloutsv1.HeaderRouteStatus{Match: rolloutsv1.StepMatch{Headers: []gatewayv1.HTTPHeaderMatch{{Name: "X-Model-Id", Value: "gpt-4-canary"}}}}
-	got, skipped := headerRouteFor(ro, hr, canaryRef, managedRoute{Route: user, Rules: []int{0}})
+	got, skipped := headerRouteFor(ro, hr, canaryRef, ManagedRoute{Route: user, Rules: []int{0}})
 	if got != nil {
 		t.Fatalf("got a route %v", got.Spec)
 	}
 	expect(t, strings.Join(skipped, ";"), `rule "gpt4" match 0 of HTTPRoute model-header-routing`)
 	ro.Status.HeaderRoute = hr
 	ro.Status.Canary = canaryRef.DeepCopy()
-	want, p := desiredHeaderRoutes(ro, &ro.Status, []managedRoute{{Route: user, Rules: []int{0}}})
+	want, p := DesiredHeaderRoutes(ro, &ro.Status, []ManagedRoute{{Route: user, Rules: []int{0}}})
 	expect(t, len(want), 0)
 	expect(t, p.Reason, rolloutsv1.ReasonNoMatchForHeaderRoute)
 }

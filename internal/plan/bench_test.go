@@ -1,4 +1,4 @@
-package controllers
+package plan
 
 import (
 	"testing"
@@ -24,7 +24,7 @@ func BenchmarkPlan(b *testing.B) {
 		}
 		ro.Status.Gates = append(ro.Status.Gates, gs)
 	}
-	obs := observation{Now: t0, Found: routesAt(50, 50)}
+	obs := Observation{Now: t0, Found: routesAt(50, 50)}
 
 	copyStart := time.Now()
 	const copies = 2000
@@ -36,7 +36,7 @@ func BenchmarkPlan(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for b.Loop() {
-		plan(ro, obs)
+		Plan(ro, obs)
 	}
 	b.StopTimer()
 	perPlan := b.Elapsed() / time.Duration(b.N)
@@ -48,17 +48,17 @@ func BenchmarkPlan(b *testing.B) {
 // the whole route: the JSON patch names only weights.
 func BenchmarkWeightOps(b *testing.B) {
 	route, doc := loadRoute(b, "header-routing.yaml")
-	rules, _ := managedRules(route, rolloutsv1.RouteTarget{}, stableRef, "gpt4")
-	w := weights{Stable: stableRef, Canary: &canaryRef, CanaryWeight: 25}
-	ops, _ := weightOps(route, rules, w)
-	body, err := patchBody(route.ResourceVersion, ops)
+	rules, _ := ManagedRules(route, rolloutsv1.RouteTarget{}, stableRef, "gpt4")
+	w := Weights{Stable: stableRef, Canary: &canaryRef, CanaryWeight: 25}
+	ops, _ := WeightOps(route, rules, w)
+	body, err := PatchBody(route.ResourceVersion, ops)
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.ReportAllocs()
 	b.ResetTimer()
 	for b.Loop() {
-		weightOps(route, rules, w)
+		WeightOps(route, rules, w)
 	}
 	b.ReportMetric(float64(len(body))/float64(len(doc)), "patch/route-bytes")
 }

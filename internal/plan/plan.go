@@ -1,4 +1,4 @@
-package controllers
+package plan
 
 import (
 	"fmt"
@@ -21,7 +21,7 @@ import (
 // never claims weights the routes do not carry.
 
 // problem is an unmet precondition or an invalid setting.
-type problem struct {
+type Problem struct {
 	Reason  string
 	Message string
 	// Unwatched is set when no watch of the operator announces that the
@@ -42,22 +42,22 @@ const unwatchedRecheck = 5 * time.Second
 const poolRecheck = 10 * time.Second
 
 // gateRound is the result of evaluating every gate once.
-type gateRound struct {
+type GateRound struct {
 	// Gates is the new status of every gate.
 	Gates []rolloutsv1.GateStatus
 	// Rollback is set when a gate reached its failureLimit or the analysis
 	// its inconclusiveLimit.
-	Rollback *problem
+	Rollback *Problem
 	// Holding names the gates that held the step (no data, Prometheus error).
-	Holding *problem
+	Holding *Problem
 	// DryRun lists what dry-run gates would have done: each entry is the
 	// rollback a dry-run gate would have caused in this round, the first
 	// time it crosses its limit.
-	DryRun []problem
+	DryRun []Problem
 }
 
 // requests are the manual actions read from annotations.
-type requests struct {
+type Requests struct {
 	Promote     string
 	Abort       string
 	AbortReason string
@@ -73,49 +73,49 @@ type requests struct {
 }
 
 // observation is everything the reconciler saw for one decision.
-type observation struct {
+type Observation struct {
 	Now time.Time
 	// Routes is set when a route is missing or a rule the rollout manages
 	// does not resolve; its message names every such route and rule.
-	Routes *problem
+	Routes *Problem
 	// Found holds every route that exists, with the managed rules that
 	// resolve in it, even when Routes names a problem elsewhere.
-	Found []managedRoute
+	Found []ManagedRoute
 	// Conflict is set when another live rollout owns a rule this rollout
 	// would manage (rule-owners annotation).
-	Conflict *problem
+	Conflict *Problem
 	// OwnsAny is true when this rollout owns a rule of a found route.
 	OwnsAny bool
 	// Canary is set when the canary backend is missing or has no ready
 	// endpoints.
-	Canary *problem
+	Canary *Problem
 	// Capacity holds the ready endpoints of stable and canary when
 	// spec.capacityFactor is set.
-	Capacity *capacity
+	Capacity *Capacity
 	// Analysis is set when a gate cannot be rendered or parsed, or its
 	// Prometheus settings are unusable.
-	Analysis *problem
+	Analysis *Problem
 	// Gates is the round of gate evaluations done for this decision, if any.
-	Gates *gateRound
+	Gates *GateRound
 	// Rejected is set when the API server rejected the last route patch.
-	Rejected *problem
+	Rejected *Problem
 	// Contended is set while another field manager keeps changing the
 	// managed weights back and the next correction waits for its backoff.
-	Contended *problem
+	Contended *Problem
 	// Requests holds the manual actions.
-	Requests requests
+	Requests Requests
 	// Owned holds the HTTPRoutes this rollout created for header-routed
 	// steps (label rollouts.modelrollout.io/header-route-of), as cached.
 	Owned []*gatewayv1.HTTPRoute
 	// HeaderRoute is set when a header route cannot be written: its name
 	// is taken by a route the rollout does not own, the API server
 	// rejected it, or no managed match can take the step's match.
-	HeaderRoute *problem
+	HeaderRoute *Problem
 	// Handoff holds the results of the workload actions of status.workloads
 	// that the reconciler carried out for this decision (handoff.go).
-	Handoff []handoffResult
+	Handoff []HandoffResult
 	// Hooks are the answers of webhook calls made since the last decision.
-	Hooks []hookResult
+	Hooks []HookResult
 	// Applying is set when the reconciler patches the routes to this
 	// decision's weights before it writes the decision's status, which it
 	// writes only once the patch landed. A step whose weight is being
@@ -126,12 +126,12 @@ type observation struct {
 
 // carries says whether every found route carries the weights in every
 // managed rule that resolves. With no route found, nothing carries them.
-func (o *observation) carries(w weights) bool {
+func (o *Observation) Carries(w Weights) bool {
 	if len(o.Found) == 0 {
 		return false
 	}
 	for _, m := range o.Found {
-		if ops, _ := weightOps(m.Route, m.Rules, w); len(ops) > 0 {
+		if ops, _ := WeightOps(m.Route, m.Rules, w); len(ops) > 0 {
 			return false
 		}
 	}
@@ -140,7 +140,7 @@ func (o *observation) carries(w weights) bool {
 
 // retired says whether no managed rule of a found route gives the backend
 // any weight.
-func (o *observation) retired(b rolloutsv1.BackendRef) bool {
+func (o *Observation) retired(b rolloutsv1.BackendRef) bool {
 	for _, m := range o.Found {
 		for _, i := range m.Rules {
 			for _, ref := range m.Route.Spec.Rules[i].BackendRefs {
@@ -156,7 +156,7 @@ func (o *observation) retired(b rolloutsv1.BackendRef) bool {
 // removed says whether no managed rule of a found route references the
 // backend any more, or only a rule that has no other backendRef (which the
 // finish never empties).
-func (o *observation) removed(b rolloutsv1.BackendRef) bool {
+func (o *Observation) removed(b rolloutsv1.BackendRef) bool {
 	for _, m := range o.Found {
 		for _, i := range m.Rules {
 			refs := m.Route.Spec.Rules[i].BackendRefs
@@ -172,24 +172,24 @@ func (o *observation) removed(b rolloutsv1.BackendRef) bool {
 }
 
 // event is a Kubernetes Event to record with the decision.
-type event struct {
+type Event struct {
 	Warning bool
 	Reason  string
 	Message string
 }
 
 // decision is the outcome of plan.
-type decision struct {
+type Decision struct {
 	Status rolloutsv1.ModelRolloutStatus
 	// Routes is what every managed rule must carry, derived from Status
 	// alone (intentOf). Nothing is written when it holds nothing.
-	Routes weights
-	Events []event
+	Routes Weights
+	Events []Event
 	// RequeueAfter is when the decision must be revisited even if nothing
 	// changes: a pause ending, a gate evaluation falling due, a deadline.
 	RequeueAfter time.Duration
 	// Calls are the webhook calls to make once the status is written.
-	Calls []hookCall
+	Calls []HookCall
 }
 
 // alertTokenPrefix marks abort tokens written by the Alertmanager receiver.
@@ -197,10 +197,10 @@ const alertTokenPrefix = "alert-"
 
 type planner struct {
 	ro    *rolloutsv1.ModelRollout
-	obs   observation
+	obs   Observation
 	steps []rolloutsv1.Step
 	st    *rolloutsv1.ModelRolloutStatus
-	d     decision
+	d     Decision
 
 	// override is a new promote-full or skip-gates request that progress
 	// acts on, or ignores with a Warning event (see overrides.go).
@@ -210,7 +210,7 @@ type planner struct {
 	finished bool
 	// held is set while the rollout refuses to move traffic off a canary
 	// that holds all of it (see holdSwing).
-	held *problem
+	held *Problem
 	// startedClock is set once this decision started a step's clock.
 	startedClock bool
 	// settling is set while progress runs again on a step this decision
@@ -218,12 +218,12 @@ type planner struct {
 	settling bool
 	// calls are the webhook calls this decision asks for; hookHold is set
 	// while a blocking webhook holds the rollout (plan_webhooks.go).
-	calls    []hookCall
-	hookHold *problem
+	calls    []HookCall
+	hookHold *Problem
 	// capacityWait is set while the canary lacks the ready endpoints the
 	// next step needs; capacityStalled once that wait passed the deadline
 	// before any traffic moved (plan_capacity.go).
-	capacityWait    *problem
+	capacityWait    *Problem
 	capacityStalled bool
 
 	// heldAt is the index in steps of a step that an edit of spec.steps
@@ -233,7 +233,7 @@ type planner struct {
 }
 
 // plan decides the next status of a rollout.
-func plan(ro *rolloutsv1.ModelRollout, obs observation) decision {
+func Plan(ro *rolloutsv1.ModelRollout, obs Observation) Decision {
 	p := &planner{ro: ro, obs: obs, steps: ro.Spec.EffectiveSteps(), heldAt: -1}
 	p.d.Status = *ro.Status.DeepCopy()
 	p.st = &p.d.Status
@@ -241,9 +241,9 @@ func plan(ro *rolloutsv1.ModelRollout, obs observation) decision {
 	p.run()
 	p.settleHeaderRoute()
 	p.handoff()
-	p.d.Routes = intentOf(p.st)
+	p.d.Routes = IntentOf(p.st)
 	p.setConditions()
-	clampStatus(p.st)
+	ClampStatus(p.st)
 	p.d.Events = foldRolloutStart(p.d.Events)
 	p.d.Calls = p.calls
 	return p.d
@@ -251,7 +251,7 @@ func plan(ro *rolloutsv1.ModelRollout, obs observation) decision {
 
 // foldRolloutStart makes a rollout that starts and enters its first step in
 // one decision record one Event, not two: one Event per transition.
-func foldRolloutStart(evs []event) []event {
+func foldRolloutStart(evs []Event) []Event {
 	for i := 0; i+1 < len(evs); i++ {
 		if evs[i].Reason == "RolloutStarted" && evs[i+1].Reason == "StepStarted" {
 			evs[i+1].Message += "; " + lowerFirst(evs[i].Message)
@@ -270,8 +270,8 @@ func lowerFirst(s string) string {
 
 // willCarry says whether the routes carry the weights, or will once the
 // route patch that precedes this decision's status write lands.
-func (p *planner) willCarry(w weights) bool {
-	if p.obs.carries(w) {
+func (p *planner) willCarry(w Weights) bool {
+	if p.obs.Carries(w) {
 		return true
 	}
 	o := &p.obs
@@ -286,7 +286,7 @@ func (p *planner) micro() rolloutsv1.MicroTime {
 }
 
 func (p *planner) emit(warning bool, reason, format string, args ...any) {
-	p.d.Events = append(p.d.Events, event{Warning: warning, Reason: reason, Message: fmt.Sprintf(format, args...)})
+	p.d.Events = append(p.d.Events, Event{Warning: warning, Reason: reason, Message: fmt.Sprintf(format, args...)})
 }
 
 // requeue keeps the earliest positive deadline.
@@ -349,7 +349,7 @@ func (p *planner) started() bool {
 // retire holds a backend that is neither stable nor canary any more at
 // weight 0 until the routes show it, unless they already do.
 func (p *planner) retire(b rolloutsv1.BackendRef) {
-	if p.obs.retired(b) || slices.ContainsFunc(p.st.Retiring, func(r rolloutsv1.BackendRef) bool { return sameRef(r, b) }) {
+	if p.obs.retired(b) || slices.ContainsFunc(p.st.Retiring, func(r rolloutsv1.BackendRef) bool { return SameRef(r, b) }) {
 		return
 	}
 	p.st.Retiring = append(p.st.Retiring, b)
@@ -363,13 +363,13 @@ func (p *planner) retire(b rolloutsv1.BackendRef) {
 func (p *planner) settleRetiring() {
 	spec := &p.ro.Spec
 	p.st.Retiring = slices.DeleteFunc(p.st.Retiring, func(b rolloutsv1.BackendRef) bool {
-		return p.obs.retired(b) || sameRef(b, spec.Stable) || (spec.Canary != nil && sameRef(b, *spec.Canary))
+		return p.obs.retired(b) || SameRef(b, spec.Stable) || (spec.Canary != nil && SameRef(b, *spec.Canary))
 	})
 	if len(p.st.Retiring) == 0 {
 		p.st.Retiring = nil
 	}
 	p.st.Removing = slices.DeleteFunc(p.st.Removing, func(b rolloutsv1.BackendRef) bool {
-		return p.obs.removed(b) || sameRef(b, spec.Stable) || (spec.Canary != nil && sameRef(b, *spec.Canary))
+		return p.obs.removed(b) || SameRef(b, spec.Stable) || (spec.Canary != nil && SameRef(b, *spec.Canary))
 	})
 	if len(p.st.Removing) == 0 {
 		p.st.Removing = nil
@@ -384,8 +384,8 @@ func (p *planner) finishing() bool {
 	st := p.st
 	spec := &p.ro.Spec
 	return p.started() && st.Stable != nil && st.CanaryWeight == 100 &&
-		sameRef(*st.Canary, spec.Stable) && !sameRef(*st.Stable, spec.Stable) &&
-		(spec.Canary == nil || !sameRef(*st.Stable, *spec.Canary))
+		SameRef(*st.Canary, spec.Stable) && !SameRef(*st.Stable, spec.Stable) &&
+		(spec.Canary == nil || !SameRef(*st.Stable, *spec.Canary))
 }
 
 // finish records the old stable for removal from the managed rules, with
@@ -393,7 +393,7 @@ func (p *planner) finishing() bool {
 func (p *planner) finish() {
 	st := p.st
 	old := *st.Stable
-	if slices.ContainsFunc(st.Removing, func(b rolloutsv1.BackendRef) bool { return sameRef(b, old) }) || p.obs.removed(old) {
+	if slices.ContainsFunc(st.Removing, func(b rolloutsv1.BackendRef) bool { return SameRef(b, old) }) || p.obs.removed(old) {
 		p.finished = true
 		p.emit(false, "Finished", "Rollout finished: %s is the stable backend", p.ro.Spec.Stable.String())
 		return
@@ -418,14 +418,14 @@ func (p *planner) noCanary() {
 		if p.holdSwing() {
 			return
 		}
-		if old := *st.Canary; !sameRef(old, spec.Stable) {
+		if old := *st.Canary; !SameRef(old, spec.Stable) {
 			if st.CanaryWeight > 0 {
 				p.emit(true, "CanaryRemoved", "Canary %s removed at weight %d; its traffic returns to stable %s", old.String(), st.CanaryWeight, spec.Stable.String())
 			}
 			p.retire(old)
 		}
 	}
-	if st.Stable != nil && st.Canary != nil && p.started() && !sameRef(*st.Stable, spec.Stable) {
+	if st.Stable != nil && st.Canary != nil && p.started() && !SameRef(*st.Stable, spec.Stable) {
 		p.retire(*st.Stable)
 	}
 	if len(st.Retiring) > 0 {
@@ -433,7 +433,7 @@ func (p *planner) noCanary() {
 		st.Stable = &stable
 		p.clearRollout()
 		st.Phase = rolloutsv1.PhaseWaiting
-		st.Message = fmt.Sprintf("No canary declared: returning the traffic of %s to stable %s before going Idle", backendList(st.Retiring), spec.Stable.String())
+		st.Message = fmt.Sprintf("No canary declared: returning the traffic of %s to stable %s before going Idle", BackendList(st.Retiring), spec.Stable.String())
 		return
 	}
 	if len(st.Removing) > 0 {
@@ -441,7 +441,7 @@ func (p *planner) noCanary() {
 		st.Stable = &stable
 		p.clearRollout()
 		st.Phase = rolloutsv1.PhaseWaiting
-		st.Message = fmt.Sprintf("Finishing: removing the backendRef of %s from the managed rules, with all traffic on %s", backendList(st.Removing), spec.Stable.String())
+		st.Message = fmt.Sprintf("Finishing: removing the backendRef of %s from the managed rules, with all traffic on %s", BackendList(st.Removing), spec.Stable.String())
 		return
 	}
 	p.idle()
@@ -454,7 +454,7 @@ func (p *planner) holdSwing() bool {
 	st := p.st
 	spec := &p.ro.Spec
 	if spec.AllowStableSwing || !p.started() || st.CanaryWeight < 100 || st.Stable == nil ||
-		!sameRef(*st.Stable, spec.Stable) || sameRef(*st.Canary, spec.Stable) {
+		!SameRef(*st.Stable, spec.Stable) || SameRef(*st.Canary, spec.Stable) {
 		return false
 	}
 	old := st.Canary.String()
@@ -469,7 +469,7 @@ func (p *planner) holdSwing() bool {
 	if st.Message != msg {
 		p.emit(true, rolloutsv1.ReasonCanaryHoldsAllTraffic, "%s", msg)
 	}
-	p.held = &problem{Reason: rolloutsv1.ReasonCanaryHoldsAllTraffic, Message: msg}
+	p.held = &Problem{Reason: rolloutsv1.ReasonCanaryHoldsAllTraffic, Message: msg}
 	st.Phase = rolloutsv1.PhaseWaiting
 	st.Message = msg
 	p.ignoreRequests("spec.stable must name the canary that holds all traffic first")
@@ -544,13 +544,13 @@ func (p *planner) startRevision() {
 		p.finish()
 	}
 	if p.started() {
-		if old := *st.Canary; !sameRef(old, spec.Stable) && !sameRef(old, *spec.Canary) {
+		if old := *st.Canary; !SameRef(old, spec.Stable) && !SameRef(old, *spec.Canary) {
 			if st.CanaryWeight > 0 {
 				p.emit(true, "CanaryReplaced", "Canary %s replaced by %s at weight %d; its traffic returns to stable", old.String(), spec.Canary.String(), st.CanaryWeight)
 			}
 			p.retire(old)
 		}
-		if st.Stable != nil && !sameRef(*st.Stable, spec.Stable) && !sameRef(*st.Stable, *spec.Canary) {
+		if st.Stable != nil && !SameRef(*st.Stable, spec.Stable) && !SameRef(*st.Stable, *spec.Canary) {
 			p.retire(*st.Stable)
 		}
 	}
@@ -656,7 +656,7 @@ func (p *planner) canaryUnavailableGrace() time.Duration {
 }
 
 // blocked returns the first unmet precondition.
-func (p *planner) blocked() *problem {
+func (p *planner) blocked() *Problem {
 	switch {
 	case p.obs.Routes != nil:
 		return p.obs.Routes
@@ -748,7 +748,7 @@ func (p *planner) rollBackUnavailableCanary() bool {
 }
 
 // wait records an unmet precondition and schedules the deadline check.
-func (p *planner) wait(b *problem) {
+func (p *planner) wait(b *Problem) {
 	st := p.st
 	if st.WaitingSince == nil {
 		now := p.now()
@@ -845,7 +845,7 @@ func (p *planner) settleStep() {
 // serves. It returns whether the clock runs.
 func (p *planner) startClockOnceRoutesCarry() bool {
 	st := p.st
-	carries := p.obs.carries(intentOf(st)) && p.headerCarried()
+	carries := p.obs.Carries(IntentOf(st)) && p.headerCarried()
 	if st.StepStartedAt != nil {
 		if carries || p.startedClock {
 			return true
@@ -856,7 +856,7 @@ func (p *planner) startClockOnceRoutesCarry() bool {
 		st.Message = fmt.Sprintf("Step %s: the routes no longer carry canary weight %d; the step bakes its full pause again once they do", st.Step, st.CanaryWeight)
 		return false
 	}
-	if !carries && (!p.willCarry(intentOf(st)) || !p.headerWillCarry()) {
+	if !carries && (!p.willCarry(IntentOf(st)) || !p.headerWillCarry()) {
 		return false
 	}
 	// Either the routes carry the step, or the reconciler patches them
@@ -874,7 +874,7 @@ func (p *planner) startClockOnceRoutesCarry() bool {
 	}
 	if p.ro.Spec.Analysis != nil {
 		// Evaluate soon at the new weight, at the latest after one interval.
-		p.requeue(analysisInterval(p.ro.Spec.Analysis))
+		p.requeue(AnalysisInterval(p.ro.Spec.Analysis))
 	}
 	return true
 }
@@ -891,12 +891,12 @@ func (p *planner) rollback(reason, message string) {
 	if p.obs.Routes != nil {
 		message += "; not reverted, since they do not resolve: " + p.obs.Routes.Message
 	}
-	st.Rollback = &rolloutsv1.RollbackStatus{Reason: reason, Message: truncate(message, 1024), FromWeight: from, At: now}
+	st.Rollback = &rolloutsv1.RollbackStatus{Reason: reason, Message: Truncate(message, 1024), FromWeight: from, At: now}
 	st.Phase = rolloutsv1.PhaseRolledBack
 	st.CanaryWeight = 0
 	st.WaitingSince = nil
 	st.CanaryUnavailableSince = nil
-	st.Message = truncate(fmt.Sprintf("Rolled back: %s; canary weight %d -> 0", message, from), 1024)
+	st.Message = Truncate(fmt.Sprintf("Rolled back: %s; canary weight %d -> 0", message, from), 1024)
 	p.emit(true, "RolledBack", "%s; canary weight %d -> 0", message, from)
 }
 
@@ -1058,7 +1058,7 @@ func (p *planner) gateHolds() []string {
 		case !ok || gs.LastEvaluatedAt == nil || p.st.StepStartedAt == nil || gs.LastEvaluatedAt.Time.Before(p.st.StepStartedAt.Time):
 			holds = append(holds, fmt.Sprintf("waiting for gate %q to be evaluated at this step", g.Name))
 		case gs.Verdict == rolloutsv1.VerdictPass:
-		case gs.Verdict == rolloutsv1.VerdictNoData && noDataPassed(g, gs):
+		case gs.Verdict == rolloutsv1.VerdictNoData && NoDataPassed(g, gs):
 		default:
 			msg := gs.Message
 			if msg == "" {
@@ -1075,7 +1075,7 @@ func (p *planner) nextEvaluation() time.Duration {
 	if p.st.StepStartedAt == nil {
 		return 0 // the step's clock has not started; anchor schedules it
 	}
-	return nextEvaluationAt(p.st, analysisInterval(p.ro.Spec.Analysis)).Sub(p.obs.Now)
+	return nextEvaluationAt(p.st, AnalysisInterval(p.ro.Spec.Analysis)).Sub(p.obs.Now)
 }
 
 // lastEvaluation is the time of the latest gate evaluation, if any.
@@ -1090,7 +1090,7 @@ func lastEvaluation(gates []rolloutsv1.GateStatus) *metav1.Time {
 	return last
 }
 
-func analysisInterval(a *rolloutsv1.Analysis) time.Duration {
+func AnalysisInterval(a *rolloutsv1.Analysis) time.Duration {
 	if a == nil {
 		return rolloutsv1.DefaultAnalysisInterval
 	}
@@ -1103,7 +1103,7 @@ func analysisInterval(a *rolloutsv1.Analysis) time.Duration {
 // gatesDue says whether the gates must be evaluated now: the canary has
 // traffic at the step's weight and the interval since the last evaluation
 // has passed.
-func gatesDue(ro *rolloutsv1.ModelRollout, now time.Time) bool {
+func GatesDue(ro *rolloutsv1.ModelRollout, now time.Time) bool {
 	st := &ro.Status
 	if ro.Spec.Analysis == nil || ro.Spec.Canary == nil || st.Revision != ro.Spec.Revision() {
 		return false
@@ -1120,7 +1120,7 @@ func gatesDue(ro *rolloutsv1.ModelRollout, now time.Time) bool {
 	if !slices.ContainsFunc(ro.Spec.Analysis.Gates, rolloutsv1.Gate.RunsAtSteps) {
 		return false
 	}
-	return !now.Before(nextEvaluationAt(st, analysisInterval(ro.Spec.Analysis)))
+	return !now.Before(nextEvaluationAt(st, AnalysisInterval(ro.Spec.Analysis)))
 }
 
 // nextEvaluationAt is when the gates are due: one interval after the last
@@ -1141,12 +1141,12 @@ func nextEvaluationAt(st *rolloutsv1.ModelRolloutStatus, interval time.Duration)
 
 // sameRef says whether two backends are the same backendRef: group, kind,
 // name and port.
-func sameRef(a, b rolloutsv1.BackendRef) bool {
-	return a.Group == b.Group && a.KindOrDefault() == b.KindOrDefault() && a.Name == b.Name && derefPort(a.Port) == derefPort(b.Port)
+func SameRef(a, b rolloutsv1.BackendRef) bool {
+	return a.Group == b.Group && a.KindOrDefault() == b.KindOrDefault() && a.Name == b.Name && DerefPort(a.Port) == DerefPort(b.Port)
 }
 
 // backendList renders backends for messages.
-func backendList(bs []rolloutsv1.BackendRef) string {
+func BackendList(bs []rolloutsv1.BackendRef) string {
 	names := make([]string, 0, len(bs))
 	for _, b := range bs {
 		names = append(names, b.String())
@@ -1154,7 +1154,7 @@ func backendList(bs []rolloutsv1.BackendRef) string {
 	return strings.Join(names, ", ")
 }
 
-func truncate(s string, n int) string { return rolloutsv1.Truncate(s, n) }
+func Truncate(s string, n int) string { return rolloutsv1.Truncate(s, n) }
 
 // setConditions derives the kstatus conditions from the phase and the
 // observations.
@@ -1163,12 +1163,12 @@ func (p *planner) setConditions() {
 	gen := p.ro.Generation
 	set := func(t string, status metav1.ConditionStatus, reason, msg string) {
 		meta.SetStatusCondition(&st.Conditions, metav1.Condition{
-			Type: t, Status: status, Reason: reason, Message: truncate(msg, 32768), ObservedGeneration: gen,
+			Type: t, Status: status, Reason: reason, Message: Truncate(msg, 32768), ObservedGeneration: gen,
 		})
 	}
 	msg := st.Message
 
-	stalled := (*problem)(nil)
+	stalled := (*Problem)(nil)
 	switch {
 	case p.held != nil:
 		stalled = p.held
@@ -1177,14 +1177,14 @@ func (p *planner) setConditions() {
 		if st.Rollback != nil {
 			reason = st.Rollback.Reason
 		}
-		stalled = &problem{Reason: reason, Message: msg}
+		stalled = &Problem{Reason: reason, Message: msg}
 	case st.Phase == rolloutsv1.PhaseIdle || st.Phase == rolloutsv1.PhaseSucceeded:
 	case p.obs.Analysis != nil:
 		stalled = p.obs.Analysis
 	case p.capacityStalled:
-		stalled = &problem{Reason: rolloutsv1.ReasonWaitingForCapacity, Message: msg}
+		stalled = &Problem{Reason: rolloutsv1.ReasonWaitingForCapacity, Message: msg}
 	case p.deadlineExceeded():
-		stalled = &problem{Reason: rolloutsv1.ReasonProgressDeadlineExceeded,
+		stalled = &Problem{Reason: rolloutsv1.ReasonProgressDeadlineExceeded,
 			Message: fmt.Sprintf("%s (waiting since %s, past the progress deadline of %s)", msg, st.WaitingSince.UTC().Format(time.RFC3339), p.progressDeadline())}
 	}
 
@@ -1238,26 +1238,26 @@ func (p *planner) setConditions() {
 // setRoutesAppliedCondition says whether the routes carry the decision.
 func (p *planner) setRoutesAppliedCondition(set func(string, metav1.ConditionStatus, string, string)) {
 	st := p.st
-	in := intentOf(st)
+	in := IntentOf(st)
 	switch {
 	case p.obs.Conflict != nil:
 		set(rolloutsv1.ConditionRoutesApplied, metav1.ConditionFalse, p.obs.Conflict.Reason, p.obs.Conflict.Message)
 	case p.obs.Rejected != nil:
 		set(rolloutsv1.ConditionRoutesApplied, metav1.ConditionFalse, p.obs.Rejected.Reason, p.obs.Rejected.Message)
-	case !in.holds():
+	case !in.Holds():
 		meta.RemoveStatusCondition(&st.Conditions, rolloutsv1.ConditionRoutesApplied)
 	case p.obs.Contended != nil:
 		set(rolloutsv1.ConditionRoutesApplied, metav1.ConditionFalse, p.obs.Contended.Reason, p.obs.Contended.Message)
 	case p.willCarry(in):
-		set(rolloutsv1.ConditionRoutesApplied, metav1.ConditionTrue, rolloutsv1.ReasonApplied, "Every managed rule carries "+describeIntent(in))
+		set(rolloutsv1.ConditionRoutesApplied, metav1.ConditionTrue, rolloutsv1.ReasonApplied, "Every managed rule carries "+DescribeIntent(in))
 	default:
-		set(rolloutsv1.ConditionRoutesApplied, metav1.ConditionFalse, rolloutsv1.ReasonPending, "Writing "+describeIntent(in))
+		set(rolloutsv1.ConditionRoutesApplied, metav1.ConditionFalse, rolloutsv1.ReasonPending, "Writing "+DescribeIntent(in))
 	}
 }
 
 // describeIntent renders what the routes must carry, e.g.
 // "Service/v1:8000=90, Service/v2:8000=10, Service/v0:8000=0".
-func describeIntent(w weights) string {
+func DescribeIntent(w Weights) string {
 	var parts []string
 	switch {
 	case w.Canary != nil:

@@ -1,4 +1,4 @@
-package controllers
+package plan
 
 import (
 	"fmt"
@@ -13,7 +13,7 @@ import (
 
 // eventOf returns the decision's event with the reason, failing the test
 // when there is none.
-func eventOf(t *testing.T, d decision, reason string) event {
+func eventOf(t *testing.T, d Decision, reason string) Event {
 	t.Helper()
 	for _, e := range d.Events {
 		if e.Reason == reason {
@@ -21,7 +21,7 @@ func eventOf(t *testing.T, d decision, reason string) event {
 		}
 	}
 	t.Fatalf("no %s event in %+v", reason, d.Events)
-	return event{}
+	return Event{}
 }
 
 func contains(t *testing.T, s, sub string) {
@@ -42,16 +42,16 @@ func failingBelowLimit(ro *rolloutsv1.ModelRollout) *rolloutsv1.ModelRollout {
 	return ro
 }
 
-func overrideRequests(full, skip string) requests {
-	return requests{PromoteFull: full, SkipGates: skip, PromoteReason: "eval harness checked v2 offline", RequestedBy: "alice@example.com"}
+func overrideRequests(full, skip string) Requests {
+	return Requests{PromoteFull: full, SkipGates: skip, PromoteReason: "eval harness checked v2 offline", RequestedBy: "alice@example.com"}
 }
 
 func TestPlanOverrides(t *testing.T) {
 	tests := []struct {
 		name  string
 		ro    *rolloutsv1.ModelRollout
-		obs   observation
-		check func(t *testing.T, d decision)
+		obs   Observation
+		check func(t *testing.T, d Decision)
 	}{
 		{
 			name: "a full promote from step 1 goes to the last step's weight at once",
@@ -60,8 +60,8 @@ func TestPlanOverrides(t *testing.T) {
 				ro.Status.StepHistory = []rolloutsv1.StepRecord{{Weight: 10, StartedAt: *umt(t0.Add(-5 * time.Minute))}}
 				return ro
 			}(),
-			obs: observation{Requests: overrideRequests("f1", "")},
-			check: func(t *testing.T, d decision) {
+			obs: Observation{Requests: overrideRequests("f1", "")},
+			check: func(t *testing.T, d Decision) {
 				st := d.Status
 				expect(t, *st.CurrentStepIndex, int32(2))
 				expect(t, st.Step, "3/3")
@@ -95,8 +95,8 @@ func TestPlanOverrides(t *testing.T) {
 		{
 			name: "skip-gates advances a step held by a gate that failed below its failureLimit, without rolling back",
 			ro:   failingBelowLimit(atStep(testRollout(), 0, 31*time.Minute)),
-			obs:  observation{Requests: overrideRequests("", "s1")},
-			check: func(t *testing.T, d decision) {
+			obs:  Observation{Requests: overrideRequests("", "s1")},
+			check: func(t *testing.T, d Decision) {
 				st := d.Status
 				expect(t, st.Phase, rolloutsv1.PhaseProgressing)
 				expect(t, st.Rollback == nil, true)
@@ -122,8 +122,8 @@ func TestPlanOverrides(t *testing.T) {
 					Message: "canary served 3 of minRequests 50", LastEvaluatedAt: mt(t0.Add(-20 * time.Second))}}
 				return ro
 			}(),
-			obs: observation{Requests: overrideRequests("", "s1")},
-			check: func(t *testing.T, d decision) {
+			obs: Observation{Requests: overrideRequests("", "s1")},
+			check: func(t *testing.T, d Decision) {
 				expect(t, d.Status.CanaryWeight, int32(100))
 				expect(t, d.Status.Step, "3/3")
 				expect(t, d.Status.Gates[0].ConsecutiveInconclusive, int32(0))
@@ -139,8 +139,8 @@ func TestPlanOverrides(t *testing.T) {
 				ro.Status.Phase = rolloutsv1.PhasePaused
 				return ro
 			}(),
-			obs: observation{Requests: overrideRequests("", "s1")},
-			check: func(t *testing.T, d decision) {
+			obs: Observation{Requests: overrideRequests("", "s1")},
+			check: func(t *testing.T, d Decision) {
 				expect(t, d.Status.Phase, rolloutsv1.PhaseProgressing)
 				expect(t, d.Status.CanaryWeight, int32(50))
 				expect(t, d.Status.Overrides[0].Message, `canary weight 10 -> 50 (step 2/3); passed over: the step waited for a promote; waiting for gate "errors" to be evaluated at this step`)
@@ -149,8 +149,8 @@ func TestPlanOverrides(t *testing.T) {
 		{
 			name: "skip-gates at the last step ends the rollout Succeeded",
 			ro:   failingBelowLimit(atStep(testRollout(), 2, 2*time.Hour)),
-			obs:  observation{Requests: overrideRequests("", "s1")},
-			check: func(t *testing.T, d decision) {
+			obs:  Observation{Requests: overrideRequests("", "s1")},
+			check: func(t *testing.T, d Decision) {
 				expect(t, d.Status.Phase, rolloutsv1.PhaseSucceeded)
 				expect(t, d.Status.CanaryWeight, int32(100))
 				expect(t, d.Status.Overrides[0].Message, `the rollout Succeeded at canary weight 100; passed over: gate "errors" holds: value 0.2 outside <= 0.05 (failure 1 of 3 in a row)`)
@@ -165,8 +165,8 @@ func TestPlanOverrides(t *testing.T) {
 				ro.Status.LastHandledPromoteFull, ro.Status.LastHandledSkipGates = "f1", "s1"
 				return ro
 			}(),
-			obs: observation{Requests: overrideRequests("f1", "s1")},
-			check: func(t *testing.T, d decision) {
+			obs: Observation{Requests: overrideRequests("f1", "s1")},
+			check: func(t *testing.T, d Decision) {
 				expect(t, d.Status.CanaryWeight, int32(10))
 				expect(t, len(d.Status.Overrides), 0)
 				expect(t, len(d.Events), 0)
@@ -181,8 +181,8 @@ func TestPlanOverrides(t *testing.T) {
 				ro.Status.Rollback = &rolloutsv1.RollbackStatus{Reason: "GateFailed", Message: "x", At: *mt(t0)}
 				return ro
 			}(),
-			obs: observation{Requests: overrideRequests("f1", "s1")},
-			check: func(t *testing.T, d decision) {
+			obs: Observation{Requests: overrideRequests("f1", "s1")},
+			check: func(t *testing.T, d Decision) {
 				expect(t, d.Status.Phase, rolloutsv1.PhaseRolledBack)
 				expect(t, d.Status.CanaryWeight, int32(0))
 				expect(t, d.Status.LastHandledPromoteFull, "f1")
@@ -203,8 +203,8 @@ func TestPlanOverrides(t *testing.T) {
 				ro.Status.Phase = rolloutsv1.PhaseSucceeded
 				return ro
 			}(),
-			obs: observation{Requests: requests{SkipGates: "s1"}},
-			check: func(t *testing.T, d decision) {
+			obs: Observation{Requests: Requests{SkipGates: "s1"}},
+			check: func(t *testing.T, d Decision) {
 				expect(t, d.Status.Phase, rolloutsv1.PhaseSucceeded)
 				expect(t, eventOf(t, d, "SkipGatesIgnored").Message,
 					"Skip of the gates requested by an unnamed requester (no rollouts.modelrollout.io/requested-by annotation) (no reason given) ignored: the rollout is Succeeded")
@@ -213,11 +213,11 @@ func TestPlanOverrides(t *testing.T) {
 		{
 			name: "a gate that reaches its failureLimit in the same decision rolls back; the skip is ignored",
 			ro:   failingBelowLimit(atStep(testRollout(), 0, 31*time.Minute)),
-			obs: observation{Requests: overrideRequests("", "s1"), Gates: &gateRound{
+			obs: Observation{Requests: overrideRequests("", "s1"), Gates: &GateRound{
 				Gates:    []rolloutsv1.GateStatus{{Name: "errors", Verdict: rolloutsv1.VerdictFail, Value: "0.3", ConsecutiveFailures: 3, LastEvaluatedAt: mt(t0)}},
-				Rollback: &problem{Reason: rolloutsv1.ReasonGateFailed, Message: `gate "errors" value 0.3 outside <= 0.05 (3 failures in a row, failureLimit 3)`},
+				Rollback: &Problem{Reason: rolloutsv1.ReasonGateFailed, Message: `gate "errors" value 0.3 outside <= 0.05 (3 failures in a row, failureLimit 3)`},
 			}},
-			check: func(t *testing.T, d decision) {
+			check: func(t *testing.T, d Decision) {
 				expect(t, d.Status.Phase, rolloutsv1.PhaseRolledBack)
 				expect(t, d.Status.CanaryWeight, int32(0))
 				expect(t, d.Status.LastHandledSkipGates, "s1")
@@ -228,8 +228,8 @@ func TestPlanOverrides(t *testing.T) {
 		{
 			name: "an override does not lift the paused annotation",
 			ro:   failingBelowLimit(atStep(testRollout(), 0, 31*time.Minute)),
-			obs:  observation{Requests: func() requests { r := overrideRequests("f1", ""); r.Paused = true; return r }()},
-			check: func(t *testing.T, d decision) {
+			obs:  Observation{Requests: func() Requests { r := overrideRequests("f1", ""); r.Paused = true; return r }()},
+			check: func(t *testing.T, d Decision) {
 				expect(t, d.Status.Phase, rolloutsv1.PhasePaused)
 				expect(t, d.Status.CanaryWeight, int32(10))
 				expect(t, d.Status.LastHandledPromoteFull, "f1")
@@ -243,8 +243,8 @@ func TestPlanOverrides(t *testing.T) {
 				ro.Spec.Paused = true
 				return ro
 			}(),
-			obs: observation{Requests: overrideRequests("", "s1")},
-			check: func(t *testing.T, d decision) {
+			obs: Observation{Requests: overrideRequests("", "s1")},
+			check: func(t *testing.T, d Decision) {
 				expect(t, d.Status.CanaryWeight, int32(10))
 				contains(t, eventOf(t, d, "SkipGatesIgnored").Message, "paused by spec.paused")
 			},
@@ -252,9 +252,9 @@ func TestPlanOverrides(t *testing.T) {
 		{
 			name: "an override does not move traffic to an unavailable canary",
 			ro:   atStep(testRollout(), 0, 31*time.Minute),
-			obs: observation{Requests: overrideRequests("f1", ""),
-				Canary: &problem{Reason: rolloutsv1.ReasonNoReadyEndpoints, Message: "Service vllm-gpt4-v2 has no ready endpoints"}},
-			check: func(t *testing.T, d decision) {
+			obs: Observation{Requests: overrideRequests("f1", ""),
+				Canary: &Problem{Reason: rolloutsv1.ReasonNoReadyEndpoints, Message: "Service vllm-gpt4-v2 has no ready endpoints"}},
+			check: func(t *testing.T, d Decision) {
 				expect(t, d.Status.CanaryWeight, int32(10))
 				contains(t, eventOf(t, d, "PromoteFullIgnored").Message, "ignored: a precondition is unmet: Service vllm-gpt4-v2 has no ready endpoints")
 			},
@@ -262,8 +262,8 @@ func TestPlanOverrides(t *testing.T) {
 		{
 			name: "a full promote at the last step is ignored and says what would help",
 			ro:   atStep(testRollout(), 2, 10*time.Minute),
-			obs:  observation{Requests: overrideRequests("f1", "")},
-			check: func(t *testing.T, d decision) {
+			obs:  Observation{Requests: overrideRequests("f1", "")},
+			check: func(t *testing.T, d Decision) {
 				expect(t, d.Status.CanaryWeight, int32(100))
 				expect(t, d.Status.Phase, rolloutsv1.PhaseProgressing)
 				contains(t, eventOf(t, d, "PromoteFullIgnored").Message, "already at the last step 3/3 (100%)")
@@ -272,8 +272,8 @@ func TestPlanOverrides(t *testing.T) {
 		{
 			name: "a full promote and a skip asked at once make a full promote",
 			ro:   atStep(testRollout(), 0, time.Minute),
-			obs:  observation{Requests: overrideRequests("f1", "s1")},
-			check: func(t *testing.T, d decision) {
+			obs:  Observation{Requests: overrideRequests("f1", "s1")},
+			check: func(t *testing.T, d Decision) {
 				expect(t, d.Status.CanaryWeight, int32(100))
 				expect(t, len(d.Status.Overrides), 1)
 				expect(t, hasEvent(d, "PromotedFull"), true)
@@ -283,9 +283,9 @@ func TestPlanOverrides(t *testing.T) {
 		{
 			name: "a rollout waiting for its first step ignores an override",
 			ro:   testRollout(),
-			obs: observation{Requests: overrideRequests("", "s1"),
-				Canary: &problem{Reason: rolloutsv1.ReasonNoReadyEndpoints, Message: "no endpoints"}},
-			check: func(t *testing.T, d decision) {
+			obs: Observation{Requests: overrideRequests("", "s1"),
+				Canary: &Problem{Reason: rolloutsv1.ReasonNoReadyEndpoints, Message: "no endpoints"}},
+			check: func(t *testing.T, d Decision) {
 				expect(t, d.Status.CanaryWeight, int32(0))
 				expect(t, d.Status.CurrentStepIndex == nil, true)
 				contains(t, eventOf(t, d, "SkipGatesIgnored").Message, "ignored: the rollout is Waiting")
@@ -300,8 +300,8 @@ func TestPlanOverrides(t *testing.T) {
 				}
 				return ro
 			}(),
-			obs: observation{Requests: overrideRequests("", "s1")},
-			check: func(t *testing.T, d decision) {
+			obs: Observation{Requests: overrideRequests("", "s1")},
+			check: func(t *testing.T, d Decision) {
 				expect(t, len(d.Status.Overrides), 10)
 				expect(t, d.Status.Overrides[0].Reason, "1")
 				expect(t, d.Status.Overrides[9].Reason, "eval harness checked v2 offline")
@@ -316,8 +316,8 @@ func TestPlanOverrides(t *testing.T) {
 				ro.Spec.Canary = &rolloutsv1.BackendRef{Kind: rolloutsv1.BackendKindService, Name: "vllm-gpt4-v3", Port: ptr.To[int32](8000)}
 				return ro
 			}(),
-			obs: observation{Requests: overrideRequests("f1", "")},
-			check: func(t *testing.T, d decision) {
+			obs: Observation{Requests: overrideRequests("f1", "")},
+			check: func(t *testing.T, d Decision) {
 				expect(t, d.Status.LastHandledPromoteFull, "f1")
 				contains(t, eventOf(t, d, "PromoteFullIgnored").Message, "ignored: spec.stable must name the canary")
 			},
@@ -332,7 +332,7 @@ func TestPlanOverrides(t *testing.T) {
 				tc.obs.Found = routesAt(tc.ro.Status.CanaryWeight)
 			}
 			before := tc.ro.DeepCopy()
-			d := plan(tc.ro, tc.obs)
+			d := Plan(tc.ro, tc.obs)
 			tc.check(t, d)
 			expect(t, len(tc.ro.Status.Overrides), len(before.Status.Overrides)) // plan must not mutate its input
 		})

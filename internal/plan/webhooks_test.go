@@ -1,4 +1,4 @@
-package controllers
+package plan
 
 import (
 	"testing"
@@ -29,7 +29,7 @@ func starting(ro *rolloutsv1.ModelRollout) *rolloutsv1.ModelRollout {
 	return ro
 }
 
-func hookEntry(d decision, name string) rolloutsv1.WebhookStatus {
+func hookEntry(d Decision, name string) rolloutsv1.WebhookStatus {
 	for _, w := range d.Status.Webhooks {
 		if w.Name == name {
 			return w
@@ -48,13 +48,13 @@ func TestPlanWebhooks(t *testing.T) {
 	tests := []struct {
 		name  string
 		ro    *rolloutsv1.ModelRollout
-		obs   observation
-		check func(t *testing.T, d decision)
+		obs   Observation
+		check func(t *testing.T, d Decision)
 	}{
 		{
 			name: "a PreRollout webhook is called before any traffic moves, and holds the start",
 			ro:   withHooks(testRollout(), preHook),
-			check: func(t *testing.T, d decision) {
+			check: func(t *testing.T, d Decision) {
 				expect(t, d.Status.Phase, rolloutsv1.PhaseWaiting)
 				expect(t, d.Status.CurrentStepIndex == nil, true)
 				expect(t, d.Status.CanaryWeight, int32(0))
@@ -73,7 +73,7 @@ func TestPlanWebhooks(t *testing.T) {
 		{
 			name: "a pending webhook whose answer is not due yet is not called again",
 			ro:   pending(withHooks(starting(testRollout()), preHook), 1, 0),
-			check: func(t *testing.T, d decision) {
+			check: func(t *testing.T, d Decision) {
 				expect(t, len(d.Calls), 0)
 				expect(t, d.Status.Phase, rolloutsv1.PhaseWaiting)
 				expect(t, d.RequeueAfter, 15*time.Second)
@@ -82,8 +82,8 @@ func TestPlanWebhooks(t *testing.T) {
 		{
 			name: "a passed PreRollout webhook starts the first step",
 			ro:   pending(withHooks(starting(testRollout()), preHook), 1, 0),
-			obs:  observation{Hooks: []hookResult{{Name: "eval", Revision: rev, Call: 1, Passed: true, Message: "HTTP 200: ok", At: t0}}},
-			check: func(t *testing.T, d decision) {
+			obs:  Observation{Hooks: []HookResult{{Name: "eval", Revision: rev, Call: 1, Passed: true, Message: "HTTP 200: ok", At: t0}}},
+			check: func(t *testing.T, d Decision) {
 				expect(t, *d.Status.CurrentStepIndex, int32(0))
 				expect(t, d.Status.CanaryWeight, int32(10))
 				expect(t, hookEntry(d, "eval").State, rolloutsv1.WebhookPassed)
@@ -95,8 +95,8 @@ func TestPlanWebhooks(t *testing.T) {
 		{
 			name: "a failed call counts, and the webhook is called again after a backoff",
 			ro:   pending(withHooks(starting(testRollout()), preHook), 1, 0),
-			obs:  observation{Hooks: []hookResult{{Name: "eval", Revision: rev, Call: 1, Message: "HTTP 500: boom", At: t0}}},
-			check: func(t *testing.T, d decision) {
+			obs:  Observation{Hooks: []HookResult{{Name: "eval", Revision: rev, Call: 1, Message: "HTTP 500: boom", At: t0}}},
+			check: func(t *testing.T, d Decision) {
 				w := hookEntry(d, "eval")
 				expect(t, w.ConsecutiveFailures, int32(1))
 				expect(t, w.NextCallAt.Time, t0.Add(webhookRetryMin))
@@ -109,8 +109,8 @@ func TestPlanWebhooks(t *testing.T) {
 		{
 			name: "202 Accepted is neither a pass nor a failure",
 			ro:   pending(withHooks(starting(testRollout()), preHook), 1, 1),
-			obs:  observation{Hooks: []hookResult{{Name: "eval", Revision: rev, Call: 1, NotYet: true, Message: "HTTP 202: running", At: t0}}},
-			check: func(t *testing.T, d decision) {
+			obs:  Observation{Hooks: []HookResult{{Name: "eval", Revision: rev, Call: 1, NotYet: true, Message: "HTTP 202: running", At: t0}}},
+			check: func(t *testing.T, d Decision) {
 				w := hookEntry(d, "eval")
 				expect(t, w.ConsecutiveFailures, int32(1))
 				expect(t, w.State, rolloutsv1.WebhookPending)
@@ -120,8 +120,8 @@ func TestPlanWebhooks(t *testing.T) {
 		{
 			name: "failureLimit failed calls in a row roll back before any traffic moved",
 			ro:   pending(withHooks(starting(testRollout()), preHook), 2, 1),
-			obs:  observation{Hooks: []hookResult{{Name: "eval", Revision: rev, Call: 2, Message: "HTTP 422: eval score 0.41 < 0.8", At: t0}}},
-			check: func(t *testing.T, d decision) {
+			obs:  Observation{Hooks: []HookResult{{Name: "eval", Revision: rev, Call: 2, Message: "HTTP 422: eval score 0.41 < 0.8", At: t0}}},
+			check: func(t *testing.T, d Decision) {
 				expect(t, d.Status.Phase, rolloutsv1.PhaseRolledBack)
 				expect(t, d.Status.Rollback.Reason, rolloutsv1.ReasonWebhookFailed)
 				expect(t, d.Status.Rollback.FromWeight, int32(0))
@@ -135,11 +135,11 @@ func TestPlanWebhooks(t *testing.T) {
 		{
 			name: "an answer to an older call or another revision is dropped",
 			ro:   pending(withHooks(starting(testRollout()), preHook), 2, 0),
-			obs: observation{Hooks: []hookResult{
+			obs: Observation{Hooks: []HookResult{
 				{Name: "eval", Revision: rev, Call: 1, Passed: true, At: t0},
 				{Name: "eval", Revision: "other", Call: 2, Passed: true, At: t0},
 			}},
-			check: func(t *testing.T, d decision) {
+			check: func(t *testing.T, d Decision) {
 				expect(t, hookEntry(d, "eval").State, rolloutsv1.WebhookPending)
 				expect(t, d.Status.CurrentStepIndex == nil, true)
 			},
@@ -147,8 +147,8 @@ func TestPlanWebhooks(t *testing.T) {
 		{
 			name: "an answer that never came is asked for again once overdue",
 			ro:   pending(withHooks(starting(testRollout()), preHook), 1, 0),
-			obs:  observation{Now: t0.Add(16 * time.Second)},
-			check: func(t *testing.T, d decision) {
+			obs:  Observation{Now: t0.Add(16 * time.Second)},
+			check: func(t *testing.T, d Decision) {
 				expect(t, len(d.Calls), 1)
 				expect(t, d.Calls[0].Call, int32(2))
 				expect(t, hookEntry(d, "eval").ConsecutiveFailures, int32(0))
@@ -157,7 +157,7 @@ func TestPlanWebhooks(t *testing.T) {
 		{
 			name: "ConfirmPromotion holds the step before the last until it answers 2xx",
 			ro:   withHooks(atStep(testRollout(), 1, 2*time.Hour), confirmHook),
-			check: func(t *testing.T, d decision) {
+			check: func(t *testing.T, d Decision) {
 				expect(t, *d.Status.CurrentStepIndex, int32(1))
 				expect(t, d.Status.CanaryWeight, int32(50))
 				expect(t, len(d.Calls), 1)
@@ -168,7 +168,7 @@ func TestPlanWebhooks(t *testing.T) {
 		{
 			name: "ConfirmPromotion is not called before an earlier step",
 			ro:   withHooks(atStep(testRollout(), 0, 2*time.Hour), confirmHook),
-			check: func(t *testing.T, d decision) {
+			check: func(t *testing.T, d Decision) {
 				expect(t, *d.Status.CurrentStepIndex, int32(1))
 				expect(t, len(d.Calls), 0)
 			},
@@ -181,8 +181,8 @@ func TestPlanWebhooks(t *testing.T) {
 					Calls: 50, ConsecutiveFailures: 49, NextCallAt: mt(t0.Add(time.Minute))}}
 				return ro
 			}(),
-			obs: observation{Hooks: []hookResult{{Name: "approve", Revision: atStep(testRollout(), 1, 0).Spec.Revision(), Call: 50, Message: "HTTP 403: not approved", At: t0}}},
-			check: func(t *testing.T, d decision) {
+			obs: Observation{Hooks: []HookResult{{Name: "approve", Revision: atStep(testRollout(), 1, 0).Spec.Revision(), Call: 50, Message: "HTTP 403: not approved", At: t0}}},
+			check: func(t *testing.T, d Decision) {
 				expect(t, d.Status.Phase, rolloutsv1.PhaseProgressing)
 				expect(t, hookEntry(d, "approve").ConsecutiveFailures, int32(50))
 				expect(t, hookEntry(d, "approve").NextCallAt.Time, t0.Add(webhookRetryMax))
@@ -195,8 +195,8 @@ func TestPlanWebhooks(t *testing.T) {
 				ro.Status.Webhooks = []rolloutsv1.WebhookStatus{{Name: "approve", Type: rolloutsv1.WebhookConfirmPromotion, State: rolloutsv1.WebhookPending, Calls: 3}}
 				return ro
 			}(),
-			obs: observation{Hooks: []hookResult{{Name: "approve", Revision: atStep(testRollout(), 1, 0).Spec.Revision(), Call: 3, Passed: true, Message: "HTTP 200", At: t0}}},
-			check: func(t *testing.T, d decision) {
+			obs: Observation{Hooks: []HookResult{{Name: "approve", Revision: atStep(testRollout(), 1, 0).Spec.Revision(), Call: 3, Passed: true, Message: "HTTP 200", At: t0}}},
+			check: func(t *testing.T, d Decision) {
 				expect(t, *d.Status.CurrentStepIndex, int32(2))
 				expect(t, d.Status.CanaryWeight, int32(100))
 				expect(t, condStatus(d.Status, rolloutsv1.ConditionWebhooksPassing), "True/WebhooksPassed")
@@ -211,8 +211,8 @@ func TestPlanWebhooks(t *testing.T) {
 				ro.Status.Webhooks = []rolloutsv1.WebhookStatus{{Name: "eval", Type: rolloutsv1.WebhookPreRollout, State: rolloutsv1.WebhookFailed, Calls: 2, ConsecutiveFailures: 2}}
 				return ro
 			}(),
-			obs: observation{Requests: requests{Retry: "r1"}},
-			check: func(t *testing.T, d decision) {
+			obs: Observation{Requests: Requests{Retry: "r1"}},
+			check: func(t *testing.T, d Decision) {
 				w := hookEntry(d, "eval")
 				expect(t, w.State, rolloutsv1.WebhookPending)
 				expect(t, w.Calls, int32(1))
@@ -222,7 +222,7 @@ func TestPlanWebhooks(t *testing.T) {
 		{
 			name: "an OnTransition webhook never holds",
 			ro:   withHooks(testRollout(), rolloutsv1.Webhook{Name: "slack", Type: rolloutsv1.WebhookOnTransition, URL: "http://n.svc/"}),
-			check: func(t *testing.T, d decision) {
+			check: func(t *testing.T, d Decision) {
 				expect(t, *d.Status.CurrentStepIndex, int32(0))
 				expect(t, len(d.Calls), 0)
 				expect(t, condStatus(d.Status, rolloutsv1.ConditionWebhooksPassing), "absent")
@@ -238,7 +238,7 @@ func TestPlanWebhooks(t *testing.T) {
 				tc.obs.Found = routesAt(tc.ro.Status.CanaryWeight)
 			}
 			before := tc.ro.DeepCopy()
-			d := plan(tc.ro, tc.obs)
+			d := Plan(tc.ro, tc.obs)
 			tc.check(t, d)
 			expect(t, len(tc.ro.Status.Webhooks), len(before.Status.Webhooks))
 		})
@@ -249,19 +249,6 @@ func TestWebhookRetry(t *testing.T) {
 	for n, want := range map[int32]time.Duration{1: 2 * time.Second, 2: 4 * time.Second, 3: 8 * time.Second, 4: 16 * time.Second, 5: 30 * time.Second, 100: 30 * time.Second} {
 		if got := webhookRetry(n); got != want {
 			t.Errorf("webhookRetry(%d) = %s, want %s", n, got, want)
-		}
-	}
-}
-
-func TestRedactURL(t *testing.T) {
-	for in, want := range map[string]string{
-		"http://hook.svc/run?token=abc":        "http://hook.svc/run?[redacted]",
-		"https://user:pw@hook.svc/x#frag":      "https://hook.svc/x",
-		"http://hook.svc:8080/plain":           "http://hook.svc:8080/plain",
-		"http://hook.svc/a?next=http://b@c.de": "http://hook.svc/a?[redacted]",
-	} {
-		if got := redactURL(in); got != want {
-			t.Errorf("redactURL(%q) = %q, want %q", in, got, want)
 		}
 	}
 }
