@@ -2,11 +2,8 @@ package controllers
 
 import (
 	"testing"
-	"time"
 
 	"k8s.io/apimachinery/pkg/types"
-
-	rolloutsv1 "github.com/modelrollout/modelrollout/api/v1alpha1"
 )
 
 // A cached rollout at the version the last status write replaced is stale;
@@ -39,21 +36,5 @@ func TestStatusStale(t *testing.T) {
 	w.forget(key)
 	if w.statusStale(key, "20") {
 		t.Fatal("forget drops the mark")
-	}
-}
-
-// A step's clock starts when the route patch that carries it landed, to the
-// microsecond, together with the step's record.
-func TestLandClock(t *testing.T) {
-	st := &rolloutsv1.ModelRolloutStatus{StepStartedAt: microTime(epoch), StepHistory: []rolloutsv1.StepRecord{{Weight: 10, StartedAt: *microTime(epoch)}}}
-	landed := epoch.Add(1234567 * time.Microsecond)
-	landClock(st, landed)
-	if !st.StepStartedAt.Time.Equal(landed) || !st.StepHistory[0].StartedAt.Time.Equal(landed) {
-		t.Fatalf("start %v, record %v, want both %v", st.StepStartedAt, st.StepHistory[0].StartedAt, landed)
-	}
-	none := &rolloutsv1.ModelRolloutStatus{}
-	landClock(none, epoch)
-	if none.StepStartedAt != nil {
-		t.Fatal("no clock, nothing to land")
 	}
 }

@@ -187,7 +187,7 @@ func TestPlanStepEdits(t *testing.T) {
 
 	t.Run("the current step's weight lowered: applies at once, and the step bakes its full pause", func(t *testing.T) {
 		ro := edited(at25(), s(10, "30m"), s(20, "30m"), s(50, "30m"), s(75, "30m"), s(100, "30m"))
-		d := Plan(ro, Observation{Now: t0, Found: routesAt(25), Applying: true})
+		d := Plan(ro, Observation{Now: t0, Found: routesAt(25)})
 		expectSchedule(t, d.Status, 20, "2/5", 10, 20, 50, 75, 100)
 		expect(t, d.Routes.CanaryWeight, int32(20))
 		expect(t, len(d.Status.StepHistory), 3)
@@ -252,7 +252,7 @@ func TestPlanStepEdits(t *testing.T) {
 		ro := withHeaderRoute(atStep(headerRollout(), 0, 5*time.Minute))
 		ro.Status.StepWeights = stepWeights(ro.Spec.Steps)
 		ro.Spec.Steps[0].Match = &rolloutsv1.StepMatch{Headers: []gatewayv1.HTTPHeaderMatch{{Name: "x-ab-test-group", Value: "beta"}}}
-		d := Plan(ro, Observation{Now: t0, Found: routesAt(0), Owned: ownedAt(0), Applying: true})
+		d := Plan(ro, Observation{Now: t0, Found: routesAt(0), Owned: ownedAt(0)})
 		expect(t, d.Status.HeaderRoute.Match.String(), ro.Spec.Steps[0].Match.String())
 		expect(t, d.Status.StepStartedAt != nil && d.Status.StepStartedAt.Time.After(t0.Add(-5*time.Minute)), true)
 		expect(t, d.Status.StepStartedAt.Time.Before(t0), false)
@@ -282,7 +282,7 @@ func TestPlanStepEdits(t *testing.T) {
 func TestPlanRefusedWrite(t *testing.T) {
 	refused := &Problem{Reason: rolloutsv1.ReasonPatchRejected, Message: "HTTPRoute r: canary weight is capped at 49% by policy"}
 
-	d := Plan(testRollout(), Observation{Now: t0, Found: routesAt(0), Rejected: refused})
+	d := Plan(testRollout(), Observation{Now: t0, Found: routesAt(0), Refused: true, Rejected: refused})
 	expect(t, d.Status.Phase, rolloutsv1.PhaseWaiting)
 	expect(t, d.Status.CurrentStepIndex == nil, true)
 	expect(t, d.Status.Step, "")
@@ -291,7 +291,7 @@ func TestPlanRefusedWrite(t *testing.T) {
 	expect(t, condStatus(d.Status, "RoutesApplied"), "False/PatchRejected")
 
 	ro := atStep(testRollout(), 0, time.Hour) // its pause is over: the next step is 50%
-	d = Plan(ro, Observation{Now: t0, Found: routesAt(10), Rejected: refused})
+	d = Plan(ro, Observation{Now: t0, Found: routesAt(10), Refused: true, Rejected: refused})
 	expect(t, d.Status.Phase, rolloutsv1.PhaseWaiting)
 	expect(t, d.Status.Step, "1/3")
 	expect(t, d.Status.CanaryWeight, int32(10))

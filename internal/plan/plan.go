@@ -97,8 +97,16 @@ type Observation struct {
 	Analysis *Problem
 	// Gates is the round of gate evaluations done for this decision, if any.
 	Gates *GateRound
-	// Rejected is set when the API server rejected the last route patch.
+	// Rejected is set when the API server refused the last route patch:
+	// one made for an earlier decision, or, with Refused, this decision's.
+	// A decision that writes the routes tries again regardless of an
+	// earlier refusal.
 	Rejected *Problem
+	// Refused is set when the reconciler decides a second time because the
+	// API server refused the routes (Rejected) or a header route
+	// (HeaderRoute) of the decision it made first: this decision writes no
+	// route.
+	Refused bool
 	// Contended is set while another field manager keeps changing the
 	// managed weights back and the next correction waits for its backoff.
 	Contended *Problem
@@ -116,12 +124,6 @@ type Observation struct {
 	Handoff []HandoffResult
 	// Hooks are the answers of webhook calls made since the last decision.
 	Hooks []HookResult
-	// Applying is set when the reconciler patches the routes to this
-	// decision's weights before it writes the decision's status, which it
-	// writes only once the patch landed. A step whose weight is being
-	// written then starts its clock in that status write (see
-	// startClockOnceRoutesCarry and landClock).
-	Applying bool
 }
 
 // carries says whether every found route carries the weights in every
@@ -190,6 +192,33 @@ type Decision struct {
 	RequeueAfter time.Duration
 	// Calls are the webhook calls to make once the status is written.
 	Calls []HookCall
+	// WriteRoutes is the write order: the routes (Routes and the header
+	// routes of Status) are written first, and Status only once they
+	// landed; a refusal is decided again (Observation.Refused). Unset when
+	// another rollout owns a rule, a drift correction waits for its
+	// backoff, or the routes were just refused: Status is then written
+	// alone, and says why the routes are not written.
+	WriteRoutes bool
+	// ClockOnLanding is the clock policy: this decision starts a step
+	// whose weight the routes do not carry yet. The step's clock starts
+	// when the route write lands (Landed), not when the decision was made.
+	ClockOnLanding bool
+}
+
+// Landed records that the decision's route write landed at t: a step whose
+// clock the decision started (ClockOnLanding) starts at t, to the
+// microsecond, in status.stepStartedAt and in the step's history.
+func Landed(d *Decision, t time.Time) {
+	st := &d.Status
+	if !d.ClockOnLanding || st.StepStartedAt == nil {
+		return
+	}
+	start := rolloutsv1.NewMicroTime(metav1.NewMicroTime(t))
+	if n := len(st.StepHistory); n > 0 && st.StepHistory[n-1].EndedAt == nil && st.StepHistory[n-1].StartedAt.Time.Equal(st.StepStartedAt.Time) {
+		st.StepHistory[n-1].StartedAt = start
+	}
+	st.StepStartedAt = &start
+	d.ClockOnLanding = false
 }
 
 // alertTokenPrefix marks abort tokens written by the Alertmanager receiver.
@@ -242,11 +271,35 @@ func Plan(ro *rolloutsv1.ModelRollout, obs Observation) Decision {
 	p.settleHeaderRoute()
 	p.handoff()
 	p.d.Routes = IntentOf(p.st)
+	p.d.WriteRoutes = p.writes()
+	p.d.ClockOnLanding = p.d.WriteRoutes && startsClock(&ro.Status, p.st) && !p.obs.Carries(p.d.Routes)
 	p.setConditions()
 	ClampStatus(p.st)
 	p.d.Events = foldRolloutStart(p.d.Events)
 	p.d.Calls = p.calls
 	return p.d
+}
+
+// writes says whether the reconciler writes this decision's routes before
+// its status (Decision.WriteRoutes).
+func (p *planner) writes() bool {
+	o := &p.obs
+	return o.Conflict == nil && o.Contended == nil && !o.Refused
+}
+
+// rejected is the refusal of a route patch that holds the rollout: none
+// while the decision writes the routes again.
+func (p *planner) rejected() *Problem {
+	if p.writes() {
+		return nil
+	}
+	return p.obs.Rejected
+}
+
+// startsClock says whether the decision starts a step's clock the status
+// did not have running.
+func startsClock(before, after *rolloutsv1.ModelRolloutStatus) bool {
+	return after.StepStartedAt != nil && (before.StepStartedAt == nil || !before.StepStartedAt.Time.Equal(after.StepStartedAt.Time))
 }
 
 // foldRolloutStart makes a rollout that starts and enters its first step in
@@ -269,13 +322,13 @@ func lowerFirst(s string) string {
 }
 
 // willCarry says whether the routes carry the weights, or will once the
-// route patch that precedes this decision's status write lands.
+// route patch that precedes this decision's status write lands (the write
+// order: a status that follows a refused patch is decided again).
 func (p *planner) willCarry(w Weights) bool {
 	if p.obs.Carries(w) {
 		return true
 	}
-	o := &p.obs
-	return o.Applying && len(o.Found) > 0 && o.Routes == nil && o.Conflict == nil && o.Rejected == nil && o.Contended == nil
+	return p.writes() && len(p.obs.Found) > 0 && p.obs.Routes == nil
 }
 
 func (p *planner) now() metav1.Time { return metav1.NewTime(p.obs.Now) }
@@ -662,8 +715,8 @@ func (p *planner) blocked() *Problem {
 		return p.obs.Routes
 	case p.obs.Conflict != nil:
 		return p.obs.Conflict
-	case p.obs.Rejected != nil:
-		return p.obs.Rejected
+	case p.rejected() != nil:
+		return p.rejected()
 	case p.obs.HeaderRoute != nil && p.currentMatch() != nil:
 		// The step's match cannot be routed: like a rejected weight, it
 		// holds the step and counts toward the progress deadline.
@@ -755,7 +808,7 @@ func (p *planner) wait(b *Problem) {
 		st.WaitingSince = &now
 		p.emit(true, b.Reason, "%s", b.Message)
 	}
-	if st.CurrentStepIndex == nil || b == p.obs.Rejected || b == p.obs.Conflict {
+	if st.CurrentStepIndex == nil || b == p.rejected() || b == p.obs.Conflict {
 		// Before the first step, or while the API server or another
 		// rollout refuses this rollout's write: the routes carry the step
 		// in status, and the rollout waits.
@@ -1242,8 +1295,8 @@ func (p *planner) setRoutesAppliedCondition(set func(string, metav1.ConditionSta
 	switch {
 	case p.obs.Conflict != nil:
 		set(rolloutsv1.ConditionRoutesApplied, metav1.ConditionFalse, p.obs.Conflict.Reason, p.obs.Conflict.Message)
-	case p.obs.Rejected != nil:
-		set(rolloutsv1.ConditionRoutesApplied, metav1.ConditionFalse, p.obs.Rejected.Reason, p.obs.Rejected.Message)
+	case p.rejected() != nil:
+		set(rolloutsv1.ConditionRoutesApplied, metav1.ConditionFalse, p.rejected().Reason, p.rejected().Message)
 	case !in.Holds():
 		meta.RemoveStatusCondition(&st.Conditions, rolloutsv1.ConditionRoutesApplied)
 	case p.obs.Contended != nil:
@@ -1366,7 +1419,7 @@ func (p *planner) headerCarried() bool {
 // headerWillCarry says whether the header routes exist, or will once the
 // writes that precede this decision's status write land.
 func (p *planner) headerWillCarry() bool {
-	return p.headerCarried() || (p.obs.Applying && p.obs.Conflict == nil && p.obs.HeaderRoute == nil)
+	return p.headerCarried() || (p.writes() && p.obs.HeaderRoute == nil)
 }
 
 // setHeaderRouteCondition says whether the header routes of a

@@ -96,10 +96,13 @@ func TestPlan(t *testing.T) {
 				expect(t, st.Phase, rolloutsv1.PhaseProgressing)
 				expect(t, st.CanaryWeight, int32(10))
 				expect(t, st.Step, "1/3")
-				expect(t, st.StepStartedAt == nil, true) // until the routes carry 10%
-				expect(t, st.Message, "Step 1/3: setting canary weight to 10%")
+				// The routes are written before this status: its clock
+				// starts when that write lands (Landed).
+				expect(t, d.WriteRoutes, true)
+				expect(t, d.ClockOnLanding, true)
+				expect(t, st.StepStartedAt != nil, true)
 				expect(t, st.Revision, "Service/vllm-gpt4-v1:8000 -> Service/vllm-gpt4-v2:8000")
-				expect(t, d.RequeueAfter, time.Duration(0))
+				expect(t, d.RequeueAfter, 30*time.Minute) // the step's pause
 				// One transition, one Event: the rollout's start rides on
 				// its first step's.
 				expect(t, len(d.Events), 1)
@@ -192,7 +195,7 @@ func TestPlan(t *testing.T) {
 			check: func(t *testing.T, d Decision) {
 				expect(t, *d.Status.CurrentStepIndex, int32(1))
 				expect(t, d.Status.CanaryWeight, int32(50))
-				expect(t, d.Status.StepStartedAt == nil, true)
+				expect(t, d.ClockOnLanding, true) // the routes carry 10% until the write lands
 				expect(t, len(d.Status.StepHistory), 1)
 			},
 		},
@@ -232,7 +235,7 @@ func TestPlan(t *testing.T) {
 				ro.Status.StepHistory = []rolloutsv1.StepRecord{{Weight: 10, StartedAt: *umt(t0.Add(-31 * time.Minute))}}
 				return ro
 			}(),
-			obs: Observation{Now: t0.Add(200 * time.Millisecond), Found: routesAt(10), Applying: true},
+			obs: Observation{Now: t0.Add(200 * time.Millisecond), Found: routesAt(10)},
 			check: func(t *testing.T, d Decision) {
 				expect(t, *d.Status.CurrentStepIndex, int32(1))
 				expect(t, d.Status.CanaryWeight, int32(50))
@@ -252,7 +255,7 @@ func TestPlan(t *testing.T) {
 				ro.Spec.Steps[1].Pause = nil
 				return ro
 			}(),
-			obs: Observation{Found: routesAt(10), Applying: true},
+			obs: Observation{Found: routesAt(10)},
 			check: func(t *testing.T, d Decision) {
 				expect(t, *d.Status.CurrentStepIndex, int32(1))
 				expect(t, d.Status.Phase, rolloutsv1.PhasePaused)
@@ -267,7 +270,7 @@ func TestPlan(t *testing.T) {
 				ro.Spec.Steps[1].Pause = Dur("0s")
 				return ro
 			}(),
-			obs: Observation{Found: routesAt(10), Applying: true},
+			obs: Observation{Found: routesAt(10)},
 			check: func(t *testing.T, d Decision) {
 				expect(t, *d.Status.CurrentStepIndex, int32(1))
 				expect(t, d.Routes.CanaryWeight, int32(50))
@@ -280,7 +283,7 @@ func TestPlan(t *testing.T) {
 				ro.Status.StepStartedAt = nil
 				return ro
 			}(),
-			obs: Observation{Found: routesAt(0), Applying: true, Rejected: &Problem{Reason: rolloutsv1.ReasonPatchRejected, Message: "denied by policy"}},
+			obs: Observation{Found: routesAt(0), Refused: true, Rejected: &Problem{Reason: rolloutsv1.ReasonPatchRejected, Message: "denied by policy"}},
 			check: func(t *testing.T, d Decision) {
 				expect(t, d.Status.StepStartedAt == nil, true)
 				expect(t, condStatus(d.Status, "RoutesApplied"), "False/PatchRejected")
@@ -289,7 +292,7 @@ func TestPlan(t *testing.T) {
 		{
 			name: "a running clock stops when the routes do not carry the step, even with a patch on its way",
 			ro:   atStep(testRollout(), 0, 10*time.Minute),
-			obs:  Observation{Found: routesAt(0), Applying: true},
+			obs:  Observation{Found: routesAt(0)},
 			check: func(t *testing.T, d Decision) {
 				expect(t, d.Status.StepStartedAt == nil, true)
 				expect(t, condStatus(d.Status, "RoutesApplied"), "True/Applied")
@@ -306,8 +309,12 @@ func TestPlan(t *testing.T) {
 			obs: Observation{Found: routesAt(10, -1)},
 			check: func(t *testing.T, d Decision) {
 				expect(t, *d.Status.CurrentStepIndex, int32(0))
-				expect(t, d.Status.StepStartedAt == nil, true)
-				expect(t, d.Status.Message, "Step 1/3: setting canary weight to 10%")
+				// Its clock starts when this write lands, not 5 h ago.
+				expect(t, d.ClockOnLanding, true)
+				Landed(&d, t0.Add(time.Second))
+				expect(t, d.Status.StepStartedAt.Time, t0.Add(time.Second))
+				expect(t, d.Status.StepHistory[0].StartedAt.Time, t0.Add(time.Second))
+				expect(t, d.RequeueAfter, 30*time.Minute)
 			},
 		},
 		{
@@ -671,19 +678,20 @@ func TestPlan(t *testing.T) {
 			},
 		},
 		{
-			name: "a step stops its clock when the routes no longer carry its weight",
+			name: "a step stops its clock when the routes no longer carry its weight and the correction waits",
 			ro:   atStep(testRollout(), 1, 50*time.Minute),
-			obs:  Observation{Found: routesAt(10)},
+			obs:  Observation{Found: routesAt(10), Contended: &Problem{Reason: rolloutsv1.ReasonContended, Message: "changed back"}},
 			check: func(t *testing.T, d Decision) {
 				expect(t, *d.Status.CurrentStepIndex, int32(1))
 				expect(t, d.Status.StepStartedAt == nil, true)
-				expect(t, condStatus(d.Status, "RoutesApplied"), "False/Pending")
+				expect(t, d.WriteRoutes, false)
+				expect(t, condStatus(d.Status, "RoutesApplied"), "False/Contended")
 			},
 		},
 		{
 			name: "a rejected patch holds the step and counts toward the deadline",
 			ro:   atStep(testRollout(), 0, time.Hour),
-			obs:  Observation{Rejected: &Problem{Reason: rolloutsv1.ReasonPatchRejected, Message: "HTTPRoute r: denied by policy"}},
+			obs:  Observation{Refused: true, Rejected: &Problem{Reason: rolloutsv1.ReasonPatchRejected, Message: "HTTPRoute r: denied by policy"}},
 			check: func(t *testing.T, d Decision) {
 				expect(t, *d.Status.CurrentStepIndex, int32(0))
 				expect(t, d.Status.WaitingSince.Time, t0)
@@ -920,7 +928,7 @@ func TestPlanHeaderRoutedSteps(t *testing.T) {
 		{
 			name: "a dark-launch step starts: weight 0 in the user's route, the header route in status",
 			ro:   headerRollout(),
-			obs:  Observation{Found: routesAt(0), Applying: true},
+			obs:  Observation{Found: routesAt(0)},
 			check: func(t *testing.T, d Decision) {
 				st := d.Status
 				expect(t, st.Phase, rolloutsv1.PhaseProgressing)
@@ -942,7 +950,7 @@ func TestPlanHeaderRoutedSteps(t *testing.T) {
 		{
 			name: "the clock of a match step waits for the header route when nothing is being written",
 			ro:   headerRollout(),
-			obs:  Observation{Found: routesAt(0)},
+			obs:  Observation{Found: routesAt(0), Contended: &Problem{Reason: rolloutsv1.ReasonContended, Message: "changed back"}},
 			check: func(t *testing.T, d Decision) {
 				expect(t, d.Status.HeaderRoute != nil, true)
 				expect(t, d.Status.StepStartedAt == nil, true)
@@ -952,7 +960,7 @@ func TestPlanHeaderRoutedSteps(t *testing.T) {
 		{
 			name: "a header route whose name is taken holds the step's clock with a condition",
 			ro:   headerRollout(),
-			obs: Observation{Found: routesAt(0), Applying: true, HeaderRoute: &Problem{Reason: rolloutsv1.ReasonHeaderRouteConflict,
+			obs: Observation{Found: routesAt(0), HeaderRoute: &Problem{Reason: rolloutsv1.ReasonHeaderRouteConflict,
 				Message: "HTTPRoute route-0-gpt4-match exists and is not this rollout's header route"}},
 			check: func(t *testing.T, d Decision) {
 				expect(t, d.Status.StepStartedAt == nil, true)
@@ -967,7 +975,7 @@ func TestPlanHeaderRoutedSteps(t *testing.T) {
 				ro.Status.WaitingSince = mt(t0.Add(-11 * time.Minute))
 				return ro
 			}(),
-			obs: Observation{Found: routesAt(0), Applying: true, HeaderRoute: &Problem{Reason: rolloutsv1.ReasonHeaderRouteConflict,
+			obs: Observation{Found: routesAt(0), HeaderRoute: &Problem{Reason: rolloutsv1.ReasonHeaderRouteConflict,
 				Message: "HTTPRoute route-0-gpt4-match exists and is not this rollout's header route"}},
 			check: func(t *testing.T, d Decision) {
 				expect(t, d.Status.Phase, rolloutsv1.PhaseRolledBack)
@@ -979,7 +987,7 @@ func TestPlanHeaderRoutedSteps(t *testing.T) {
 		{
 			name: "a header route that can no longer be written stops the step's clock and waits",
 			ro:   withHeaderRoute(atStep(headerRollout(), 0, 5*time.Minute)),
-			obs: Observation{Found: routesAt(0), Applying: true, HeaderRoute: &Problem{Reason: rolloutsv1.ReasonPatchRejected,
+			obs: Observation{Found: routesAt(0), HeaderRoute: &Problem{Reason: rolloutsv1.ReasonPatchRejected,
 				Message: "the API server rejected the header route: denied"}},
 			check: func(t *testing.T, d Decision) {
 				expect(t, d.Status.Phase, rolloutsv1.PhaseProgressing)
@@ -992,7 +1000,7 @@ func TestPlanHeaderRoutedSteps(t *testing.T) {
 		{
 			name: "a header route problem left from a match step does not hold a step without a match",
 			ro:   atStep(headerRollout(), 1, time.Minute),
-			obs: Observation{Found: routesAt(10), Applying: true, HeaderRoute: &Problem{Reason: rolloutsv1.ReasonHeaderRouteConflict,
+			obs: Observation{Found: routesAt(10), HeaderRoute: &Problem{Reason: rolloutsv1.ReasonHeaderRouteConflict,
 				Message: "HTTPRoute route-0-gpt4-match exists and is not this rollout's header route"}},
 			check: func(t *testing.T, d Decision) {
 				expect(t, d.Status.Phase, rolloutsv1.PhaseProgressing)
@@ -1003,7 +1011,7 @@ func TestPlanHeaderRoutedSteps(t *testing.T) {
 		{
 			name: "a running match step with its header route in place bakes",
 			ro:   withHeaderRoute(atStep(headerRollout(), 0, 5*time.Minute)),
-			obs:  Observation{Found: routesAt(0), Owned: ownedAt(0), Applying: true},
+			obs:  Observation{Found: routesAt(0), Owned: ownedAt(0)},
 			check: func(t *testing.T, d Decision) {
 				st := d.Status
 				expect(t, *st.CurrentStepIndex, int32(0))
@@ -1026,7 +1034,7 @@ func TestPlanHeaderRoutedSteps(t *testing.T) {
 		{
 			name: "the next step without a match ends the header route",
 			ro:   withHeaderRoute(atStep(headerRollout(), 0, 11*time.Minute)),
-			obs:  Observation{Found: routesAt(0), Owned: ownedAt(0), Applying: true},
+			obs:  Observation{Found: routesAt(0), Owned: ownedAt(0)},
 			check: func(t *testing.T, d Decision) {
 				st := d.Status
 				expect(t, *st.CurrentStepIndex, int32(1))
@@ -1084,7 +1092,7 @@ func TestPlanHeaderRoutedSteps(t *testing.T) {
 				ro.Spec.Steps[2].Match = ro.Spec.Steps[0].Match.DeepCopy()
 				return withHeaderRoute(atStep(ro, 2, 2*time.Hour))
 			}(),
-			obs: Observation{Found: routesAt(100), Owned: ownedAt(0), Applying: true},
+			obs: Observation{Found: routesAt(100), Owned: ownedAt(0)},
 			check: func(t *testing.T, d Decision) {
 				expect(t, d.Status.Phase, rolloutsv1.PhaseSucceeded)
 				expect(t, d.Status.HeaderRoute == nil, true)
