@@ -4,12 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/meta"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -20,40 +17,11 @@ import (
 	"github.com/modelrollout/modelrollout/internal/plan"
 )
 
-// deletionWeights is what a deleted rollout leaves in its routes: its
-// canary's traffic (and any retiring backend's) back on stable while the
-// canary holds traffic mid-rollout and spec.deletionPolicy is
-// ReturnToStable; nothing otherwise. An Idle, Succeeded or RolledBack
-// rollout, or one that holds a finished canary at 100% (waiting for
-// spec.stable to move), changes no weight.
-func deletionWeights(ro *rolloutsv1.ModelRollout) plan.Weights {
-	st := &ro.Status
-	if ro.Spec.DeletionPolicy == rolloutsv1.DeletionKeepWeights || st.Stable == nil {
-		return plan.Weights{}
-	}
-	switch st.Phase {
-	case rolloutsv1.PhaseWaiting, rolloutsv1.PhaseProgressing, rolloutsv1.PhasePaused:
-	default:
-		return plan.Weights{}
-	}
-	if c := meta.FindStatusCondition(st.Conditions, rolloutsv1.ConditionStalled); c != nil && c.Reason == rolloutsv1.ReasonCanaryHoldsAllTraffic {
-		return plan.Weights{}
-	}
-	retire := append([]rolloutsv1.BackendRef(nil), st.Retiring...)
-	if st.Canary != nil && st.CurrentStepIndex != nil && !plan.SameRef(*st.Canary, *st.Stable) {
-		retire = append(retire, *st.Canary)
-	}
-	if len(retire) == 0 {
-		return plan.Weights{}
-	}
-	return plan.Weights{Stable: *st.Stable, HoldStable: true, Retire: retire}
-}
-
-// finalize runs when a rollout is deleted: it returns the canary's traffic
-// to stable (see deletionWeights), releases the rules the rollout owns, and
-// removes the finalizer. It never blocks when the routes are gone or the
-// namespace is being deleted; it does wait, with a condition, while the API
-// server rejects the patch.
+// finalize runs when a rollout is deleted: it carries out plan.Delete (the
+// canary's traffic back to stable, the rules the rollout owns released, its
+// header routes deleted) and removes the finalizer. It never blocks when the
+// routes are gone or the namespace is being deleted; it does wait, with a
+// condition, while the API server rejects the patch.
 func (r *ModelRolloutReconciler) finalize(ctx context.Context, ro *rolloutsv1.ModelRollout) (ctrl.Result, error) {
 	if !controllerutil.ContainsFinalizer(ro, rolloutsv1.FinalizerRoutes) {
 		return ctrl.Result{}, nil
@@ -68,13 +36,19 @@ func (r *ModelRolloutReconciler) finalize(ctx context.Context, ro *rolloutsv1.Mo
 	if err != nil {
 		return ctrl.Result{}, err
 	}
+	var routes routeObservation
 	if !terminating {
-		if err := r.releaseRoutes(ctx, ro); err != nil {
+		if routes, err = r.observeRoutes(ctx, ro); err != nil {
 			return ctrl.Result{}, err
 		}
-		// The garbage collector would delete them too (ownerReference),
-		// but only once the rollout is gone: a deleted rollout sends no
-		// request to its canary by match from now on.
+	}
+	del := plan.Delete(ro, terminating, routes.Conflict)
+	if del.WriteRoutes {
+		if err := r.releaseRoutes(ctx, ro, routes.Found, del.Routes); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
+	if del.DeleteHeaderRoutes {
 		if err := r.deleteHeaderRoutes(ctx, ro); err != nil {
 			return ctrl.Result{}, err
 		}
@@ -104,19 +78,11 @@ func (r *ModelRolloutReconciler) namespaceTerminating(ctx context.Context, name 
 	return !ns.DeletionTimestamp.IsZero() || ns.Status.Phase == corev1.NamespaceTerminating, nil
 }
 
-// releaseRoutes writes the deletion weights and removes the rollout from
+// releaseRoutes writes the deletion's weights and removes the rollout from
 // the rule-owners annotations of its routes.
-func (r *ModelRolloutReconciler) releaseRoutes(ctx context.Context, ro *rolloutsv1.ModelRollout) error {
-	routes, err := r.observeRoutes(ctx, ro)
-	if err != nil {
-		return err
-	}
-	w := deletionWeights(ro)
-	if routes.Conflict != nil {
-		w = plan.Weights{} // another rollout owns a rule: only release
-	}
+func (r *ModelRolloutReconciler) releaseRoutes(ctx context.Context, ro *rolloutsv1.ModelRollout, found []plan.ManagedRoute, w plan.Weights) error {
 	var patches []routePatch
-	for _, m := range routes.Found {
+	for _, m := range found {
 		p := routePatch{route: m.Route}
 		if w.Holds() {
 			p.ops, p.changes = plan.WeightOps(m.Route, m.Rules, w)
@@ -134,16 +100,12 @@ func (r *ModelRolloutReconciler) releaseRoutes(ctx context.Context, ro *rollouts
 	for _, p := range patched {
 		if len(p.changes) > 0 {
 			log.FromContext(ctx).Info("Returned the deleted rollout's traffic to stable", "route", p.route.Name, "changes", plan.DescribeChanges(p.changes))
-			r.event(ro, plan.Event{Warning: true, Reason: "TrafficReturnedOnDelete", Message: fmt.Sprintf("Rollout deleted mid-rollout: HTTPRoute %s set to %s", p.route.Name, plan.DescribeIntent(w))})
+			r.event(ro, plan.DeletionReturned(p.route.Name, w))
 		}
 	}
 	if len(rejections) > 0 {
-		msg := "Deletion waits: returning the canary's traffic to stable was rejected: " + strings.Join(rejections, "; ")
-		st := ro.Status.DeepCopy()
-		meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: rolloutsv1.ConditionRoutesApplied, Status: metav1.ConditionFalse,
-			Reason: rolloutsv1.ReasonPatchRejected, Message: plan.Truncate(msg, plan.MaxConditionMessage), ObservedGeneration: ro.Generation})
-		st.Message = plan.Truncate(msg, plan.MaxMessage)
-		if err := r.patchStatus(ctx, ro, *st); err != nil {
+		st, msg := plan.DeletionWaits(ro, rejections)
+		if err := r.patchStatus(ctx, ro, st); err != nil {
 			errs = append(errs, err)
 		}
 		errs = append(errs, errors.New(msg))

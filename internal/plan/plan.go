@@ -568,11 +568,23 @@ func (p *planner) idle() {
 	st.Message = "No canary declared"
 }
 
-// clearRollout forgets the revision.
+// clearRollout forgets the revision and its run.
 func (p *planner) clearRollout() {
 	st := p.st
+	resetRun(st)
 	st.Revision = ""
 	st.Canary = nil
+	st.StartedAt = nil
+}
+
+// resetRun clears everything a run of a revision records: its step and
+// weight, the step's clock, the waits, the rollback, the step history, the
+// gates, the webhook calls and the capacity wait. It is the one reset path:
+// a new revision and a retry (restart) and a rollout going Idle or
+// finishing (clearRollout) all go through it, so that no field of an old
+// run survives into the next. TestResetRunClearsEveryRunField lists what it
+// keeps, and why.
+func resetRun(st *rolloutsv1.ModelRolloutStatus) {
 	st.CurrentStepIndex = nil
 	st.StepWeights = nil
 	st.StepPause = nil
@@ -580,12 +592,13 @@ func (p *planner) clearRollout() {
 	st.CanaryWeight = 0
 	st.StepStartedAt = nil
 	st.Promoted = false
-	st.StartedAt = nil
 	st.WaitingSince = nil
 	st.CanaryUnavailableSince = nil
 	st.Rollback = nil
 	st.StepHistory = nil
 	st.Gates = nil
+	st.Webhooks = nil
+	st.Capacity = nil
 }
 
 // startRevision resets the status for a new stable and canary pair. A
@@ -619,22 +632,9 @@ func (p *planner) startRevision() {
 func (p *planner) restart() {
 	st := p.st
 	now := p.now()
+	resetRun(st)
 	st.Phase = rolloutsv1.PhaseWaiting
-	st.CurrentStepIndex = nil
-	st.StepWeights = nil
-	st.StepPause = nil
-	st.Step = ""
-	st.CanaryWeight = 0
-	st.StepStartedAt = nil
-	st.Promoted = false
 	st.StartedAt = &now
-	st.WaitingSince = nil
-	st.CanaryUnavailableSince = nil
-	st.Rollback = nil
-	st.StepHistory = nil
-	st.Gates = nil
-	st.Webhooks = nil
-	st.Capacity = nil
 	st.Message = "Starting"
 }
 
@@ -949,6 +949,11 @@ func (p *planner) rollback(reason, message string) {
 	st.CanaryWeight = 0
 	st.WaitingSince = nil
 	st.CanaryUnavailableSince = nil
+	// The step history, the gates and the webhooks' answers say why it
+	// rolled back and stay; a wait for capacity and a call still pending
+	// are over.
+	st.Capacity = nil
+	st.Webhooks = slices.DeleteFunc(st.Webhooks, func(w rolloutsv1.WebhookStatus) bool { return w.State == rolloutsv1.WebhookPending })
 	st.Message = Truncate(fmt.Sprintf("Rolled back: %s; canary weight %d -> 0", message, from), 1024)
 	p.emit(true, "RolledBack", "%s; canary weight %d -> 0", message, from)
 }
