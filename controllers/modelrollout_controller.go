@@ -247,11 +247,7 @@ func (r *ModelRolloutReconciler) applyRoutes(ctx context.Context, ro *rolloutsv1
 	for _, p := range patched {
 		log.FromContext(ctx).Info("Patched HTTPRoute", "route", p.route.Name, "changes", plan.DescribeChanges(p.changes))
 		if p.dropped {
-			msg := fmt.Sprintf("HTTPRoute %s left spec.routes: its rules are released", p.route.Name)
-			if len(p.changes) > 0 {
-				msg = fmt.Sprintf("HTTPRoute %s left spec.routes: its traffic returns to stable (%s) and its rules are released", p.route.Name, plan.DescribeChanges(p.changes))
-			}
-			r.event(ro, plan.Event{Reason: "RouteReleased", Message: msg})
+			r.event(ro, plan.RouteReleased(p.route.Name, p.changes))
 		}
 	}
 	key := client.ObjectKeyFromObject(ro)

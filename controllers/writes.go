@@ -377,7 +377,7 @@ func landedThenChanged(found []plan.ManagedRoute, rollout string, w plan.Weights
 // further correction waits twice as long as the one before, so that a tool
 // that keeps writing its own weights meets a bounded write rate instead of a
 // loop. It returns how long the correction waits, and sets obs.Contended
-// meanwhile.
+// meanwhile, and obs.Drift when an episode opens.
 func (r *ModelRolloutReconciler) checkDrift(ctx context.Context, ro *rolloutsv1.ModelRollout, obs *plan.Observation) time.Duration {
 	key := types.NamespacedName{Namespace: ro.Namespace, Name: ro.Name}
 	before := plan.IntentOf(&ro.Status)
@@ -409,9 +409,7 @@ func (r *ModelRolloutReconciler) checkDrift(ctx context.Context, ro *rolloutsv1.
 		who = fmt.Sprintf("field manager %q", f.manager)
 	}
 	if opened {
-		r.event(ro, plan.Event{Warning: true, Reason: "WeightDriftCorrected", Message: fmt.Sprintf(
-			"HTTPRoute weights were changed by %s (%s); restoring %s. Further changes in this episode are corrected with exponential backoff (up to %s)",
-			who, changes, plan.DescribeIntent(before), fightDelayMax)})
+		obs.Drift = &plan.Drift{Writer: who, Changes: changes, Restores: before, BackoffMax: fightDelayMax}
 	}
 	log.FromContext(ctx).Info("HTTPRoute weights changed outside the rollout", "by", f.manager, "changes", changes, "corrections", f.corrections, "wait", wait)
 	if wait > 0 {

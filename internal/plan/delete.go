@@ -86,3 +86,13 @@ func DeletionWaits(ro *rolloutsv1.ModelRollout, rejections []string) (rolloutsv1
 	st.Message = Truncate(msg, MaxMessage)
 	return *st, msg
 }
+
+// RouteReleased is the Event of a route removed from spec.routes once the
+// patch that released it landed, with the weight changes it made.
+func RouteReleased(route string, changes []string) Event {
+	msg := fmt.Sprintf("HTTPRoute %s left spec.routes: its rules are released", route)
+	if len(changes) > 0 {
+		msg = fmt.Sprintf("HTTPRoute %s left spec.routes: its traffic returns to stable (%s) and its rules are released", route, DescribeChanges(changes))
+	}
+	return Event{Reason: "RouteReleased", Message: msg}
+}

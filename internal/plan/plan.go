@@ -110,6 +110,9 @@ type Observation struct {
 	// Contended is set while another field manager keeps changing the
 	// managed weights back and the next correction waits for its backoff.
 	Contended *Problem
+	// Drift is set when another writer changed the managed weights and
+	// this change opens an episode of corrections (one Event each).
+	Drift *Drift
 	// Requests holds the manual actions.
 	Requests Requests
 	// Owned holds the HTTPRoutes this rollout created for header-routed
@@ -221,6 +224,18 @@ func Landed(d *Decision, t time.Time) {
 	d.ClockOnLanding = false
 }
 
+// Drift is a change of the managed weights by another writer.
+type Drift struct {
+	// Writer names the other writer ("field manager \"argocd\"").
+	Writer string
+	// Changes describes what it changed.
+	Changes string
+	// Restores is what the correction writes back.
+	Restores Weights
+	// BackoffMax bounds the wait between corrections in the episode.
+	BackoffMax time.Duration
+}
+
 // alertTokenPrefix marks abort tokens written by the Alertmanager receiver.
 const alertTokenPrefix = "alert-"
 
@@ -264,6 +279,10 @@ type planner struct {
 // plan decides the next status of a rollout.
 func Plan(ro *rolloutsv1.ModelRollout, obs Observation) Decision {
 	p := &planner{ro: ro, obs: obs, steps: ro.Spec.EffectiveSteps(), heldAt: -1}
+	if dr := obs.Drift; dr != nil {
+		p.emit(true, "WeightDriftCorrected", "HTTPRoute weights were changed by %s (%s); restoring %s. Further changes in this episode are corrected with exponential backoff (up to %s)",
+			dr.Writer, dr.Changes, DescribeIntent(dr.Restores), dr.BackoffMax)
+	}
 	p.d.Status = *ro.Status.DeepCopy()
 	p.st = &p.d.Status
 	p.st.ObservedGeneration = ro.Generation

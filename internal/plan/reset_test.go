@@ -103,3 +103,14 @@ func TestIdleAndRolledBackKeepNoStaleRunState(t *testing.T) {
 	expect(t, d.Status.Webhooks[0].Name, "pre")
 	expect(t, len(d.Status.StepHistory), 2)
 }
+
+// Another writer's change of the weights is announced by the planner, once
+// per episode (the observation carries it only when an episode opens).
+func TestDriftEvent(t *testing.T) {
+	ro := atStep(testRollout(), 1, time.Minute)
+	d := Plan(ro, Observation{Now: t0, Found: routesAt(10), Drift: &Drift{Writer: `field manager "argocd"`, Changes: "v2 50 -> 10", Restores: IntentOf(&ro.Status), BackoffMax: 5 * time.Minute}})
+	expect(t, hasEvent(d, "WeightDriftCorrected"), true)
+	expect(t, d.WriteRoutes, true)
+	d = Plan(ro, Observation{Now: t0, Found: routesAt(10)})
+	expect(t, hasEvent(d, "WeightDriftCorrected"), false)
+}
