@@ -27,13 +27,12 @@ import (
 // (config/rbac/workload-handoff), so a missing permission is a condition,
 // never a failure of the rollout.
 
-// runHandoffs carries out the due, safe actions of status.workloads.
+// runHandoffs carries out the workload actions an earlier decision
+// scheduled in status.workloads and the planner finds due (plan.DueWorkloads),
+// for the next decision to fold their results.
 func (r *ModelRolloutReconciler) runHandoffs(ctx context.Context, ro *rolloutsv1.ModelRollout, now time.Time) []plan.HandoffResult {
 	var out []plan.HandoffResult
-	for _, a := range ro.Status.Workloads {
-		if a.At.After(now) || !plan.HandoffSafe(ro, ro.Status.Phase, a) {
-			continue
-		}
+	for _, a := range plan.DueWorkloads(ro, now) {
 		out = append(out, r.runHandoff(ctx, ro.Namespace, a))
 	}
 	return out

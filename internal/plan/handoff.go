@@ -166,3 +166,16 @@ func (p *planner) handoff() {
 		}
 	}
 }
+
+// DueWorkloads is the workload actions of status.workloads to carry out
+// now: those whose time has come and that are still safe in the rollout's
+// phase (HandoffSafe).
+func DueWorkloads(ro *rolloutsv1.ModelRollout, now time.Time) []rolloutsv1.WorkloadAction {
+	var due []rolloutsv1.WorkloadAction
+	for _, a := range ro.Status.Workloads {
+		if !a.At.After(now) && HandoffSafe(ro, ro.Status.Phase, a) {
+			due = append(due, a)
+		}
+	}
+	return due
+}

@@ -82,3 +82,20 @@ func TestPlanHandoff(t *testing.T) {
 	d = Plan(ro, Observation{Now: t0, Found: routesAt(10)})
 	expect(t, len(d.Status.Workloads), 0)
 }
+
+// The reconciler carries out what DueWorkloads names, and nothing else: an
+// action before its time, or one that became unsafe (the workload it
+// would scale down serves as stable again), waits.
+func TestDueWorkloads(t *testing.T) {
+	ro := handoffTestRollout()
+	d := Plan(ro, Observation{Now: t0, Found: routesAt(100)})
+	ro.Status = d.Status
+	expect(t, len(DueWorkloads(ro, t0)), 0)
+	due := DueWorkloads(ro, t0.Add(rolloutsv1.DefaultScaleDownDelay))
+	expect(t, len(due), 1)
+	expect(t, due[0].WorkloadRef.Name, "v1")
+	// The old stable named as stable again, before the rollout succeeded:
+	// scaling it down would take away the traffic's only home.
+	ro.Status.Phase = rolloutsv1.PhaseProgressing
+	expect(t, len(DueWorkloads(ro, t0.Add(rolloutsv1.DefaultScaleDownDelay))), 0)
+}
