@@ -161,6 +161,43 @@ var _ = Describe("Rollout lifecycle edges", func() {
 		})
 	})
 
+	Context("a route another controller owns", func() {
+		It("writes nothing to it, says which controller owns it, and starts once the route is free", func() {
+			createRoute(ns, "header-routing.yaml")
+			createBackend(ns, "vllm-gpt4-v2", true)
+			// An AI gateway generates this HTTPRoute from its own object and
+			// would write its weights back over the rollout's.
+			route := getRoute(ns, "model-header-routing")
+			base := route.DeepCopy()
+			route.OwnerReferences = []metav1.OwnerReference{{APIVersion: "aigateway.envoyproxy.io/v1alpha1", Kind: "AIGatewayRoute",
+				Name: "gpt4-ai", UID: "7c0e1a52-4b0c-4a38-9d36-1f1f4a1e0d11", Controller: ptr.To(true)}}
+			Expect(k8sClient.Patch(suiteCtx, route, client.MergeFrom(base))).To(Succeed())
+			gen0 := getRoute(ns, "model-header-routing").Generation
+			op = startOperator()
+
+			Expect(k8sClient.Create(suiteCtx, newRollout(ns, step(10, "1h"), step(100, "1h")))).To(Succeed())
+			Eventually(func() string {
+				c := conditionOf(ns, "gpt4", rolloutsv1.ConditionRoutesApplied)()
+				if c == nil {
+					return ""
+				}
+				return c.Reason + ": " + c.Message
+			}).Should(And(HavePrefix(rolloutsv1.ReasonRouteOwnedByController), ContainSubstring("AIGatewayRoute gpt4-ai")))
+			Expect(getRollout(ns, "gpt4").Status.Phase).To(Equal(rolloutsv1.PhaseWaiting))
+			Expect(getRollout(ns, "gpt4").Status.CanaryWeight).To(BeZero(), "status claims no weight it did not write")
+			after := getRoute(ns, "model-header-routing")
+			Expect(after.Generation).To(Equal(gen0), "the route was not written")
+			Expect(after.Annotations).NotTo(HaveKey(rolloutsv1.AnnotationRuleOwners))
+
+			// The platform hands the route over: the rollout starts.
+			freed := after.DeepCopy()
+			freed.OwnerReferences = nil
+			Expect(k8sClient.Patch(suiteCtx, freed, client.MergeFrom(after))).To(Succeed())
+			Eventually(routeWeights(ns, "model-header-routing", "gpt4")).Should(HaveKeyWithValue("vllm-gpt4-v2", int32(10)))
+			Eventually(conditionOf(ns, "gpt4", rolloutsv1.ConditionRoutesApplied)).Should(HaveField("Reason", rolloutsv1.ReasonApplied))
+		})
+	})
+
 	Context("a writer that keeps changing the weights back", func() {
 		It("backs off, names the other field manager once per episode, and resumes when it stops", func() {
 			createRoute(ns, "header-routing.yaml")

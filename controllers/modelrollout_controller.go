@@ -14,6 +14,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/client-go/util/workqueue"
@@ -400,7 +401,7 @@ func (r *ModelRolloutReconciler) SetupWithManager(ctx context.Context, mgr ctrl.
 		// A header route maps to the rollout that owns it (its label), so
 		// that an edit or a deletion of it is corrected.
 		Watches(&gatewayv1.HTTPRoute{}, handler.EnqueueRequestsFromMapFunc(withHeaderRouteOwner(r.mapBy(mgr.GetClient(), indexRoute, func(o client.Object) string { return o.GetName() }))),
-			builder.WithPredicates(notInInitialList, predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
+			builder.WithPredicates(notInInitialList, predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}, controllerChanged))).
 		Watches(&corev1.Service{}, handler.EnqueueRequestsFromMapFunc(r.mapBy(mgr.GetClient(), indexBackend, func(o client.Object) string { return o.GetName() })),
 			builder.WithPredicates(notInInitialList, predicate.GenerationChangedPredicate{})).
 		Watches(&discoveryv1.EndpointSlice{}, handler.EnqueueRequestsFromMapFunc(r.mapBy(mgr.GetClient(), indexBackend, func(o client.Object) string {
@@ -433,6 +434,17 @@ func withHeaderRouteOwner(next handler.MapFunc) handler.MapFunc {
 // and EndpointSlices: every rollout is in its own initial list and reads
 // them when reconciled, so mapping tens of thousands of them to rollouts
 // when a replica starts leading would only delay the first reconciles.
+// controllerChanged passes an update that gives an object a controller
+// ownerReference, takes it away or changes it: a route another controller
+// owns is not written (RouteOwnedByController) until it is handed over.
+var controllerChanged = predicate.Funcs{UpdateFunc: func(e crevent.UpdateEvent) bool {
+	before, after := metav1.GetControllerOf(e.ObjectOld), metav1.GetControllerOf(e.ObjectNew)
+	if before == nil || after == nil {
+		return (before == nil) != (after == nil)
+	}
+	return before.UID != after.UID
+}}
+
 var notInInitialList = predicate.Funcs{CreateFunc: func(e crevent.CreateEvent) bool { return !e.IsInInitialList }}
 
 // abortPriority is the work-queue priority of a rollout with a pending

@@ -53,6 +53,11 @@ func (r *ModelRolloutReconciler) observeRoutes(ctx context.Context, ro *rollouts
 		if err != nil {
 			return out, fmt.Errorf("get HTTPRoute %s/%s: %w", ro.Namespace, t.Name, err)
 		}
+		if owner := metav1.GetControllerOf(route); owner != nil && out.Conflict == nil {
+			// Another controller generates this route: it would write its
+			// own weights back over the rollout's, forever.
+			out.Conflict = controlledRoute(route.Name, owner)
+		}
 		rules, ps := plan.ManagedRules(route, t, ro.Spec.Stable, ro.Name)
 		problems = append(problems, ps...)
 		out.Found = append(out.Found, plan.ManagedRoute{Route: route, Rules: rules})
@@ -85,6 +90,14 @@ func (r *ModelRolloutReconciler) observeRoutes(ctx context.Context, ro *rollouts
 		out.Problem = &plan.Problem{Reason: problems[0].Reason, Message: strings.Join(msgs, "; ")}
 	}
 	return out, nil
+}
+
+// controlledRoute is the problem of a route that another controller owns.
+func controlledRoute(route string, owner *metav1.OwnerReference) *plan.Problem {
+	return &plan.Problem{Reason: rolloutsv1.ReasonRouteOwnedByController, Message: fmt.Sprintf(
+		"HTTPRoute %s is controlled by %s %s (%s), which would write its own weights back over this rollout's: this rollout writes nothing. "+
+			"Move the weights in the %s's own spec, or name in spec.routes an HTTPRoute no controller owns",
+		route, owner.Kind, owner.Name, owner.APIVersion, owner.Kind)}
 }
 
 // ownerLive says whether the rollout named in a rule-owners annotation still

@@ -77,6 +77,12 @@ const (
 	// would manage; the message names it. Nothing is written until the rule
 	// is free.
 	ReasonRouteConflict = "RouteConflict"
+	// ReasonRouteOwnedByController: a route has a controller
+	// ownerReference (another controller generates it and would overwrite
+	// any weight written to it); the message names the owner. Nothing is
+	// written to any route until spec.routes names routes no controller
+	// owns.
+	ReasonRouteOwnedByController = "RouteOwnedByController"
 	// ReasonApplied: every managed rule carries the decided weights.
 	ReasonApplied = "Applied"
 	// ReasonPending: the decided weights are being written.
