@@ -61,10 +61,11 @@ func (r *ModelRolloutReconciler) observeHeaderRoutes(ctx context.Context, ro *ro
 // and deletes those no longer wanted. A route of the same name that the
 // rollout does not own is left alone. A problem is kept for the next
 // decision (observation.HeaderRoute); retry says when to try again.
-func (r *ModelRolloutReconciler) applyHeaderRoutes(ctx context.Context, ro *rolloutsv1.ModelRollout, st *rolloutsv1.ModelRolloutStatus, found []plan.ManagedRoute, owned []*gatewayv1.HTTPRoute) (retry time.Duration, err error) {
+func (r *ModelRolloutReconciler) applyHeaderRoutes(ctx context.Context, ro *rolloutsv1.ModelRollout, d *plan.Decision, owned []*gatewayv1.HTTPRoute) (retry time.Duration, err error) {
 	logger := log.FromContext(ctx)
 	key := client.ObjectKeyFromObject(ro)
-	want, prob := plan.DesiredHeaderRoutes(ro, st, found)
+	st := &d.Status
+	want, prob := d.HeaderRoutes, d.HeaderRouteProblem
 	var errs []error
 	var rejections []string
 

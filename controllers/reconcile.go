@@ -190,7 +190,7 @@ func (r *ModelRolloutReconciler) apply(ctx context.Context, ro *rolloutsv1.Model
 		if retry > 0 {
 			result = minRequeue(result, retry)
 		}
-		if result, err = r.withHeaderRoutes(ctx, ro, &d.Status, o.found, o.Owned, result, err); err != nil {
+		if result, err = r.withHeaderRoutes(ctx, ro, &d, o.Owned, result, err); err != nil {
 			// Not written, or not all: this status would claim what the
 			// routes do not carry. It stays as it was; decided again.
 			return result, err
@@ -227,7 +227,7 @@ func (r *ModelRolloutReconciler) apply(ctx context.Context, ro *rolloutsv1.Model
 	if o.backoff > 0 && o.Conflict == nil {
 		// The weights wait for the drift correction's backoff; the header
 		// routes do not.
-		return r.withHeaderRoutes(ctx, ro, &d.Status, o.found, o.Owned, minRequeue(result, o.backoff), nil)
+		return r.withHeaderRoutes(ctx, ro, &d, o.Owned, minRequeue(result, o.backoff), nil)
 	}
 	// With a conflict, another rollout owns a rule: nothing is written. Its
 	// release changes the route's annotation, which brings this rollout
@@ -237,9 +237,9 @@ func (r *ModelRolloutReconciler) apply(ctx context.Context, ro *rolloutsv1.Model
 
 // withHeaderRoutes applies the header routes after the weights, and folds
 // its retry and error into the reconcile's.
-func (r *ModelRolloutReconciler) withHeaderRoutes(ctx context.Context, ro *rolloutsv1.ModelRollout, st *rolloutsv1.ModelRolloutStatus,
-	found []plan.ManagedRoute, owned []*gatewayv1.HTTPRoute, result ctrl.Result, err error) (ctrl.Result, error) {
-	retry, herr := r.applyHeaderRoutes(ctx, ro, st, found, owned)
+func (r *ModelRolloutReconciler) withHeaderRoutes(ctx context.Context, ro *rolloutsv1.ModelRollout, d *plan.Decision,
+	owned []*gatewayv1.HTTPRoute, result ctrl.Result, err error) (ctrl.Result, error) {
+	retry, herr := r.applyHeaderRoutes(ctx, ro, d, owned)
 	if retry > 0 {
 		result = minRequeue(result, retry)
 	}

@@ -202,6 +202,12 @@ type Decision struct {
 	// backoff, or the routes were just refused: Status is then written
 	// alone, and says why the routes are not written.
 	WriteRoutes bool
+	// HeaderRoutes are the HTTPRoutes the rollout owns for a header-routed
+	// step, by name, as they must be (none outside such a step: the owned
+	// routes not named here are deleted). HeaderRouteProblem says why a
+	// step's match cannot be routed (no managed match can take it).
+	HeaderRoutes       map[string]*gatewayv1.HTTPRoute
+	HeaderRouteProblem *Problem
 	// ClockOnLanding is the clock policy: this decision starts a step
 	// whose weight the routes do not carry yet. The step's clock starts
 	// when the route write lands (Landed), not when the decision was made.
@@ -294,6 +300,7 @@ func Plan(ro *rolloutsv1.ModelRollout, obs Observation) Decision {
 	p.d.ClockOnLanding = p.d.WriteRoutes && startsClock(&ro.Status, p.st) && !p.obs.Carries(p.d.Routes)
 	p.setConditions()
 	ClampStatus(p.st)
+	p.d.HeaderRoutes, p.d.HeaderRouteProblem = DesiredHeaderRoutes(ro, p.st, obs.Found)
 	p.d.Events = foldRolloutStart(p.d.Events)
 	p.d.Calls = p.calls
 	return p.d
