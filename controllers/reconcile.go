@@ -87,10 +87,12 @@ func (r *ModelRolloutReconciler) observe(ctx context.Context, ro *rolloutsv1.Mod
 	key := client.ObjectKeyFromObject(ro)
 	now := r.now()
 	o = &observed{Observation: plan.Observation{Now: now, Requests: readRequests(ro), Hooks: r.hooks.results(key)}}
-	o.direct = r.direct.merge(ro, &o.Requests)
+	direct := r.direct.merge(ro, &o.Requests)
+	o.direct = direct
 	defer func() {
+		// A reconcile that ends here hands a direct abort back at once.
 		if o == nil || err != nil {
-			r.direct.release(o.direct)
+			r.direct.release(direct)
 			o = nil
 		}
 	}()

@@ -232,7 +232,10 @@ func (o *operator) stop() {
 
 func ptrDuration(d time.Duration) *time.Duration { return &d }
 
+// ctrlConfigSkipNameValidation lets every spec start its own controller of
+// the same name, and turns off controller-runtime's recovery of a panicking
+// reconcile: a panic fails the suite instead of being logged and retried.
 func ctrlConfigSkipNameValidation() config.Controller {
-	skip := true
-	return config.Controller{SkipNameValidation: &skip}
+	skip, recoverPanic := true, false
+	return config.Controller{SkipNameValidation: &skip, RecoverPanic: &recoverPanic}
 }
