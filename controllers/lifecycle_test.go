@@ -54,6 +54,17 @@ func conditionOf(ns, name, t string) func() *metav1.Condition {
 	}
 }
 
+// conditionText is a condition's "Reason: Message", or "" while absent.
+func conditionText(ns, name, t string) func() string {
+	return func() string {
+		c := conditionOf(ns, name, t)()
+		if c == nil {
+			return ""
+		}
+		return c.Reason + ": " + c.Message
+	}
+}
+
 func rolloutGone(ns, name string) func() bool {
 	return func() bool {
 		err := k8sClient.Get(suiteCtx, types.NamespacedName{Namespace: ns, Name: name}, &rolloutsv1.ModelRollout{})
@@ -136,13 +147,7 @@ var _ = Describe("Rollout lifecycle edges", func() {
 			second.Name = "gpt4-other"
 			second.Spec.Canary.Name = "vllm-gpt4-v3"
 			Expect(k8sClient.Create(suiteCtx, second)).To(Succeed())
-			Eventually(func() string {
-				c := conditionOf(ns, "gpt4-other", rolloutsv1.ConditionRoutesApplied)()
-				if c == nil {
-					return ""
-				}
-				return c.Reason + ": " + c.Message
-			}).Should(And(HavePrefix(rolloutsv1.ReasonRouteConflict), ContainSubstring("ModelRollout gpt4")))
+			Eventually(conditionText(ns, "gpt4-other", rolloutsv1.ConditionRoutesApplied)).Should(And(HavePrefix(rolloutsv1.ReasonRouteConflict), ContainSubstring("ModelRollout gpt4")))
 			Expect(getRollout(ns, "gpt4-other").Status.Phase).To(Equal(rolloutsv1.PhaseWaiting))
 
 			Eventually(phaseOf(ns, "gpt4")).Should(Equal(rolloutsv1.PhaseSucceeded))
@@ -176,13 +181,7 @@ var _ = Describe("Rollout lifecycle edges", func() {
 			op = startOperator()
 
 			Expect(k8sClient.Create(suiteCtx, newRollout(ns, step(10, "1h"), step(100, "1h")))).To(Succeed())
-			Eventually(func() string {
-				c := conditionOf(ns, "gpt4", rolloutsv1.ConditionRoutesApplied)()
-				if c == nil {
-					return ""
-				}
-				return c.Reason + ": " + c.Message
-			}).Should(And(HavePrefix(rolloutsv1.ReasonRouteOwnedByController), ContainSubstring("AIGatewayRoute gpt4-ai")))
+			Eventually(conditionText(ns, "gpt4", rolloutsv1.ConditionRoutesApplied)).Should(And(HavePrefix(rolloutsv1.ReasonRouteOwnedByController), ContainSubstring("AIGatewayRoute gpt4-ai")))
 			Expect(getRollout(ns, "gpt4").Status.Phase).To(Equal(rolloutsv1.PhaseWaiting))
 			Expect(getRollout(ns, "gpt4").Status.CanaryWeight).To(BeZero(), "status claims no weight it did not write")
 			after := getRoute(ns, "model-header-routing")
@@ -445,13 +444,7 @@ var _ = Describe("Rollout lifecycle edges", func() {
 		ro.Spec.ProgressDeadline = durationOf("6s")
 		Expect(k8sClient.Create(suiteCtx, ro)).To(Succeed())
 
-		Eventually(func() string {
-			c := conditionOf(ns, "gpt4", rolloutsv1.ConditionRoutesApplied)()
-			if c == nil {
-				return ""
-			}
-			return c.Reason + ": " + c.Message
-		}).Should(And(HavePrefix(rolloutsv1.ReasonPatchRejected), ContainSubstring("capped at 49%")))
+		Eventually(conditionText(ns, "gpt4", rolloutsv1.ConditionRoutesApplied)).Should(And(HavePrefix(rolloutsv1.ReasonPatchRejected), ContainSubstring("capped at 49%")))
 		Expect(routeWeights(ns, "model-header-routing", "gpt4")()).To(HaveKeyWithValue("vllm-gpt4-v2", int32(10)))
 		Eventually(phaseOf(ns, "gpt4")).Should(Equal(rolloutsv1.PhaseRolledBack))
 		rb := getRollout(ns, "gpt4").Status.Rollback
