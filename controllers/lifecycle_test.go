@@ -162,7 +162,8 @@ var _ = Describe("Rollout lifecycle edges", func() {
 			Eventually(rolloutGone(ns, "gpt4")).Should(BeTrue())
 			Eventually(routeWeights(ns, "model-header-routing", "gpt4")).Should(HaveKeyWithValue("vllm-gpt4-v3", int32(10)))
 			Expect(ownersOf(ns, "model-header-routing")).To(Equal(map[string]string{"gpt4": "gpt4-other"}))
-			Expect(getRollout(ns, "gpt4-other").Status.Step).To(Equal("1/2"))
+			// The routes are written before the status: the status follows.
+			Eventually(func() string { return getRollout(ns, "gpt4-other").Status.Step }).Should(Equal("1/2"))
 		})
 	})
 
@@ -373,7 +374,7 @@ var _ = Describe("Rollout lifecycle edges", func() {
 			// Naming the canary as stable finishes the rollout (the old
 			// stable's backendRef goes) and starts the next one.
 			Eventually(routeWeights(ns, "model-header-routing", "gpt4")).Should(Equal(map[string]int32{"vllm-gpt4-v2": 50, "vllm-gpt4-v3": 50}))
-			Expect(conditionOf(ns, "gpt4", rolloutsv1.ConditionStalled)()).To(BeNil())
+			Eventually(conditionOf(ns, "gpt4", rolloutsv1.ConditionStalled)).Should(BeNil(), "the status follows the routes")
 		})
 
 		It("does not send traffic back to the old stable when the canary that holds 100% is removed", func() {

@@ -85,7 +85,7 @@ var _ = Describe("Prometheus auth Secrets", func() {
 		Eventually(routeWeights(ns, "model-header-routing", "gpt4")).Should(HaveKeyWithValue("vllm-gpt4-v2", int32(10)))
 		Expect(secrets.reads.Load()).To(BeNumerically(">=", 4), "three throttled reads, then one that went through")
 		Expect(eventReasons(ns, "gpt4")()).NotTo(ContainElement(rolloutsv1.ReasonInvalidConfig), "a throttled read is not a configuration problem")
-		Expect(conditionOf(ns, "gpt4", rolloutsv1.ConditionStalled)()).To(BeNil())
+		Eventually(conditionOf(ns, "gpt4", rolloutsv1.ConditionStalled)).Should(BeNil(), "the status follows the routes")
 	})
 
 	It("stalls on a missing Secret and resumes by itself once it exists", func() {
@@ -100,6 +100,6 @@ var _ = Describe("Prometheus auth Secrets", func() {
 		createAuthSecret(ns)
 		// No watch on Secrets: the rollout rechecks every few seconds.
 		Eventually(routeWeights(ns, "model-header-routing", "gpt4"), "20s").Should(HaveKeyWithValue("vllm-gpt4-v2", int32(10)))
-		Expect(conditionOf(ns, "gpt4", rolloutsv1.ConditionStalled)()).To(BeNil())
+		Eventually(conditionOf(ns, "gpt4", rolloutsv1.ConditionStalled)).Should(BeNil(), "the status follows the routes")
 	})
 })
