@@ -38,6 +38,7 @@ var (
 	skipReason string
 	restCfg    *rest.Config
 	kubeconfig string
+	pluginBin  string // kubectl-modelrollout, built from this repository
 	dyn        dynamic.Interface
 	clientset  kubernetes.Interface
 	managerLog = &syncBuffer{}
@@ -144,12 +145,15 @@ func startCluster() (func(), error) {
 	}
 
 	// The operator, built from this repository as cmd/manager and run as a
-	// process: this module cannot import the operator's packages (their
-	// k8s.io modules are newer than Argo CD's).
+	// process, and the kubectl plugin: this module cannot import the
+	// operator's packages (their k8s.io modules are newer than Argo CD's).
 	manager := filepath.Join(tmp, "manager")
-	build := exec.Command("go", "build", "-C", root, "-o", manager, "./cmd/manager")
-	if out, err := build.CombinedOutput(); err != nil {
-		return stopAll, fmt.Errorf("go build ./cmd/manager: %w\n%s", err, out)
+	pluginBin = filepath.Join(tmp, "kubectl-modelrollout")
+	for bin, pkg := range map[string]string{manager: "./cmd/manager", pluginBin: "./cmd/kubectl-modelrollout"} {
+		build := exec.Command("go", "build", "-C", root, "-o", bin, pkg)
+		if out, err := build.CombinedOutput(); err != nil {
+			return stopAll, fmt.Errorf("go build %s: %w\n%s", pkg, err, out)
+		}
 	}
 	cmd := exec.Command(manager, "--kubeconfig", kubeconfig, "--leader-elect=false",
 		"--metrics-bind-address=0", "--health-probe-bind-address=0")

@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"maps"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -213,28 +215,22 @@ func setDefault(m map[string]any, key string, v any) {
 	}
 }
 
-// finishedInGit is the Git change that finishes the rollout (what `kubectl
-// modelrollout finish --print` writes): the old stable's backendRef removed
-// from the managed rule, the canary at 100. When Git did not list the canary
-// the stable's backendRef is renamed to it.
-func finishedInGit(t *testing.T, git *unstructured.Unstructured) *unstructured.Unstructured {
+// finishPrint runs `kubectl modelrollout finish <name> --print` and returns
+// the Git change it prints, by kind and name, as Git objects of the
+// application.
+func finishPrint(t *testing.T, ns, name string) map[string]*unstructured.Unstructured {
 	t.Helper()
-	return edit(git, func(m map[string]any) {
-		r := ruleOf(t, m, "gpt4")
-		var kept []any
-		for _, ref := range r["backendRefs"].([]any) {
-			if ref.(map[string]any)["name"] != stableName {
-				kept = append(kept, ref)
-			}
-		}
-		if len(kept) == 0 {
-			ref := r["backendRefs"].([]any)[0].(map[string]any)
-			ref["name"] = canaryName
-			kept = []any{ref}
-		}
-		kept[0].(map[string]any)["weight"] = int64(100)
-		r["backendRefs"] = kept
-	})
+	cmd := exec.Command(pluginBin, "--kubeconfig", kubeconfig, "-n", ns, "finish", name, "--print")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", strings.Join(cmd.Args, " "), err, out)
+	}
+	docs := map[string]*unstructured.Unstructured{}
+	for _, doc := range strings.Split(string(out), "\n---\n") {
+		u := gitObject(t, ns, doc)
+		docs[u.GetKind()+"/"+u.GetName()] = u
+	}
+	return docs
 }
 
 // TestRecipe runs the recipe through a rollout with Argo CD's diff and
@@ -272,7 +268,8 @@ func TestRecipe(t *testing.T) {
 		expectSynced(t, g.GetName()+" as synced, recipe", recipe(g.GetName()).compare(t, g, live(t, routeGVR, ns, g.GetName())))
 	}
 
-	create(t, ns, fromYAML(t, `
+	// The ModelRollout is in Git too.
+	noIgnore.sync(t, gitObject(t, ns, `
 apiVersion: rollouts.modelrollout.io/v1alpha1
 kind: ModelRollout
 metadata: {name: gpt4}
@@ -288,7 +285,7 @@ spec:
   steps:
   - {weight: 25}
   - {weight: 100, pause: 0s}
-`))
+`), false)
 	midRollout := split(25)
 	for _, r := range []string{routeName, unlistedRoute, movedRoute} {
 		waitWeights(t, ns, r, "gpt4", midRollout)
@@ -517,15 +514,24 @@ spec:
 		})
 		expectOutOfSync(t, "finished, backendRefs reordered", recipe(routeName).compare(t, swapped, l))
 
-		// The Git change of the finish is a real difference before the
-		// operator finishes.
-		removed := finishedInGit(t, git)
+		// The Git change of the finish, as `kubectl modelrollout finish
+		// --print` prints it: the old stable's backendRef removed from the
+		// managed rule, the canary at 100. Before the operator finishes, it
+		// is a real difference.
+		change := finishPrint(t, ns, "gpt4")
+		removed := change["HTTPRoute/"+routeName]
+		if removed == nil || len(change) != 4 {
+			t.Fatalf("finish --print printed %v, want the rollout and its three routes", slices.Sorted(maps.Keys(change)))
+		}
+		if got := weightsOf(removed, "gpt4"); !maps.Equal(got, map[string]int64{canaryName: 100}) {
+			t.Fatalf("the Git change of the managed rule: %v, want the canary alone at 100", got)
+		}
 		expectOutOfSync(t, "finished in Git, old stable removed, before the operator's finish", recipe(routeName).compare(t, removed, l))
 
-		// The ModelRollout from Git (stable v2, no canary): the operator
-		// removes the old stable's backendRef from the managed rules of
-		// every route, and goes Idle.
-		mergePatch(t, rolloutGVR, ns, "gpt4", `{"spec":{"stable":{"name":"vllm-gpt4-v2","port":8000},"canary":null}}`)
+		// Argo CD syncs the ModelRollout of the Git change (stable v2, no
+		// canary): the operator removes the old stable's backendRef from
+		// the managed rules of every route, and goes Idle.
+		noIgnore.sync(t, change["ModelRollout/gpt4"], false)
 		waitRollout(t, ns, "gpt4", "Idle", -2)
 		for _, r := range []string{routeName, unlistedRoute, movedRoute} {
 			waitWeights(t, ns, r, "gpt4", map[string]int64{canaryName: 100})
@@ -544,7 +550,7 @@ spec:
 		expectSynced(t, "finished by the operator, Git change committed", recipe(routeName).compare(t, removed, after))
 		expectSynced(t, "finished by the operator, Git change committed, no ignore", noIgnore.compare(t, removed, after))
 		for _, g := range []*unstructured.Unstructured{unlisted, moved} {
-			expectSynced(t, g.GetName()+" finished by the operator", recipe(g.GetName()).compare(t, finishedInGit(t, g), route(g.GetName())))
+			expectSynced(t, g.GetName()+" finished by the operator", recipe(g.GetName()).compare(t, change["HTTPRoute/"+g.GetName()], route(g.GetName())))
 		}
 		// Keeping the old stable in Git (the pre-finish habit) is now the
 		// difference.
