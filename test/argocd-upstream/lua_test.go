@@ -166,13 +166,19 @@ func act(t *testing.T, ns, action string) map[string]any {
 // written.
 func refused(t *testing.T, ns, action, want string) {
 	t.Helper()
-	before := live(t, rolloutGVR, ns, luaRolloutName).GetResourceVersion()
+	// The operator may write status meanwhile; the action would write
+	// metadata or spec.
+	written := func() string {
+		obj := live(t, rolloutGVR, ns, luaRolloutName)
+		return fmt.Sprint(obj.GetAnnotations(), obj.GetLabels(), obj.GetGeneration())
+	}
+	before := written()
 	_, err := runAction(t, rolloutGVR, ns, luaRolloutName, action)
 	if err == nil || !strings.Contains(err.Error(), want) {
 		t.Errorf("action %s: error %v, want one saying %q", action, err, want)
 	}
-	if after := live(t, rolloutGVR, ns, luaRolloutName).GetResourceVersion(); after != before {
-		t.Errorf("the refused action %s wrote the rollout", action)
+	if after := written(); after != before {
+		t.Errorf("the refused action %s wrote the rollout: %s, was %s", action, after, before)
 	}
 }
 
