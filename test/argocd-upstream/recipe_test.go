@@ -359,6 +359,17 @@ spec:
 		// The pointers do work where the positions hold (canary listed,
 		// rule first): the failure above is positional.
 		expectSynced(t, "rule in place, pointers", pointers(routeName).compare(t, git, route(routeName)))
+
+		// A sync of the route whose canary Git does not list (without
+		// RespectIgnoreDifferences) removes the canary from the rule; the
+		// operator puts it back.
+		generation := route(unlistedRoute).GetGeneration()
+		recipe(unlistedRoute).sync(t, unlisted, false)
+		waitWeights(t, ns, unlistedRoute, "gpt4", midRollout)
+		if g := route(unlistedRoute).GetGeneration(); g < generation+2 {
+			t.Errorf("route generation %d after the sync, was %d: the sync did not change the rule, or the operator did not change it back", g, generation)
+		}
+		expectOutOfSync(t, "appended canary, after a sync and the correction", recipe(unlistedRoute).compare(t, unlisted, route(unlistedRoute)))
 	})
 
 	t.Run("RespectIgnoreDifferences", func(t *testing.T) {
