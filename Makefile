@@ -78,6 +78,7 @@ test-deps: control-plane ## Install everything the tests need (control plane, Pr
 .PHONY: test
 test: test-deps workload-plane traefik verify ## Run all tests: unit, integration on a real API server and Prometheus, and e2e.
 	go test -count=1 $(GOTEST_FLAGS) -timeout 45m ./...
+	cd test/argocd-upstream && go test -count=1 $(GOTEST_FLAGS) -timeout 20m ./...
 
 .PHONY: test-release
 test-release: test-deps ## Run the release tests for every released platform (make test builds only this machine's).

@@ -2,7 +2,7 @@
 // manifest: the old stable's backendRefs removed from the managed rules and
 // the new stable at weight 100. The operator makes the same change on the
 // live route (controllers: status.removing); the kubectl plugin prints it
-// for Git (`kubectl modelrollout finish --print`), and test/argocd checks
+// for Git (`kubectl modelrollout finish --print`), and test/argocd-upstream checks
 // that the two agree.
 package finish
 
