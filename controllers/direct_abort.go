@@ -31,8 +31,8 @@ import (
 // so that a leader that dies in between gets the alert again.
 
 type directAbort struct {
-	uid           types.UID
-	token, reason string
+	uid                     types.UID
+	token, reason, revision string
 	// sent is closed once the controller has sent the abort's route
 	// patches, or knows it will not (see release).
 	sent     chan struct{}
@@ -60,7 +60,7 @@ func newDirectAborts(elected <-chan struct{}) *directAborts {
 // does nothing and returns nil unless this process leads (then the
 // controller is not running here, and the annotation carries the abort to
 // the leader). It never blocks.
-func (r *ModelRolloutReconciler) AbortNow(key types.NamespacedName, uid types.UID, token, reason string) <-chan struct{} {
+func (r *ModelRolloutReconciler) AbortNow(key types.NamespacedName, uid types.UID, token, reason, revision string) <-chan struct{} {
 	d := r.direct
 	if d == nil || token == "" {
 		return nil
@@ -70,7 +70,7 @@ func (r *ModelRolloutReconciler) AbortNow(key types.NamespacedName, uid types.UI
 	default:
 		return nil
 	}
-	a := &directAbort{uid: uid, token: token, reason: reason, sent: make(chan struct{})}
+	a := &directAbort{uid: uid, token: token, reason: reason, revision: revision, sent: make(chan struct{})}
 	d.mu.Lock()
 	if old := d.pending[key]; old != nil {
 		old.release()
@@ -133,7 +133,7 @@ func (d *directAborts) merge(ro *rolloutsv1.ModelRollout, req *plan.Requests) *d
 		a.release()
 		return nil
 	}
-	req.Abort, req.AbortReason = a.token, a.reason
+	req.Abort, req.AbortReason, req.AbortRevision = a.token, a.reason, a.revision
 	return a
 }
 

@@ -171,13 +171,13 @@ var _ = Describe("directAborts", func() {
 		ro := &rolloutsv1.ModelRollout{}
 		ro.Namespace, ro.Name, ro.UID = "ai", "gpt4", "uid-1"
 
-		Expect(r.AbortNow(key, "uid-1", "alert-1", "HighErrorRate")).To(BeNil(), "the receiver does not wait on a replica that does not lead")
+		Expect(r.AbortNow(key, "uid-1", "alert-1", "HighErrorRate", "")).To(BeNil(), "the receiver does not wait on a replica that does not lead")
 		req := plan.Requests{}
 		Expect(r.direct.merge(ro, &req)).To(BeNil())
 		Expect(req.Abort).To(BeEmpty(), "a replica that does not lead leaves the abort to the annotation")
 
 		close(elected)
-		sent := r.AbortNow(key, "uid-1", "alert-1", "HighErrorRate")
+		sent := r.AbortNow(key, "uid-1", "alert-1", "HighErrorRate", "")
 		Expect(sent).NotTo(BeNil())
 		Expect(r.direct.queue).To(HaveLen(1))
 		merged := r.direct.merge(ro, &req)
@@ -194,22 +194,22 @@ var _ = Describe("directAborts", func() {
 		Expect(req.Abort).To(BeEmpty())
 		Expect(r.direct.pending).To(BeEmpty(), "handled: forgotten")
 
-		sent = r.AbortNow(key, "uid-0", "alert-2", "x")
+		sent = r.AbortNow(key, "uid-0", "alert-2", "x", "")
 		Expect(r.direct.merge(ro, &req)).To(BeNil())
 		Expect(req.Abort).To(BeEmpty(), "meant for an earlier rollout of the same name")
 		Expect(r.direct.pending).To(BeEmpty())
 		Expect(sent).To(BeClosed(), "dropped: the receiver need not wait")
 
 		ro.Status.LastHandledAbort = ""
-		first := r.AbortNow(key, "uid-1", "alert-3", "x")
-		second := r.AbortNow(key, "uid-1", "alert-4", "x")
+		first := r.AbortNow(key, "uid-1", "alert-3", "x", "")
+		second := r.AbortNow(key, "uid-1", "alert-4", "x", "")
 		Expect(first).To(BeClosed(), "replaced by a newer abort")
 		Expect(second).NotTo(BeClosed())
 		req = plan.Requests{Abort: "alert-4"}
 		Expect(r.direct.merge(ro, &req)).To(BeNil())
 		Expect(second).To(BeClosed(), "the annotation carries it already")
 
-		third := r.AbortNow(key, "uid-1", "alert-5", "x")
+		third := r.AbortNow(key, "uid-1", "alert-5", "x", "")
 		r.direct.forget(key)
 		Expect(third).To(BeClosed(), "the rollout is gone")
 	})

@@ -160,7 +160,7 @@ func (r *ModelRolloutReconciler) record(ctx context.Context, ro *rolloutsv1.Mode
 
 // abortPending says whether an abort token is waiting to be acted on.
 func abortPending(ro *rolloutsv1.ModelRollout, req plan.Requests) bool {
-	return req.Abort != "" && req.Abort != ro.Status.LastHandledAbort
+	return req.Abort != "" && req.Abort != ro.Status.LastHandledAbort && plan.AbortMeantFor(req, ro.Status.Revision)
 }
 
 func (r *ModelRolloutReconciler) now() time.Time {

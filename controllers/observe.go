@@ -242,18 +242,25 @@ func (r *ModelRolloutReconciler) observeCanary(ctx context.Context, ro *rollouts
 // token is recognised as handled once recorded.
 func readRequests(ro *rolloutsv1.ModelRollout) plan.Requests {
 	a := ro.GetAnnotations()
-	return plan.Requests{
+	req := plan.Requests{
 		Promote:     plan.Truncate(a[rolloutsv1.AnnotationPromote], plan.MaxToken),
 		Abort:       plan.Truncate(a[rolloutsv1.AnnotationAbort], plan.MaxToken),
 		AbortReason: a[rolloutsv1.AnnotationAbortReason],
-		Retry:       plan.Truncate(a[rolloutsv1.AnnotationRetry], plan.MaxToken),
-		Paused:      a[rolloutsv1.AnnotationPaused] == "true",
+
+		Retry:  plan.Truncate(a[rolloutsv1.AnnotationRetry], plan.MaxToken),
+		Paused: a[rolloutsv1.AnnotationPaused] == "true",
 
 		PromoteFull:   plan.Truncate(a[rolloutsv1.AnnotationPromoteFull], plan.MaxToken),
 		SkipGates:     plan.Truncate(a[rolloutsv1.AnnotationSkipGates], plan.MaxToken),
 		PromoteReason: strings.TrimSpace(a[rolloutsv1.AnnotationPromoteReason]),
 		RequestedBy:   strings.TrimSpace(a[rolloutsv1.AnnotationRequestedBy]),
 	}
+	if plan.IsAlertToken(req.Abort) {
+		// The receiver writes the revision with every alert token; a later
+		// abort of a person's replaces the token and leaves it stale.
+		req.AbortRevision = plan.Truncate(a[rolloutsv1.AnnotationAbortRevision], 1024)
+	}
+	return req
 }
 
 // +kubebuilder:rbac:groups="",resources=pods,verbs=list

@@ -197,6 +197,12 @@ const (
 	AnnotationAbort = "rollouts.modelrollout.io/abort"
 	// AnnotationAbortReason is the reason recorded with an abort.
 	AnnotationAbortReason = "rollouts.modelrollout.io/abort-reason"
+	// AnnotationAbortRevision is the revision (status.revision) an abort was
+	// raised for. The Alertmanager receiver writes it: an alert about one
+	// revision's canary that lands once another revision runs is ignored
+	// (Event AbortIgnored), never rolls the new one back. Without it, an
+	// abort acts on whatever revision runs.
+	AnnotationAbortRevision = "rollouts.modelrollout.io/abort-revision"
 	// AnnotationRetry restarts a rolled-back rollout at the first step.
 	AnnotationRetry = "rollouts.modelrollout.io/retry"
 	// AnnotationPaused, set to "true", holds the rollout like spec.paused.

@@ -111,8 +111,13 @@ func FuzzReceiver(f *testing.F) {
 				t.Fatalf("patch %s: %v", p.data, err)
 			}
 			var ann map[string]string
-			if err := json.Unmarshal(patch.Metadata["annotations"], &ann); err != nil || len(ann) != 2 || len(patch.Metadata) != 2 {
-				t.Fatalf("patch %s touches more than the two annotations and the UID", p.data)
+			if err := json.Unmarshal(patch.Metadata["annotations"], &ann); err != nil || len(ann) != 3 || len(patch.Metadata) != 2 {
+				t.Fatalf("patch %s touches more than the three abort annotations and the UID", p.data)
+			}
+			for k := range ann {
+				if k != rolloutsv1.AnnotationAbort && k != rolloutsv1.AnnotationAbortReason && k != rolloutsv1.AnnotationAbortRevision {
+					t.Fatalf("patch %s writes annotation %s", p.data, k)
+				}
 			}
 			tok, reason := ann[rolloutsv1.AnnotationAbort], ann[rolloutsv1.AnnotationAbortReason]
 			if !strings.HasPrefix(tok, TokenPrefix) || len(tok) != len(TokenPrefix)+16 {

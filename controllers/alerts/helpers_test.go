@@ -45,6 +45,7 @@ func rollout(ns, name string, phase rolloutsv1.Phase, sel map[string]string) *ro
 	if sel != nil {
 		ro.Spec.RollbackOnAlerts = &rolloutsv1.AlertSelector{MatchLabels: sel}
 	}
+	ro.Status.Revision = ro.Spec.Revision()
 	return ro
 }
 

@@ -96,7 +96,7 @@ type Options struct {
 	// not compete with the route patches at the API server. The annotation
 	// still carries the abort to every other replica and across a restart,
 	// and the receiver answers only once it landed. Direct must not block.
-	Direct func(rollout types.NamespacedName, uid types.UID, token, reason string) <-chan struct{}
+	Direct func(rollout types.NamespacedName, uid types.UID, token, reason, revision string) <-chan struct{}
 	// DirectWait bounds how long an annotation patch waits for Direct's
 	// channel; DefaultDirectWait when zero.
 	DirectWait time.Duration
@@ -120,7 +120,7 @@ type Receiver struct {
 	received        *prometheus.CounterVec
 	matched         prometheus.Counter
 	clock           clock.PassiveClock
-	direct          func(types.NamespacedName, types.UID, string, string) <-chan struct{}
+	direct          func(types.NamespacedName, types.UID, string, string, string) <-chan struct{}
 	directWait      time.Duration
 
 	mu   sync.Mutex
@@ -446,7 +446,7 @@ func (r *Receiver) handle(ctx context.Context, log logr.Logger, p *Payload, sc *
 	if r.direct != nil {
 		for i := range targets {
 			t := &targets[i]
-			routesSent[i] = r.direct(client.ObjectKeyFromObject(t.ro), t.ro.UID, t.token, t.reason)
+			routesSent[i] = r.direct(client.ObjectKeyFromObject(t.ro), t.ro.UID, t.token, t.reason, t.ro.Status.Revision)
 		}
 	}
 	sem := make(chan struct{}, patchConcurrency)
@@ -499,10 +499,13 @@ func (r *Receiver) awaitRoutes(ctx context.Context, sent <-chan struct{}) {
 // precondition: a re-created rollout of the same name is not patched.
 func (r *Receiver) patch(ctx context.Context, log logr.Logger, t *target) error {
 	key := client.ObjectKeyFromObject(t.ro)
+	// The revision the alert was matched at: should another revision run
+	// by the time the annotation lands, the alert is not about it.
 	meta := map[string]any{
-		"annotations": map[string]string{
-			rolloutsv1.AnnotationAbort:       t.token,
-			rolloutsv1.AnnotationAbortReason: t.reason,
+		"annotations": map[string]any{
+			rolloutsv1.AnnotationAbort:         t.token,
+			rolloutsv1.AnnotationAbortReason:   t.reason,
+			rolloutsv1.AnnotationAbortRevision: nullIfEmpty(t.ro.Status.Revision),
 		},
 	}
 	if t.ro.UID != "" {
@@ -565,4 +568,12 @@ type logWriter struct{ log logr.Logger }
 func (l logWriter) Write(p []byte) (int, error) {
 	l.log.V(1).Info(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
+}
+
+// nullIfEmpty is nil (a merge patch's delete) for "", else s.
+func nullIfEmpty(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
 }

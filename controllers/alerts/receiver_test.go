@@ -186,6 +186,10 @@ func TestMatchByName(t *testing.T) {
 	if got[rolloutsv1.AnnotationAbortReason] != want {
 		t.Errorf("reason %q, want %q", got[rolloutsv1.AnnotationAbortReason], want)
 	}
+	// The abort names the revision it was raised for.
+	if rev := got[rolloutsv1.AnnotationAbortRevision]; rev != "Service/llm-v1:8000 -> Service/llm-v2:8000" {
+		t.Errorf("abort revision %q", rev)
+	}
 	for _, key := range [][2]string{{"prod", "other"}, {"staging", "chat"}} {
 		if a := getRollout(t, c, key[0], key[1]).Annotations; len(a) != 0 {
 			t.Errorf("%v patched: %v", key, a)
@@ -450,7 +454,7 @@ func TestAnnotationPatchWaitsForDirectRoutes(t *testing.T) {
 		var handed atomic.Int32
 		var closedAt atomic.Int64
 		r := newTestReceiver(t, newClient(), func(o *Options) {
-			o.Direct = func(key types.NamespacedName, _ types.UID, token, _ string) <-chan struct{} {
+			o.Direct = func(key types.NamespacedName, _ types.UID, token, _, _ string) <-chan struct{} {
 				if key != (types.NamespacedName{Namespace: "prod", Name: "chat"}) || token != AbortToken(&a) {
 					t.Errorf("handed over %v %q", key, token)
 				}
@@ -475,7 +479,9 @@ func TestAnnotationPatchWaitsForDirectRoutes(t *testing.T) {
 		patchedAt.Store(0)
 		r := newTestReceiver(t, newClient(), func(o *Options) {
 			o.DirectWait = 100 * time.Millisecond
-			o.Direct = func(types.NamespacedName, types.UID, string, string) <-chan struct{} { return make(chan struct{}) }
+			o.Direct = func(types.NamespacedName, types.UID, string, string, string) <-chan struct{} {
+				return make(chan struct{})
+			}
 		})
 		start := time.Now()
 		if s := postPayload(t, r, payload(a)); s.Patched != 1 {
@@ -490,7 +496,7 @@ func TestAnnotationPatchWaitsForDirectRoutes(t *testing.T) {
 		patchedAt.Store(0)
 		r := newTestReceiver(t, newClient(), func(o *Options) {
 			o.DirectWait = time.Hour
-			o.Direct = func(types.NamespacedName, types.UID, string, string) <-chan struct{} { return nil }
+			o.Direct = func(types.NamespacedName, types.UID, string, string, string) <-chan struct{} { return nil }
 		})
 		if s := postPayload(t, r, payload(a)); s.Patched != 1 {
 			t.Fatalf("summary %+v", s)

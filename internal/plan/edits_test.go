@@ -304,3 +304,30 @@ func TestPlanRefusedWrite(t *testing.T) {
 	expect(t, d.Status.CurrentStepIndex == nil, true)
 	expect(t, d.Status.CanaryWeight, int32(0))
 }
+
+// An abort raised for one revision (an alert about the previous canary,
+// landed once the next one runs) never rolls another revision back; one
+// for this revision, or for none named, does.
+func TestAbortForAnotherRevision(t *testing.T) {
+	ro := atStep(testRollout(), 1, time.Minute)
+	old := "Service/vllm-gpt4-v1:8000 -> Service/vllm-gpt4-v3:8000"
+	d := Plan(ro, Observation{Now: t0, Found: routesAt(50), Requests: Requests{Abort: "alert-1", AbortReason: "alert HighErrorRate firing", AbortRevision: old}})
+	expect(t, d.Status.Phase, rolloutsv1.PhaseProgressing)
+	expect(t, d.Status.LastHandledAbort, "alert-1")
+	expect(t, hasEvent(d, "AbortIgnored"), true)
+	expect(t, d.Status.CanaryWeight, int32(50))
+
+	d = Plan(ro, Observation{Now: t0, Found: routesAt(50), Requests: Requests{Abort: "alert-2", AbortRevision: ro.Status.Revision}})
+	expect(t, d.Status.Phase, rolloutsv1.PhaseRolledBack)
+	d = Plan(ro, Observation{Now: t0, Found: routesAt(50), Requests: Requests{Abort: "manual"}})
+	expect(t, d.Status.Phase, rolloutsv1.PhaseRolledBack)
+
+	// The same alert token pending when the spec names a new canary: the
+	// new revision starts, untouched.
+	next := atStep(testRollout(), 1, time.Minute)
+	next.Spec.Canary.Name = "vllm-gpt4-v3"
+	d = Plan(next, Observation{Now: t0, Found: routesAt(50), Requests: Requests{Abort: "alert-3", AbortRevision: next.Status.Revision}})
+	expect(t, d.Status.Revision, next.Spec.Revision())
+	expect(t, d.Status.Phase == rolloutsv1.PhaseRolledBack, false)
+	expect(t, hasEvent(d, "AbortIgnored"), true)
+}

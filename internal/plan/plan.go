@@ -61,8 +61,11 @@ type Requests struct {
 	Promote     string
 	Abort       string
 	AbortReason string
-	Retry       string
-	Paused      bool
+	// AbortRevision is the revision the abort was raised for; empty for
+	// any (see AbortMeantFor).
+	AbortRevision string
+	Retry         string
+	Paused        bool
 
 	// PromoteFull and SkipGates are the override tokens; PromoteReason and
 	// RequestedBy go with them.
@@ -682,7 +685,10 @@ func (p *planner) handleRequests() bool {
 
 	if req.Abort != "" && req.Abort != st.LastHandledAbort {
 		st.LastHandledAbort = req.Abort
-		if rolloutsv1.ActionAbort.AllowedIn(st.Phase) {
+		if !AbortMeantFor(req, st.Revision) {
+			p.emit(true, "AbortIgnored", "Abort ignored: it was raised for revision %s (%s), not for this one (%s)",
+				req.AbortRevision, Truncate(strings.TrimSpace(req.AbortReason), 512), st.Revision)
+		} else if rolloutsv1.ActionAbort.AllowedIn(st.Phase) {
 			reason := rolloutsv1.ReasonAborted
 			msg := strings.TrimSpace(req.AbortReason)
 			if strings.HasPrefix(req.Abort, alertTokenPrefix) {
@@ -1471,3 +1477,14 @@ func (p *planner) setHeaderRouteCondition(set func(string, metav1.ConditionStatu
 			fmt.Sprintf("Writing HTTPRoute %s for requests with %s", strings.Join(hr.Routes, ", "), hr.Match.String()))
 	}
 }
+
+// AbortMeantFor says whether an abort request concerns the revision: one
+// raised for another revision (an alert about the previous canary that
+// lands once the next one runs) does not.
+func AbortMeantFor(req Requests, revision string) bool {
+	return req.AbortRevision == "" || req.AbortRevision == revision
+}
+
+// IsAlertToken says whether an abort token was written by the Alertmanager
+// receiver.
+func IsAlertToken(token string) bool { return strings.HasPrefix(token, alertTokenPrefix) }
