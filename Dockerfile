@@ -16,6 +16,7 @@ COPY api/ api/
 COPY analysis/ analysis/
 COPY controllers/ controllers/
 COPY cmd/manager/ cmd/manager/
+COPY internal/plan/ internal/plan/
 COPY internal/redact/ internal/redact/
 RUN CGO_ENABLED=0 GOOS=$TARGETOS GOARCH=$TARGETARCH \
     go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o /manager ./cmd/manager

@@ -377,7 +377,7 @@ func landedThenChanged(found []plan.ManagedRoute, rollout string, w plan.Weights
 // further correction waits twice as long as the one before, so that a tool
 // that keeps writing its own weights meets a bounded write rate instead of a
 // loop. It returns how long the correction waits, and sets obs.Contended
-// meanwhile, and obs.Drift when an episode opens.
+// meanwhile.
 func (r *ModelRolloutReconciler) checkDrift(ctx context.Context, ro *rolloutsv1.ModelRollout, obs *plan.Observation) time.Duration {
 	key := types.NamespacedName{Namespace: ro.Namespace, Name: ro.Name}
 	before := plan.IntentOf(&ro.Status)
@@ -409,7 +409,7 @@ func (r *ModelRolloutReconciler) checkDrift(ctx context.Context, ro *rolloutsv1.
 		who = fmt.Sprintf("field manager %q", f.manager)
 	}
 	if opened {
-		obs.Drift = &plan.Drift{Writer: who, Changes: changes, Restores: before, BackoffMax: fightDelayMax}
+		r.event(ro, plan.DriftEvent(plan.Drift{Writer: who, Changes: changes, Restores: before, BackoffMax: fightDelayMax}))
 	}
 	log.FromContext(ctx).Info("HTTPRoute weights changed outside the rollout", "by", f.manager, "changes", changes, "corrections", f.corrections, "wait", wait)
 	if wait > 0 {

@@ -113,9 +113,6 @@ type Observation struct {
 	// Contended is set while another field manager keeps changing the
 	// managed weights back and the next correction waits for its backoff.
 	Contended *Problem
-	// Drift is set when another writer changed the managed weights and
-	// this change opens an episode of corrections (one Event each).
-	Drift *Drift
 	// Requests holds the manual actions.
 	Requests Requests
 	// Owned holds the HTTPRoutes this rollout created for header-routed
@@ -245,6 +242,15 @@ type Drift struct {
 	BackoffMax time.Duration
 }
 
+// DriftEvent is the Event that opens an episode of drift corrections. The
+// reconciler sends it when it sees the drift, before any write: an episode
+// is announced once, so its Event must not wait on a write that may fail.
+func DriftEvent(d Drift) Event {
+	return Event{Warning: true, Reason: "WeightDriftCorrected", Message: fmt.Sprintf(
+		"HTTPRoute weights were changed by %s (%s); restoring %s. Further changes in this episode are corrected with exponential backoff (up to %s)",
+		d.Writer, d.Changes, DescribeIntent(d.Restores), d.BackoffMax)}
+}
+
 // alertTokenPrefix marks abort tokens written by the Alertmanager receiver.
 const alertTokenPrefix = "alert-"
 
@@ -288,10 +294,6 @@ type planner struct {
 // plan decides the next status of a rollout.
 func Plan(ro *rolloutsv1.ModelRollout, obs Observation) Decision {
 	p := &planner{ro: ro, obs: obs, steps: ro.Spec.EffectiveSteps(), heldAt: -1}
-	if dr := obs.Drift; dr != nil {
-		p.emit(true, "WeightDriftCorrected", "HTTPRoute weights were changed by %s (%s); restoring %s. Further changes in this episode are corrected with exponential backoff (up to %s)",
-			dr.Writer, dr.Changes, DescribeIntent(dr.Restores), dr.BackoffMax)
-	}
 	p.d.Status = *ro.Status.DeepCopy()
 	p.st = &p.d.Status
 	p.st.ObservedGeneration = ro.Generation

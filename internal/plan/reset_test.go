@@ -104,13 +104,13 @@ func TestIdleAndRolledBackKeepNoStaleRunState(t *testing.T) {
 	expect(t, len(d.Status.StepHistory), 2)
 }
 
-// Another writer's change of the weights is announced by the planner, once
-// per episode (the observation carries it only when an episode opens).
+// The drift Event names the other writer, what it changed and what is
+// restored.
 func TestDriftEvent(t *testing.T) {
 	ro := atStep(testRollout(), 1, time.Minute)
-	d := Plan(ro, Observation{Now: t0, Found: routesAt(10), Drift: &Drift{Writer: `field manager "argocd"`, Changes: "v2 50 -> 10", Restores: IntentOf(&ro.Status), BackoffMax: 5 * time.Minute}})
-	expect(t, hasEvent(d, "WeightDriftCorrected"), true)
-	expect(t, d.WriteRoutes, true)
-	d = Plan(ro, Observation{Now: t0, Found: routesAt(10)})
-	expect(t, hasEvent(d, "WeightDriftCorrected"), false)
+	e := DriftEvent(Drift{Writer: `field manager "argocd"`, Changes: "v2 50 -> 10", Restores: IntentOf(&ro.Status), BackoffMax: 5 * time.Minute})
+	expect(t, e.Reason, "WeightDriftCorrected")
+	expect(t, e.Warning, true)
+	expect(t, e.Message, `HTTPRoute weights were changed by field manager "argocd" (v2 50 -> 10); restoring `+DescribeIntent(IntentOf(&ro.Status))+
+		". Further changes in this episode are corrected with exponential backoff (up to 5m0s)")
 }
