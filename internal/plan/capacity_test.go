@@ -32,12 +32,7 @@ func TestPlanCapacity(t *testing.T) {
 		ro.Spec.CapacityFactor = ptr.To(f)
 		return ro
 	}
-	tests := []struct {
-		name  string
-		ro    *rolloutsv1.ModelRollout
-		obs   Observation
-		check func(t *testing.T, d Decision)
-	}{
+	tests := []planCase{
 		{
 			name: "the first step waits until the canary can serve its share",
 			ro:   withFactor(testRollout(), 1),
@@ -128,15 +123,5 @@ func TestPlanCapacity(t *testing.T) {
 			},
 		},
 	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			if tc.obs.Now.IsZero() {
-				tc.obs.Now = t0
-			}
-			if tc.obs.Found == nil {
-				tc.obs.Found = routesAt(tc.ro.Status.CanaryWeight)
-			}
-			tc.check(t, Plan(tc.ro, tc.obs))
-		})
-	}
+	runPlanCases(t, tests)
 }

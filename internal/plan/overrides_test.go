@@ -47,12 +47,7 @@ func overrideRequests(full, skip string) Requests {
 }
 
 func TestPlanOverrides(t *testing.T) {
-	tests := []struct {
-		name  string
-		ro    *rolloutsv1.ModelRollout
-		obs   Observation
-		check func(t *testing.T, d Decision)
-	}{
+	tests := []planCase{
 		{
 			name: "a full promote from step 1 goes to the last step's weight at once",
 			ro: func() *rolloutsv1.ModelRollout {
@@ -323,18 +318,5 @@ func TestPlanOverrides(t *testing.T) {
 			},
 		},
 	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			if tc.obs.Now.IsZero() {
-				tc.obs.Now = t0
-			}
-			if tc.obs.Found == nil {
-				tc.obs.Found = routesAt(tc.ro.Status.CanaryWeight)
-			}
-			before := tc.ro.DeepCopy()
-			d := Plan(tc.ro, tc.obs)
-			tc.check(t, d)
-			expect(t, len(tc.ro.Status.Overrides), len(before.Status.Overrides)) // plan must not mutate its input
-		})
-	}
+	runPlanCases(t, tests)
 }

@@ -39,12 +39,7 @@ func answers(v rolloutsv1.GateVerdict, at time.Time, msg string) rolloutsv1.Gate
 }
 
 func TestPlanPreTrafficGates(t *testing.T) {
-	tests := []struct {
-		name  string
-		ro    *rolloutsv1.ModelRollout
-		obs   Observation
-		check func(t *testing.T, d Decision)
-	}{
+	tests := []planCase{
 		{
 			name: "a new rollout with a prompt gate waits at weight 0 for its pre-traffic round",
 			ro:   withPromptGate(testRollout()),
@@ -159,20 +154,7 @@ func TestPlanPreTrafficGates(t *testing.T) {
 			},
 		},
 	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			if tc.obs.Now.IsZero() {
-				tc.obs.Now = t0
-			}
-			if tc.obs.Found == nil {
-				tc.obs.Found = routesAt(tc.ro.Status.CanaryWeight)
-			}
-			before := tc.ro.DeepCopy()
-			d := Plan(tc.ro, tc.obs)
-			tc.check(t, d)
-			expect(t, tc.ro.Status.Phase, before.Status.Phase)
-		})
-	}
+	runPlanCases(t, tests)
 }
 
 func TestPreTrafficDue(t *testing.T) {

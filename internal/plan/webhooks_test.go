@@ -45,12 +45,7 @@ func TestPlanWebhooks(t *testing.T) {
 			Calls: calls, ConsecutiveFailures: failures, LastCallAt: mt(t0.Add(-5 * time.Second)), NextCallAt: mt(t0.Add(15 * time.Second))}}
 		return ro
 	}
-	tests := []struct {
-		name  string
-		ro    *rolloutsv1.ModelRollout
-		obs   Observation
-		check func(t *testing.T, d Decision)
-	}{
+	tests := []planCase{
 		{
 			name: "a PreRollout webhook is called before any traffic moves, and holds the start",
 			ro:   withHooks(testRollout(), preHook),
@@ -229,20 +224,7 @@ func TestPlanWebhooks(t *testing.T) {
 			},
 		},
 	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			if tc.obs.Now.IsZero() {
-				tc.obs.Now = t0
-			}
-			if tc.obs.Found == nil {
-				tc.obs.Found = routesAt(tc.ro.Status.CanaryWeight)
-			}
-			before := tc.ro.DeepCopy()
-			d := Plan(tc.ro, tc.obs)
-			tc.check(t, d)
-			expect(t, len(tc.ro.Status.Webhooks), len(before.Status.Webhooks))
-		})
-	}
+	runPlanCases(t, tests)
 }
 
 func TestWebhookRetry(t *testing.T) {
