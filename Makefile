@@ -6,9 +6,8 @@ SHELL := /usr/bin/env bash -o pipefail
 K8S_VERSION ?= v1.37.2
 CONTROLLER_GEN ?= go tool controller-gen
 CRD_REF_DOCS ?= go tool crd-ref-docs
-# One test binary at a time: the suites start their own API servers,
-# Prometheus and load, and must not starve each other on a 2-core machine.
-GOTEST_FLAGS ?= -p 1
+# Extra flags for every go test make test runs, e.g. GOTEST_FLAGS=-v.
+GOTEST_FLAGS ?=
 # The test API server, built from the Go module proxy and cached in bin/.
 KUBEBUILDER_ASSETS ?= $(CURDIR)/bin/control-plane/$(K8S_VERSION)
 
@@ -55,8 +54,8 @@ lint: ## Check formatting and run golangci-lint (.golangci.yml: go vet, staticch
 	@golangci_lint="$$(bash test/scripts/golangci-lint.sh)"; "$$golangci_lint" run $(GOLANGCI_LINT_FLAGS) ./...
 
 .PHONY: verify
-verify: manifests generate ## Fail when generated files drift from the sources, code is unformatted, or a linter complains.
-	@$(MAKE) --no-print-directory lint
+verify: ## Fail when generated files drift from the sources, code is unformatted, or a linter complains.
+	@$(MAKE) --no-print-directory -j1 manifests generate lint
 	@if [ -n "$$(git status --porcelain -- config api charts docs/reference/api.md)" ]; then echo "generated files are out of date; run 'make manifests generate' and commit:"; git status --porcelain -- config api charts docs/reference/api.md; git --no-pager diff -- config api charts docs/reference/api.md | head -50; exit 1; fi
 
 .PHONY: control-plane
@@ -75,9 +74,53 @@ traefik: ## Build Traefik from the Go module proxy for the real-gateway suite an
 test-deps: control-plane ## Install everything the tests need (control plane, Prometheus, Alertmanager).
 	@bash test/scripts/install-deps.sh
 
+# make test runs its parts two at a time (make -j2). The suites mostly wait
+# (on bake times, gate intervals, the API server, Prometheus), so on a cold
+# 2-core machine the builds the other suites need (Traefik, Argo CD's module,
+# kube-controller-manager and kwok) go on while the controllers suite runs.
+# Those suites start once every build is done, so that two of them never hold
+# both places while a build waits. make verify goes first: it rewrites
+# generated files the suites read. Each part runs one test binary at a time,
+# built with every core. The builds take a lock (bin/.lock-*), so two makes
+# that need one binary build it once.
+TEST_SUITES := test-controllers test-traefik test-argocd test-workloads test-unit
+TEST_BUILDS := traefik argocd-build workload-plane
+# Set by make test: what a suite waits for besides the binaries it runs.
+TEST_BEFORE_SUITES ?=
+TEST_BEFORE_OTHERS ?=
+# The packages test-unit runs: all but those of the other suites.
+UNIT_PKGS = $$(go list ./... | grep -vE '/(controllers|test/workloads|test/e2e|test/traefik)$$')
+
+# go-test-each runs go test on each package in turn, goes on past a failure,
+# and fails at the end if one failed.
+go-test-each = fail=0; for p in $(1); do go test -count=1 $(GOTEST_FLAGS) -timeout 45m "$$p" || fail=1; done; exit $$fail
+
 .PHONY: test
-test: test-deps workload-plane traefik verify ## Run all tests: unit, integration on a real API server and Prometheus, and e2e.
-	go test -count=1 $(GOTEST_FLAGS) -timeout 45m ./...
+test: ## Run all tests: make verify, unit, integration on a real API server and Prometheus, e2e, a real gateway and Argo CD's code.
+	@$(MAKE) --no-print-directory -j2 TEST_BEFORE_SUITES=verify TEST_BEFORE_OTHERS="verify $(TEST_BUILDS)" $(TEST_SUITES)
+
+.PHONY: test-controllers
+test-controllers: control-plane test-deps | $(TEST_BEFORE_SUITES) ## Run the controllers suite (real API server and Prometheus).
+	go test -count=1 $(GOTEST_FLAGS) -timeout 45m ./controllers
+
+.PHONY: test-unit
+test-unit: control-plane test-deps | $(TEST_BEFORE_OTHERS) ## Run every package's tests but the suites that have their own target.
+	@$(call go-test-each,$(UNIT_PKGS))
+
+.PHONY: test-workloads
+test-workloads: workload-plane test-deps | $(TEST_BEFORE_OTHERS) ## Run the suites on real Deployments and Pods (kube-controller-manager, kwok): workloads and e2e.
+	@$(call go-test-each,./test/workloads ./test/e2e)
+
+.PHONY: test-traefik
+test-traefik: traefik control-plane test-deps | $(TEST_BEFORE_OTHERS) ## Run the real-gateway suite (Traefik).
+	go test -count=1 $(GOTEST_FLAGS) -timeout 30m ./test/traefik
+
+.PHONY: argocd-build
+argocd-build: ## Build the Argo CD suite's test binary (its own module, test/argocd-upstream).
+	cd test/argocd-upstream && go test -c -o /dev/null .
+
+.PHONY: test-argocd
+test-argocd: argocd-build control-plane | $(TEST_BEFORE_OTHERS) ## Run Argo CD's own code (Lua VM, normalizers, diff) against live objects.
 	cd test/argocd-upstream && go test -count=1 $(GOTEST_FLAGS) -timeout 20m ./...
 
 .PHONY: test-release
@@ -85,7 +128,7 @@ test-release: test-deps ## Run the release tests for every released platform (ma
 	RELEASE_TEST_PLATFORMS=all go test -count=1 -timeout 45m ./test/release/
 
 .PHONY: test-e2e
-test-e2e: test-deps ## Run only the end-to-end suite.
+test-e2e: test-deps workload-plane ## Run only the end-to-end suite.
 	go test $(GOTEST_FLAGS) -timeout 30m ./test/e2e/...
 
 .PHONY: bench

@@ -18,6 +18,12 @@ log() { echo "control-plane: $*" >&2; }
 
 mkdir -p "$out"
 
+# make test runs two lanes that may both ask for this build: one builds, the
+# other waits here and then finds the binary.
+mkdir -p "$root/bin"
+exec 9>"$root/bin/.lock-control-plane"
+flock 9
+
 if [ ! -x "$out/kube-apiserver" ]; then
   log "building kube-apiserver $K8S_VERSION (about 10 minutes on a cold cache)"
   build_k8s_command kube-apiserver "$work/apiserver-$K8S_VERSION" "$out"

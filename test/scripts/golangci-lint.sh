@@ -13,6 +13,12 @@ src="$root/test/tools/golangci-lint"
 key="$(cat "$src/go.mod" "$src/go.sum" "$src/main.go" | sha256sum | cut -c1-12)"
 out="${GOLANGCI_LINT_DIR:-$root/bin/tools/golangci-lint}/$key"
 
+# make test runs two lanes that may both ask for this build: one builds, the
+# other waits here and then finds the binary.
+mkdir -p "$root/bin"
+exec 9>"$root/bin/.lock-golangci-lint"
+flock 9
+
 if [ ! -x "$out/golangci-lint" ]; then
   echo "golangci-lint: building $(awk '$1 ~ /golangci-lint|kube-api-linter/ {print $1 "@" $2}' "$src/go.mod" | tr '\n' ' ')from the Go module proxy (a few minutes on a cold cache)" >&2
   mkdir -p "$out"

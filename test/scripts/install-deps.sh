@@ -3,6 +3,11 @@
 # Alertmanager from Debian, kubectl, and the CA certificates make image puts
 # in the image. Does nothing when they are present.
 set -euo pipefail
+# make test's two lanes may both get here; apt takes one at a time.
+root="$(cd "$(dirname "$0")/../.." && pwd)"
+mkdir -p "$root/bin"
+exec 9>"$root/bin/.lock-install-deps"
+flock 9
 need=()
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v prometheus-alertmanager >/dev/null 2>&1 || need+=(prometheus-alertmanager)

@@ -21,6 +21,12 @@ work="$root/bin/traefik/build/$TRAEFIK_VERSION"
 
 log() { echo "traefik: $*" >&2; }
 
+# make test runs two lanes that may both ask for this build: one builds, the
+# other waits here and then finds the binary.
+mkdir -p "$root/bin"
+exec 9>"$root/bin/.lock-traefik"
+flock 9
+
 if [ -x "$out/traefik" ]; then
   echo "$out/traefik"
   exit 0

@@ -21,6 +21,12 @@ log() { echo "workload-plane: $*" >&2; }
 
 mkdir -p "$out"
 
+# make test runs two lanes that may both ask for this build: one builds, the
+# other waits here and then finds the binary.
+mkdir -p "$root/bin"
+exec 9>"$root/bin/.lock-workload-plane"
+flock 9
+
 if [ ! -x "$out/kube-controller-manager" ]; then
   log "building kube-controller-manager $K8S_VERSION (about 8 minutes after kube-apiserver)"
   build_k8s_command kube-controller-manager "$work/controller-manager-$K8S_VERSION" "$out"
