@@ -219,7 +219,7 @@ var _ = Describe("Gates against a real Prometheus", func() {
 		Eventually(phaseOf(ns, "gpt4"), 2*time.Minute).Should(Equal(rolloutsv1.PhaseRolledBack))
 		Eventually(routeWeights(ns, "model-header-routing", "gpt4")).Should(Equal(map[string]int32{"vllm-gpt4-v1": 100, "vllm-gpt4-v2": 0}))
 		Eventually(func(g Gomega) {
-			g.Expect(getRollout(ns, "gpt4").Status.Rollback.Message).To(ContainSubstring(`gate "latency"`))
+			g.Expect(getRollout(ns, "gpt4").Status.Rollback).To(HaveField("Message", ContainSubstring(`gate "latency"`)))
 		}).Should(Succeed()) // the status follows the routes
 	})
 
