@@ -55,7 +55,11 @@ lint: ## Check formatting and run golangci-lint (.golangci.yml: go vet, staticch
 
 .PHONY: verify
 verify: ## Fail when generated files drift from the sources, code is unformatted, or a linter complains.
-	@$(MAKE) --no-print-directory -j1 manifests generate lint
+	@$(MAKE) --no-print-directory -j1 verify-generated lint
+
+.PHONY: verify-generated
+verify-generated: ## Fail when the generated files (CRDs, RBAC, deepcopy, API reference, Argo CD scripts) drift from the sources.
+	@$(MAKE) --no-print-directory -j1 manifests generate
 	@if [ -n "$$(git status --porcelain -- config api charts docs/reference/api.md)" ]; then echo "generated files are out of date; run 'make manifests generate' and commit:"; git status --porcelain -- config api charts docs/reference/api.md; git --no-pager diff -- config api charts docs/reference/api.md | head -50; exit 1; fi
 
 .PHONY: control-plane
@@ -74,19 +78,22 @@ traefik: ## Build Traefik from the Go module proxy for the real-gateway suite an
 test-deps: control-plane ## Install everything the tests need (control plane, Prometheus, Alertmanager).
 	@bash test/scripts/install-deps.sh
 
-# make test runs its parts two at a time (make -j2). The suites mostly wait
-# (on bake times, gate intervals, the API server, Prometheus), so on a cold
-# 2-core machine the builds the other suites need (Traefik, Argo CD's module,
-# kube-controller-manager and kwok) go on while the controllers suite runs.
-# Those suites start once every build is done, so that two of them never hold
-# both places while a build waits. make verify goes first: it rewrites
-# generated files the suites read. Each part runs one test binary at a time,
-# built with every core. The builds take a lock (bin/.lock-*), so two makes
-# that need one binary build it once.
+# make test runs in two phases, each two jobs at a time (make -j2). First the
+# control plane (kube-apiserver, etcd), Prometheus and Alertmanager, and the
+# generated files, checked for drift: the suites read them. Then the
+# controllers suite, the longest, starts at once; it mostly waits (on bake
+# times, gate intervals, the API server, Prometheus), so on a cold 2-core
+# machine the builds the other suites need (Traefik, Argo CD's module,
+# kube-controller-manager and kwok) and the linters go on beside it. The
+# other suites start once every build is done, so that two of them never
+# hold both places while a build waits. A failing part does not stop the
+# others (make -k): every failure is reported. Each part runs one test
+# binary at a time, built with every core. The builds take a lock
+# (bin/.lock-*), so two makes that need one binary build it once.
 TEST_SUITES := test-controllers test-traefik test-argocd test-workloads test-unit
 TEST_BUILDS := traefik argocd-build workload-plane
-# Set by make test: what a suite waits for besides the binaries it runs.
-TEST_BEFORE_SUITES ?=
+# Set by make test: what the suites but the controllers suite wait for
+# besides the binaries they run.
 TEST_BEFORE_OTHERS ?=
 # The packages test-unit runs: all but those of the other suites.
 UNIT_PKGS = $$(go list ./... | grep -vE '/(controllers|test/workloads|test/e2e|test/traefik)$$')
@@ -97,10 +104,11 @@ go-test-each = fail=0; for p in $(1); do go test -count=1 $(GOTEST_FLAGS) -timeo
 
 .PHONY: test
 test: ## Run all tests: make verify, unit, integration on a real API server and Prometheus, e2e, a real gateway and Argo CD's code.
-	@$(MAKE) --no-print-directory -j2 TEST_BEFORE_SUITES=verify TEST_BEFORE_OTHERS="verify $(TEST_BUILDS)" $(TEST_SUITES)
+	@$(MAKE) --no-print-directory -j2 control-plane verify-generated test-deps
+	@$(MAKE) --no-print-directory -j2 -k TEST_BEFORE_OTHERS="$(TEST_BUILDS)" test-controllers $(TEST_BUILDS) lint test-traefik test-argocd test-workloads test-unit
 
 .PHONY: test-controllers
-test-controllers: control-plane test-deps | $(TEST_BEFORE_SUITES) ## Run the controllers suite (real API server and Prometheus).
+test-controllers: control-plane test-deps ## Run the controllers suite (real API server and Prometheus).
 	go test -count=1 $(GOTEST_FLAGS) -timeout 45m ./controllers
 
 .PHONY: test-unit
