@@ -24,6 +24,8 @@ import (
 	"github.com/prometheus/common/config"
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/sigv4"
+	"golang.org/x/oauth2"
+	"golang.org/x/oauth2/clientcredentials"
 
 	"github.com/modelrollout/modelrollout/analysis/egress"
 	"github.com/modelrollout/modelrollout/api/v1alpha1"
@@ -248,8 +250,9 @@ func (cfg ClientConfig) Validate() error {
 }
 
 // httpClientConfig is cfg in prometheus/common's terms. It does the
-// authorization (bearer, basic, OAuth 2.0), TLS (CA, client certificate,
-// server name) and headers; SigV4 wraps its round tripper.
+// authorization (bearer, basic), TLS (CA, client certificate, server name)
+// and headers; OAuth 2.0 (see oauth2Transport) and SigV4 wrap its round
+// tripper.
 func (cfg ClientConfig) httpClientConfig() config.HTTPClientConfig {
 	hc := config.DefaultHTTPClientConfig
 	hc.TLSConfig = config.TLSConfig{
@@ -264,16 +267,6 @@ func (cfg ClientConfig) httpClientConfig() config.HTTPClientConfig {
 		hc.Authorization = &config.Authorization{Type: "Bearer", Credentials: config.Secret(cfg.BearerToken)}
 	case cfg.Username != "":
 		hc.BasicAuth = &config.BasicAuth{Username: cfg.Username, Password: config.Secret(cfg.Password)}
-	case cfg.OAuth2 != nil:
-		hc.OAuth2 = &config.OAuth2{
-			ClientID:       cfg.OAuth2.ClientID,
-			ClientSecret:   config.Secret(cfg.OAuth2.ClientSecret),
-			TokenURL:       cfg.OAuth2.TokenURL,
-			Scopes:         cfg.OAuth2.Scopes,
-			EndpointParams: cfg.OAuth2.EndpointParams,
-			// The token endpoint is trusted like the Prometheus address.
-			TLSConfig: hc.TLSConfig,
-		}
 	}
 	if len(cfg.Headers) > 0 {
 		hs := &config.Headers{Headers: map[string]config.Header{}}
@@ -310,6 +303,12 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("prometheus HTTP configuration: %w", err)
 	}
+	if cfg.OAuth2 != nil {
+		rt, err = cfg.oauth2Transport(hc.TLSConfig, rt)
+		if err != nil {
+			return nil, fmt.Errorf("prometheus oauth2: %w", err)
+		}
+	}
 	if v := cfg.SigV4; v != nil {
 		// The signer wraps the headers and TLS of prometheus/common, as in
 		// Prometheus's own remote read and write. Building it loads the
@@ -334,7 +333,10 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		limit = DefaultMaxResponseBytes
 	}
 	rt = &cappedRoundTripper{next: rt, limit: limit}
-	raw, err := api.NewClient(api.Config{Address: cfg.Address, RoundTripper: rt})
+	// Redirects are followed only to the address's own origin: the round
+	// trippers add the credentials to every request, so a redirect to
+	// another scheme, host or port would carry them there.
+	raw, err := api.NewClient(api.Config{Address: cfg.Address, Client: &http.Client{Transport: rt, CheckRedirect: egress.SameHostRedirects}})
 	if err != nil {
 		return nil, fmt.Errorf("prometheus client: %w", err)
 	}
@@ -343,6 +345,47 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		timeout = DefaultQueryTimeout
 	}
 	return &Client{api: promv1.NewAPI(raw), raw: raw, timeout: timeout, scrub: cfg.scrubber(), limit: limit}, nil
+}
+
+// oauth2Transport wraps next with the client credentials grant of
+// cfg.OAuth2: every request carries the token from the token URL, fetched
+// once and again when it expires. prometheus/common's OAuth2 round tripper
+// is not used because its token requests follow any redirect, re-sending
+// the client secret wherever the token endpoint points. The token requests
+// here are made with the TLS configuration of the Prometheus address, on
+// the same dialer (the egress policy), and follow redirects only to the
+// token URL's own origin.
+func (cfg ClientConfig) oauth2Transport(tc config.TLSConfig, next http.RoundTripper) (http.RoundTripper, error) {
+	tlsConfig, err := config.NewTLSConfig(&tc)
+	if err != nil {
+		return nil, fmt.Errorf("token endpoint TLS: %w", err)
+	}
+	tokens := &http.Client{
+		Transport: &http.Transport{
+			TLSClientConfig:       tlsConfig,
+			DialContext:           cfg.DialContext,
+			MaxIdleConns:          20,
+			MaxIdleConnsPerHost:   1,
+			IdleConnTimeout:       10 * time.Second,
+			TLSHandshakeTimeout:   10 * time.Second,
+			ExpectContinueTimeout: time.Second,
+		},
+		CheckRedirect: egress.SameHostRedirects,
+	}
+	o := cfg.OAuth2
+	params := url.Values{}
+	for k, v := range o.EndpointParams {
+		params.Set(k, v)
+	}
+	cc := &clientcredentials.Config{
+		ClientID:       o.ClientID,
+		ClientSecret:   o.ClientSecret,
+		TokenURL:       o.TokenURL,
+		Scopes:         o.Scopes,
+		EndpointParams: params,
+	}
+	ctx := context.WithValue(context.Background(), oauth2.HTTPClient, tokens)
+	return &oauth2.Transport{Source: cc.TokenSource(ctx), Base: next}, nil
 }
 
 // scrubber knows every credential cfg sends: errors and answers quoted in
