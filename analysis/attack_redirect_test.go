@@ -186,6 +186,47 @@ func TestAttackOAuth2TokenRedirect(t *testing.T) {
 	noRequests(t, prom, "Prometheus, without a token,")
 }
 
+// TestAttackOAuth2TokenEndpointHangs: a token endpoint that accepts the
+// request and never answers does not hold the query (and the gate round
+// with it) past the query timeout. The token request does not carry the
+// query's context, so only the token client's own timeout ends it.
+func TestAttackOAuth2TokenEndpointHangs(t *testing.T) {
+	release := make(chan struct{})
+	tokens := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	t.Cleanup(tokens.Close)
+	t.Cleanup(func() { close(release) })
+	prom := &catcher{}
+	promSrv := httptest.NewServer(prom)
+	t.Cleanup(promSrv.Close)
+	c, err := NewClient(ClientConfig{Address: promSrv.URL, Timeout: 200 * time.Millisecond,
+		OAuth2: &OAuth2{ClientID: "cid", ClientSecret: "oauth-client-s3cret", TokenURL: tokens.URL + "/token"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Query(context.Background(), "up", time.Time{})
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("a query without a token passed")
+		}
+		if strings.Contains(err.Error(), "oauth-client-s3cret") {
+			t.Errorf("error quotes the client secret: %v", err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("the query still waits on a token endpoint that never answers")
+	}
+	noRequests(t, prom, "Prometheus, without a token,")
+}
+
 // TestPrometheusSameOriginRedirect is the control: a redirect to another
 // path of the same origin (a Prometheus behind a path prefix, a token
 // endpoint that moved) is followed with the credentials, and the query

@@ -340,11 +340,15 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("prometheus client: %w", err)
 	}
-	timeout := cfg.Timeout
-	if timeout == 0 {
-		timeout = DefaultQueryTimeout
+	return &Client{api: promv1.NewAPI(raw), raw: raw, timeout: cfg.queryTimeout(), scrub: cfg.scrubber(), limit: limit}, nil
+}
+
+// queryTimeout is cfg.Timeout, or DefaultQueryTimeout when zero.
+func (cfg ClientConfig) queryTimeout() time.Duration {
+	if cfg.Timeout == 0 {
+		return DefaultQueryTimeout
 	}
-	return &Client{api: promv1.NewAPI(raw), raw: raw, timeout: timeout, scrub: cfg.scrubber(), limit: limit}, nil
+	return cfg.Timeout
 }
 
 // oauth2Transport wraps next with the client credentials grant of
@@ -371,6 +375,9 @@ func (cfg ClientConfig) oauth2Transport(tc config.TLSConfig, next http.RoundTrip
 			ExpectContinueTimeout: time.Second,
 		},
 		CheckRedirect: egress.SameHostRedirects,
+		// The token request does not carry the query's context: a token
+		// endpoint that never answers would hold the gate round forever.
+		Timeout: cfg.queryTimeout(),
 	}
 	o := cfg.OAuth2
 	params := url.Values{}
