@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"slices"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -12,7 +13,9 @@ import (
 // namespace can hold more than its share: at most perNamespace slots per
 // namespace, and when a slot frees up the waiting namespaces take turns
 // (round robin), whatever the number of calls each has queued. A namespace
-// with many slow calls then waits behind its own calls only.
+// with many slow calls then waits behind its own calls only, and a namespace
+// with nothing in flight gets its first slot at once, even when the slow calls
+// of other namespaces fill the pool.
 
 // Defaults of the pools' sizes and per-namespace caps.
 const (
@@ -41,6 +44,17 @@ const (
 
 // fairShare is a counting semaphore with a cap per namespace and round-robin
 // hand-over between namespaces.
+//
+// A namespace with no slot held always gets its first slot at once, even when
+// the pool is full: other namespaces that fill the pool (say four with eight
+// ten-minute webhooks each, against the default 32 and 8) cannot make it wait.
+// So running may exceed total, by at most the number of namespaces holding
+// exactly one slot: a slot over total is only ever a namespace's first, and
+// the waiters get freed slots only while running is below total, so releases
+// bring the pool back under total before anyone else's queued call runs. (A
+// namespace giving back its last slot while calls of it wait hands that slot
+// to its oldest call, which is then its first.) Every other call of a
+// namespace waits for a slot under total and for its namespace's turn.
 type fairShare struct {
 	pool  string
 	total int
@@ -86,7 +100,11 @@ func (f *fairShare) acquire(ctx context.Context, namespace string) (func(), bool
 	}
 	release := func() { f.release(namespace) }
 	f.mu.Lock()
-	if len(f.queues[namespace]) == 0 && f.running < f.total && f.active[namespace] < f.perNS {
+	// A namespace with nothing in flight never has calls waiting (release
+	// hands its queue a first slot), so its call runs at once, over total
+	// if need be.
+	if len(f.queues[namespace]) == 0 &&
+		(f.active[namespace] == 0 || f.running < f.total && f.active[namespace] < f.perNS) {
 		f.running++
 		f.active[namespace]++
 		f.mu.Unlock()
@@ -139,12 +157,19 @@ func (f *fairShare) release(namespace string) {
 	f.running--
 	if f.active[namespace]--; f.active[namespace] <= 0 {
 		delete(f.active, namespace)
+		// Its last slot is back while calls of it wait: the oldest runs at
+		// once, as a new call would, whatever the pool holds.
+		if len(f.queues[namespace]) > 0 {
+			f.grant(slices.Index(f.ring, namespace))
+		}
 	}
+	// Only slots under total go to waiters: the release of a slot over
+	// total (some namespace's first) hands nothing on.
 	f.dispatch()
 }
 
-// dispatch hands free slots to waiters, one namespace after the other.
-// Called with mu held.
+// dispatch hands the slots under total to the waiting namespaces, one after
+// the other. Called with mu held.
 func (f *fairShare) dispatch() {
 	for f.running < f.total {
 		turn := -1
@@ -157,22 +182,30 @@ func (f *fairShare) dispatch() {
 		if turn < 0 {
 			return
 		}
-		ns := f.ring[turn]
-		q := f.queues[ns]
-		w := q[0]
-		f.queues[ns] = q[1:]
-		f.ring = append(f.ring[:turn:turn], f.ring[turn+1:]...)
-		if len(f.queues[ns]) > 0 {
-			f.ring = append(f.ring, ns) // its next call waits for its next turn
-		} else {
-			delete(f.queues, ns)
-		}
-		f.running++
-		f.active[ns]++
-		w.granted = true
-		close(w.ready)
-		f.observe(ns)
+		f.grant(turn)
 	}
+}
+
+// grant gives a slot to the oldest waiter of the namespace at f.ring[turn],
+// which goes to the back of the ring if it has more calls waiting. Called
+// with mu held.
+func (f *fairShare) grant(turn int) {
+	ns := f.ring[turn]
+	q := f.queues[ns]
+	w := q[0]
+	q[0] = nil
+	f.queues[ns] = q[1:]
+	f.ring = append(f.ring[:turn:turn], f.ring[turn+1:]...)
+	if len(f.queues[ns]) > 0 {
+		f.ring = append(f.ring, ns) // its next call waits for its next turn
+	} else {
+		delete(f.queues, ns)
+	}
+	f.running++
+	f.active[ns]++
+	w.granted = true
+	close(w.ready)
+	f.observe(ns)
 }
 
 func (f *fairShare) dropFromRing(namespace string) {

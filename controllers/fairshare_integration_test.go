@@ -108,4 +108,58 @@ var _ = Describe("Fair shares of the webhook pool", func() {
 		Expect(getRollout(a, "gpt4").Status.Phase).To(Equal(rolloutsv1.PhaseWaiting))
 		Expect(testutil.CollectAndCount(metrics.QueueDepth)).To(Equal(1), "only a has calls waiting: b's series is gone")
 	})
+
+	It("answers a namespace's first webhook at once while four namespaces' slow webhooks fill the whole pool", func() {
+		hooks := newBlockingHooks()
+		reg := prometheus.NewRegistry()
+		metrics := NewMetrics(reg)
+		// The attack at the defaults: a pool of 32 webhook slots, 8
+		// per namespace, and four namespaces with eight 10-minute webhooks
+		// each. Without the first-slot rule, the fifth namespace's call
+		// would wait for one of theirs to end (10 minutes).
+		var rec *ModelRolloutReconciler
+		op := startOperator(withLoopbackEgress, func(r *ModelRolloutReconciler, _ ctrl.Manager) {
+			r.Metrics = metrics
+			rec = r
+		})
+		DeferCleanup(op.stop)
+
+		attackers := []string{newNamespace(), newNamespace(), newNamespace(), newNamespace()}
+		victim := newNamespace()
+		for _, ns := range append([]string{victim}, attackers...) {
+			createRoute(ns, "header-routing.yaml")
+			createBackend(ns, "vllm-gpt4-v1", true)
+			createBackend(ns, "vllm-gpt4-v2", true)
+		}
+		for _, ns := range attackers {
+			slow := newRollout(ns, step(10, "1h"), step(100, "1h"))
+			for i := range DefaultWebhookConcurrencyPerNamespace {
+				slow.Spec.Webhooks = append(slow.Spec.Webhooks, rolloutsv1.Webhook{Name: fmt.Sprintf("slow-%d", i),
+					Type: rolloutsv1.WebhookPreRollout, URL: fmt.Sprintf("%s/slow/%s/%d", hooks.URL, ns, i), Timeout: "10m"})
+			}
+			Expect(k8sClient.Create(suiteCtx, slow)).To(Succeed())
+		}
+
+		// All 32 slow calls are blocked in the receiver: the pool is full.
+		Eventually(hooks.got("/slow"), "60s").Should(Equal(DefaultWebhookConcurrency))
+		Eventually(rec.hooks.slots.inUse, "60s").Should(Equal(DefaultWebhookConcurrency))
+
+		fast := newRollout(victim, step(10, "1h"), step(100, "1h"))
+		fast.Spec.Webhooks = []rolloutsv1.Webhook{{Name: "fast", Type: rolloutsv1.WebhookPreRollout, URL: hooks.URL + "/fast", Timeout: "10m"}}
+		Expect(k8sClient.Create(suiteCtx, fast)).To(Succeed())
+
+		// The victim's call reaches the receiver within seconds, not when a
+		// slow call ends, and passes while every slow call is still blocked.
+		Eventually(hooks.got("/fast"), "10s").Should(BeNumerically(">=", 1))
+		Eventually(routeWeights(victim, "model-header-routing", "gpt4"), "60s").Should(Equal(map[string]int32{"vllm-gpt4-v1": 90, "vllm-gpt4-v2": 10}))
+		Expect(webhookEntry(victim, "gpt4", "fast").State).To(Equal(rolloutsv1.WebhookPassed))
+		Expect(hooks.got("/slow")()).To(Equal(DefaultWebhookConcurrency), "no slow call ended")
+		for _, ns := range attackers {
+			Expect(getRollout(ns, "gpt4").Status.Phase).To(Equal(rolloutsv1.PhaseWaiting))
+		}
+		// Its slot, the one over the pool's size, is back, and nobody's
+		// call waited for one: no queue-depth series.
+		Eventually(rec.hooks.slots.inUse, "10s").Should(Equal(DefaultWebhookConcurrency))
+		Expect(testutil.CollectAndCount(metrics.QueueDepth)).To(Equal(0))
+	})
 })
