@@ -51,15 +51,27 @@ func (g *PrometheusGates) validateTenancy(ro *rolloutsv1.ModelRollout, resolved 
 		if ns == "" {
 			continue
 		}
-		r, err := analysis.RenderGate(rg.Gate, vars)
+		r, err := analysis.RenderGate(rg.Gate, vars) // its errors name the gate
 		if err == nil {
-			_, err = analysis.EnforceGateNamespace(r, ns)
+			if _, err = analysis.EnforceGateNamespace(r, ns); err != nil {
+				err = fmt.Errorf("%s: %w", tenancyGate(rg), err)
+			}
 		}
 		if err != nil {
-			return &plan.Problem{Reason: rolloutsv1.ReasonInvalidConfig, Message: plan.Truncate(fmt.Sprintf("gate %q: %v", rg.Name, err), 1024)}
+			return &plan.Problem{Reason: rolloutsv1.ReasonInvalidConfig, Message: plan.Truncate(err.Error(), 1024)}
 		}
 	}
 	return nil
+}
+
+// tenancyGate names a gate in a refusal with the template its query comes
+// from, as the argument errors do: `gate "errors" (GateTemplate/quality)`.
+// The query is not in the rollout, so the message says where to fix it.
+func tenancyGate(rg resolvedGate) string {
+	if rg.Template == "" {
+		return fmt.Sprintf("gate %q", rg.Name)
+	}
+	return fmt.Sprintf("gate %q (%s)", rg.Name, rg.Template)
 }
 
 // evaluateTenantPromQL is evaluatePromQL under query tenancy: the query as
@@ -74,7 +86,7 @@ func (g *PrometheusGates) evaluateTenantPromQL(ctx context.Context, q analysis.Q
 	if err == nil {
 		r, err = analysis.EnforceGateNamespace(r, ns)
 		if err != nil {
-			err = fmt.Errorf("gate %q: %w", rg.Name, err)
+			err = fmt.Errorf("%s: %w", tenancyGate(rg), err)
 		}
 	}
 	switch {
