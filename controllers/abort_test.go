@@ -118,28 +118,29 @@ func withVersion(ro *rolloutsv1.ModelRollout, rv string) *rolloutsv1.ModelRollou
 	return ro
 }
 
-// hangingGates passes every gate until hang is set; from then on it blocks
-// until its context ends, like a Secret read or Prometheus query that never
-// answers.
+// hangingGates passes every gate of a rollout without an abort request;
+// for one that carries it, it blocks until its context ends, like a Secret
+// read or Prometheus query that never answers. A reconcile that began before
+// the request runs on; one that sees the request and calls a gate never
+// lands.
 type hangingGates struct {
-	hang  atomic.Bool
 	calls atomic.Int32
 }
 
-func (g *hangingGates) wait(ctx context.Context) {
-	if g.hang.Load() {
+func (g *hangingGates) wait(ctx context.Context, ro *rolloutsv1.ModelRollout) {
+	if ro.Annotations[rolloutsv1.AnnotationAbort] != "" {
 		g.calls.Add(1)
 		<-ctx.Done()
 	}
 }
 
-func (g *hangingGates) Validate(ctx context.Context, _ *rolloutsv1.ModelRollout) (*plan.Problem, error) {
-	g.wait(ctx)
+func (g *hangingGates) Validate(ctx context.Context, ro *rolloutsv1.ModelRollout) (*plan.Problem, error) {
+	g.wait(ctx, ro)
 	return nil, nil
 }
 
 func (g *hangingGates) Evaluate(ctx context.Context, ro *rolloutsv1.ModelRollout, now time.Time) *plan.GateRound {
-	g.wait(ctx)
+	g.wait(ctx, ro)
 	round := &plan.GateRound{}
 	for _, gate := range ro.Spec.Analysis.Gates {
 		round.Gates = append(round.Gates, rolloutsv1.GateStatus{Name: gate.Name, Verdict: rolloutsv1.VerdictPass, LastEvaluatedAt: &metav1.Time{Time: now}})
@@ -230,8 +231,10 @@ var _ = Describe("Abort fast path", func() {
 		}
 	})
 
-	// Every gate and Secret call hangs from the abort on: if the abort
-	// waited on one, it would never land.
+	// Every gate and Secret call for the rollout hangs once it carries the
+	// abort: if the abort waited on one, it would never land. (Hanging from
+	// a point in time instead let a reconcile already running before the
+	// abort hang, holding the rollout's worker, so the abort waited on it.)
 	It("writes the routes before the status and never waits on gates or Secrets", func() {
 		createRoute(ns, "header-routing.yaml")
 		createBackend(ns, "vllm-gpt4-v2", true)
@@ -248,7 +251,6 @@ var _ = Describe("Abort fast path", func() {
 		Eventually(routeWeights(ns, "model-header-routing", "gpt4")).Should(HaveKeyWithValue("vllm-gpt4-v2", int32(25)))
 		Eventually(func() *rolloutsv1.MicroTime { return getRollout(ns, "gpt4").Status.StepStartedAt }).ShouldNot(BeNil())
 
-		gates.hang.Store(true)
 		before := len(writes.entries())
 		annotate(ns, "gpt4", map[string]string{rolloutsv1.AnnotationAbort: "now", rolloutsv1.AnnotationAbortReason: "bad answers"})
 		Eventually(phaseOf(ns, "gpt4")).Should(Equal(rolloutsv1.PhaseRolledBack))
