@@ -95,6 +95,10 @@ TEST_BUILDS := traefik argocd-build workload-plane
 # Set by make test: what the suites but the controllers suite wait for
 # besides the binaries they run.
 TEST_BEFORE_OTHERS ?=
+# What every suite needs; make test builds it in its first phase and empties
+# it for the second, so that the controllers suite has nothing to wait for
+# (make -j2 would give both places to the next goals' builds meanwhile).
+SUITE_DEPS ?= control-plane test-deps
 # The packages test-unit runs: all but those of the other suites.
 UNIT_PKGS = $$(go list ./... | grep -vE '/(controllers|test/workloads|test/e2e|test/traefik)$$')
 
@@ -105,22 +109,22 @@ go-test-each = fail=0; for p in $(1); do go test -count=1 $(GOTEST_FLAGS) -timeo
 .PHONY: test
 test: ## Run all tests: make verify, unit, integration on a real API server and Prometheus, e2e, a real gateway and Argo CD's code.
 	@$(MAKE) --no-print-directory -j2 control-plane verify-generated test-deps
-	@$(MAKE) --no-print-directory -j2 -k TEST_BEFORE_OTHERS="$(TEST_BUILDS)" test-controllers $(TEST_BUILDS) lint test-traefik test-argocd test-workloads test-unit
+	@$(MAKE) --no-print-directory -j2 -k SUITE_DEPS= TEST_BEFORE_OTHERS="$(TEST_BUILDS)" test-controllers $(TEST_BUILDS) lint test-traefik test-argocd test-workloads test-unit
 
 .PHONY: test-controllers
-test-controllers: control-plane test-deps ## Run the controllers suite (real API server and Prometheus).
+test-controllers: $(SUITE_DEPS) ## Run the controllers suite (real API server and Prometheus).
 	go test -count=1 $(GOTEST_FLAGS) -timeout 45m ./controllers
 
 .PHONY: test-unit
-test-unit: control-plane test-deps | $(TEST_BEFORE_OTHERS) ## Run every package's tests but the suites that have their own target.
+test-unit: $(SUITE_DEPS) | $(TEST_BEFORE_OTHERS) ## Run every package's tests but the suites that have their own target.
 	@$(call go-test-each,$(UNIT_PKGS))
 
 .PHONY: test-workloads
-test-workloads: workload-plane test-deps | $(TEST_BEFORE_OTHERS) ## Run the suites on real Deployments and Pods (kube-controller-manager, kwok): workloads and e2e.
+test-workloads: workload-plane $(SUITE_DEPS) | $(TEST_BEFORE_OTHERS) ## Run the suites on real Deployments and Pods (kube-controller-manager, kwok): workloads and e2e.
 	@$(call go-test-each,./test/workloads ./test/e2e)
 
 .PHONY: test-traefik
-test-traefik: traefik control-plane test-deps | $(TEST_BEFORE_OTHERS) ## Run the real-gateway suite (Traefik).
+test-traefik: traefik $(SUITE_DEPS) | $(TEST_BEFORE_OTHERS) ## Run the real-gateway suite (Traefik).
 	go test -count=1 $(GOTEST_FLAGS) -timeout 30m ./test/traefik
 
 .PHONY: argocd-build
@@ -128,7 +132,7 @@ argocd-build: ## Build the Argo CD suite's test binary (its own module, test/arg
 	cd test/argocd-upstream && go test -c -o /dev/null .
 
 .PHONY: test-argocd
-test-argocd: argocd-build control-plane | $(TEST_BEFORE_OTHERS) ## Run Argo CD's own code (Lua VM, normalizers, diff) against live objects.
+test-argocd: argocd-build $(SUITE_DEPS) | $(TEST_BEFORE_OTHERS) ## Run Argo CD's own code (Lua VM, normalizers, diff) against live objects.
 	cd test/argocd-upstream && go test -count=1 $(GOTEST_FLAGS) -timeout 20m ./...
 
 .PHONY: test-release
