@@ -48,7 +48,7 @@ func (r *ModelRolloutReconciler) finalize(ctx context.Context, ro *rolloutsv1.Mo
 		// A route another controller owns is treated as a missing one:
 		// never patched, so it cannot hold the deletion; its weights are
 		// its controller's.
-		writable, left := plan.SplitControlled(routes.Found, ro.UID)
+		writable, left := plan.SplitControlled(routes.Found, ro)
 		for _, c := range left {
 			r.event(ro, plan.DeletionLeftToController(c))
 		}

@@ -58,7 +58,7 @@ func (r *ModelRolloutReconciler) observeRoutes(ctx context.Context, ro *rollouts
 		if err != nil {
 			return out, fmt.Errorf("get HTTPRoute %s/%s: %w", ro.Namespace, t.Name, err)
 		}
-		if c := plan.ControlledRoute(route, ro.UID); c != nil && controlled == nil {
+		if c := plan.ControlledRoute(route, ro); c != nil && controlled == nil {
 			// Another controller generates this route: it would write its
 			// own weights back over the rollout's, forever.
 			controlled = c

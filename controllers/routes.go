@@ -56,7 +56,7 @@ func (r *ModelRolloutReconciler) observeDropped(ctx context.Context, ro *rollout
 			route.Labels[rolloutsv1.LabelHeaderRouteOf] != "" {
 			continue
 		}
-		if plan.ControlledRoute(route, ro.UID) != nil {
+		if plan.ControlledRoute(route, ro) != nil {
 			// Another controller took the route over: it is its
 			// controller's to write, not this rollout's to release.
 			continue

@@ -4,7 +4,6 @@ import (
 	"fmt"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	rolloutsv1 "github.com/modelrollout/modelrollout/api/v1alpha1"
@@ -19,13 +18,13 @@ const AIGatewayRouteKind = "AIGatewayRoute"
 // Envoy AI Gateway's AIGatewayRoute, KServe's LLMInferenceService or
 // Knative): that controller rewrites the route whole and would put its own
 // weights back over any the rollout writes, so the rollout never patches
-// it. A route controlled by the rollout itself (uid) is not refused; a
+// it. A route controlled by the rollout itself (same UID) is not refused; a
 // route with owners that are not its controller (controller unset or false,
 // as Argo CD or Helm-like tools record) neither. Nil when the rollout may
 // manage the route.
-func ControlledRoute(route *gatewayv1.HTTPRoute, rollout types.UID) *Problem {
+func ControlledRoute(route *gatewayv1.HTTPRoute, rollout *rolloutsv1.ModelRollout) *Problem {
 	owner := metav1.GetControllerOf(route)
-	if owner == nil || (rollout != "" && owner.UID == rollout) {
+	if owner == nil || (rollout.UID != "" && owner.UID == rollout.UID) {
 		return nil
 	}
 	instead := fmt.Sprintf("target the %s's own traffic split instead", owner.Kind)
@@ -45,7 +44,7 @@ func OwnedByController(p *Problem) bool {
 
 // SplitControlled separates the routes a rollout may write from those
 // another controller owns (ControlledRoute), whose problems it returns.
-func SplitControlled(found []ManagedRoute, rollout types.UID) ([]ManagedRoute, []*Problem) {
+func SplitControlled(found []ManagedRoute, rollout *rolloutsv1.ModelRollout) ([]ManagedRoute, []*Problem) {
 	var writable []ManagedRoute
 	var controlled []*Problem
 	for _, m := range found {

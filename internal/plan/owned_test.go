@@ -43,7 +43,7 @@ func TestControlledRoute(t *testing.T) {
 			if tc.kind != "" {
 				found = withOwner(found, tc.apiVersion, tc.kind, "foo", tc.uid, tc.controller)
 			}
-			p := ControlledRoute(found[0].Route, self)
+			p := ControlledRoute(found[0].Route, &rolloutsv1.ModelRollout{ObjectMeta: metav1.ObjectMeta{UID: self}})
 			if tc.want == "" {
 				if p != nil {
 					t.Fatalf("got problem %q, want none", p.Message)
@@ -63,7 +63,7 @@ func TestControlledRoute(t *testing.T) {
 func TestSplitControlled(t *testing.T) {
 	found := routesAt(10, 10)
 	found[1].Route.OwnerReferences = []metav1.OwnerReference{{Kind: "AIGatewayRoute", Name: "foo", UID: "ai-uid", Controller: ptr.To(true)}}
-	writable, left := SplitControlled(found, "rollout-uid")
+	writable, left := SplitControlled(found, &rolloutsv1.ModelRollout{ObjectMeta: metav1.ObjectMeta{UID: "rollout-uid"}})
 	expect(t, len(writable), 1)
 	expect(t, writable[0].Route.Name, "route-0")
 	expect(t, len(left), 1)
@@ -76,7 +76,7 @@ func TestSplitControlled(t *testing.T) {
 // AIGatewayRoute controls.
 func ownedConflict() *Problem {
 	found := withOwner(routesAt(10), "aigateway.envoyproxy.io/v1alpha1", "AIGatewayRoute", "foo", "ai-uid", ptr.To(true))
-	return ControlledRoute(found[0].Route, "rollout-uid")
+	return ControlledRoute(found[0].Route, testRollout())
 }
 
 func TestPlanRouteOwnedByController(t *testing.T) {
