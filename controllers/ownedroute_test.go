@@ -123,6 +123,15 @@ var _ = Describe("A managed route another controller owns", func() {
 		Expect(getRoute(ns, route).OwnerReferences).To(HaveLen(1), "the owner is left alone")
 	})
 
+	It("is managed as usual when its controller is this rollout", func() {
+		ro := newRollout(ns, step(10, "1h"), step(100, "1h"))
+		Expect(k8sClient.Create(suiteCtx, ro)).To(Succeed())
+		setOwners(metav1.OwnerReference{APIVersion: rolloutsv1.GroupVersion.String(), Kind: "ModelRollout", Name: ro.Name, UID: ro.UID, Controller: ptr.To(true)})
+		op = startOperator()
+		Eventually(routeWeights(ns, route, "gpt4")).Should(HaveKeyWithValue("vllm-gpt4-v2", int32(10)))
+		Eventually(conditionOf(ns, "gpt4", rolloutsv1.ConditionRoutesApplied)).Should(HaveField("Reason", rolloutsv1.ReasonApplied))
+	})
+
 	It("does not hold the deletion of the rollout: the route is left to its controller", func() {
 		op = startOperator()
 		Expect(k8sClient.Create(suiteCtx, newRollout(ns, step(10, "1h"), step(100, "1h")))).To(Succeed())
