@@ -20,8 +20,9 @@ import (
 // finalize runs when a rollout is deleted: it carries out plan.Delete (the
 // canary's traffic back to stable, the rules the rollout owns released, its
 // header routes deleted) and removes the finalizer. It never blocks when the
-// routes are gone or the namespace is being deleted; it does wait, with a
-// condition, while the API server rejects the patch.
+// routes are gone, another controller owns them (they are left to it) or
+// the namespace is being deleted; it does wait, with a condition, while the
+// API server rejects the patch.
 func (r *ModelRolloutReconciler) finalize(ctx context.Context, ro *rolloutsv1.ModelRollout) (ctrl.Result, error) {
 	if !controllerutil.ContainsFinalizer(ro, rolloutsv1.FinalizerRoutes) {
 		return ctrl.Result{}, nil
@@ -42,9 +43,16 @@ func (r *ModelRolloutReconciler) finalize(ctx context.Context, ro *rolloutsv1.Mo
 			return ctrl.Result{}, err
 		}
 	}
-	del := plan.Delete(ro, terminating, routes.Conflict)
+	del := plan.Delete(ro, terminating, routes.RuleConflict)
 	if del.WriteRoutes {
-		if err := r.releaseRoutes(ctx, ro, routes.Found, del.Routes); err != nil {
+		// A route another controller owns is treated as a missing one:
+		// never patched, so it cannot hold the deletion; its weights are
+		// its controller's.
+		writable, left := plan.SplitControlled(routes.Found, ro)
+		for _, c := range left {
+			r.event(ro, plan.DeletionLeftToController(c))
+		}
+		if err := r.releaseRoutes(ctx, ro, writable, del.Routes); err != nil {
 			return ctrl.Result{}, err
 		}
 	}

@@ -30,8 +30,12 @@ type routeObservation struct {
 	// Problem names every missing route and every managed rule that does
 	// not resolve; nil when all resolve.
 	Problem *plan.Problem
-	// Conflict names a live rollout that owns a rule this one would manage.
+	// Conflict names the controller that owns a route (plan.ControlledRoute),
+	// or else RuleConflict.
 	Conflict *plan.Problem
+	// RuleConflict names a live rollout that owns a rule this one would
+	// manage.
+	RuleConflict *plan.Problem
 	// OwnsAny is true when this rollout owns a rule of a found route.
 	OwnsAny bool
 }
@@ -42,6 +46,7 @@ type routeObservation struct {
 func (r *ModelRolloutReconciler) observeRoutes(ctx context.Context, ro *rolloutsv1.ModelRollout) (routeObservation, error) {
 	var out routeObservation
 	var problems []plan.Problem
+	var controlled *plan.Problem
 	for _, t := range ro.Spec.Routes {
 		route := &gatewayv1.HTTPRoute{}
 		err := r.Get(ctx, types.NamespacedName{Namespace: ro.Namespace, Name: t.Name}, route)
@@ -53,10 +58,10 @@ func (r *ModelRolloutReconciler) observeRoutes(ctx context.Context, ro *rollouts
 		if err != nil {
 			return out, fmt.Errorf("get HTTPRoute %s/%s: %w", ro.Namespace, t.Name, err)
 		}
-		if owner := metav1.GetControllerOf(route); owner != nil && out.Conflict == nil {
+		if c := plan.ControlledRoute(route, ro); c != nil && controlled == nil {
 			// Another controller generates this route: it would write its
 			// own weights back over the rollout's, forever.
-			out.Conflict = controlledRoute(route.Name, owner)
+			controlled = c
 		}
 		rules, ps := plan.ManagedRules(route, t, ro.Spec.Stable, ro.Name)
 		problems = append(problems, ps...)
@@ -68,14 +73,14 @@ func (r *ModelRolloutReconciler) observeRoutes(ctx context.Context, ro *rollouts
 			switch {
 			case holder == ro.Name:
 				out.OwnsAny = true
-			case holder == "" || out.Conflict != nil:
+			case holder == "" || out.RuleConflict != nil:
 			default:
 				live, err := r.ownerLive(ctx, ro.Namespace, holder)
 				if err != nil {
 					return out, err
 				}
 				if live {
-					out.Conflict = &plan.Problem{Reason: rolloutsv1.ReasonRouteConflict,
+					out.RuleConflict = &plan.Problem{Reason: rolloutsv1.ReasonRouteConflict,
 						Message: fmt.Sprintf("%s of HTTPRoute %s is managed by ModelRollout %s (annotation %s); this rollout writes nothing until that rollout is Idle or deleted",
 							plan.RuleLabel(route, i), route.Name, holder, rolloutsv1.AnnotationRuleOwners)}
 				}
@@ -89,15 +94,13 @@ func (r *ModelRolloutReconciler) observeRoutes(ctx context.Context, ro *rollouts
 		}
 		out.Problem = &plan.Problem{Reason: problems[0].Reason, Message: strings.Join(msgs, "; ")}
 	}
+	// A route another controller owns outranks a rule conflict with
+	// another rollout: no handover between rollouts makes it writable.
+	out.Conflict = out.RuleConflict
+	if controlled != nil {
+		out.Conflict = controlled
+	}
 	return out, nil
-}
-
-// controlledRoute is the problem of a route that another controller owns.
-func controlledRoute(route string, owner *metav1.OwnerReference) *plan.Problem {
-	return &plan.Problem{Reason: rolloutsv1.ReasonRouteOwnedByController, Message: fmt.Sprintf(
-		"HTTPRoute %s is controlled by %s %s (%s), which would write its own weights back over this rollout's: this rollout writes nothing. "+
-			"Move the weights in the %s's own spec, or name in spec.routes an HTTPRoute no controller owns",
-		route, owner.Kind, owner.Name, owner.APIVersion, owner.Kind)}
 }
 
 // ownerLive says whether the rollout named in a rule-owners annotation still

@@ -43,6 +43,7 @@ func ruleOwnerKeys(o client.Object) []string {
 // it still owns although spec.routes no longer names them, with those
 // rules: a route removed from spec.routes mid-rollout, whose traffic must
 // return to stable (see droppedWeights) and whose rules must be released.
+// A route another controller owns is left out: it is never patched.
 func (r *ModelRolloutReconciler) observeDropped(ctx context.Context, ro *rolloutsv1.ModelRollout) ([]plan.ManagedRoute, error) {
 	list := &gatewayv1.HTTPRouteList{}
 	if err := r.List(ctx, list, client.InNamespace(ro.Namespace), client.MatchingFields{indexRuleOwner: ro.Name}); err != nil {
@@ -53,6 +54,11 @@ func (r *ModelRolloutReconciler) observeDropped(ctx context.Context, ro *rollout
 		route := &list.Items[i]
 		if slices.ContainsFunc(ro.Spec.Routes, func(t rolloutsv1.RouteTarget) bool { return t.Name == route.Name }) ||
 			route.Labels[rolloutsv1.LabelHeaderRouteOf] != "" {
+			continue
+		}
+		if plan.ControlledRoute(route, ro) != nil {
+			// Another controller took the route over: it is its
+			// controller's to write, not this rollout's to release.
 			continue
 		}
 		owners := plan.RuleOwners(route)

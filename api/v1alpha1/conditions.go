@@ -77,11 +77,13 @@ const (
 	// would manage; the message names it. Nothing is written until the rule
 	// is free.
 	ReasonRouteConflict = "RouteConflict"
-	// ReasonRouteOwnedByController: a route has a controller
-	// ownerReference (another controller generates it and would overwrite
-	// any weight written to it); the message names the owner. Nothing is
-	// written to any route until spec.routes names routes no controller
-	// owns.
+	// ReasonRouteOwnedByController: a route in spec.routes has a controller
+	// ownerReference to something other than this rollout (another
+	// controller, such as an AIGatewayRoute, generates it and would
+	// overwrite any weight written to it); the message names the owner's
+	// kind and name and what to target instead. Nothing is written to any
+	// route, and a running step stops its clock, until the ownerReference
+	// is removed; a deletion leaves such a route alone.
 	ReasonRouteOwnedByController = "RouteOwnedByController"
 	// ReasonApplied: every managed rule carries the decided weights.
 	ReasonApplied = "Applied"

@@ -1038,6 +1038,15 @@ func (p *planner) progress() {
 			// pause is not being served.
 			st.StepStartedAt = nil
 		}
+		if b := p.blocked(); st.Phase != rolloutsv1.PhaseRolledBack && OwnedByController(b) {
+			// Another controller took a route over mid-rollout: nothing
+			// is written from now on, and the weights in the route are
+			// its controller's. The step stays where it is and bakes its
+			// full pause, with every gate, once the route is handed back.
+			st.StepStartedAt = nil
+			st.Message = Truncate(fmt.Sprintf("%s. Writes stopped at step %s (canary weight %d); the step bakes its full pause again once the route is handed back",
+				b.Message, st.Step, st.CanaryWeight), MaxMessage)
+		}
 		return
 	}
 
