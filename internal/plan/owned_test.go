@@ -115,6 +115,26 @@ func TestPlanRouteOwnedByController(t *testing.T) {
 			},
 		},
 		{
+			name: "mid-rollout, past the progress deadline: no rollback the routes would not carry; Stalled at the step",
+			ro: func() *rolloutsv1.ModelRollout {
+				ro := atStep(testRollout(), 0, 0)
+				ro.Status.Phase = rolloutsv1.PhaseWaiting
+				ro.Status.StepStartedAt = nil
+				ro.Status.WaitingSince = mt(t0.Add(-rolloutsv1.DefaultProgressDeadline - time.Minute))
+				return ro
+			}(),
+			obs: Observation{Conflict: ownedConflict(), OwnsAny: true},
+			check: func(t *testing.T, d Decision) {
+				st := d.Status
+				expect(t, d.WriteRoutes, false)
+				expect(t, st.Phase, rolloutsv1.PhaseWaiting)
+				expect(t, st.Rollback == nil, true)
+				expect(t, st.CanaryWeight, int32(10))
+				expect(t, condStatus(st, "Stalled"), "True/ProgressDeadlineExceeded")
+				expect(t, strings.Contains(st.Message, "Writes stopped at step 1/3 (canary weight 10)"), true)
+			},
+		},
+		{
 			name: "handed back after waiting: the step stays and bakes its full pause again",
 			ro: func() *rolloutsv1.ModelRollout {
 				ro := atStep(testRollout(), 0, 0)

@@ -850,7 +850,11 @@ func (p *planner) wait(b *Problem) {
 	}
 	deadline := p.progressDeadline()
 	waited := p.obs.Now.Sub(st.WaitingSince.Time)
-	if st.CurrentStepIndex != nil && waited >= deadline {
+	// Past the deadline the rollout rolls back, unless another controller
+	// owns a route: the operator may not write it, so a rollback would be
+	// one in status only. It stays Stalled (ProgressDeadlineExceeded) at
+	// its step instead, and says whose the weights are.
+	if st.CurrentStepIndex != nil && waited >= deadline && !OwnedByController(b) {
 		p.rollback(rolloutsv1.ReasonProgressDeadlineExceeded,
 			fmt.Sprintf("%s for %s, past the progress deadline of %s", b.Message, waited.Round(time.Second), deadline))
 		return
