@@ -135,6 +135,18 @@ func TestPlanRouteOwnedByController(t *testing.T) {
 			},
 		},
 		{
+			name: "an abort while a route is owned: the rollback says it is not written to the routes",
+			ro:   atStep(testRollout(), 0, time.Minute),
+			obs:  Observation{Conflict: ownedConflict(), OwnsAny: true, Requests: Requests{Abort: "t1", AbortReason: "bad outputs"}},
+			check: func(t *testing.T, d Decision) {
+				st := d.Status
+				expect(t, d.WriteRoutes, false)
+				expect(t, st.Phase, rolloutsv1.PhaseRolledBack)
+				expect(t, strings.Contains(st.Rollback.Message, "not written to the routes yet: "), true)
+				expect(t, strings.Contains(st.Message, "AIGatewayRoute ai/foo"), true)
+			},
+		},
+		{
 			name: "handed back after waiting: the step stays and bakes its full pause again",
 			ro: func() *rolloutsv1.ModelRollout {
 				ro := atStep(testRollout(), 0, 0)

@@ -982,6 +982,11 @@ func (p *planner) rollback(reason, message string) {
 	if p.obs.Routes != nil {
 		message += "; not reverted, since they do not resolve: " + p.obs.Routes.Message
 	}
+	if c := p.obs.Conflict; c != nil && p.obs.Routes == nil {
+		// Nothing is written while a route is another's (writes): the
+		// rollback holds in status until the route is handed back.
+		message += "; not written to the routes yet: " + c.Message
+	}
 	st.Rollback = &rolloutsv1.RollbackStatus{Reason: reason, Message: Truncate(message, 1024), FromWeight: from, At: now}
 	st.Phase = rolloutsv1.PhaseRolledBack
 	st.CanaryWeight = 0
