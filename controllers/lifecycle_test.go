@@ -206,12 +206,16 @@ var _ = Describe("Rollout lifecycle edges", func() {
 			op = startOperator()
 			Expect(k8sClient.Create(suiteCtx, newRollout(ns, step(10, "1h"), step(100, "1h")))).To(Succeed())
 			Eventually(routeWeights(ns, "model-header-routing", "gpt4")).Should(HaveKeyWithValue("vllm-gpt4-v2", int32(10)))
+			// The routes are written before the status: the revision
+			// follows.
+			Eventually(func() string { return getRollout(ns, "gpt4").Status.Revision }).Should(HaveSuffix("vllm-gpt4-v2:8000"))
 			first := getRollout(ns, "gpt4").Status.Revision
 
 			// The user names a new canary; the old canary's alert lands
 			// once the new revision runs, as the receiver wrote it.
 			mergePatchRollout(ns, "gpt4", map[string]any{"spec": map[string]any{"canary": map[string]any{"name": "vllm-gpt4-v3"}}})
 			Eventually(routeWeights(ns, "model-header-routing", "gpt4")).Should(HaveKeyWithValue("vllm-gpt4-v3", int32(10)))
+			Eventually(func() string { return getRollout(ns, "gpt4").Status.Revision }).Should(HaveSuffix("vllm-gpt4-v3:8000"))
 			second := getRollout(ns, "gpt4").Status.Revision
 			Expect(second).NotTo(Equal(first))
 			annotate(ns, "gpt4", map[string]string{rolloutsv1.AnnotationAbort: "alert-00000000000000a1",
