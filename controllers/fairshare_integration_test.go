@@ -104,7 +104,8 @@ var _ = Describe("Fair shares of the webhook pool", func() {
 		Eventually(routeWeights(b, "model-header-routing", "gpt4"), "60s").Should(Equal(map[string]int32{"vllm-gpt4-v1": 90, "vllm-gpt4-v2": 10}))
 		Expect(hooks.got("/slow")()).To(Equal(2), "a got no slot beyond its share")
 		Expect(depthOf(a)()).To(Equal(4.0), "a's other four calls wait")
-		Expect(webhookEntry(b, "gpt4", "fast").State).To(Equal(rolloutsv1.WebhookPassed))
+		// The routes are written before the status: the status follows.
+		Eventually(func() rolloutsv1.WebhookState { return webhookEntry(b, "gpt4", "fast").State }).Should(Equal(rolloutsv1.WebhookPassed))
 		Expect(getRollout(a, "gpt4").Status.Phase).To(Equal(rolloutsv1.PhaseWaiting))
 		Expect(testutil.CollectAndCount(metrics.QueueDepth)).To(Equal(1), "only a has calls waiting: b's series is gone")
 	})
@@ -152,7 +153,7 @@ var _ = Describe("Fair shares of the webhook pool", func() {
 		// slow call ends, and passes while every slow call is still blocked.
 		Eventually(hooks.got("/fast"), "10s").Should(BeNumerically(">=", 1))
 		Eventually(routeWeights(victim, "model-header-routing", "gpt4"), "60s").Should(Equal(map[string]int32{"vllm-gpt4-v1": 90, "vllm-gpt4-v2": 10}))
-		Expect(webhookEntry(victim, "gpt4", "fast").State).To(Equal(rolloutsv1.WebhookPassed))
+		Eventually(func() rolloutsv1.WebhookState { return webhookEntry(victim, "gpt4", "fast").State }).Should(Equal(rolloutsv1.WebhookPassed)) // the status follows the routes
 		Expect(hooks.got("/slow")()).To(Equal(DefaultWebhookConcurrency), "no slow call ended")
 		for _, ns := range attackers {
 			Expect(getRollout(ns, "gpt4").Status.Phase).To(Equal(rolloutsv1.PhaseWaiting))

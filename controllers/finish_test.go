@@ -159,6 +159,10 @@ var _ = Describe("Workload handoff without its opt-in RBAC", func() {
 		Expect(got.Status.Phase).To(Equal(rolloutsv1.PhaseSucceeded))
 		Expect(meta.IsStatusConditionTrue(got.Status.Conditions, rolloutsv1.ConditionReady)).To(BeTrue())
 		Expect(got.Status.Workloads).To(HaveLen(1), "kept, to be tried again")
+		// The Warning is recorded after the status that carries the
+		// condition, and sent in the background: wait for it, then make
+		// sure no second one follows.
+		Eventually(countReasons(ns, "gpt4", rolloutsv1.ReasonWorkloadHandoffForbidden)).Should(Equal(1))
 		Consistently(countReasons(ns, "gpt4", rolloutsv1.ReasonWorkloadHandoffForbidden), 2*time.Second).Should(Equal(1))
 
 		d := &appsv1.Deployment{}

@@ -231,6 +231,6 @@ var _ = Describe("InferencePool backends", func() {
 			"inference.networking.k8s.io/InferencePool/llama3-v1": 90,
 			"inference.networking.k8s.io/InferencePool/llama3-v2": 10,
 		}))
-		Expect(conditionReason(ns, "llama3", rolloutsv1.ConditionCanaryAvailable)).To(Equal(rolloutsv1.ReasonAvailable))
+		Eventually(func() string { return conditionReason(ns, "llama3", rolloutsv1.ConditionCanaryAvailable) }).Should(Equal(rolloutsv1.ReasonAvailable), "the status follows the routes")
 	})
 })

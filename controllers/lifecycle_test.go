@@ -167,6 +167,43 @@ var _ = Describe("Rollout lifecycle edges", func() {
 		})
 	})
 
+	Context("an alert about the previous revision", func() {
+		It("never rolls the next revision back; an alert about the running one does", func() {
+			createRoute(ns, "header-routing.yaml")
+			createBackend(ns, "vllm-gpt4-v2", true)
+			createBackend(ns, "vllm-gpt4-v3", true)
+			op = startOperator()
+			Expect(k8sClient.Create(suiteCtx, newRollout(ns, step(10, "1h"), step(100, "1h")))).To(Succeed())
+			Eventually(routeWeights(ns, "model-header-routing", "gpt4")).Should(HaveKeyWithValue("vllm-gpt4-v2", int32(10)))
+			// The routes are written before the status: the revision
+			// follows.
+			Eventually(func() string { return getRollout(ns, "gpt4").Status.Revision }).Should(HaveSuffix("vllm-gpt4-v2:8000"))
+			first := getRollout(ns, "gpt4").Status.Revision
+
+			// The user names a new canary; the old canary's alert lands
+			// once the new revision runs, as the receiver wrote it.
+			mergePatchRollout(ns, "gpt4", map[string]any{"spec": map[string]any{"canary": map[string]any{"name": "vllm-gpt4-v3"}}})
+			Eventually(routeWeights(ns, "model-header-routing", "gpt4")).Should(HaveKeyWithValue("vllm-gpt4-v3", int32(10)))
+			Eventually(func() string { return getRollout(ns, "gpt4").Status.Revision }).Should(HaveSuffix("vllm-gpt4-v3:8000"))
+			second := getRollout(ns, "gpt4").Status.Revision
+			Expect(second).NotTo(Equal(first))
+			annotate(ns, "gpt4", map[string]string{rolloutsv1.AnnotationAbort: "alert-00000000000000a1",
+				rolloutsv1.AnnotationAbortReason: `alert HighErrorRate{service="vllm-gpt4-v2"} firing`, rolloutsv1.AnnotationAbortRevision: first})
+			Eventually(func() string { return getRollout(ns, "gpt4").Status.LastHandledAbort }).Should(Equal("alert-00000000000000a1"))
+			Eventually(eventReasons(ns, "gpt4")).Should(ContainElement("AbortIgnored"))
+			ro := getRollout(ns, "gpt4")
+			Expect(ro.Status.Phase).To(Equal(rolloutsv1.PhaseProgressing))
+			Expect(ro.Status.Revision).To(Equal(second))
+			Expect(routeWeights(ns, "model-header-routing", "gpt4")()).To(HaveKeyWithValue("vllm-gpt4-v3", int32(10)), "the new canary keeps its traffic")
+
+			// An alert about the running revision rolls it back at once.
+			annotate(ns, "gpt4", map[string]string{rolloutsv1.AnnotationAbort: "alert-00000000000000a2",
+				rolloutsv1.AnnotationAbortReason: `alert HighErrorRate{service="vllm-gpt4-v3"} firing`, rolloutsv1.AnnotationAbortRevision: second})
+			Eventually(phaseOf(ns, "gpt4")).Should(Equal(rolloutsv1.PhaseRolledBack))
+			Expect(routeWeights(ns, "model-header-routing", "gpt4")()).To(HaveKeyWithValue("vllm-gpt4-v3", int32(0)))
+		})
+	})
+
 	Context("a writer that keeps changing the weights back", func() {
 		It("backs off, names the other field manager once per episode, and resumes when it stops", func() {
 			createRoute(ns, "header-routing.yaml")

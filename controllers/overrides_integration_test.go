@@ -93,8 +93,9 @@ var _ = Describe("Overrides", func() {
 			rolloutsv1.AnnotationRequestedBy:   "alice@example.com",
 		})
 		Eventually(routeWeights(ns, "model-header-routing", "gpt4")).Should(Equal(map[string]int32{"vllm-gpt4-v1": 75, "vllm-gpt4-v2": 25}))
+		// The routes are written before the status: the status follows.
+		Eventually(func() string { return getRollout(ns, "gpt4").Status.LastHandledSkipGates }).Should(Equal("skip-1"))
 		got := getRollout(ns, "gpt4")
-		Expect(got.Status.LastHandledSkipGates).To(Equal("skip-1"))
 		Expect(got.Status.Step).To(Equal("2/4"))
 		Expect(got.Status.Overrides).To(HaveLen(1))
 		o := got.Status.Overrides[0]
@@ -119,10 +120,10 @@ var _ = Describe("Overrides", func() {
 			rolloutsv1.AnnotationRequestedBy:   "bob",
 		})
 		Eventually(routeWeights(ns, "model-header-routing", "gpt4")).Should(Equal(map[string]int32{"vllm-gpt4-v1": 0, "vllm-gpt4-v2": 100}))
+		Eventually(func() string { return getRollout(ns, "gpt4").Status.LastHandledPromoteFull }).Should(Equal("full-1")) // the status follows the routes
 		got = getRollout(ns, "gpt4")
 		Expect(got.Status.Step).To(Equal("4/4"))
 		Expect(got.Status.Phase).To(Equal(rolloutsv1.PhaseProgressing), "the last step bakes its pause and is gated as usual")
-		Expect(got.Status.LastHandledPromoteFull).To(Equal("full-1"))
 		Expect(got.Status.Overrides).To(HaveLen(2))
 		o = got.Status.Overrides[1]
 		Expect(o.Kind).To(Equal(rolloutsv1.OverridePromoteFull))
