@@ -79,7 +79,10 @@
 // written yet, has no canary in traffic; these are skipped too. Phases are
 // read from the cache; if a rollout's phase changes between that read and the
 // controller's reconcile, the controller's own rule (it acts on an abort only
-// in Waiting, Progressing or Paused) decides.
+// in Waiting, Progressing or Paused) decides. An alert whose startsAt is
+// before the rollout's status.startedAt is skipped: it began before this
+// revision's canary had traffic, so it is about an earlier canary (the one
+// just rolled back, in Alertmanager's next notification) or the stable.
 //
 // # What is written
 //

@@ -424,6 +424,16 @@ func (r *Receiver) handle(ctx context.Context, log logr.Logger, p *Payload, sc *
 				rlog.Info("Firing alert matches a rollout that is not in progress; nothing to abort")
 				continue
 			}
+			if started := ro.Status.StartedAt; started != nil && !a.StartsAt.IsZero() && a.StartsAt.Before(started.Time) {
+				// It began firing before this revision's rollout started:
+				// about an earlier canary (still in Alertmanager's
+				// notifications once the next rollout has begun) or the
+				// stable, never this canary, which had no traffic then.
+				sum.Skipped++
+				rlog.Info("Firing alert began before the rollout of this revision started; it is not about this canary, nothing to abort",
+					"startsAt", a.StartsAt, "rolloutStartedAt", started.Time)
+				continue
+			}
 			if ro.Annotations[rolloutsv1.AnnotationAbort] == token || ro.Status.LastHandledAbort == token {
 				sum.Unchanged++
 				rlog.Info("Firing alert matches a rollout that already carries its abort token")

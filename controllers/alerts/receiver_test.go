@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -290,6 +291,37 @@ func TestPhasePolicy(t *testing.T) {
 			}
 			if !abort && (s.Skipped != 1 || s.Matched != 1) {
 				t.Errorf("phase %q: summary %+v", phase, s)
+			}
+		})
+	}
+}
+
+// TestAlertOlderThanTheRevision: an alert that began firing before the
+// rollout of the current revision started is about an earlier canary (the
+// one just rolled back, still firing in Alertmanager's next notification) or
+// the stable: it never aborts the new canary. One that began after does.
+func TestAlertOlderThanTheRevision(t *testing.T) {
+	for name, tc := range map[string]struct {
+		startsAt time.Time
+		abort    bool
+	}{
+		"began before the rollout started": {t0.Add(-time.Second), false},
+		"began after the rollout started":  {t0.Add(time.Minute), true},
+	} {
+		t.Run(name, func(t *testing.T) {
+			ro := rollout("prod", "chat", rolloutsv1.PhaseWaiting, map[string]string{"model": "gpt-4"})
+			ro.Status.StartedAt = &metav1.Time{Time: t0}
+			c := fakeClient(nil, ro)
+			r := newTestReceiver(t, c, nil)
+			a := firing("fp", gpt4Labels)
+			a.StartsAt = tc.startsAt
+			s := postPayload(t, r, payload(a))
+			ann := getRollout(t, c, "prod", "chat").Annotations
+			if got := ann[rolloutsv1.AnnotationAbort] != ""; got != tc.abort {
+				t.Errorf("patched=%v, want %v (annotations %v)", got, tc.abort, ann)
+			}
+			if !tc.abort && (s.Skipped != 1 || s.Matched != 1) {
+				t.Errorf("summary %+v, want one matched and skipped", s)
 			}
 		})
 	}
