@@ -40,6 +40,22 @@ func prometheusForNamespaces(sims map[*vllmsim.Server]string) *promharness.Prome
 }
 
 // withQueryTenancy is withTemplateGates with --query-tenancy=namespace.
+// twoTenants makes namespace a, with the route, the canary's backend and
+// the simulators of its stable and canary (under load when loaded), and
+// namespace b, with a model server of its own, and starts Prometheus
+// scraping all three.
+func twoTenants(loaded bool) (a, b string, prom *promharness.Prometheus) {
+	a, b = newNamespace(), newNamespace()
+	createRoute(a, "header-routing.yaml")
+	createBackend(a, "vllm-gpt4-v2", true)
+	stable, canary := simulator("vllm-gpt4-v1", nil), simulator("vllm-gpt4-v2", nil)
+	other := simulator("vllm-other", nil) // namespace b's model server
+	if loaded {
+		load(stable, canary)
+	}
+	return a, b, prometheusForNamespaces(map[*vllmsim.Server]string{stable: a, canary: a, other: b})
+}
+
 func withQueryTenancy(r *ModelRolloutReconciler, mgr ctrl.Manager) {
 	r.Gates = &PrometheusGates{Secrets: mgr.GetAPIReader(), Templates: mgr.GetClient(), Clients: analysis.NewClientCache(16),
 		QueryTenancy: analysis.QueryTenancyNamespace, Egress: loopbackEgress}
@@ -60,13 +76,7 @@ func gateStatusOf(ns, rollout, gate string) func() rolloutsv1.GateStatus {
 
 var _ = Describe("Query tenancy against a real Prometheus", func() {
 	It("refuses a query that selects another namespace, and confines one that selects its own", func() {
-		a, b := newNamespace(), newNamespace()
-		createRoute(a, "header-routing.yaml")
-		createBackend(a, "vllm-gpt4-v2", true)
-		stable, canary := simulator("vllm-gpt4-v1", nil), simulator("vllm-gpt4-v2", nil)
-		other := simulator("vllm-other", nil) // namespace b's model server
-		load(stable, canary)
-		prom := prometheusForNamespaces(map[*vllmsim.Server]string{stable: a, canary: a, other: b})
+		a, b, prom := twoTenants(true)
 		op := startOperator(withQueryTenancy)
 		DeferCleanup(op.stop)
 
@@ -103,12 +113,7 @@ var _ = Describe("Query tenancy against a real Prometheus", func() {
 	})
 
 	It("refuses a namespaced GateTemplate that selects another namespace, and confines one that selects none", func() {
-		a, b := newNamespace(), newNamespace()
-		createRoute(a, "header-routing.yaml")
-		createBackend(a, "vllm-gpt4-v2", true)
-		stable, canary := simulator("vllm-gpt4-v1", nil), simulator("vllm-gpt4-v2", nil)
-		other := simulator("vllm-other", nil) // namespace b's model server
-		prom := prometheusForNamespaces(map[*vllmsim.Server]string{stable: a, canary: a, other: b})
+		a, b, prom := twoTenants(false)
 		// The team's template counts b's targets: its author is the
 		// rollout's, so tenancy applies as to an inline gate.
 		tmpl := &rolloutsv1.GateTemplate{
@@ -148,13 +153,7 @@ var _ = Describe("Query tenancy against a real Prometheus", func() {
 	})
 
 	It("runs a ClusterGateTemplate and a preset as written, and says they are exempt", func() {
-		a, b := newNamespace(), newNamespace()
-		createRoute(a, "header-routing.yaml")
-		createBackend(a, "vllm-gpt4-v2", true)
-		stable, canary := simulator("vllm-gpt4-v1", nil), simulator("vllm-gpt4-v2", nil)
-		other := simulator("vllm-other", nil) // namespace b's model server
-		load(stable, canary)
-		prom := prometheusForNamespaces(map[*vllmsim.Server]string{stable: a, canary: a, other: b})
+		a, b, prom := twoTenants(true)
 		// The cluster admin's template reads both namespaces, by a regular
 		// expression that an inline gate or a GateTemplate may not use.
 		name := "targets-" + a
